@@ -1,0 +1,93 @@
+//! ACM certificate for the HTTPS listeners (DNS validation).
+
+use aws_sdk_acm::types::{Tag, ValidationMethod};
+
+use super::Aws;
+use crate::error::{Error, Result};
+use crate::model::{Actual, Desired, Kind};
+use crate::specs::CertificateSpec;
+
+pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
+    let out = aws
+        .acm
+        .list_certificates()
+        .send()
+        .await
+        .map_err(|e| Error::aws("acm:ListCertificates", e))?;
+    let mut res = Vec::new();
+    for c in out.certificate_summary_list() {
+        let Some(arn) = c.certificate_arn() else {
+            continue;
+        };
+        let tags = aws
+            .acm
+            .list_tags_for_certificate()
+            .certificate_arn(arn)
+            .send()
+            .await
+            .map_err(|e| Error::aws("acm:ListTagsForCertificate", e))?;
+        let pairs: Vec<(&str, &str)> = tags
+            .tags()
+            .iter()
+            .map(|t| (t.key(), t.value().unwrap_or_default()))
+            .collect();
+        if !aws.owns(pairs.iter().copied()) {
+            continue;
+        }
+        let Some(key) = super::key_from_tags(pairs.iter().copied()) else {
+            continue;
+        };
+        if key.kind != Kind::Certificate {
+            continue;
+        }
+        let spec = CertificateSpec {
+            domain: c.domain_name().unwrap_or_default().to_string(),
+            validation: "DNS".into(),
+        };
+        let state = c
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
+        res.push(Actual::new(key, arn, &spec).output("arn", arn).state(state));
+    }
+    Ok(res)
+}
+
+pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
+    let spec: CertificateSpec = d.spec()?;
+    let tags = aws
+        .tags(&d.key)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    let out = aws
+        .acm
+        .request_certificate()
+        .domain_name(&spec.domain)
+        .validation_method(ValidationMethod::Dns)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| Error::aws("acm:RequestCertificate", e))?;
+    let arn = out
+        .certificate_arn()
+        .ok_or_else(|| Error::invalid("RequestCertificate returned no ARN"))?;
+    crate::progress::note(&format!(
+        "  certificate for {} requested: add its DNS validation record (see `status`)",
+        spec.domain
+    ));
+    Ok(Actual::new(d.key.clone(), arn, &spec)
+        .output("arn", arn)
+        .state("PENDING_VALIDATION"))
+}
+
+pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
+    aws.acm
+        .delete_certificate()
+        .certificate_arn(&a.id)
+        .send()
+        .await
+        .map_err(|e| Error::aws("acm:DeleteCertificate", e))?;
+    Ok(())
+}

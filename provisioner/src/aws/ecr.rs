@@ -1,0 +1,114 @@
+//! ECR repositories (scan on push, immutable tags).
+
+use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability, Tag};
+
+use super::Aws;
+use crate::error::{Error, Result};
+use crate::model::{Actual, Desired, Key, Kind};
+use crate::specs::EcrRepositorySpec;
+
+pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
+    let out = aws
+        .ecr
+        .describe_repositories()
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecr:DescribeRepositories", e))?;
+    let prefix = format!("{}/", aws.prefix);
+    let mut res = Vec::new();
+    for r in out.repositories() {
+        let Some(name) = r.repository_name() else {
+            continue;
+        };
+        let Some(logical) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let spec = EcrRepositorySpec {
+            name: name.to_string(),
+            scan_on_push: r
+                .image_scanning_configuration()
+                .map(|c| c.scan_on_push())
+                .unwrap_or(false),
+            tag_mutability: r
+                .image_tag_mutability()
+                .map(|m| m.as_str().to_string())
+                .unwrap_or_default(),
+        };
+        res.push(
+            Actual::new(Key::new(Kind::EcrRepository, logical), name, &spec)
+                .output("arn", r.repository_arn().unwrap_or_default())
+                .output("uri", r.repository_uri().unwrap_or_default()),
+        );
+    }
+    Ok(res)
+}
+
+pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
+    let spec: EcrRepositorySpec = d.spec()?;
+    let tags = aws
+        .tags(&d.key)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    let out = aws
+        .ecr
+        .create_repository()
+        .repository_name(&spec.name)
+        .image_scanning_configuration(
+            ImageScanningConfiguration::builder()
+                .scan_on_push(spec.scan_on_push)
+                .build(),
+        )
+        .image_tag_mutability(ImageTagMutability::from(spec.tag_mutability.as_str()))
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecr:CreateRepository", e))?;
+    let r = out.repository();
+    Ok(Actual::new(d.key.clone(), &spec.name, &spec)
+        .output(
+            "arn",
+            r.and_then(|r| r.repository_arn()).unwrap_or_default(),
+        )
+        .output(
+            "uri",
+            r.and_then(|r| r.repository_uri()).unwrap_or_default(),
+        ))
+}
+
+pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
+    let spec: EcrRepositorySpec = d.spec()?;
+    aws.ecr
+        .put_image_scanning_configuration()
+        .repository_name(&spec.name)
+        .image_scanning_configuration(
+            ImageScanningConfiguration::builder()
+                .scan_on_push(spec.scan_on_push)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecr:PutImageScanningConfiguration", e))?;
+    aws.ecr
+        .put_image_tag_mutability()
+        .repository_name(&spec.name)
+        .image_tag_mutability(ImageTagMutability::from(spec.tag_mutability.as_str()))
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecr:PutImageTagMutability", e))?;
+    let mut n = a.clone();
+    n.props = d.props.clone();
+    Ok(n)
+}
+
+pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
+    aws.ecr
+        .delete_repository()
+        .repository_name(&a.id)
+        .force(true)
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecr:DeleteRepository", e))?;
+    Ok(())
+}

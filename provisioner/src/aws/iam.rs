@@ -1,0 +1,199 @@
+//! IAM roles with one inline policy each (flow logs, task execution, task).
+
+use aws_sdk_iam::types::Tag;
+use serde_json::{Value, json};
+
+use super::Aws;
+use crate::error::{Error, Result};
+use crate::model::{Actual, Desired, Key, Kind};
+use crate::specs::IamRoleSpec;
+
+pub const ROLES: [&str; 3] = ["flow-logs", "task-execution", "task"];
+
+/// IAM returns policy documents URL-encoded; moto sometimes does not.
+pub fn decode_policy(doc: &str) -> Value {
+    if let Ok(v) = serde_json::from_str(doc) {
+        return v;
+    }
+    let bytes = doc.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    serde_json::from_slice(&out).unwrap_or(Value::Null)
+}
+
+fn trust(service: &str) -> String {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]
+    })
+    .to_string()
+}
+
+fn trusted_service(doc: &Value) -> String {
+    doc["Statement"][0]["Principal"]["Service"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn policy_name(role: &str) -> String {
+    format!("{role}-policy")
+}
+
+pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
+    let mut res = Vec::new();
+    for logical in ROLES {
+        let name = format!("{}-{logical}", aws.prefix);
+        let role = match aws.iam.get_role().role_name(&name).send().await {
+            Ok(o) => o.role,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                None
+            }
+            Err(e) => return Err(Error::aws("iam:GetRole", e)),
+        };
+        let Some(role) = role else { continue };
+        let trust = decode_policy(role.assume_role_policy_document().unwrap_or_default());
+        let policy = match aws
+            .iam
+            .get_role_policy()
+            .role_name(&name)
+            .policy_name(policy_name(&name))
+            .send()
+            .await
+        {
+            Ok(p) => decode_policy(p.policy_document()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_no_such_entity_exception()) =>
+            {
+                Value::Null
+            }
+            Err(e) => return Err(Error::aws("iam:GetRolePolicy", e)),
+        };
+        let spec = IamRoleSpec {
+            name: name.clone(),
+            trusted_service: trusted_service(&trust),
+            policy,
+        };
+        res.push(
+            Actual::new(Key::new(Kind::IamRole, logical), &name, &spec).output("arn", role.arn()),
+        );
+    }
+    Ok(res)
+}
+
+async fn put_policy(aws: &Aws, spec: &IamRoleSpec) -> Result<()> {
+    aws.iam
+        .put_role_policy()
+        .role_name(&spec.name)
+        .policy_name(policy_name(&spec.name))
+        .policy_document(spec.policy.to_string())
+        .send()
+        .await
+        .map_err(|e| Error::aws("iam:PutRolePolicy", e))?;
+    Ok(())
+}
+
+pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
+    let spec: IamRoleSpec = d.spec()?;
+    let tags = aws
+        .tags(&d.key)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    let out = aws
+        .iam
+        .create_role()
+        .role_name(&spec.name)
+        .assume_role_policy_document(trust(&spec.trusted_service))
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| Error::aws("iam:CreateRole", e))?;
+    let arn = out.role().map(|r| r.arn().to_string()).unwrap_or_default();
+    put_policy(aws, &spec).await?;
+    Ok(Actual::new(d.key.clone(), &spec.name, &spec).output("arn", arn))
+}
+
+pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
+    let spec: IamRoleSpec = d.spec()?;
+    aws.iam
+        .update_assume_role_policy()
+        .role_name(&spec.name)
+        .policy_document(trust(&spec.trusted_service))
+        .send()
+        .await
+        .map_err(|e| Error::aws("iam:UpdateAssumeRolePolicy", e))?;
+    put_policy(aws, &spec).await?;
+    let mut n = a.clone();
+    n.props = d.props.clone();
+    Ok(n)
+}
+
+pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
+    match aws
+        .iam
+        .delete_role_policy()
+        .role_name(&a.id)
+        .policy_name(policy_name(&a.id))
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_no_such_entity_exception()) => {}
+        Err(e) => return Err(Error::aws("iam:DeleteRolePolicy", e)),
+    }
+    aws.iam
+        .delete_role()
+        .role_name(&a.id)
+        .send()
+        .await
+        .map_err(|e| Error::aws("iam:DeleteRole", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_decode_plain_and_url_encoded() {
+        let doc = json!({"Statement": [{"Principal": {"Service": "ecs-tasks.amazonaws.com"}}]});
+        assert_eq!(decode_policy(&doc.to_string()), doc);
+        let enc = "%7B%22a%22%3A%20%22b%20c%22%7D";
+        assert_eq!(decode_policy(enc), json!({"a": "b c"}));
+        assert_eq!(trusted_service(&doc), "ecs-tasks.amazonaws.com");
+        assert_eq!(decode_policy("%zz"), Value::Null);
+    }
+}

@@ -1,0 +1,371 @@
+//! The AWS side: one small module per resource kind, each with
+//! `observe` / `create` / `update` / `delete`, and [`AwsProvider`] dispatching
+//! the engine's calls to them.
+
+pub mod alarm;
+pub mod amp;
+pub mod autoscaling;
+pub mod certificate;
+pub mod ec2util;
+pub mod ecr;
+pub mod ecs_cluster;
+pub mod ecs_service;
+pub mod eip;
+pub mod elasticache;
+pub mod flow_log;
+pub mod iam;
+pub mod igw;
+pub mod lb;
+pub mod listener;
+pub mod log_group;
+pub mod nat;
+pub mod rds;
+pub mod route_table;
+pub mod secret;
+pub mod security_group;
+pub mod sg_rules;
+pub mod sns;
+pub mod subnet;
+pub mod target_group;
+pub mod task_definition;
+pub mod vpc;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+
+use crate::engine::Provider;
+use crate::error::{Error, Result};
+use crate::grafana::Grafana;
+use crate::model::{Actual, Desired, Kind};
+
+/// Tag keys every resource carries.
+pub const TAG_PROJECT: &str = "project";
+pub const TAG_ENV: &str = "env";
+/// The logical `kind/name` key, so a resource is found again by its tags.
+pub const TAG_KEY: &str = "provisioner:key";
+pub const TAG_MANAGED_BY: &str = "managed-by";
+
+/// Clients and identity of one environment.
+pub struct Aws {
+    pub ec2: aws_sdk_ec2::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub rds: aws_sdk_rds::Client,
+    pub elasticache: aws_sdk_elasticache::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub ecr: aws_sdk_ecr::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub autoscaling: aws_sdk_applicationautoscaling::Client,
+    pub amp: aws_sdk_amp::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub acm: aws_sdk_acm::Client,
+    pub region: String,
+    pub project: String,
+    pub env: String,
+    pub prefix: String,
+    /// How long to wait for slow resources (NAT deletion, RDS, ...).
+    pub wait_timeout: Duration,
+    /// Talking to an emulator (`--endpoint-url`): known emulator gaps on
+    /// teardown are reported as warnings instead of failing `down`.
+    pub emulator: bool,
+}
+
+impl Aws {
+    /// Standard credential/region chain; `endpoint_url` (or the SDK's own
+    /// `AWS_ENDPOINT_URL`) points every client at an emulator.
+    pub async fn connect(
+        endpoint_url: Option<&str>,
+        project: &str,
+        env: &str,
+        prefix: &str,
+        wait_timeout: Duration,
+    ) -> Result<Aws> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let conf = loader.load().await;
+        let region = conf.region().map(Region::to_string).ok_or_else(|| {
+            Error::invalid("no AWS region configured (set AWS_REGION or a profile region)")
+        })?;
+        Ok(Aws {
+            ec2: aws_sdk_ec2::Client::new(&conf),
+            ecs: aws_sdk_ecs::Client::new(&conf),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(&conf),
+            rds: aws_sdk_rds::Client::new(&conf),
+            elasticache: aws_sdk_elasticache::Client::new(&conf),
+            secrets: aws_sdk_secretsmanager::Client::new(&conf),
+            ecr: aws_sdk_ecr::Client::new(&conf),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&conf),
+            sns: aws_sdk_sns::Client::new(&conf),
+            autoscaling: aws_sdk_applicationautoscaling::Client::new(&conf),
+            amp: aws_sdk_amp::Client::new(&conf),
+            iam: aws_sdk_iam::Client::new(&conf),
+            acm: aws_sdk_acm::Client::new(&conf),
+            region,
+            project: project.to_string(),
+            env: env.to_string(),
+            prefix: prefix.to_string(),
+            wait_timeout,
+            emulator: endpoint_url.is_some(),
+        })
+    }
+
+    /// The common tags plus the logical key, as (key, value) pairs.
+    pub fn tags(&self, key: &crate::model::Key) -> Vec<(String, String)> {
+        vec![
+            (TAG_PROJECT.to_string(), self.project.clone()),
+            (TAG_ENV.to_string(), self.env.clone()),
+            (TAG_KEY.to_string(), key.to_string()),
+            (TAG_MANAGED_BY.to_string(), "provisioner".to_string()),
+        ]
+    }
+
+    /// Whether a tag list (as pairs) marks a resource of this environment.
+    pub fn owns<'a>(&self, tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+        let mut project = false;
+        let mut env = false;
+        for (k, v) in tags {
+            project |= k == TAG_PROJECT && v == self.project;
+            env |= k == TAG_ENV && v == self.env;
+        }
+        project && env
+    }
+
+    /// Availability zones of the region, sorted.
+    pub async fn availability_zones(&self) -> Result<Vec<String>> {
+        let out = self
+            .ec2
+            .describe_availability_zones()
+            .send()
+            .await
+            .map_err(|e| Error::aws("ec2:DescribeAvailabilityZones", e))?;
+        let mut azs: Vec<String> = out
+            .availability_zones()
+            .iter()
+            .filter(|z| z.state().map(|s| s.as_str()) == Some("available"))
+            .filter_map(|z| z.zone_name().map(str::to_string))
+            .collect();
+        azs.sort();
+        Ok(azs)
+    }
+}
+
+/// Finds the logical key in a tag list.
+pub fn key_from_tags<'a>(
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<crate::model::Key> {
+    tags.into_iter()
+        .find(|(k, _)| *k == TAG_KEY)
+        .and_then(|(_, v)| crate::model::Key::parse(v))
+}
+
+/// Polls `check` every few seconds until it returns `Some`, printing progress.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut announced = false;
+    loop {
+        if let Some(v) = check().await? {
+            if announced {
+                crate::progress::note(&format!(
+                    "  {what}: done after {}s",
+                    start.elapsed().as_secs()
+                ));
+            }
+            return Ok(v);
+        }
+        if start.elapsed() >= timeout {
+            return Err(Error::Timeout {
+                what: what.to_string(),
+                secs: timeout.as_secs(),
+            });
+        }
+        if !announced || start.elapsed().as_secs().is_multiple_of(30) {
+            crate::progress::note(&format!(
+                "  waiting for {what} ({}s elapsed)",
+                start.elapsed().as_secs()
+            ));
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_secs(5).min(timeout)).await;
+    }
+}
+
+/// Dispatches the engine's calls to the per-kind modules.
+pub struct AwsProvider<'a> {
+    pub aws: &'a Aws,
+    pub grafana: Option<&'a Grafana>,
+}
+
+impl Provider for AwsProvider<'_> {
+    async fn observe(&self) -> Result<Vec<Actual>> {
+        let a = self.aws;
+        let mut all = Vec::new();
+        // EC2 network, found by tags in one pass per kind.
+        all.extend(vpc::observe(a).await?);
+        all.extend(igw::observe(a).await?);
+        all.extend(subnet::observe(a).await?);
+        all.extend(eip::observe(a).await?);
+        all.extend(nat::observe(a).await?);
+        all.extend(route_table::observe(a).await?);
+        let groups = security_group::observe(a).await?;
+        all.extend(sg_rules::observe(a).await?);
+        all.extend(groups);
+        all.extend(flow_log::observe(a).await?);
+        // Everything else, found by name prefix and checked by tags.
+        all.extend(log_group::observe(a).await?);
+        all.extend(iam::observe(a).await?);
+        all.extend(secret::observe(a).await?);
+        all.extend(rds::observe_subnet_groups(a).await?);
+        all.extend(rds::observe(a).await?);
+        all.extend(elasticache::observe_subnet_groups(a).await?);
+        all.extend(elasticache::observe(a).await?);
+        all.extend(certificate::observe(a).await?);
+        all.extend(ecr::observe(a).await?);
+        all.extend(lb::observe(a).await?);
+        all.extend(target_group::observe(a).await?);
+        all.extend(listener::observe(a).await?);
+        all.extend(sns::observe(a).await?);
+        all.extend(amp::observe(a).await?);
+        all.extend(amp::observe_rule_groups(a).await?);
+        all.extend(ecs_cluster::observe(a).await?);
+        all.extend(task_definition::observe(a).await?);
+        all.extend(ecs_service::observe(a).await?);
+        all.extend(autoscaling::observe(a).await?);
+        all.extend(alarm::observe(a).await?);
+        if let Some(g) = self.grafana {
+            all.extend(g.observe().await?);
+        }
+        Ok(all)
+    }
+
+    async fn create(&self, d: &Desired) -> Result<Actual> {
+        let a = self.aws;
+        match d.key.kind {
+            Kind::Vpc => vpc::create(a, d).await,
+            Kind::InternetGateway => igw::create(a, d).await,
+            Kind::Subnet => subnet::create(a, d).await,
+            Kind::ElasticIp => eip::create(a, d).await,
+            Kind::NatGateway => nat::create(a, d).await,
+            Kind::RouteTable => route_table::create(a, d).await,
+            Kind::LogGroup => log_group::create(a, d).await,
+            Kind::IamRole => iam::create(a, d).await,
+            Kind::FlowLog => flow_log::create(a, d).await,
+            Kind::SecurityGroup => security_group::create(a, d).await,
+            Kind::SecurityGroupRules => sg_rules::create(a, d).await,
+            Kind::Secret => secret::create(a, d).await,
+            Kind::DbSubnetGroup => rds::create_subnet_group(a, d).await,
+            Kind::DbInstance => rds::create(a, d).await,
+            Kind::CacheSubnetGroup => elasticache::create_subnet_group(a, d).await,
+            Kind::ReplicationGroup => elasticache::create(a, d).await,
+            Kind::Certificate => certificate::create(a, d).await,
+            Kind::EcrRepository => ecr::create(a, d).await,
+            Kind::LoadBalancer => lb::create(a, d).await,
+            Kind::TargetGroup => target_group::create(a, d).await,
+            Kind::Listener => listener::create(a, d).await,
+            Kind::SnsTopic => sns::create(a, d).await,
+            Kind::AmpWorkspace => amp::create(a, d).await,
+            Kind::AmpRuleGroups => amp::create_rule_groups(a, d).await,
+            Kind::EcsCluster => ecs_cluster::create(a, d).await,
+            Kind::TaskDefinition => task_definition::create(a, d).await,
+            Kind::EcsService => ecs_service::create(a, d).await,
+            Kind::ScalingPolicy => autoscaling::create(a, d).await,
+            Kind::Alarm => alarm::create(a, d).await,
+            Kind::GrafanaDashboard => match self.grafana {
+                Some(g) => g.upload(d).await,
+                None => Err(Error::invalid("Grafana is not configured")),
+            },
+        }
+    }
+
+    async fn update(&self, actual: &Actual, d: &Desired, changed: &[String]) -> Result<Actual> {
+        let a = self.aws;
+        match d.key.kind {
+            Kind::Vpc => vpc::update(a, actual, d).await,
+            Kind::InternetGateway => igw::update(a, actual, d).await,
+            Kind::Subnet => subnet::update(a, actual, d).await,
+            Kind::RouteTable => route_table::update(a, actual, d).await,
+            Kind::LogGroup => log_group::update(a, actual, d).await,
+            Kind::IamRole => iam::update(a, actual, d).await,
+            Kind::SecurityGroupRules => sg_rules::create(a, d).await,
+            Kind::Secret => secret::update(a, actual, d).await,
+            Kind::DbSubnetGroup => rds::update_subnet_group(a, actual, d).await,
+            Kind::DbInstance => rds::update(a, actual, d).await,
+            Kind::CacheSubnetGroup => elasticache::update_subnet_group(a, actual, d).await,
+            Kind::ReplicationGroup => elasticache::update(a, actual, d, changed).await,
+            Kind::EcrRepository => ecr::update(a, actual, d).await,
+            Kind::LoadBalancer => lb::update(a, actual, d).await,
+            Kind::TargetGroup => target_group::update(a, actual, d).await,
+            Kind::Listener => listener::update(a, actual, d).await,
+            Kind::SnsTopic => sns::update(a, actual, d).await,
+            Kind::AmpRuleGroups => amp::update_rule_groups(a, actual, d).await,
+            Kind::EcsCluster => ecs_cluster::update(a, actual, d).await,
+            Kind::TaskDefinition => task_definition::create(a, d).await,
+            Kind::EcsService => ecs_service::update(a, actual, d, changed).await,
+            Kind::ScalingPolicy => autoscaling::create(a, d).await,
+            Kind::Alarm => alarm::create(a, d).await,
+            Kind::GrafanaDashboard => match self.grafana {
+                Some(g) => g.upload(d).await,
+                None => Err(Error::invalid("Grafana is not configured")),
+            },
+            Kind::ElasticIp
+            | Kind::NatGateway
+            | Kind::FlowLog
+            | Kind::SecurityGroup
+            | Kind::Certificate
+            | Kind::AmpWorkspace => Err(Error::invalid(format!(
+                "{} cannot be updated in place (changed: {})",
+                d.key,
+                changed.join(", ")
+            ))),
+        }
+    }
+
+    async fn delete(&self, actual: &Actual) -> Result<()> {
+        let a = self.aws;
+        match actual.key.kind {
+            Kind::Vpc => vpc::delete(a, actual).await,
+            Kind::InternetGateway => igw::delete(a, actual).await,
+            Kind::Subnet => subnet::delete(a, actual).await,
+            Kind::ElasticIp => eip::delete(a, actual).await,
+            Kind::NatGateway => nat::delete(a, actual).await,
+            Kind::RouteTable => route_table::delete(a, actual).await,
+            Kind::LogGroup => log_group::delete(a, actual).await,
+            Kind::IamRole => iam::delete(a, actual).await,
+            Kind::FlowLog => flow_log::delete(a, actual).await,
+            Kind::SecurityGroup => security_group::delete(a, actual).await,
+            Kind::SecurityGroupRules => sg_rules::delete(a, actual).await,
+            Kind::Secret => secret::delete(a, actual).await,
+            Kind::DbSubnetGroup => rds::delete_subnet_group(a, actual).await,
+            Kind::DbInstance => rds::delete(a, actual).await,
+            Kind::CacheSubnetGroup => elasticache::delete_subnet_group(a, actual).await,
+            Kind::ReplicationGroup => elasticache::delete(a, actual).await,
+            Kind::Certificate => certificate::delete(a, actual).await,
+            Kind::EcrRepository => ecr::delete(a, actual).await,
+            Kind::LoadBalancer => lb::delete(a, actual).await,
+            Kind::TargetGroup => target_group::delete(a, actual).await,
+            Kind::Listener => listener::delete(a, actual).await,
+            Kind::SnsTopic => sns::delete(a, actual).await,
+            Kind::AmpWorkspace => amp::delete(a, actual).await,
+            Kind::AmpRuleGroups => amp::delete_rule_groups(a, actual).await,
+            Kind::EcsCluster => ecs_cluster::delete(a, actual).await,
+            Kind::TaskDefinition => task_definition::delete(a, actual).await,
+            Kind::EcsService => ecs_service::delete(a, actual).await,
+            Kind::ScalingPolicy => autoscaling::delete(a, actual).await,
+            Kind::Alarm => alarm::delete(a, actual).await,
+            Kind::GrafanaDashboard => match self.grafana {
+                Some(g) => g.delete(actual).await,
+                None => Ok(()),
+            },
+        }
+    }
+}

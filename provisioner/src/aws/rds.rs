@@ -1,0 +1,264 @@
+//! RDS PostgreSQL: the DB subnet group and the instance (Multi-AZ, encrypted,
+//! backups, deletion protection).
+
+use aws_sdk_rds::types::Tag;
+
+use super::{Aws, secret, wait_for};
+use crate::error::{Error, Result};
+use crate::model::{Actual, Desired, Key, Kind};
+use crate::specs::{DbInstanceSpec, SubnetGroupSpec};
+
+fn tags(aws: &Aws, key: &Key) -> Vec<Tag> {
+    aws.tags(key)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn subnet_group_name(aws: &Aws) -> String {
+    format!("{}-db", aws.prefix)
+}
+
+fn instance_id(aws: &Aws) -> String {
+    format!("{}-db", aws.prefix)
+}
+
+pub async fn observe_subnet_groups(aws: &Aws) -> Result<Vec<Actual>> {
+    let out = aws
+        .rds
+        .describe_db_subnet_groups()
+        .send()
+        .await
+        .map_err(|e| Error::aws("rds:DescribeDBSubnetGroups", e))?;
+    let name = subnet_group_name(aws);
+    Ok(out
+        .db_subnet_groups()
+        .iter()
+        .filter(|g| g.db_subnet_group_name() == Some(name.as_str()))
+        .map(|g| {
+            let mut subnets: Vec<String> = g
+                .subnets()
+                .iter()
+                .filter_map(|s| s.subnet_identifier().map(str::to_string))
+                .collect();
+            subnets.sort();
+            let spec = SubnetGroupSpec {
+                name: name.clone(),
+                description: g
+                    .db_subnet_group_description()
+                    .unwrap_or_default()
+                    .to_string(),
+                subnets,
+            };
+            Actual::new(Key::new(Kind::DbSubnetGroup, "main"), &name, &spec)
+        })
+        .collect())
+}
+
+pub async fn create_subnet_group(aws: &Aws, d: &Desired) -> Result<Actual> {
+    let spec: SubnetGroupSpec = d.spec()?;
+    aws.rds
+        .create_db_subnet_group()
+        .db_subnet_group_name(&spec.name)
+        .db_subnet_group_description(&spec.description)
+        .set_subnet_ids(Some(spec.subnets.clone()))
+        .set_tags(Some(tags(aws, &d.key)))
+        .send()
+        .await
+        .map_err(|e| Error::aws("rds:CreateDBSubnetGroup", e))?;
+    Ok(Actual::new(d.key.clone(), &spec.name, &spec))
+}
+
+pub async fn update_subnet_group(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
+    let spec: SubnetGroupSpec = d.spec()?;
+    aws.rds
+        .modify_db_subnet_group()
+        .db_subnet_group_name(&spec.name)
+        .db_subnet_group_description(&spec.description)
+        .set_subnet_ids(Some(spec.subnets.clone()))
+        .send()
+        .await
+        .map_err(|e| Error::aws("rds:ModifyDBSubnetGroup", e))?;
+    Ok(Actual::new(d.key.clone(), a.id.clone(), &spec))
+}
+
+pub async fn delete_subnet_group(aws: &Aws, a: &Actual) -> Result<()> {
+    aws.rds
+        .delete_db_subnet_group()
+        .db_subnet_group_name(&a.id)
+        .send()
+        .await
+        .map_err(|e| Error::aws("rds:DeleteDBSubnetGroup", e))?;
+    Ok(())
+}
+
+async fn describe(aws: &Aws) -> Result<Option<aws_sdk_rds::types::DbInstance>> {
+    let id = instance_id(aws);
+    let out = aws
+        .rds
+        .describe_db_instances()
+        .send()
+        .await
+        .map_err(|e| Error::aws("rds:DescribeDBInstances", e))?;
+    Ok(out
+        .db_instances()
+        .iter()
+        .find(|i| i.db_instance_identifier() == Some(id.as_str()))
+        .cloned())
+}
+
+fn actual_of(i: &aws_sdk_rds::types::DbInstance) -> Actual {
+    let mut sgs: Vec<String> = i
+        .vpc_security_groups()
+        .iter()
+        .filter_map(|g| g.vpc_security_group_id().map(str::to_string))
+        .collect();
+    sgs.sort();
+    let spec = DbInstanceSpec {
+        identifier: i.db_instance_identifier().unwrap_or_default().to_string(),
+        engine: i.engine().unwrap_or_default().to_string(),
+        engine_version: i.engine_version().unwrap_or_default().to_string(),
+        instance_class: i.db_instance_class().unwrap_or_default().to_string(),
+        allocated_storage: i.allocated_storage().unwrap_or(0),
+        multi_az: i.multi_az().unwrap_or(false),
+        storage_encrypted: i.storage_encrypted().unwrap_or(false),
+        backup_retention_days: i.backup_retention_period().unwrap_or(0),
+        deletion_protection: i.deletion_protection().unwrap_or(false),
+        publicly_accessible: i.publicly_accessible().unwrap_or(false),
+        subnet_group: i
+            .db_subnet_group()
+            .and_then(|g| g.db_subnet_group_name())
+            .unwrap_or_default()
+            .to_string(),
+        security_groups: sgs,
+        master_username: i.master_username().unwrap_or_default().to_string(),
+    };
+    let endpoint = i.endpoint();
+    Actual::new(
+        Key::new(Kind::DbInstance, "main"),
+        i.db_instance_identifier().unwrap_or_default(),
+        &spec,
+    )
+    .output("arn", i.db_instance_arn().unwrap_or_default())
+    .output(
+        "endpoint",
+        endpoint.and_then(|e| e.address()).unwrap_or_default(),
+    )
+    .output(
+        "port",
+        endpoint.and_then(|e| e.port()).unwrap_or(5432).to_string(),
+    )
+    .state(i.db_instance_status().unwrap_or_default())
+}
+
+pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
+    Ok(describe(aws)
+        .await?
+        .filter(|i| i.db_instance_status() != Some("deleting"))
+        .map(|i| vec![actual_of(&i)])
+        .unwrap_or_default())
+}
+
+async fn wait_available(aws: &Aws) -> Result<Actual> {
+    wait_for(
+        "the RDS instance to become available",
+        aws.wait_timeout,
+        || async {
+            Ok(describe(aws)
+                .await?
+                .filter(|i| i.db_instance_status() == Some("available"))
+                .map(|i| actual_of(&i)))
+        },
+    )
+    .await
+}
+
+pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
+    let spec: DbInstanceSpec = d.spec()?;
+    let secret_id = d
+        .inputs
+        .get("password_secret")
+        .ok_or_else(|| Error::invalid("db-instance needs the password secret"))?;
+    let password = secret::value(aws, secret_id).await?;
+    aws.rds
+        .create_db_instance()
+        .db_instance_identifier(&spec.identifier)
+        .engine(&spec.engine)
+        .engine_version(&spec.engine_version)
+        .db_instance_class(&spec.instance_class)
+        .allocated_storage(spec.allocated_storage)
+        .storage_type("gp3")
+        .multi_az(spec.multi_az)
+        .storage_encrypted(spec.storage_encrypted)
+        .backup_retention_period(spec.backup_retention_days)
+        .deletion_protection(spec.deletion_protection)
+        .publicly_accessible(spec.publicly_accessible)
+        .db_subnet_group_name(&spec.subnet_group)
+        .set_vpc_security_group_ids(Some(spec.security_groups.clone()))
+        .master_username(&spec.master_username)
+        .master_user_password(password)
+        .port(5432)
+        .db_name("gateway")
+        .copy_tags_to_snapshot(true)
+        .set_tags(Some(tags(aws, &d.key)))
+        .send()
+        .await
+        .map_err(|e| Error::aws("rds:CreateDBInstance", e))?;
+    wait_available(aws).await
+}
+
+pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
+    let spec: DbInstanceSpec = d.spec()?;
+    aws.rds
+        .modify_db_instance()
+        .db_instance_identifier(&a.id)
+        .apply_immediately(true)
+        .engine_version(&spec.engine_version)
+        .db_instance_class(&spec.instance_class)
+        .allocated_storage(spec.allocated_storage)
+        .multi_az(spec.multi_az)
+        .backup_retention_period(spec.backup_retention_days)
+        .deletion_protection(spec.deletion_protection)
+        .publicly_accessible(spec.publicly_accessible)
+        .set_vpc_security_group_ids(Some(spec.security_groups.clone()))
+        .send()
+        .await
+        .map_err(|e| Error::aws("rds:ModifyDBInstance", e))?;
+    wait_available(aws).await
+}
+
+/// Lifts deletion protection first (`down` was confirmed), and keeps a final
+/// snapshot when the instance was protected.
+pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
+    let protected = a.props.get("deletion_protection").and_then(|v| v.as_bool()) == Some(true);
+    if protected {
+        aws.rds
+            .modify_db_instance()
+            .db_instance_identifier(&a.id)
+            .deletion_protection(false)
+            .apply_immediately(true)
+            .send()
+            .await
+            .map_err(|e| Error::aws("rds:ModifyDBInstance", e))?;
+    }
+    let mut req = aws.rds.delete_db_instance().db_instance_identifier(&a.id);
+    req = if protected {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        req.skip_final_snapshot(false)
+            .final_db_snapshot_identifier(format!("{}-final-{stamp}", a.id))
+    } else {
+        req.skip_final_snapshot(true)
+    };
+    req.send()
+        .await
+        .map_err(|e| Error::aws("rds:DeleteDBInstance", e))?;
+    wait_for(
+        "the RDS instance to be deleted",
+        aws.wait_timeout,
+        || async { Ok(describe(aws).await?.is_none().then_some(())) },
+    )
+    .await
+}

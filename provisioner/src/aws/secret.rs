@@ -1,0 +1,144 @@
+//! Secrets Manager secrets with generated values (JWT, DB password, Redis token).
+
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
+
+use super::Aws;
+use crate::error::{Error, Result};
+use crate::model::{Actual, Desired, Key, Kind};
+use crate::specs::SecretSpec;
+
+/// (logical name, secret name suffix).
+pub const SECRETS: [(&str, &str); 3] = [
+    ("jwt", "jwt-secret"),
+    ("db-password", "db-password"),
+    ("redis-token", "redis-auth-token"),
+];
+
+fn prefix(aws: &Aws) -> String {
+    format!("{}/{}/", aws.project, aws.env)
+}
+
+pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
+    let out = aws
+        .secrets
+        .list_secrets()
+        .filters(
+            Filter::builder()
+                .key(FilterNameStringType::Name)
+                .values(prefix(aws))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| Error::aws("secretsmanager:ListSecrets", e))?;
+    let mut res = Vec::new();
+    for s in out.secret_list() {
+        let Some(name) = s.name() else { continue };
+        if s.deleted_date().is_some() {
+            continue;
+        }
+        let Some((logical, _)) = SECRETS
+            .iter()
+            .find(|(_, suffix)| name == format!("{}{suffix}", prefix(aws)))
+        else {
+            continue;
+        };
+        let spec = SecretSpec {
+            name: name.to_string(),
+            description: s.description().unwrap_or_default().to_string(),
+        };
+        let arn = s.arn().unwrap_or_default();
+        res.push(Actual::new(Key::new(Kind::Secret, *logical), arn, &spec).output("arn", arn));
+    }
+    Ok(res)
+}
+
+/// A random value without punctuation (valid as a Redis AUTH token and a
+/// PostgreSQL password).
+pub async fn random_value(aws: &Aws) -> Result<String> {
+    let out = aws
+        .secrets
+        .get_random_password()
+        .password_length(48)
+        .exclude_punctuation(true)
+        .send()
+        .await
+        .map_err(|e| Error::aws("secretsmanager:GetRandomPassword", e))?;
+    out.random_password
+        .ok_or_else(|| Error::invalid("GetRandomPassword returned nothing"))
+}
+
+pub async fn value(aws: &Aws, id: &str) -> Result<String> {
+    let out = aws
+        .secrets
+        .get_secret_value()
+        .secret_id(id)
+        .send()
+        .await
+        .map_err(|e| Error::aws("secretsmanager:GetSecretValue", e))?;
+    out.secret_string
+        .ok_or_else(|| Error::invalid(format!("secret {id} has no string value")))
+}
+
+/// The value of a secret that may not exist.
+pub async fn optional_value(aws: &Aws, id: &str) -> Result<Option<String>> {
+    match aws.secrets.get_secret_value().secret_id(id).send().await {
+        Ok(o) => Ok(o.secret_string),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(Error::aws("secretsmanager:GetSecretValue", e)),
+    }
+}
+
+pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
+    let spec: SecretSpec = d.spec()?;
+    let value = random_value(aws).await?;
+    let tags: Vec<Tag> = aws
+        .tags(&d.key)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    let out = aws
+        .secrets
+        .create_secret()
+        .name(&spec.name)
+        .description(&spec.description)
+        .secret_string(value)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| Error::aws("secretsmanager:CreateSecret", e))?;
+    let arn = out.arn().unwrap_or_default();
+    Ok(Actual::new(d.key.clone(), arn, &spec).output("arn", arn))
+}
+
+pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
+    let spec: SecretSpec = d.spec()?;
+    aws.secrets
+        .update_secret()
+        .secret_id(&a.id)
+        .description(&spec.description)
+        .send()
+        .await
+        .map_err(|e| Error::aws("secretsmanager:UpdateSecret", e))?;
+    let mut n = a.clone();
+    n.props = d.props.clone();
+    Ok(n)
+}
+
+/// Deleted without a recovery window so that `up` after `down` can reuse
+/// the names.
+pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
+    aws.secrets
+        .delete_secret()
+        .secret_id(&a.id)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .map_err(|e| Error::aws("secretsmanager:DeleteSecret", e))?;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The SNS topic alarms notify, with the PagerDuty HTTPS subscription.
+
+use aws_sdk_sns::types::Tag;
+
+use super::Aws;
+use crate::error::{Error, Result};
+use crate::model::{Actual, Desired, Key, Kind};
+use crate::specs::SnsTopicSpec;
+
+fn name(aws: &Aws) -> String {
+    format!("{}-alarms", aws.prefix)
+}
+
+async fn subscriptions(aws: &Aws, arn: &str) -> Result<Vec<(String, String)>> {
+    let out = aws
+        .sns
+        .list_subscriptions_by_topic()
+        .topic_arn(arn)
+        .send()
+        .await
+        .map_err(|e| Error::aws("sns:ListSubscriptionsByTopic", e))?;
+    Ok(out
+        .subscriptions()
+        .iter()
+        .filter(|s| s.protocol() == Some("https"))
+        .filter_map(|s| Some((s.endpoint()?.to_string(), s.subscription_arn()?.to_string())))
+        .collect())
+}
+
+pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
+    let out = aws
+        .sns
+        .list_topics()
+        .send()
+        .await
+        .map_err(|e| Error::aws("sns:ListTopics", e))?;
+    let suffix = format!(":{}", name(aws));
+    let mut res = Vec::new();
+    for t in out.topics() {
+        let Some(arn) = t.topic_arn() else { continue };
+        if !arn.ends_with(&suffix) {
+            continue;
+        }
+        let mut subs: Vec<String> = subscriptions(aws, arn)
+            .await?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect();
+        subs.sort();
+        let spec = SnsTopicSpec {
+            name: name(aws),
+            https_subscriptions: subs,
+        };
+        res.push(Actual::new(Key::new(Kind::SnsTopic, "alarms"), arn, &spec).output("arn", arn));
+    }
+    Ok(res)
+}
+
+async fn sync_subscriptions(aws: &Aws, arn: &str, want: &[String]) -> Result<()> {
+    let have = subscriptions(aws, arn).await?;
+    for (endpoint, sub) in &have {
+        // Pending confirmations cannot be unsubscribed; AWS expires them.
+        if !want.contains(endpoint) && sub.starts_with("arn:") {
+            aws.sns
+                .unsubscribe()
+                .subscription_arn(sub)
+                .send()
+                .await
+                .map_err(|e| Error::aws("sns:Unsubscribe", e))?;
+        }
+    }
+    for endpoint in want {
+        if !have.iter().any(|(e, _)| e == endpoint) {
+            aws.sns
+                .subscribe()
+                .topic_arn(arn)
+                .protocol("https")
+                .endpoint(endpoint)
+                .send()
+                .await
+                .map_err(|e| Error::aws("sns:Subscribe", e))?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
+    let spec: SnsTopicSpec = d.spec()?;
+    let tags: Vec<Tag> = aws
+        .tags(&d.key)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    let out = aws
+        .sns
+        .create_topic()
+        .name(&spec.name)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| Error::aws("sns:CreateTopic", e))?;
+    let arn = out
+        .topic_arn()
+        .ok_or_else(|| Error::invalid("CreateTopic returned no ARN"))?;
+    sync_subscriptions(aws, arn, &spec.https_subscriptions).await?;
+    Ok(Actual::new(d.key.clone(), arn, &spec).output("arn", arn))
+}
+
+pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
+    let spec: SnsTopicSpec = d.spec()?;
+    sync_subscriptions(aws, &a.id, &spec.https_subscriptions).await?;
+    let mut n = a.clone();
+    n.props = d.props.clone();
+    Ok(n)
+}
+
+pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
+    aws.sns
+        .delete_topic()
+        .topic_arn(&a.id)
+        .send()
+        .await
+        .map_err(|e| Error::aws("sns:DeleteTopic", e))?;
+    Ok(())
+}

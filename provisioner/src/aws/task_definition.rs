@@ -1,0 +1,262 @@
+//! The gateway task definition: the gateway plus the metrics-agent sidecar,
+//! secrets from Secrets Manager, awslogs, health checks, stop timeout.
+//! Every change registers a new revision.
+
+use std::collections::{BTreeMap, HashMap};
+
+use aws_sdk_ecs::types::{
+    Compatibility, ContainerDefinition, HealthCheck, KeyValuePair, LogConfiguration, LogDriver,
+    NetworkMode, PortMapping, RuntimePlatform, Secret, TaskDefinition, TaskDefinitionField,
+    TransportProtocol,
+};
+
+use super::Aws;
+use super::ecs_cluster::ecs_tags;
+use crate::desired::{PROXY_PORT, STATUS_PORT};
+use crate::error::{Error, Result};
+use crate::model::{Actual, Desired, Key, Kind};
+use crate::specs::TaskDefinitionSpec;
+
+pub const GATEWAY: &str = "gateway";
+pub const AGENT: &str = "metrics-agent";
+
+pub fn family(aws: &Aws) -> String {
+    format!("{}-gateway", aws.prefix)
+}
+
+fn env_map(c: &ContainerDefinition) -> BTreeMap<String, String> {
+    c.environment()
+        .iter()
+        .filter_map(|kv| Some((kv.name()?.to_string(), kv.value()?.to_string())))
+        .collect()
+}
+
+/// Reads a registered revision back into the spec shape.
+pub fn spec_of(td: &TaskDefinition) -> TaskDefinitionSpec {
+    let containers = td.container_definitions();
+    let find = |n: &str| containers.iter().find(|c| c.name() == Some(n));
+    let gw = find(GATEWAY);
+    let agent = find(AGENT);
+    TaskDefinitionSpec {
+        family: td.family().unwrap_or_default().to_string(),
+        cpu: td.cpu().unwrap_or_default().to_string(),
+        memory: td.memory().unwrap_or_default().to_string(),
+        execution_role_arn: td.execution_role_arn().unwrap_or_default().to_string(),
+        task_role_arn: td.task_role_arn().unwrap_or_default().to_string(),
+        gateway_image: gw.and_then(|c| c.image()).unwrap_or_default().to_string(),
+        metrics_agent_image: agent
+            .and_then(|c| c.image())
+            .unwrap_or_default()
+            .to_string(),
+        log_group: gw
+            .and_then(|c| c.log_configuration())
+            .and_then(|l| l.options())
+            .and_then(|o| o.get("awslogs-group"))
+            .cloned()
+            .unwrap_or_default(),
+        stop_timeout: gw.and_then(|c| c.stop_timeout()).unwrap_or(0),
+        gateway_environment: gw.map(env_map).unwrap_or_default(),
+        agent_environment: agent.map(env_map).unwrap_or_default(),
+        gateway_secrets: gw
+            .map(|c| {
+                c.secrets()
+                    .iter()
+                    .map(|s| (s.name().to_string(), s.value_from().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn actual_of(td: &TaskDefinition) -> Actual {
+    let spec = spec_of(td);
+    let arn = td.task_definition_arn().unwrap_or_default();
+    Actual::new(Key::new(Kind::TaskDefinition, "gateway"), arn, &spec)
+        .output("arn", arn)
+        .output("revision", td.revision().to_string())
+        .output("gateway_image", spec.gateway_image.clone())
+        .output("metrics_agent_image", spec.metrics_agent_image.clone())
+        .state(
+            td.status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+        )
+}
+
+pub async fn describe(aws: &Aws, arn: &str) -> Result<TaskDefinition> {
+    let out = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(arn)
+        .include(TaskDefinitionField::Tags)
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecs:DescribeTaskDefinition", e))?;
+    out.task_definition
+        .ok_or_else(|| Error::invalid(format!("task definition {arn} not found")))
+}
+
+/// ARNs of the ACTIVE revisions of the family, newest first.
+pub async fn revisions(aws: &Aws) -> Result<Vec<String>> {
+    let out = aws
+        .ecs
+        .list_task_definitions()
+        .family_prefix(family(aws))
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecs:ListTaskDefinitions", e))?;
+    let fam = format!(":task-definition/{}:", family(aws));
+    let mut arns: Vec<(i64, String)> = out
+        .task_definition_arns()
+        .iter()
+        .filter(|a| a.contains(&fam))
+        .filter_map(|a| Some((a.rsplit(':').next()?.parse().ok()?, a.clone())))
+        .collect();
+    arns.sort_by_key(|a| std::cmp::Reverse(a.0));
+    Ok(arns.into_iter().map(|(_, a)| a).collect())
+}
+
+/// The newest ACTIVE revision is what the environment "has".
+pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
+    let Some(latest) = revisions(aws).await?.into_iter().next() else {
+        return Ok(Vec::new());
+    };
+    Ok(vec![actual_of(&describe(aws, &latest).await?)])
+}
+
+fn kv(env: &BTreeMap<String, String>) -> Vec<KeyValuePair> {
+    env.iter()
+        .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+        .collect()
+}
+
+fn logs(spec: &TaskDefinitionSpec, region: &str, stream_prefix: &str) -> Result<LogConfiguration> {
+    let mut options = HashMap::new();
+    options.insert("awslogs-group".to_string(), spec.log_group.clone());
+    options.insert("awslogs-region".to_string(), region.to_string());
+    options.insert(
+        "awslogs-stream-prefix".to_string(),
+        stream_prefix.to_string(),
+    );
+    LogConfiguration::builder()
+        .log_driver(LogDriver::Awslogs)
+        .set_options(Some(options))
+        .build()
+        .map_err(|e| Error::invalid(e.to_string()))
+}
+
+fn port(p: i32) -> PortMapping {
+    PortMapping::builder()
+        .container_port(p)
+        .protocol(TransportProtocol::Tcp)
+        .build()
+}
+
+fn health(url: &str) -> Result<HealthCheck> {
+    HealthCheck::builder()
+        .command("CMD-SHELL")
+        .command(format!("curl -fsS {url} || exit 1"))
+        .interval(15)
+        .timeout(5)
+        .retries(3)
+        .start_period(20)
+        .build()
+        .map_err(|e| Error::invalid(e.to_string()))
+}
+
+/// The container definitions for a spec (public for unit tests and deploy).
+pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<ContainerDefinition>> {
+    let secrets: Vec<Secret> = spec
+        .gateway_secrets
+        .iter()
+        .map(|(name, arn)| Secret::builder().name(name).value_from(arn).build())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    let gateway = ContainerDefinition::builder()
+        .name(GATEWAY)
+        .image(&spec.gateway_image)
+        .essential(true)
+        .entry_point("gateway")
+        .command("run")
+        .command("--config")
+        .command("/etc/gateway/kong.yml")
+        .port_mappings(port(PROXY_PORT))
+        .port_mappings(port(STATUS_PORT))
+        .set_environment(Some(kv(&spec.gateway_environment)))
+        .set_secrets(Some(secrets))
+        .log_configuration(logs(spec, region, GATEWAY)?)
+        .health_check(health(&format!("http://127.0.0.1:{STATUS_PORT}/health"))?)
+        .stop_timeout(spec.stop_timeout)
+        .readonly_root_filesystem(true)
+        .build();
+    let agent = ContainerDefinition::builder()
+        .name(AGENT)
+        .image(&spec.metrics_agent_image)
+        // A failing sidecar must not take the gateway down with it.
+        .essential(false)
+        .entry_point("metrics-agent")
+        .command("run")
+        .command("--config")
+        .command("/etc/metrics-agent/prometheus.yml")
+        .command("--wal-dir")
+        .command("/var/lib/metrics-agent")
+        .set_environment(Some(kv(&spec.agent_environment)))
+        .log_configuration(logs(spec, region, AGENT)?)
+        .health_check(health("http://127.0.0.1:9464/ready")?)
+        .stop_timeout(spec.stop_timeout)
+        .build();
+    Ok(vec![gateway, agent])
+}
+
+/// Registers a new revision (create and update are the same thing).
+pub async fn register(aws: &Aws, key: &Key, spec: &TaskDefinitionSpec) -> Result<Actual> {
+    let out = aws
+        .ecs
+        .register_task_definition()
+        .family(&spec.family)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu(&spec.cpu)
+        .memory(&spec.memory)
+        .execution_role_arn(&spec.execution_role_arn)
+        .task_role_arn(&spec.task_role_arn)
+        .runtime_platform(
+            RuntimePlatform::builder()
+                .operating_system_family(aws_sdk_ecs::types::OsFamily::Linux)
+                .cpu_architecture(aws_sdk_ecs::types::CpuArchitecture::Arm64)
+                .build(),
+        )
+        .set_container_definitions(Some(containers(spec, &aws.region)?))
+        .set_tags(Some(ecs_tags(aws, key)))
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecs:RegisterTaskDefinition", e))?;
+    let td = out
+        .task_definition
+        .ok_or_else(|| Error::invalid("RegisterTaskDefinition returned nothing"))?;
+    Ok(actual_of(&td))
+}
+
+pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
+    let spec: TaskDefinitionSpec = d.spec()?;
+    register(aws, &d.key, &spec).await
+}
+
+pub async fn deregister(aws: &Aws, arn: &str) -> Result<()> {
+    aws.ecs
+        .deregister_task_definition()
+        .task_definition(arn)
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecs:DeregisterTaskDefinition", e))?;
+    Ok(())
+}
+
+/// Deregisters every ACTIVE revision of the family.
+pub async fn delete(aws: &Aws, _a: &Actual) -> Result<()> {
+    for arn in revisions(aws).await? {
+        deregister(aws, &arn).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,486 @@
+//! Command line: plan / up / status / deploy / down.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::aws::{Aws, AwsProvider};
+use crate::config::Env;
+use crate::deploy::{self, AlbTargetHealth, DeployOptions, TaskSetStability};
+use crate::desired::{self, Ctx};
+use crate::engine::{self, EngineError, Event, Mode, Options};
+use crate::grafana::{self, Grafana};
+use crate::model::{Ids, Key};
+use crate::plan::{Action, Change, Summary, render_text};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "provisioner",
+    version,
+    about = "Stands up the edge-suite AWS environment"
+)]
+pub struct Cli {
+    /// Send every AWS call to this endpoint (an emulator such as moto).
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Directory with `<env>.toml` files (default: provisioner/envs or envs).
+    #[arg(long, global = true, env = "PROVISIONER_ENVS_DIR")]
+    pub envs_dir: Option<PathBuf>,
+    /// Seconds to wait for slow resources (NAT gateways, RDS, Redis, ALB).
+    #[arg(long, global = true, default_value_t = 1800)]
+    pub wait_timeout: u64,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HealthSourceArg {
+    /// ALB target health of the new target group plus the 5xx alarms.
+    Alb,
+    /// ECS task-set stability plus the 5xx alarms (emulators run no tasks).
+    TaskSet,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show what `up` would change, resource by resource.
+    Plan {
+        env: String,
+        /// Exit 0 when nothing would change, 2 when something would, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Also list unchanged resources.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Create or update everything until it matches the env file.
+    Up { env: String },
+    /// Each resource, its state, and the environment's URLs.
+    Status { env: String },
+    /// Blue-green roll of the gateway service to a new image.
+    Deploy {
+        env: String,
+        /// Image reference for the gateway container.
+        #[arg(long)]
+        image: String,
+        #[arg(long, value_enum, default_value_t = HealthSourceArg::Alb)]
+        health_source: HealthSourceArg,
+        /// Seconds the new task set gets to become healthy.
+        #[arg(long, default_value_t = 600)]
+        health_timeout: u64,
+    },
+    /// Remove everything this tool made, in dependency order.
+    Down {
+        env: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Exit codes.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_CHANGES: i32 = 2;
+pub const EXIT_ROLLED_BACK: i32 = 3;
+
+struct Session {
+    env: Env,
+    aws: Aws,
+    grafana: Option<Grafana>,
+    ctx: Ctx,
+}
+
+impl Session {
+    async fn open(cli: &Cli, env_name: &str) -> anyhow::Result<Session> {
+        let dir = cli.envs_dir.clone().unwrap_or_else(|| {
+            let p = PathBuf::from("provisioner/envs");
+            if p.is_dir() { p } else { PathBuf::from("envs") }
+        });
+        let env = Env::load(&Env::resolve(env_name, &dir))?;
+        let cfg = &env.cfg;
+        let aws = Aws::connect(
+            cli.endpoint_url.as_deref(),
+            &cfg.project,
+            &cfg.name,
+            &cfg.prefix(),
+            Duration::from_secs(cli.wait_timeout),
+        )
+        .await?;
+        let grafana = match &cfg.grafana {
+            Some(g) => {
+                let url = std::env::var("GRAFANA_URL").unwrap_or_else(|_| g.url.clone());
+                match std::env::var(&g.api_key_env) {
+                    Ok(key) if !key.is_empty() => Some(Grafana::new(
+                        &url,
+                        key,
+                        format!("provisioner:{}", cfg.prefix()),
+                        g.folder_uid.clone(),
+                    )?),
+                    _ => {
+                        crate::progress::note(&format!(
+                            "note: {} is not set; Grafana dashboards are not managed in this run",
+                            g.api_key_env
+                        ));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let dir = env.dashboards_dir();
+        let pagerduty =
+            crate::aws::secret::optional_value(&aws, &cfg.alarms.pagerduty_key_secret).await?;
+        if pagerduty.is_none() {
+            crate::progress::note(&format!(
+                "note: secret {} not found; alarms go to the SNS topic without a PagerDuty subscription",
+                cfg.alarms.pagerduty_key_secret
+            ));
+        }
+        let azs = aws.availability_zones().await?;
+        if azs.len() < cfg.network.az_count {
+            anyhow::bail!(
+                "region {} has {} availability zones, {} needs {}",
+                aws.region,
+                azs.len(),
+                cfg.name,
+                cfg.network.az_count
+            );
+        }
+        let ctx = Ctx {
+            region: aws.region.clone(),
+            azs,
+            dashboards: grafana::load_dashboards(&dir)?,
+            rule_files: grafana::load_rule_files(&dir)?,
+            pagerduty_endpoint: pagerduty
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+            grafana_enabled: grafana.is_some(),
+        };
+        Ok(Session {
+            env,
+            aws,
+            grafana,
+            ctx,
+        })
+    }
+
+    fn provider(&self) -> AwsProvider<'_> {
+        AwsProvider {
+            aws: &self.aws,
+            grafana: self.grafana.as_ref(),
+        }
+    }
+
+    async fn run(
+        &self,
+        mode: Mode,
+        everything: bool,
+        opts: &Options,
+    ) -> Result<Vec<Change>, EngineError> {
+        let cfg = &self.env.cfg;
+        let ctx = &self.ctx;
+        let build = |ids: &Ids| desired::build(cfg, ctx, ids);
+        let nothing = |_: &Ids| Vec::new();
+        let desired: &dyn Fn(&Ids) -> Vec<crate::model::Desired> =
+            if everything { &build } else { &nothing };
+        let mut on_event = |e: Event<'_>| match e {
+            Event::Start(c) => crate::progress::note(&format!("{} {} ...", verb(c.action), c.key)),
+            Event::Done(c, d) => crate::progress::note(&format!(
+                "{} {} done ({:.1}s)",
+                verb(c.action),
+                c.key,
+                d.as_secs_f64()
+            )),
+        };
+        engine::reconcile(&self.provider(), desired, mode, opts, &mut on_event).await
+    }
+}
+
+fn verb(a: Action) -> &'static str {
+    match a {
+        Action::Create => "creating",
+        Action::Update => "updating",
+        Action::Delete => "deleting",
+        Action::Replace => "replacing",
+        Action::NoOp => "checking",
+    }
+}
+
+fn fail_before() -> Option<Key> {
+    std::env::var("PROVISIONER_FAIL_BEFORE")
+        .ok()
+        .and_then(|s| Key::parse(&s))
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+fn changes_json(env: &str, command: &str, changes: &[Change], applied: bool) -> serde_json::Value {
+    let interesting: Vec<&Change> = changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .collect();
+    json!({
+        "command": command,
+        "env": env,
+        "applied": applied,
+        "summary": Summary::of(changes),
+        "changes": interesting,
+        "unchanged": changes.iter().filter(|c| c.action == Action::NoOp).map(|c| c.key.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+/// Runs the CLI; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    crate::progress::set_quiet(false);
+    match dispatch(&cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            if cli.output == Output::Json {
+                print_json(&json!({"error": format!("{e:#}")}));
+            }
+            eprintln!("error: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    match &cli.command {
+        Command::Plan {
+            env,
+            detailed_exitcode,
+            verbose,
+        } => {
+            let s = Session::open(cli, env).await?;
+            let changes = s.run(Mode::Plan, true, &Options::default()).await?;
+            let summary = Summary::of(&changes);
+            match cli.output {
+                Output::Json => print_json(&changes_json(&s.env.cfg.name, "plan", &changes, false)),
+                Output::Text => print!(
+                    "{}",
+                    render_text(
+                        &format!("Plan for {} ({}):", s.env.cfg.name, s.env.cfg.prefix()),
+                        &changes,
+                        *verbose
+                    )
+                ),
+            }
+            Ok(if *detailed_exitcode && summary.has_changes() {
+                EXIT_CHANGES
+            } else {
+                EXIT_OK
+            })
+        }
+        Command::Up { env } => {
+            let s = Session::open(cli, env).await?;
+            let opts = Options {
+                fail_before: fail_before(),
+            };
+            let changes = match s.run(Mode::Apply, true, &opts).await {
+                Ok(c) => c,
+                Err(e @ EngineError::Step { .. }) | Err(e @ EngineError::Injected(_)) => {
+                    anyhow::bail!(
+                        "{e}\nnothing is lost: run `provisioner up {env}` again to resume"
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match cli.output {
+                Output::Json => {
+                    let mut v = changes_json(&s.env.cfg.name, "up", &changes, true);
+                    v["seconds"] = json!(started.elapsed().as_secs());
+                    print_json(&v);
+                }
+                Output::Text => print!(
+                    "{}",
+                    render_text(
+                        &format!(
+                            "Applied to {} in {}s:",
+                            s.env.cfg.name,
+                            started.elapsed().as_secs()
+                        ),
+                        &changes,
+                        false
+                    )
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Status { env } => {
+            let s = Session::open(cli, env).await?;
+            status(cli, &s).await
+        }
+        Command::Deploy {
+            env,
+            image,
+            health_source,
+            health_timeout,
+        } => {
+            let s = Session::open(cli, env).await?;
+            let opts = DeployOptions {
+                image: image.clone(),
+                health_timeout: Duration::from_secs(*health_timeout),
+                guard_alarms: desired::deploy_guard_alarms(&s.env.cfg),
+            };
+            let report = match health_source {
+                HealthSourceArg::Alb => deploy::deploy(&s.aws, &AlbTargetHealth, &opts).await?,
+                HealthSourceArg::TaskSet => {
+                    deploy::deploy(&s.aws, &TaskSetStability, &opts).await?
+                }
+            };
+            match cli.output {
+                Output::Json => print_json(&serde_json::to_value(&report)?),
+                Output::Text => {
+                    println!("deploy {}: {}", report.result, report.image);
+                    println!("  task definition: {}", report.task_definition);
+                    println!("  live target group: {}", report.live_target_group);
+                    if let Some(r) = &report.reason {
+                        println!("  reason: {r}");
+                    }
+                }
+            }
+            Ok(if report.result == "deployed" {
+                EXIT_OK
+            } else {
+                EXIT_ROLLED_BACK
+            })
+        }
+        Command::Down { env, yes } => {
+            let s = Session::open(cli, env).await?;
+            let planned = s.run(Mode::Plan, false, &Options::default()).await?;
+            if planned.is_empty() {
+                match cli.output {
+                    Output::Json => {
+                        print_json(&changes_json(&s.env.cfg.name, "down", &planned, true))
+                    }
+                    Output::Text => println!("Nothing of {} exists.", s.env.cfg.name),
+                }
+                return Ok(EXIT_OK);
+            }
+            if !yes {
+                eprint!(
+                    "{}",
+                    render_text(&format!("Down {}:", s.env.cfg.name), &planned, false)
+                );
+                if !std::io::stdin().is_terminal() {
+                    anyhow::bail!("refusing to delete without confirmation: pass --yes");
+                }
+                eprint!(
+                    "Type the environment name ({}) to delete all of it: ",
+                    s.env.cfg.name
+                );
+                let _ = std::io::stderr().flush();
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                if line.trim() != s.env.cfg.name {
+                    anyhow::bail!("not confirmed; nothing deleted");
+                }
+            }
+            let opts = Options {
+                fail_before: fail_before(),
+            };
+            let changes = s.run(Mode::Apply, false, &opts).await?;
+            match cli.output {
+                Output::Json => print_json(&changes_json(&s.env.cfg.name, "down", &changes, true)),
+                Output::Text => print!(
+                    "{}",
+                    render_text(
+                        &format!(
+                            "Removed from {} in {}s:",
+                            s.env.cfg.name,
+                            started.elapsed().as_secs()
+                        ),
+                        &changes,
+                        false
+                    )
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+async fn status(cli: &Cli, s: &Session) -> anyhow::Result<i32> {
+    use crate::engine::Provider;
+    let actual = s.provider().observe().await?;
+    let changes = s.run(Mode::Plan, true, &Options::default()).await?;
+    let find = |k: &Key| actual.iter().find(|a| &a.key == k);
+    let out = |k: crate::model::Kind, n: &str, o: &str| {
+        find(&Key::new(k, n)).and_then(|a| a.outputs.get(o).cloned())
+    };
+    use crate::model::Kind as K;
+    let urls = json!({
+        "alb": out(K::LoadBalancer, "main", "dns_name").map(|d| format!("https://{d}")),
+        "domain": format!("https://{}", s.env.cfg.dns.domain),
+        "grafana": s.grafana.as_ref().map(|g| g.base.clone()).or_else(|| s.env.cfg.grafana.as_ref().map(|g| g.url.clone())),
+        "prometheus_remote_write": out(K::AmpWorkspace, "main", "endpoint").map(|e| format!("{e}api/v1/remote_write")),
+        "database": out(K::DbInstance, "main", "endpoint"),
+        "redis": out(K::ReplicationGroup, "main", "endpoint"),
+    });
+    let rows: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|c| {
+            let a = find(&c.key);
+            let sync = match c.action {
+                Action::NoOp => "in-sync",
+                Action::Create => "missing",
+                Action::Update | Action::Replace => "drifted",
+                Action::Delete => "extra",
+            };
+            json!({
+                "key": c.key.to_string(),
+                "id": a.map(|a| a.id.clone()),
+                "state": a.map(|a| a.state.clone()).unwrap_or_else(|| "-".into()),
+                "sync": sync,
+            })
+        })
+        .collect();
+    match cli.output {
+        Output::Json => {
+            print_json(&json!({"env": s.env.cfg.name, "resources": rows, "urls": urls}))
+        }
+        Output::Text => {
+            println!("Status of {} ({}):", s.env.cfg.name, s.env.cfg.prefix());
+            let w = rows
+                .iter()
+                .map(|r| r["key"].as_str().unwrap_or_default().len())
+                .max()
+                .unwrap_or(0);
+            for r in &rows {
+                println!(
+                    "  {:<w$}  {:<9} {:<20} {}",
+                    r["key"].as_str().unwrap_or_default(),
+                    r["sync"].as_str().unwrap_or_default(),
+                    r["state"].as_str().unwrap_or_default(),
+                    r["id"].as_str().unwrap_or_default(),
+                );
+            }
+            println!("\nURLs:");
+            if let Some(m) = urls.as_object() {
+                for (k, v) in m {
+                    println!("  {k:<24} {}", v.as_str().unwrap_or("-"));
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,352 @@
+//! Environment files (`provisioner/envs/<env>.toml`): typed, strict, validated.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{path}: {msg}")]
+    Invalid { path: String, msg: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvConfig {
+    /// Environment name, used in tags (`env`) and names.
+    pub name: String,
+    /// Project name, used in tags (`project`) and names.
+    pub project: String,
+    /// Directory with `grafana/*.json` and `prometheus/*.yml`, relative to
+    /// the env file.
+    #[serde(default = "default_dashboards_dir")]
+    pub dashboards_dir: PathBuf,
+    pub network: Network,
+    pub database: Database,
+    pub redis: Redis,
+    pub service: Service,
+    pub dns: Dns,
+    pub alarms: Alarms,
+    #[serde(default)]
+    pub grafana: Option<Grafana>,
+}
+
+fn default_dashboards_dir() -> PathBuf {
+    PathBuf::from("../../dashboards")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// VPC CIDR, /16 to /24 (subnets are carved as 16 equal blocks).
+    pub cidr: String,
+    /// Availability zones to spread subnets over (2 or 3).
+    pub az_count: usize,
+    /// NAT gateways: 1 (shared) or one per AZ.
+    pub nat_gateways: usize,
+    pub flow_log_retention_days: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    pub instance_class: String,
+    pub engine_version: String,
+    pub allocated_storage_gb: i32,
+    pub multi_az: bool,
+    pub backup_retention_days: i32,
+    pub deletion_protection: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redis {
+    pub node_type: String,
+    pub shards: i32,
+    pub replicas_per_shard: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Fargate task CPU units and memory (MiB).
+    pub cpu: u32,
+    pub memory: u32,
+    pub desired_count: i32,
+    pub min_count: i32,
+    pub max_count: i32,
+    pub cpu_target_percent: f64,
+    /// Image the first `up` deploys; later images come from `deploy`.
+    pub gateway_image: String,
+    pub metrics_agent_image: String,
+    pub gateway_workers: u32,
+    /// Seconds ECS waits after SIGTERM (connection draining).
+    pub stop_timeout_seconds: i32,
+    pub log_retention_days: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    pub domain: String,
+    /// Use an existing ACM certificate; without it one is requested for
+    /// `domain` (DNS validation).
+    #[serde(default)]
+    pub certificate_arn: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alarms {
+    /// ALB 5xx responses per minute that trigger the alarm (and a rollback).
+    pub http_5xx_per_minute: f64,
+    pub cpu_high_percent: f64,
+    pub evaluation_periods: i32,
+    /// Name of the Secrets Manager secret holding the PagerDuty integration
+    /// URL the SNS topic delivers to (created outside the provisioner).
+    pub pagerduty_key_secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grafana {
+    /// Base URL; the `GRAFANA_URL` environment variable overrides it.
+    pub url: String,
+    /// Environment variable holding the API key (service account token).
+    #[serde(default = "default_grafana_key_env")]
+    pub api_key_env: String,
+    #[serde(default)]
+    pub folder_uid: Option<String>,
+}
+
+fn default_grafana_key_env() -> String {
+    "GRAFANA_API_KEY".to_string()
+}
+
+/// A loaded env file plus where it came from.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub cfg: EnvConfig,
+    pub path: PathBuf,
+}
+
+impl Env {
+    /// Resolves `<env>` to a file: an existing path is used as is, otherwise
+    /// `<envs_dir>/<env>.toml`.
+    pub fn resolve(env: &str, envs_dir: &Path) -> PathBuf {
+        let p = Path::new(env);
+        if env.ends_with(".toml") && p.exists() {
+            p.to_path_buf()
+        } else {
+            envs_dir.join(format!("{env}.toml"))
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Env, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        let cfg: EnvConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: display.clone(),
+            source,
+        })?;
+        cfg.validate()
+            .map_err(|msg| ConfigError::Invalid { path: display, msg })?;
+        Ok(Env {
+            cfg,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn dashboards_dir(&self) -> PathBuf {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        base.join(&self.cfg.dashboards_dir)
+    }
+}
+
+impl EnvConfig {
+    /// Prefix of every resource name: `<project>-<env>`.
+    pub fn prefix(&self) -> String {
+        format!("{}-{}", self.project, self.name)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !s.starts_with('-')
+        };
+        if !name_ok(&self.name) || !name_ok(&self.project) {
+            return Err("name and project must be lower-case letters, digits and '-'".into());
+        }
+        if self.prefix().len() > 24 {
+            return Err(format!(
+                "'{}' is too long: <project>-<env> must fit in 24 characters (ALB and target group names are limited to 32)",
+                self.prefix()
+            ));
+        }
+        let (_, prefix) = parse_cidr(&self.network.cidr)?;
+        if !(16..=24).contains(&prefix) {
+            return Err(format!(
+                "network.cidr prefix /{prefix} must be between /16 and /24"
+            ));
+        }
+        if !(2..=3).contains(&self.network.az_count) {
+            return Err("network.az_count must be 2 or 3".into());
+        }
+        if self.network.nat_gateways != 1 && self.network.nat_gateways != self.network.az_count {
+            return Err("network.nat_gateways must be 1 or equal to az_count".into());
+        }
+        let s = &self.service;
+        if !(2..=10).contains(&s.min_count)
+            || !(2..=10).contains(&s.max_count)
+            || s.min_count > s.max_count
+        {
+            return Err("service.min_count/max_count must be within 2..=10 and min <= max".into());
+        }
+        if s.desired_count < s.min_count || s.desired_count > s.max_count {
+            return Err("service.desired_count must be between min_count and max_count".into());
+        }
+        if !(1.0..=100.0).contains(&s.cpu_target_percent) {
+            return Err("service.cpu_target_percent must be in 1..=100".into());
+        }
+        if s.stop_timeout_seconds < 2 || s.stop_timeout_seconds > 120 {
+            return Err("service.stop_timeout_seconds must be in 2..=120 (Fargate limit)".into());
+        }
+        if self.database.backup_retention_days < 1 {
+            return Err("database.backup_retention_days must be at least 1".into());
+        }
+        if self.redis.shards < 1 || self.redis.replicas_per_shard < 0 {
+            return Err("redis.shards must be >= 1 and replicas_per_shard >= 0".into());
+        }
+        if self.alarms.evaluation_periods < 1 {
+            return Err("alarms.evaluation_periods must be >= 1".into());
+        }
+        if self.dns.domain.is_empty() {
+            return Err("dns.domain must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// CIDR of subnet block `index` (16 equal blocks of the VPC range).
+    pub fn subnet_cidr(&self, index: u32) -> Result<String, String> {
+        let (base, prefix) = parse_cidr(&self.network.cidr)?;
+        let sub_prefix = prefix + 4;
+        let size = 1u32 << (32 - sub_prefix);
+        if index >= 16 {
+            return Err(format!("subnet index {index} out of range"));
+        }
+        let addr = Ipv4Addr::from(u32::from(base) + index * size);
+        Ok(format!("{addr}/{sub_prefix}"))
+    }
+}
+
+/// Parses `a.b.c.d/n`, requiring the address to be the network address.
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u32), String> {
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| format!("'{s}' is not a CIDR block"))?;
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("'{s}': bad IPv4 address"))?;
+    let prefix: u32 = prefix
+        .parse()
+        .map_err(|_| format!("'{s}': bad prefix length"))?;
+    if prefix > 32 {
+        return Err(format!("'{s}': prefix length above 32"));
+    }
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    if u32::from(addr) & !mask != 0 {
+        return Err(format!("'{s}': host bits set"));
+    }
+    Ok((addr, prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envs_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("envs")
+    }
+
+    #[test]
+    fn shipped_env_files_load_and_follow_the_seeds() {
+        let st = Env::load(&envs_dir().join("staging.toml")).expect("staging");
+        assert_eq!(st.cfg.network.az_count, 2);
+        assert_eq!(st.cfg.service.min_count, 2);
+        assert_eq!(st.cfg.service.max_count, 10);
+        assert!(!st.cfg.database.deletion_protection);
+        let pr = Env::load(&envs_dir().join("production.toml")).expect("production");
+        assert_eq!(pr.cfg.network.az_count, 3);
+        assert_eq!(pr.cfg.network.nat_gateways, 3);
+        assert!(pr.cfg.database.multi_az && pr.cfg.database.deletion_protection);
+        assert!(pr.cfg.redis.replicas_per_shard >= 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("prov-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let text = std::fs::read_to_string(envs_dir().join("staging.toml")).expect("read");
+        let bad = text.replacen("[network]", "[network]\nbogus = 1", 1);
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, bad).expect("write");
+        let err = Env::load(&p).expect_err("must fail");
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn validation_catches_bad_values() {
+        let mut c = Env::load(&envs_dir().join("staging.toml"))
+            .expect("staging")
+            .cfg;
+        c.service.max_count = 11;
+        assert!(c.validate().is_err());
+        c.service.max_count = 10;
+        c.service.desired_count = 1;
+        assert!(c.validate().is_err());
+        c.service.desired_count = 2;
+        c.network.az_count = 4;
+        assert!(c.validate().is_err());
+        c.network.az_count = 2;
+        c.network.cidr = "10.0.0.1/16".into();
+        assert!(c.validate().is_err());
+        c.network.cidr = "10.0.0.0/16".into();
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn subnets_are_carved_in_sixteenths() {
+        let mut c = Env::load(&envs_dir().join("staging.toml"))
+            .expect("staging")
+            .cfg;
+        c.network.cidr = "10.20.0.0/16".into();
+        assert_eq!(c.subnet_cidr(0).as_deref(), Ok("10.20.0.0/20"));
+        assert_eq!(c.subnet_cidr(4).as_deref(), Ok("10.20.64.0/20"));
+        assert_eq!(c.subnet_cidr(15).as_deref(), Ok("10.20.240.0/20"));
+        assert!(c.subnet_cidr(16).is_err());
+        assert!(parse_cidr("10.0.0.0").is_err());
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+    }
+}

@@ -1,0 +1,313 @@
+//! Grafana dashboards through Grafana's HTTP API (`/api/dashboards/db`,
+//! `/api/dashboards/uid/<uid>`, `/api/search`). Dashboards this provisioner
+//! owns carry the tag `provisioner:<project>-<env>` and a content hash.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::desired::{DashboardFile, RuleFile};
+use crate::error::{Error, Result};
+use crate::model::{Actual, Desired, Key, Kind};
+use crate::specs::{GrafanaDashboardSpec, fnv1a};
+
+/// Field added to uploaded dashboard models to detect drift.
+pub const HASH_FIELD: &str = "provisionerContentHash";
+
+pub struct Grafana {
+    pub base: String,
+    key: String,
+    tag: String,
+    folder_uid: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Grafana {
+    pub fn new(
+        base: &str,
+        key: String,
+        tag: String,
+        folder_uid: Option<String>,
+    ) -> Result<Grafana> {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| Error::Grafana(e.to_string()))?;
+        Ok(Grafana {
+            base: base.trim_end_matches('/').to_string(),
+            key,
+            tag,
+            folder_uid,
+            http,
+        })
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Option<Value>> {
+        let resp = req
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .map_err(|e| Error::Grafana(format!("{what}: {e}")))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| Error::Grafana(format!("{what}: {e}")))?;
+        if !status.is_success() {
+            return Err(Error::Grafana(format!("{what}: HTTP {status}: {body}")));
+        }
+        if body.trim().is_empty() {
+            return Ok(Some(Value::Null));
+        }
+        serde_json::from_str(&body)
+            .map(Some)
+            .map_err(|e| Error::Grafana(format!("{what}: bad JSON: {e}")))
+    }
+
+    pub async fn observe(&self) -> Result<Vec<Actual>> {
+        let url = format!(
+            "{}/api/search?type=dash-db&tag={}",
+            self.base,
+            encode(&self.tag)
+        );
+        let req = self.http.get(url);
+        let hits = self.call(req, "search").await?.unwrap_or(Value::Null);
+        let mut res = Vec::new();
+        for hit in hits.as_array().into_iter().flatten() {
+            let Some(uid) = hit["uid"].as_str() else {
+                continue;
+            };
+            let req = self
+                .http
+                .get(format!("{}/api/dashboards/uid/{uid}", self.base));
+            let Some(full) = self.call(req, "get dashboard").await? else {
+                continue;
+            };
+            let d = &full["dashboard"];
+            let spec = GrafanaDashboardSpec {
+                uid: uid.to_string(),
+                title: d["title"].as_str().unwrap_or_default().to_string(),
+                content_hash: d[HASH_FIELD].as_str().unwrap_or_default().to_string(),
+            };
+            let url = full["meta"]["url"].as_str().unwrap_or_default();
+            res.push(
+                Actual::new(Key::new(Kind::GrafanaDashboard, uid), uid, &spec)
+                    .output("url", format!("{}{url}", self.base)),
+            );
+        }
+        Ok(res)
+    }
+
+    pub async fn upload(&self, d: &Desired) -> Result<Actual> {
+        let spec: GrafanaDashboardSpec = d.spec()?;
+        let raw = d.inputs.get("json").map(String::as_str).unwrap_or("{}");
+        let model = prepare(raw, &spec, &self.tag)?;
+        let mut body = json!({"dashboard": model, "overwrite": true, "message": "provisioner up"});
+        if let Some(f) = &self.folder_uid {
+            body["folderUid"] = json!(f);
+        }
+        let req = self
+            .http
+            .post(format!("{}/api/dashboards/db", self.base))
+            .json(&body);
+        let out = self
+            .call(req, "save dashboard")
+            .await?
+            .ok_or_else(|| Error::Grafana("save dashboard: 404".into()))?;
+        let url = out["url"].as_str().unwrap_or_default();
+        Ok(Actual::new(d.key.clone(), &spec.uid, &spec)
+            .output("url", format!("{}{url}", self.base)))
+    }
+
+    pub async fn delete(&self, a: &Actual) -> Result<()> {
+        let req = self
+            .http
+            .delete(format!("{}/api/dashboards/uid/{}", self.base, a.id));
+        self.call(req, "delete dashboard").await?;
+        Ok(())
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The model as uploaded: our uid/title, no numeric id, our ownership tag
+/// and the content hash.
+pub fn prepare(raw: &str, spec: &GrafanaDashboardSpec, tag: &str) -> Result<Value> {
+    let mut model: Value = serde_json::from_str(raw).map_err(|e| Error::invalid(e.to_string()))?;
+    if model.get("dashboard").is_some_and(Value::is_object) {
+        model = model["dashboard"].take();
+    }
+    let Some(obj) = model.as_object_mut() else {
+        return Err(Error::invalid(format!(
+            "dashboard {} is not a JSON object",
+            spec.uid
+        )));
+    };
+    obj.insert("uid".into(), json!(spec.uid));
+    obj.insert("title".into(), json!(spec.title));
+    obj.insert("id".into(), Value::Null);
+    obj.insert(HASH_FIELD.into(), json!(spec.content_hash));
+    let tags = obj.entry("tags").or_insert_with(|| json!([]));
+    if let Some(arr) = tags.as_array_mut()
+        && !arr.iter().any(|t| t == tag)
+    {
+        arr.push(json!(tag));
+    }
+    Ok(model)
+}
+
+fn sorted_files(dir: &Path, exts: &[&str]) -> Result<Vec<std::path::PathBuf>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(Error::Io {
+                path: dir.display().to_string(),
+                source,
+            });
+        }
+    };
+    let mut files: Vec<_> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| exts.contains(&e))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn read(p: &Path) -> Result<String> {
+    std::fs::read_to_string(p).map_err(|source| Error::Io {
+        path: p.display().to_string(),
+        source,
+    })
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("dashboard")
+        .to_string()
+}
+
+/// `<dir>/grafana/*.json`; none is fine (zero uploads).
+pub fn load_dashboards(dir: &Path) -> Result<Vec<DashboardFile>> {
+    let mut out = Vec::new();
+    for p in sorted_files(&dir.join("grafana"), &["json"])? {
+        let text = read(&p)?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::invalid(format!("{}: {e}", p.display())))?;
+        let model = if v.get("dashboard").is_some_and(Value::is_object) {
+            &v["dashboard"]
+        } else {
+            &v
+        };
+        let uid = model["uid"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| stem(&p));
+        let title = model["title"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| stem(&p));
+        out.push(DashboardFile {
+            uid,
+            title,
+            hash: fnv1a(text.as_bytes()),
+            json: text,
+        });
+    }
+    Ok(out)
+}
+
+/// `<dir>/prometheus/*.yml|yaml`, each a Prometheus rules file (`groups:`).
+pub fn load_rule_files(dir: &Path) -> Result<Vec<RuleFile>> {
+    let mut out = Vec::new();
+    for p in sorted_files(&dir.join("prometheus"), &["yml", "yaml"])? {
+        let text = read(&p)?;
+        let v: serde_norway::Value = serde_norway::from_str(&text)
+            .map_err(|e| Error::invalid(format!("{}: {e}", p.display())))?;
+        if v.get("groups").is_none() {
+            return Err(Error::invalid(format!(
+                "{}: not a Prometheus rules file (no `groups:`)",
+                p.display()
+            )));
+        }
+        out.push(RuleFile {
+            name: stem(&p),
+            hash: fnv1a(text.as_bytes()),
+            data: text,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode("provisioner:a b"), "provisioner%3Aa%20b");
+    }
+
+    #[test]
+    fn prepare_sets_identity_tag_and_hash() {
+        let spec = GrafanaDashboardSpec {
+            uid: "gw".into(),
+            title: "Gateway".into(),
+            content_hash: "abc".into(),
+        };
+        let m = prepare(
+            r#"{"dashboard": {"id": 7, "tags": ["x"], "panels": []}}"#,
+            &spec,
+            "t",
+        )
+        .expect("ok");
+        assert_eq!(m["uid"], "gw");
+        assert_eq!(m["id"], Value::Null);
+        assert_eq!(m["tags"], json!(["x", "t"]));
+        assert_eq!(m[HASH_FIELD], "abc");
+        assert!(prepare("[]", &spec, "t").is_err());
+    }
+
+    #[test]
+    fn loaders_tolerate_missing_dirs_and_reject_bad_rules() {
+        let dir = std::env::temp_dir().join(format!("prov-dash-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(load_dashboards(&dir).expect("ok").is_empty());
+        assert!(load_rule_files(&dir).expect("ok").is_empty());
+        std::fs::create_dir_all(dir.join("grafana")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("prometheus")).expect("mkdir");
+        std::fs::write(
+            dir.join("grafana/gw.json"),
+            r#"{"title": "GW", "panels": []}"#,
+        )
+        .expect("w");
+        std::fs::write(dir.join("prometheus/gw.yml"), "groups: []\n").expect("w");
+        let d = load_dashboards(&dir).expect("ok");
+        assert_eq!((d[0].uid.as_str(), d[0].title.as_str()), ("gw", "GW"));
+        assert_eq!(load_rule_files(&dir).expect("ok")[0].name, "gw");
+        std::fs::write(dir.join("prometheus/bad.yml"), "foo: 1\n").expect("w");
+        assert!(load_rule_files(&dir).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
