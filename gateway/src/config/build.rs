@@ -1,0 +1,262 @@
+//! The pass that turns raw YAML items into checked, cross-referenced definitions.
+
+use serde::de::DeserializeOwned;
+use serde_norway::Value;
+
+use super::locate::LineIndex;
+use super::model::*;
+use super::*;
+
+/// Joins a base path with a path reported by serde_path_to_error.
+pub(super) fn join_path(base: &str, inner: &str) -> String {
+    if inner.is_empty() || inner == "." {
+        base.to_string()
+    } else if base.is_empty() {
+        inner.to_string()
+    } else if inner.starts_with('[') {
+        format!("{base}{inner}")
+    } else {
+        format!("{base}.{inner}")
+    }
+}
+
+pub(super) struct Builder<'a> {
+    pub(super) index: &'a LineIndex,
+    pub(super) opts: &'a LoadOptions,
+    pub(super) errors: Vec<ConfigError>,
+    pub(super) out: Declarative,
+    /// Plugin entries seen, with their scope, parsed at the end (when every entity is known).
+    pub(super) pending_plugins: Vec<(String, Value, PluginScope, Option<Refs>)>,
+    /// (group index, consumer key, group path) from `consumer_groups[].consumers`.
+    pub(super) group_members: Vec<(usize, String, String)>,
+}
+
+/// References a top-level plugin entry carries, resolved once every entity is known.
+pub(super) struct Refs {
+    pub(super) service: Option<String>,
+    pub(super) route: Option<String>,
+    pub(super) consumer: Option<String>,
+    pub(super) consumer_group: Option<String>,
+}
+
+impl<'a> Builder<'a> {
+    pub(super) fn new(index: &'a LineIndex, opts: &'a LoadOptions) -> Self {
+        Builder {
+            index,
+            opts,
+            errors: Vec::new(),
+            out: Declarative::default(),
+            pending_plugins: Vec::new(),
+            group_members: Vec::new(),
+        }
+    }
+
+    pub(super) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let line = self.index.line_of(&path);
+        self.errors.push(ConfigError {
+            path,
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes one entity, recording a located error on failure.
+    pub(crate) fn de<T: DeserializeOwned>(&mut self, v: &Value, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let mut full = join_path(path, &e.path().to_string());
+                let msg = strip_location(&e.inner().to_string());
+                if let Some(field) = msg
+                    .strip_prefix("unknown field `")
+                    .and_then(|s| s.split('`').next())
+                    && !full.ends_with(field)
+                {
+                    full = join_path(&full, field);
+                }
+                self.err(full, msg);
+                None
+            }
+        }
+    }
+
+    pub(super) fn build(&mut self, raw: RawDocument) {
+        match raw.format_version.as_deref() {
+            Some("3.0") | Some("2.1") | Some("1.1") => {}
+            Some(other) => self.err(
+                "_format_version",
+                format!("unsupported format version \"{other}\"; expected \"3.0\""),
+            ),
+            None => self.err(
+                "_format_version",
+                "required field missing: expected \"3.0\"",
+            ),
+        }
+        if raw.workspace.is_some() {
+            self.err(
+                "_workspace",
+                "workspaces are not supported (a single workspace is served)",
+            );
+        }
+
+        // Consumer groups first: consumers may list them.
+        for (i, v) in raw.consumer_groups.iter().enumerate() {
+            let path = format!("consumer_groups[{i}]");
+            if let Some(g) = self.de::<ConsumerGroup>(v, &path) {
+                let gi = self.out.consumer_groups.len();
+                self.out.consumer_groups.push(ConsumerGroupDef {
+                    name: g.name.clone(),
+                    id: g.id.clone(),
+                });
+                for (j, p) in g.plugins.iter().enumerate() {
+                    self.pending_plugins.push((
+                        format!("{path}.plugins[{j}]"),
+                        p.clone(),
+                        PluginScope {
+                            consumer_group: Some(gi),
+                            ..Default::default()
+                        },
+                        None,
+                    ));
+                }
+                for c in &g.consumers {
+                    if let Some(k) = c.key() {
+                        self.group_members.push((gi, k.to_string(), path.clone()));
+                    }
+                }
+            }
+        }
+
+        for (i, v) in raw.consumers.iter().enumerate() {
+            self.consumer(v, &format!("consumers[{i}]"));
+        }
+        self.resolve_group_members();
+
+        for (i, v) in raw.upstreams.iter().enumerate() {
+            let path = format!("upstreams[{i}]");
+            if let Some(u) = self.de::<Upstream>(v, &path) {
+                self.upstream(u, &path);
+            }
+        }
+        for (i, v) in raw.targets.iter().enumerate() {
+            let path = format!("targets[{i}]");
+            if let Some(t) = self.de::<Target>(v, &path) {
+                let up = t
+                    .upstream
+                    .as_ref()
+                    .and_then(|r| r.key())
+                    .map(str::to_string);
+                match up.and_then(|k| self.find_upstream(&k)) {
+                    Some(ui) => self.target(ui, t, &path),
+                    None => self.err(
+                        format!("{path}.upstream"),
+                        "a top-level target needs an `upstream` that names a declared upstream",
+                    ),
+                }
+            }
+        }
+
+        for (i, v) in raw.services.iter().enumerate() {
+            self.service(v, &format!("services[{i}]"));
+        }
+        for (i, v) in raw.routes.iter().enumerate() {
+            let path = format!("routes[{i}]");
+            if let Some(r) = self.de::<Route>(v, &path) {
+                let svc = match r.service.as_ref().and_then(|s| s.key()) {
+                    Some(k) => match self.find_service(k) {
+                        Some(si) => Some(si),
+                        None => {
+                            self.err(
+                                format!("{path}.service"),
+                                format!("route references unknown service `{k}`"),
+                            );
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                self.route(r, svc, &path);
+            }
+        }
+
+        for (kind, list) in [
+            ("jwt_secrets", &raw.jwt_secrets),
+            ("keyauth_credentials", &raw.keyauth_credentials),
+            ("acls", &raw.acls),
+        ] {
+            for (i, v) in list.iter().enumerate() {
+                let path = format!("{kind}[{i}]");
+                let consumer = v.get("consumer").and_then(|c| match c {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Mapping(_) => c
+                        .get("username")
+                        .or_else(|| c.get("id"))
+                        .and_then(|x| x.as_str())
+                        .map(str::to_string),
+                    _ => None,
+                });
+                match consumer.and_then(|k| self.find_consumer(&k)) {
+                    Some(ci) => {
+                        let mut value = v.clone();
+                        if let Value::Mapping(m) = &mut value {
+                            m.remove("consumer");
+                        }
+                        self.credential(kind, ci, value, path);
+                    }
+                    None => self.err(
+                        format!("{path}.consumer"),
+                        "a top-level credential needs a `consumer` that names a declared consumer",
+                    ),
+                }
+            }
+        }
+
+        for (i, v) in raw.plugins.iter().enumerate() {
+            let path = format!("plugins[{i}]");
+            let refs = Refs {
+                service: ref_key(v, "service"),
+                route: ref_key(v, "route"),
+                consumer: ref_key(v, "consumer"),
+                consumer_group: ref_key(v, "consumer_group"),
+            };
+            self.pending_plugins
+                .push((path, v.clone(), PluginScope::default(), Some(refs)));
+        }
+        for (i, v) in raw.certificates.iter().enumerate() {
+            let path = format!("certificates[{i}]");
+            if let Some(c) = self.de::<Certificate>(v, &path) {
+                self.out.certificates.push(c);
+                self.err(path, "`certificates` entities are not served; give the listener's certificate with --ssl-cert/--ssl-cert-key");
+            }
+        }
+        for (section, list) in [
+            ("ca_certificates", &raw.ca_certificates),
+            ("snis", &raw.snis),
+            ("vaults", &raw.vaults),
+        ] {
+            if !list.is_empty() {
+                self.err(section, format!("`{section}` entities are not supported"));
+            }
+        }
+
+        let pending = std::mem::take(&mut self.pending_plugins);
+        for (path, value, scope, refs) in pending {
+            self.plugin(&path, &value, scope, refs);
+        }
+        self.check_plugin_duplicates();
+    }
+}
+
+fn ref_key(v: &Value, field: &str) -> Option<String> {
+    match v.get(field)? {
+        Value::String(s) => Some(s.clone()),
+        m @ Value::Mapping(_) => m
+            .get("name")
+            .or_else(|| m.get("username"))
+            .or_else(|| m.get("id"))
+            .and_then(|x| x.as_str())
+            .map(str::to_string),
+        _ => None,
+    }
+}

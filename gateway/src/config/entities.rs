@@ -1,0 +1,664 @@
+//! Per-entity checks of the build pass: services, routes, upstreams, targets, consumers,
+//! credentials and plugin instances.
+
+use serde_norway::Value;
+
+use super::build::{Builder, Refs, join_path};
+use super::model::*;
+use super::*;
+
+const ROUTE_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
+impl Builder<'_> {
+    pub(super) fn consumer(&mut self, v: &Value, path: &str) {
+        let Some(c) = self.de::<Consumer>(v, path) else {
+            return;
+        };
+        if c.username.is_none() && c.custom_id.is_none() {
+            self.err(path, "a consumer needs a `username` or a `custom_id`");
+            return;
+        }
+        let key = c
+            .username
+            .clone()
+            .or(c.custom_id.clone())
+            .unwrap_or_default();
+        if self.find_consumer(&key).is_some() {
+            self.err(
+                format!("{path}.username"),
+                format!("duplicate consumer `{key}`"),
+            );
+            return;
+        }
+        let ci = self.out.consumers.len();
+        let mut groups = Vec::new();
+        for (j, g) in c.groups.iter().enumerate() {
+            match g.key().and_then(|k| self.find_group(k)) {
+                Some(gi) => groups.push(gi),
+                None => self.err(
+                    format!("{path}.groups[{j}]"),
+                    format!("unknown consumer group `{}`", g.key().unwrap_or("")),
+                ),
+            }
+        }
+        self.out.consumers.push(ConsumerDef {
+            id: c.id.clone().unwrap_or_else(|| stable_id("consumer", &key)),
+            username: c.username.clone(),
+            custom_id: c.custom_id.clone(),
+            groups,
+        });
+        for (kind, list) in [
+            ("jwt_secrets", &c.jwt_secrets),
+            ("keyauth_credentials", &c.keyauth_credentials),
+            ("acls", &c.acls),
+        ] {
+            for (j, cred) in list.iter().enumerate() {
+                self.credential(kind, ci, cred.clone(), format!("{path}.{kind}[{j}]"));
+            }
+        }
+        for (j, p) in c.plugins.iter().enumerate() {
+            self.pending_plugins.push((
+                format!("{path}.plugins[{j}]"),
+                p.clone(),
+                PluginScope {
+                    consumer: Some(ci),
+                    ..Default::default()
+                },
+                None,
+            ));
+        }
+    }
+
+    pub(super) fn resolve_group_members(&mut self) {
+        for (gi, key, path) in std::mem::take(&mut self.group_members) {
+            match self.find_consumer(&key) {
+                Some(ci) => {
+                    if !self.out.consumers[ci].groups.contains(&gi) {
+                        self.out.consumers[ci].groups.push(gi);
+                    }
+                }
+                None => self.err(
+                    format!("{path}.consumers"),
+                    format!("unknown consumer `{key}` in consumer group"),
+                ),
+            }
+        }
+    }
+
+    pub(super) fn credential(&mut self, kind: &str, consumer: usize, value: Value, path: String) {
+        let list = match kind {
+            "jwt_secrets" => &mut self.out.jwt_secrets,
+            "keyauth_credentials" => &mut self.out.keyauth_credentials,
+            _ => &mut self.out.acls,
+        };
+        list.push(CredentialDef {
+            consumer,
+            path,
+            value,
+        });
+    }
+
+    pub(super) fn find_consumer(&self, key: &str) -> Option<usize> {
+        self.out.consumers.iter().position(|c| {
+            c.username.as_deref() == Some(key) || c.custom_id.as_deref() == Some(key) || c.id == key
+        })
+    }
+
+    fn find_group(&self, key: &str) -> Option<usize> {
+        self.out
+            .consumer_groups
+            .iter()
+            .position(|g| g.name == key || g.id.as_deref() == Some(key))
+    }
+
+    pub(super) fn upstream(&mut self, mut u: Upstream, path: &str) {
+        u.healthchecks.fill_defaults();
+        if self.find_upstream(&u.name).is_some() {
+            self.err(
+                format!("{path}.name"),
+                format!("duplicate upstream `{}`", u.name),
+            );
+            return;
+        }
+        match u.algorithm.as_str() {
+            "round-robin" | "least-connections" | "consistent-hashing" | "latency" => {}
+            other => self.err(
+                format!("{path}.algorithm"),
+                format!("unknown algorithm `{other}`: expected round-robin, least-connections, consistent-hashing or latency"),
+            ),
+        }
+        for (field, value, header) in [
+            ("hash_on", &u.hash_on, &u.hash_on_header),
+            ("hash_fallback", &u.hash_fallback, &u.hash_fallback_header),
+        ] {
+            match value.as_str() {
+                "none" | "consumer" | "ip" | "path" => {}
+                "header" if header.is_some() => {}
+                "header" => self.err(
+                    format!("{path}.{field}_header"),
+                    format!("`{field}: header` needs `{field}_header`"),
+                ),
+                "cookie" if u.hash_on_cookie.is_some() => {}
+                "query_arg" | "uri_capture" | "cookie" => self.err(
+                    format!("{path}.{field}"),
+                    format!(
+                        "`{field}: {value}` is not supported; use header, ip, consumer or path"
+                    ),
+                ),
+                other => self.err(
+                    format!("{path}.{field}"),
+                    format!("unknown hash input `{other}`"),
+                ),
+            }
+        }
+        let hc = &u.healthchecks;
+        if hc.active.kind != "http" && hc.active.kind != "tcp" {
+            self.err(
+                format!("{path}.healthchecks.active.type"),
+                format!(
+                    "active health check type `{}` is not supported (http, tcp)",
+                    hc.active.kind
+                ),
+            );
+        }
+        if !hc.active.http_path.starts_with('/') {
+            self.err(
+                format!("{path}.healthchecks.active.http_path"),
+                "must start with `/`",
+            );
+        }
+        let ui = self.out.upstreams.len();
+        let targets = u.targets.clone();
+        self.out.upstreams.push(UpstreamDef {
+            def: u,
+            targets: Vec::new(),
+        });
+        for (j, t) in targets.iter().enumerate() {
+            let tpath = format!("{path}.targets[{j}]");
+            if let Some(t) = self.de::<Target>(t, &tpath) {
+                self.target(ui, t, &tpath);
+            }
+        }
+    }
+
+    pub(super) fn target(&mut self, ui: usize, t: Target, path: &str) {
+        if t.weight > 65535 {
+            self.err(
+                format!("{path}.weight"),
+                "weight must be between 0 and 65535",
+            );
+            return;
+        }
+        let addr = if t.target.contains(':') && !t.target.ends_with(']') {
+            t.target.clone()
+        } else {
+            format!("{}:8000", t.target)
+        };
+        if split_host_port(&addr).is_none() {
+            self.err(
+                format!("{path}.target"),
+                format!("invalid target `{}`: expected host:port", t.target),
+            );
+            return;
+        }
+        let up = &mut self.out.upstreams[ui];
+        if up.targets.iter().any(|x| x.target == addr) {
+            self.err(
+                format!("{path}.target"),
+                format!("duplicate target `{addr}`"),
+            );
+            return;
+        }
+        up.targets.push(TargetDef {
+            target: addr,
+            weight: t.weight,
+        });
+    }
+
+    pub(super) fn find_upstream(&self, name: &str) -> Option<usize> {
+        self.out
+            .upstreams
+            .iter()
+            .position(|u| u.def.name == name || u.def.id.as_deref() == Some(name))
+    }
+
+    pub(super) fn find_service(&self, key: &str) -> Option<usize> {
+        self.out
+            .services
+            .iter()
+            .position(|s| s.name == key || s.id.as_deref() == Some(key))
+    }
+
+    pub(super) fn service(&mut self, v: &Value, path: &str) {
+        let Some(s) = self.de::<Service>(v, path) else {
+            return;
+        };
+        let name = s
+            .name
+            .clone()
+            .or(s.id.clone())
+            .unwrap_or_else(|| path.to_string());
+        if self.find_service(&name).is_some() {
+            self.err(
+                format!("{path}.name"),
+                format!("duplicate service `{name}`"),
+            );
+            return;
+        }
+        let (protocol, host, port, spath) = if let Some(url) = &s.url {
+            if s.host.is_some() || s.protocol.is_some() || s.port.is_some() || s.path.is_some() {
+                self.err(
+                    format!("{path}.url"),
+                    "`url` is shorthand for protocol/host/port/path; do not set both",
+                );
+                return;
+            }
+            match parse_service_url(url) {
+                Ok(parts) => parts,
+                Err(m) => {
+                    self.err(format!("{path}.url"), m);
+                    return;
+                }
+            }
+        } else {
+            let Some(host) = s.host.clone() else {
+                self.err(path, "a service needs `url` or `host`");
+                return;
+            };
+            let protocol = s.protocol.clone().unwrap_or_else(|| "http".into());
+            let port = s.port.unwrap_or(if protocol == "https" { 443 } else { 80 });
+            (protocol, host, port, s.path.clone())
+        };
+        if protocol != "http" && protocol != "https" {
+            self.err(
+                format!("{path}.protocol"),
+                format!("protocol `{protocol}` is not supported (http, https)"),
+            );
+            return;
+        }
+        if let Some(p) = &spath
+            && !p.starts_with('/')
+        {
+            self.err(format!("{path}.path"), "must start with `/`");
+        }
+        for (field, v) in [
+            ("connect_timeout", s.connect_timeout),
+            ("read_timeout", s.read_timeout),
+            ("write_timeout", s.write_timeout),
+        ] {
+            if v == 0 || v > 2_147_483_646 {
+                self.err(
+                    format!("{path}.{field}"),
+                    "must be between 1 and 2147483646 ms",
+                );
+            }
+        }
+        if s.retries > 32767 {
+            self.err(format!("{path}.retries"), "must be between 0 and 32767");
+        }
+        let si = self.out.services.len();
+        self.out.services.push(ServiceDef {
+            name,
+            id: s.id.clone(),
+            protocol,
+            host,
+            port,
+            path: spath,
+            retries: s.retries,
+            connect_timeout_ms: s.connect_timeout,
+            read_timeout_ms: s.read_timeout,
+            write_timeout_ms: s.write_timeout,
+            enabled: s.enabled,
+        });
+        for (j, r) in s.routes.iter().enumerate() {
+            let rpath = format!("{path}.routes[{j}]");
+            if let Some(r) = self.de::<Route>(r, &rpath) {
+                if r.service.is_some() {
+                    self.err(
+                        format!("{rpath}.service"),
+                        "a nested route takes its service from its parent",
+                    );
+                    continue;
+                }
+                self.route(r, Some(si), &rpath);
+            }
+        }
+        for (j, p) in s.plugins.iter().enumerate() {
+            self.pending_plugins.push((
+                format!("{path}.plugins[{j}]"),
+                p.clone(),
+                PluginScope {
+                    service: Some(si),
+                    ..Default::default()
+                },
+                None,
+            ));
+        }
+    }
+
+    pub(super) fn route(&mut self, r: Route, service: Option<usize>, path: &str) {
+        let name = r
+            .name
+            .clone()
+            .or(r.id.clone())
+            .unwrap_or_else(|| path.to_string());
+        if self.out.routes.iter().any(|x| x.name == name) {
+            self.err(format!("{path}.name"), format!("duplicate route `{name}`"));
+            return;
+        }
+        let before = self.errors.len();
+        if r.paths.is_empty() && r.hosts.is_empty() && r.methods.is_empty() && r.headers.is_empty()
+        {
+            self.err(
+                path,
+                "a route needs at least one of paths, hosts, methods or headers",
+            );
+        }
+        for (j, p) in r.paths.iter().enumerate() {
+            if let Some(re) = p.strip_prefix('~') {
+                if let Err(e) = crate::router::compile_path_regex(re) {
+                    self.err(format!("{path}.paths[{j}]"), format!("invalid regex: {e}"));
+                }
+            } else if !p.starts_with('/') {
+                self.err(
+                    format!("{path}.paths[{j}]"),
+                    "must start with `/` or `~` (regex)",
+                );
+            }
+        }
+        for (j, h) in r.hosts.iter().enumerate() {
+            let stars = h.matches('*').count();
+            let ok = stars == 0 || (stars == 1 && (h.starts_with("*.") || h.ends_with(".*")));
+            if !ok || h.is_empty() {
+                self.err(
+                    format!("{path}.hosts[{j}]"),
+                    "invalid host: a wildcard must be the whole leftmost or rightmost label",
+                );
+            }
+        }
+        let mut methods = Vec::new();
+        for (j, m) in r.methods.iter().enumerate() {
+            let up = m.to_ascii_uppercase();
+            if !ROUTE_METHODS.contains(&up.as_str()) && !up.chars().all(|c| c.is_ascii_uppercase())
+            {
+                self.err(
+                    format!("{path}.methods[{j}]"),
+                    format!("invalid method `{m}`"),
+                );
+            }
+            methods.push(up);
+        }
+        let mut headers = BTreeMap::new();
+        for (k, v) in &r.headers {
+            if k.eq_ignore_ascii_case("host") {
+                self.err(
+                    format!("{path}.headers.{k}"),
+                    "use `hosts` to match the Host header",
+                );
+            }
+            headers.insert(k.to_ascii_lowercase(), v.values());
+        }
+        for (j, p) in r.protocols.iter().enumerate() {
+            if !matches!(p.as_str(), "http" | "https" | "grpc" | "grpcs") {
+                self.err(
+                    format!("{path}.protocols[{j}]"),
+                    format!("protocol `{p}` is not supported by HTTP routes"),
+                );
+            }
+        }
+        if r.path_handling != "v0" && r.path_handling != "v1" {
+            self.err(format!("{path}.path_handling"), "expected v0 or v1");
+        }
+        if !r.snis.is_empty() || r.sources.is_some() || r.destinations.is_some() {
+            self.err(path, "snis, sources and destinations are stream/TLS routing fields and are not supported");
+        }
+        if self.errors.len() > before {
+            return;
+        }
+        let ri = self.out.routes.len();
+        self.out.routes.push(RouteDef {
+            name,
+            id: r.id.clone(),
+            path: path.to_string(),
+            service,
+            paths: r.paths.clone(),
+            hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            methods,
+            headers,
+            protocols: r.protocols.clone(),
+            strip_path: r.strip_path,
+            preserve_host: r.preserve_host,
+            regex_priority: r.regex_priority,
+            path_handling: r.path_handling.clone(),
+            https_redirect_status_code: r.https_redirect_status_code,
+        });
+        for (j, p) in r.plugins.iter().enumerate() {
+            self.pending_plugins.push((
+                format!("{path}.plugins[{j}]"),
+                p.clone(),
+                PluginScope {
+                    route: Some(ri),
+                    service,
+                    ..Default::default()
+                },
+                None,
+            ));
+        }
+    }
+
+    pub(super) fn plugin(
+        &mut self,
+        path: &str,
+        v: &Value,
+        mut scope: PluginScope,
+        refs: Option<Refs>,
+    ) {
+        let Some(entry) = self.de::<PluginEntry>(v, path) else {
+            return;
+        };
+        if !entry.enabled {
+            return;
+        }
+        if self.opts.ignore_plugins.iter().any(|p| p == &entry.name) {
+            if !self.out.ignored_plugins.contains(&entry.name) {
+                self.out.ignored_plugins.push(entry.name.clone());
+            }
+            return;
+        }
+        // Nested plugins may still name a further scope (a route plugin with a consumer).
+        let refs = refs.unwrap_or(Refs {
+            service: entry
+                .service
+                .as_ref()
+                .and_then(|r| r.key())
+                .map(str::to_string),
+            route: entry
+                .route
+                .as_ref()
+                .and_then(|r| r.key())
+                .map(str::to_string),
+            consumer: entry
+                .consumer
+                .as_ref()
+                .and_then(|r| r.key())
+                .map(str::to_string),
+            consumer_group: entry
+                .consumer_group
+                .as_ref()
+                .and_then(|r| r.key())
+                .map(str::to_string),
+        });
+        if let Some(k) = &refs.service {
+            match self.find_service(k) {
+                Some(si) => scope.service = Some(si),
+                None => {
+                    return self.err(format!("{path}.service"), format!("unknown service `{k}`"));
+                }
+            }
+        }
+        if let Some(k) = &refs.route {
+            match self
+                .out
+                .routes
+                .iter()
+                .position(|r| &r.name == k || r.id.as_deref() == Some(k))
+            {
+                Some(ri) => {
+                    scope.route = Some(ri);
+                    if scope.service.is_none() {
+                        scope.service = self.out.routes[ri].service;
+                    }
+                }
+                None => return self.err(format!("{path}.route"), format!("unknown route `{k}`")),
+            }
+        }
+        if let Some(k) = &refs.consumer {
+            match self.find_consumer(k) {
+                Some(ci) => scope.consumer = Some(ci),
+                None => {
+                    return self.err(
+                        format!("{path}.consumer"),
+                        format!("unknown consumer `{k}`"),
+                    );
+                }
+            }
+        }
+        if let Some(k) = &refs.consumer_group {
+            match self.find_group(k) {
+                Some(gi) => scope.consumer_group = Some(gi),
+                None => {
+                    return self.err(
+                        format!("{path}.consumer_group"),
+                        format!("unknown consumer group `{k}`"),
+                    );
+                }
+            }
+        }
+        match PluginSpec::parse(&entry.name, &entry.config) {
+            Ok(spec) => self.out.plugins.push(PluginDef {
+                name: entry.name.clone(),
+                path: path.to_string(),
+                scope,
+                spec,
+            }),
+            Err(crate::plugins::SpecError::Unknown) => self.err(
+                format!("{path}.name"),
+                format!(
+                    "plugin `{}` is not implemented by this gateway; remove it or start with `--ignore-plugin {}` to skip it",
+                    entry.name, entry.name
+                ),
+            ),
+            Err(crate::plugins::SpecError::Invalid { path: inner, message }) => {
+                self.err(join_path(&format!("{path}.config"), &inner), message)
+            }
+        }
+    }
+
+    pub(super) fn check_plugin_duplicates(&mut self) {
+        let mut seen: HashMap<(String, PluginScope), String> = HashMap::new();
+        let mut dups = Vec::new();
+        for p in &self.out.plugins {
+            let key = (p.name.clone(), p.scope.clone());
+            if let Some(first) = seen.get(&key) {
+                dups.push((
+                    p.path.clone(),
+                    format!(
+                        "plugin `{}` is already configured for the same scope at {first}",
+                        p.name
+                    ),
+                ));
+            } else {
+                seen.insert(key, p.path.clone());
+            }
+        }
+        for (path, msg) in dups {
+            self.err(path, msg);
+        }
+        let _ = HashSet::<()>::new();
+    }
+}
+
+/// A deterministic id for entities the file gives no id (Kong generates UUIDs; a stable
+/// value keeps the `X-Consumer-ID` header the same across reloads).
+pub fn stable_id(kind: &str, key: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h1 = std::collections::hash_map::DefaultHasher::new();
+    (kind, key, 1u8).hash(&mut h1);
+    let mut h2 = std::collections::hash_map::DefaultHasher::new();
+    (kind, key, 2u8).hash(&mut h2);
+    let a = h1.finish();
+    let b = h2.finish();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        (a >> 32) as u32,
+        (a >> 16) as u16,
+        (a & 0xfff) as u16,
+        (b >> 52) as u16 & 0xfff,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+pub fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let end = rest.find(']')?;
+        (rest[..end].to_string(), rest[end + 1..].strip_prefix(':')?)
+    } else {
+        let (h, p) = s.rsplit_once(':')?;
+        (h.to_string(), p)
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, port.parse().ok()?))
+}
+
+fn parse_service_url(url: &str) -> Result<(String, String, u16, Option<String>), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid url `{url}`: {e}"))?;
+    let scheme = uri
+        .scheme_str()
+        .ok_or_else(|| format!("url `{url}` has no scheme"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("url `{url}` has no host"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let path = match uri.path() {
+        "" | "/"
+            if !url.trim_end_matches('/').ends_with(&format!("{host}/")) && !url.ends_with('/') =>
+        {
+            None
+        }
+        p => Some(p.to_string()),
+    };
+    Ok((scheme.to_string(), host, port, path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_url_parts() {
+        assert_eq!(
+            parse_service_url("http://a.b:8080/v1").ok(),
+            Some(("http".into(), "a.b".into(), 8080, Some("/v1".into())))
+        );
+        assert_eq!(
+            parse_service_url("https://a.b").ok(),
+            Some(("https".into(), "a.b".into(), 443, None))
+        );
+        assert_eq!(
+            parse_service_url("http://a.b/").ok(),
+            Some(("http".into(), "a.b".into(), 80, Some("/".into())))
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! The process-wide state: the current configuration (swapped atomically on reload),
+//! target health that survives reloads, limits, counters and the background runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::balancer::{TargetRegistry, active};
+use crate::config::{self, ConfigErrors, Declarative, LoadOptions};
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+
+/// Defensive limits applied to every request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_header_count: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub client_body_timeout: Duration,
+    pub client_send_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_count: 100,
+            max_header_bytes: 32 * 1024,
+            max_body_bytes: 8 * 1024 * 1024,
+            client_body_timeout: Duration::from_secs(60),
+            client_send_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+pub struct Gateway {
+    pub current: ArcSwap<Runtime>,
+    pub registry: TargetRegistry,
+    pub load_options: LoadOptions,
+    pub config_path: Option<PathBuf>,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    pub bg: tokio::runtime::Handle,
+    pub inflight: AtomicUsize,
+    pub total_requests: AtomicU64,
+    pub draining: AtomicBool,
+    pub access_log: crate::access_log::Sink,
+}
+
+impl Gateway {
+    pub fn new(
+        decl: Declarative,
+        load_options: LoadOptions,
+        config_path: Option<PathBuf>,
+        limits: Limits,
+        bg: tokio::runtime::Handle,
+        access_log: crate::access_log::Sink,
+    ) -> Result<Arc<Gateway>, String> {
+        let registry = TargetRegistry::default();
+        let rt = Runtime::build(decl, &registry)?;
+        let gw = Arc::new(Gateway {
+            current: ArcSwap::from_pointee(rt),
+            registry,
+            load_options,
+            config_path,
+            limits,
+            metrics: Metrics::new(),
+            bg,
+            inflight: AtomicUsize::new(0),
+            total_requests: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            access_log,
+        });
+        gw.start_probes();
+        Ok(gw)
+    }
+
+    fn start_probes(&self) {
+        for b in &self.current.load().balancers {
+            self.bg.spawn(active::run(b.clone()));
+        }
+    }
+
+    /// Swaps in a new configuration; requests in flight finish on the old one.
+    pub fn apply(&self, decl: Declarative) -> Result<String, String> {
+        let hash = decl.hash.clone();
+        let rt = Runtime::build(decl, &self.registry)?;
+        let old = self.current.swap(Arc::new(rt));
+        old.retire();
+        self.start_probes();
+        Ok(hash)
+    }
+
+    /// Re-reads the configuration file (SIGHUP). On error the old configuration stays.
+    pub fn reload_file(&self) -> Result<String, ConfigErrors> {
+        let Some(path) = &self.config_path else {
+            return Err(ConfigErrors {
+                source_name: "reload".into(),
+                errors: vec![config::ConfigError {
+                    path: String::new(),
+                    line: None,
+                    message: "no configuration file to reload".into(),
+                }],
+            });
+        };
+        let result = config::load_file(path, &self.load_options).and_then(|d| {
+            self.apply(d).map_err(|m| ConfigErrors {
+                source_name: path.display().to_string(),
+                errors: vec![config::ConfigError {
+                    path: String::new(),
+                    line: None,
+                    message: m,
+                }],
+            })
+        });
+        self.metrics.reload(result.is_ok());
+        result
+    }
+
+    /// Loads a posted configuration (`POST /config`).
+    pub fn reload_text(&self, text: &str) -> Result<String, ConfigErrors> {
+        let result = config::load_str(text, "POST /config", &self.load_options).and_then(|d| {
+            self.apply(d).map_err(|m| ConfigErrors {
+                source_name: "POST /config".into(),
+                errors: vec![config::ConfigError {
+                    path: String::new(),
+                    line: None,
+                    message: m,
+                }],
+            })
+        });
+        self.metrics.reload(result.is_ok());
+        result
+    }
+
+    /// Ready: configuration loaded, not draining, and every upstream in use has a healthy target.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err("draining".into());
+        }
+        let rt = self.current.load();
+        for b in rt.balancers_in_use() {
+            if !b.has_healthy_target() {
+                return Err(format!("upstream `{}` has no healthy target", b.name));
+            }
+        }
+        Ok(())
+    }
+}

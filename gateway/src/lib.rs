@@ -1,0 +1,15 @@
+//! Kong-compatible API gateway on Pingora: configuration, routing, load balancing,
+//! plugins and the status listener. The `gateway` binary wires these together.
+
+pub mod access_log;
+pub mod balancer;
+pub mod config;
+pub mod gateway;
+pub mod metrics;
+pub mod plugins;
+pub mod proxy;
+pub mod respond;
+pub mod router;
+pub mod runtime;
+pub mod state;
+pub mod status;

@@ -1,0 +1,192 @@
+//! Prometheus series with Kong's prometheus-plugin names and labels, plus the gateway's
+//! own. Label sets are bounded by the configuration (route and service names).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    request_latency: HistogramVec,
+    upstream_latency: HistogramVec,
+    kong_latency: HistogramVec,
+    bandwidth: IntCounterVec,
+    pub target_health: IntGaugeVec,
+    pub connections: IntGaugeVec,
+    pub nginx_requests: IntGaugeVec,
+    reloads: IntCounterVec,
+    pub info: IntGaugeVec,
+}
+
+const KONG_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0, 750.0, 1000.0,
+    3000.0, 6000.0,
+];
+const UPSTREAM_BUCKETS: &[f64] = &[
+    25.0, 50.0, 80.0, 100.0, 250.0, 400.0, 700.0, 1000.0, 2000.0, 5000.0, 10000.0, 30000.0, 60000.0,
+];
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let _ = r.register(Box::new(h.clone()));
+    h
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let _ = r.register(Box::new(g.clone()));
+    g
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        Metrics {
+            requests: counter(
+                &r,
+                "kong_http_requests_total",
+                "HTTP status codes per consumer/service/route in Kong",
+                &[
+                    "service",
+                    "route",
+                    "code",
+                    "source",
+                    "workspace",
+                    "consumer",
+                ],
+            ),
+            request_latency: histogram(
+                &r,
+                "kong_request_latency_ms",
+                "Total latency incurred during requests for each service/route in Kong",
+                &["service", "route", "workspace"],
+                UPSTREAM_BUCKETS,
+            ),
+            upstream_latency: histogram(
+                &r,
+                "kong_upstream_latency_ms",
+                "Latency added by upstream response for each service/route in Kong",
+                &["service", "route", "workspace"],
+                UPSTREAM_BUCKETS,
+            ),
+            kong_latency: histogram(
+                &r,
+                "kong_kong_latency_ms",
+                "Latency added by Kong and enabled plugins for each service/route in Kong",
+                &["service", "route", "workspace"],
+                KONG_BUCKETS,
+            ),
+            bandwidth: counter(
+                &r,
+                "kong_bandwidth_bytes",
+                "Total bandwidth (ingress/egress) throughput in bytes",
+                &["service", "route", "direction", "workspace", "consumer"],
+            ),
+            target_health: gauge(
+                &r,
+                "kong_upstream_target_health",
+                "Health status of targets of upstream. States = healthchecks_off|healthy|unhealthy|dns_error, value is 1 when state is populated.",
+                &["upstream", "target", "address", "state", "subsystem"],
+            ),
+            connections: gauge(
+                &r,
+                "kong_nginx_connections_total",
+                "Number of connections by subsystem",
+                &["node_id", "subsystem", "state"],
+            ),
+            nginx_requests: gauge(
+                &r,
+                "kong_nginx_requests_total",
+                "Number of requests total",
+                &["node_id", "subsystem"],
+            ),
+            reloads: counter(
+                &r,
+                "gateway_config_reloads_total",
+                "Configuration reloads by result",
+                &["result"],
+            ),
+            info: gauge(
+                &r,
+                "kong_node_info",
+                "Kong Node metadata information",
+                &["node_id", "version"],
+            ),
+            registry: r,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
+        &self,
+        service: &str,
+        route: &str,
+        status: u16,
+        consumer: &str,
+        local: bool,
+        total_ms: u64,
+        upstream_ms: Option<u64>,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        let code = status.to_string();
+        let source = if local { "kong" } else { "service" };
+        self.requests
+            .with_label_values(&[service, route, &code, source, "default", consumer])
+            .inc();
+        self.request_latency
+            .with_label_values(&[service, route, "default"])
+            .observe(total_ms as f64);
+        if let Some(u) = upstream_ms {
+            self.upstream_latency
+                .with_label_values(&[service, route, "default"])
+                .observe(u as f64);
+        }
+        self.kong_latency
+            .with_label_values(&[service, route, "default"])
+            .observe(total_ms.saturating_sub(upstream_ms.unwrap_or(0)) as f64);
+        self.bandwidth
+            .with_label_values(&[service, route, "ingress", "default", consumer])
+            .inc_by(bytes_in);
+        self.bandwidth
+            .with_label_values(&[service, route, "egress", "default", consumer])
+            .inc_by(bytes_out);
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}

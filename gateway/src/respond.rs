@@ -1,0 +1,147 @@
+//! Responses the gateway writes itself: Kong's error bodies and headers.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+use crate::state::RequestState;
+
+pub const SERVER_TOKEN: &str = concat!("gateway/", env!("CARGO_PKG_VERSION"));
+
+/// A response produced by the gateway or a plugin.
+#[derive(Debug, Clone)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl LocalResponse {
+    /// `kong.response.exit(status, {message = ...})`: a compact JSON body.
+    pub fn message(status: u16, message: &str) -> LocalResponse {
+        let body = serde_json::json!({ "message": message }).to_string();
+        LocalResponse::json(status, body)
+    }
+
+    pub fn json(status: u16, body: String) -> LocalResponse {
+        LocalResponse {
+            status,
+            headers: vec![(
+                "content-type".into(),
+                "application/json; charset=utf-8".into(),
+            )],
+            body: Bytes::from(body),
+        }
+    }
+
+    /// `kong.response.error(status, message)`: Kong's error template, chosen by `Accept`.
+    pub fn error(
+        status: u16,
+        message: &str,
+        request_id: &str,
+        accept: Option<&str>,
+    ) -> LocalResponse {
+        let esc = json_escape(message);
+        let rid = json_escape(request_id);
+        let (ctype, body) = match preferred_type(accept) {
+            ErrorType::Html => (
+                "text/html; charset=utf-8",
+                format!(
+                    "<!doctype html>\n<html>\n  <head>\n    <meta charset=\"utf-8\">\n    <title>Error</title>\n  </head>\n  <body>\n    <h1>Error</h1>\n    <p>{}.</p>\n    <p>request_id: {}</p>\n  </body>\n</html>\n",
+                    html_escape(message),
+                    html_escape(request_id)
+                ),
+            ),
+            ErrorType::Plain => (
+                "text/plain; charset=utf-8",
+                format!("{message}\nrequest_id: {request_id}\n"),
+            ),
+            ErrorType::Json => (
+                "application/json; charset=utf-8",
+                format!("{{\n  \"message\":\"{esc}\",\n  \"request_id\":\"{rid}\"\n}}"),
+            ),
+        };
+        LocalResponse {
+            status,
+            headers: vec![("content-type".into(), ctype.into())],
+            body: Bytes::from(body),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> LocalResponse {
+        self.headers.push((name.to_string(), value.into()));
+        self
+    }
+}
+
+enum ErrorType {
+    Json,
+    Html,
+    Plain,
+}
+
+fn preferred_type(accept: Option<&str>) -> ErrorType {
+    let Some(accept) = accept else {
+        return ErrorType::Json;
+    };
+    let mut best = (0.0f32, ErrorType::Json);
+    for part in accept.split(',') {
+        let mut it = part.split(';');
+        let media = it.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = it
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .filter_map(|q| q.parse::<f32>().ok())
+            .next()
+            .unwrap_or(1.0);
+        let kind = match media.as_str() {
+            "text/html" => Some(ErrorType::Html),
+            "text/plain" => Some(ErrorType::Plain),
+            "application/json" | "*/*" => Some(ErrorType::Json),
+            _ => None,
+        };
+        if let Some(k) = kind
+            && q > best.0
+        {
+            best = (q, k);
+        }
+    }
+    best.1
+}
+
+fn json_escape(s: &str) -> String {
+    let q = serde_json::Value::String(s.to_string()).to_string();
+    q[1..q.len() - 1].to_string()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Writes a local response, with the gateway's headers and the plugins' header hooks.
+pub async fn write(
+    session: &mut Session,
+    st: &mut RequestState,
+    resp: LocalResponse,
+) -> pingora::Result<()> {
+    let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 6))?;
+    for (k, v) in &resp.headers {
+        h.insert_header(k.clone(), v.as_str())?;
+    }
+    h.insert_header("content-length", resp.body.len().to_string())?;
+    h.insert_header("server", SERVER_TOKEN)?;
+    h.insert_header("x-kong-response-latency", st.elapsed_ms().to_string())?;
+    st.local_response = true;
+    st.local_status = Some(resp.status);
+    crate::proxy::finish_response_headers(&mut h, st);
+    let is_head = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(h), is_head).await?;
+    if !is_head {
+        session
+            .write_response_body(Some(resp.body.clone()), true)
+            .await?;
+    }
+    st.bytes_out += resp.body.len() as u64;
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! Route matching with the precedence of Kong's `traditional_compatible` router.
+//!
+//! Each (route, path) pair becomes one candidate with a priority computed as Kong's
+//! router does: number of matched fields, plain-hosts-only, number of headers, regex
+//! path, `regex_priority`, longest plain path. Candidates are checked in priority
+//! order; ties keep declaration order.
+
+use std::cmp::Reverse;
+
+use regex::Regex;
+
+use crate::config::RouteDef;
+
+/// Compiles a `~` path regex the way Kong anchors it (at the start only).
+pub fn compile_path_regex(re: &str) -> Result<Regex, regex::Error> {
+    let re = re.strip_prefix('^').unwrap_or(re);
+    Regex::new(&format!("^(?:{re})"))
+}
+
+#[derive(Debug)]
+enum PathMatcher {
+    Any,
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+struct Candidate {
+    route: usize,
+    path: PathMatcher,
+    priority: (u8, bool, usize, bool, i64, usize),
+    order: usize,
+}
+
+#[derive(Debug)]
+enum HostMatcher {
+    Exact(String),
+    Suffix(String),
+    Prefix(String),
+}
+
+#[derive(Debug)]
+struct RouteMatchers {
+    hosts: Vec<HostMatcher>,
+    methods: Vec<String>,
+    headers: Vec<(String, Vec<String>)>,
+    http: bool,
+    https: bool,
+}
+
+/// The request attributes the router looks at.
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    /// Host header (or :authority) as sent, possibly with a port.
+    pub host: &'a str,
+    /// Normalized path, without query.
+    pub path: &'a str,
+    pub tls: bool,
+    pub header: &'a (dyn Fn(&str) -> Vec<String> + Sync),
+}
+
+/// The outcome of routing one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteMatch {
+    pub route: usize,
+    /// The part of the path the route matched (prefix, or whole regex match).
+    pub matched_path: String,
+    /// Regex captures: numbered (`"1"`, `"2"`, ...) and named.
+    pub captures: Vec<(String, String)>,
+    /// Set when the route matched but not over this protocol (Kong's 426 path).
+    pub protocol_mismatch: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    candidates: Vec<Candidate>,
+    matchers: Vec<RouteMatchers>,
+}
+
+impl Router {
+    pub fn new(routes: &[RouteDef]) -> Result<Router, String> {
+        let mut candidates = Vec::new();
+        let mut matchers = Vec::new();
+        for (ri, r) in routes.iter().enumerate() {
+            let hosts: Vec<HostMatcher> = r
+                .hosts
+                .iter()
+                .map(|h| {
+                    if let Some(s) = h.strip_prefix('*') {
+                        HostMatcher::Suffix(s.to_string())
+                    } else if let Some(p) = h.strip_suffix('*') {
+                        HostMatcher::Prefix(p.to_string())
+                    } else {
+                        HostMatcher::Exact(h.clone())
+                    }
+                })
+                .collect();
+            let plain_hosts_only = !r.hosts.is_empty() && r.hosts.iter().all(|h| !h.contains('*'));
+            let weight = [
+                !r.methods.is_empty(),
+                !r.hosts.is_empty(),
+                !r.headers.is_empty(),
+                !r.paths.is_empty(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count() as u8;
+            matchers.push(RouteMatchers {
+                hosts,
+                methods: r.methods.clone(),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            v.iter().map(|x| x.to_ascii_lowercase()).collect(),
+                        )
+                    })
+                    .collect(),
+                http: r.protocols.iter().any(|p| p == "http" || p == "grpc"),
+                https: r.protocols.iter().any(|p| p == "https" || p == "grpcs"),
+            });
+            let base = |regex: bool, plen: usize, path: PathMatcher| Candidate {
+                route: ri,
+                path,
+                priority: (
+                    weight,
+                    plain_hosts_only,
+                    r.headers.len(),
+                    regex,
+                    if regex { r.regex_priority } else { 0 },
+                    plen,
+                ),
+                order: 0,
+            };
+            if r.paths.is_empty() {
+                candidates.push(base(false, 0, PathMatcher::Any));
+            }
+            for p in &r.paths {
+                if let Some(re) = p.strip_prefix('~') {
+                    let re =
+                        compile_path_regex(re).map_err(|e| format!("route {}: {e}", r.name))?;
+                    candidates.push(base(true, 0, PathMatcher::Regex(re)));
+                } else {
+                    candidates.push(base(false, p.len(), PathMatcher::Prefix(p.clone())));
+                }
+            }
+        }
+        for (i, c) in candidates.iter_mut().enumerate() {
+            c.order = i;
+        }
+        candidates.sort_by_key(|c| (Reverse(c.priority), c.order));
+        Ok(Router {
+            candidates,
+            matchers,
+        })
+    }
+
+    /// Finds the route for a request, or None (Kong's 404).
+    pub fn route(&self, req: &RequestView<'_>) -> Option<RouteMatch> {
+        let host = strip_port(req.host).to_ascii_lowercase();
+        let mut mismatch: Option<RouteMatch> = None;
+        for c in &self.candidates {
+            let m = &self.matchers[c.route];
+            if !m.methods.is_empty() && !m.methods.iter().any(|x| x == req.method) {
+                continue;
+            }
+            if !m.hosts.is_empty() && !m.hosts.iter().any(|h| host_matches(h, &host, req.host)) {
+                continue;
+            }
+            if !m.headers.iter().all(|(name, values)| {
+                (req.header)(name).iter().any(|v| {
+                    values
+                        .iter()
+                        .any(|want| want.eq_ignore_ascii_case(v.trim()))
+                })
+            }) {
+                continue;
+            }
+            let (matched_path, captures) = match &c.path {
+                PathMatcher::Any => (String::new(), Vec::new()),
+                PathMatcher::Prefix(p) => {
+                    if !req.path.starts_with(p.as_str()) {
+                        continue;
+                    }
+                    (p.clone(), Vec::new())
+                }
+                PathMatcher::Regex(re) => {
+                    let Some(caps) = re.captures(req.path) else {
+                        continue;
+                    };
+                    let whole = caps
+                        .get(0)
+                        .map(|m| m.as_str().to_string())
+                        .unwrap_or_default();
+                    let mut out = Vec::new();
+                    for (i, name) in re.capture_names().enumerate().skip(1) {
+                        if let Some(v) = caps.get(i) {
+                            out.push((i.to_string(), v.as_str().to_string()));
+                            if let Some(n) = name {
+                                out.push((n.to_string(), v.as_str().to_string()));
+                            }
+                        }
+                    }
+                    (whole, out)
+                }
+            };
+            let proto_ok = if req.tls { m.https } else { m.http };
+            let found = RouteMatch {
+                route: c.route,
+                matched_path,
+                captures,
+                protocol_mismatch: !proto_ok,
+            };
+            if proto_ok {
+                return Some(found);
+            }
+            if mismatch.is_none() {
+                mismatch = Some(found);
+            }
+        }
+        mismatch
+    }
+}
+
+fn host_matches(m: &HostMatcher, host: &str, raw: &str) -> bool {
+    match m {
+        HostMatcher::Exact(h) => {
+            if h.contains(':') {
+                h.eq_ignore_ascii_case(raw)
+            } else {
+                h == host
+            }
+        }
+        HostMatcher::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+        HostMatcher::Prefix(p) => host.len() > p.len() && host.starts_with(p.as_str()),
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Normalizes a request path as Kong does before matching: percent-encodings upper-cased,
+/// unreserved characters decoded, dot segments removed and repeated slashes merged.
+pub fn normalize_path(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' && i + 2 < bytes.len() {
+            let hex = &raw[i + 1..i + 3];
+            if let Ok(v) = u8::from_str_radix(hex, 16) {
+                if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                    decoded.push(v as char);
+                } else {
+                    decoded.push('%');
+                    decoded.push_str(&hex.to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(b as char);
+        i += 1;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = String::with_capacity(decoded.len() + 1);
+    for s in &out {
+        path.push('/');
+        path.push_str(s);
+    }
+    if path.is_empty() || (trailing && !out.is_empty()) {
+        path.push('/');
+    }
+    path
+}
+
+/// The path sent upstream, following Kong's `path_handling: v0` rules.
+pub fn upstream_path(
+    service_path: Option<&str>,
+    strip_path: bool,
+    matched: &str,
+    req_path: &str,
+) -> String {
+    let base = service_path.unwrap_or("/");
+    let base_trimmed = base.strip_suffix('/').unwrap_or(base);
+    let postfix = if strip_path && !matched.is_empty() {
+        req_path.get(matched.len()..).unwrap_or("")
+    } else {
+        ""
+    };
+    let strip = strip_path && !matched.is_empty();
+    if base.ends_with('/') {
+        if strip {
+            if postfix.is_empty() {
+                if base == "/" {
+                    "/".to_string()
+                } else if req_path.ends_with('/') {
+                    base.to_string()
+                } else {
+                    base_trimmed.to_string()
+                }
+            } else if postfix.starts_with('/') {
+                format!("{base_trimmed}{postfix}")
+            } else {
+                format!("{base}{postfix}")
+            }
+        } else {
+            format!("{base}{}", req_path.get(1..).unwrap_or(""))
+        }
+    } else if strip {
+        if postfix.is_empty() {
+            if req_path.len() > 1 && req_path.ends_with('/') {
+                format!("{base}/")
+            } else {
+                base.to_string()
+            }
+        } else if postfix.starts_with('/') {
+            format!("{base}{postfix}")
+        } else {
+            format!("{base}/{postfix}")
+        }
+    } else if req_path == "/" {
+        base.to_string()
+    } else {
+        format!("{base}{req_path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes() {
+        assert_eq!(normalize_path("/a//b/./c/../d"), "/a/b/d");
+        assert_eq!(normalize_path("/%7euser/%2f"), "/~user/%2F");
+        assert_eq!(normalize_path("/"), "/");
+        assert_eq!(normalize_path(""), "/");
+        assert_eq!(normalize_path("/a/"), "/a/");
+        assert_eq!(normalize_path("/../.."), "/");
+    }
+
+    #[test]
+    fn v0_paths() {
+        assert_eq!(upstream_path(None, true, "/api", "/api/users"), "/users");
+        assert_eq!(upstream_path(None, true, "/api", "/api"), "/");
+        assert_eq!(
+            upstream_path(Some("/v1"), true, "/api", "/api/users"),
+            "/v1/users"
+        );
+        assert_eq!(upstream_path(Some("/v1"), true, "/api", "/api"), "/v1");
+        assert_eq!(upstream_path(Some("/v1/"), true, "/api", "/api/x"), "/v1/x");
+        assert_eq!(upstream_path(Some("/s"), false, "/r", "/re"), "/s/re");
+        assert_eq!(
+            upstream_path(None, false, "/api", "/api/users"),
+            "/api/users"
+        );
+        assert_eq!(upstream_path(Some("/s"), true, "/r", "/re"), "/s/e");
+    }
+}

@@ -1,0 +1,61 @@
+//! Per-request state (Pingora's CTX): everything the phases share about one request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::router::RouteMatch;
+use crate::runtime::Runtime;
+
+#[derive(Default)]
+pub struct RequestState {
+    /// The configuration this request runs under, taken once at its start.
+    pub rt: Option<Arc<Runtime>>,
+    pub start: Option<Instant>,
+    pub start_wall_ms: u128,
+    /// The request id (`X-Request-ID`): the client's when it sent one.
+    pub request_id: String,
+    pub client_addr: Option<String>,
+    pub tls: bool,
+    pub route: Option<RouteMatch>,
+    pub service: Option<usize>,
+    /// Path (and query) sent upstream.
+    pub upstream_uri: Option<String>,
+    /// Authenticated consumer (index into the runtime's consumers).
+    pub consumer: Option<usize>,
+    pub credential: Option<String>,
+    pub anonymous: bool,
+    /// Upstream headers set by auth plugins (consumer headers, forwarded claims).
+    pub upstream_headers: Vec<(http::HeaderName, String)>,
+    /// Response headers set by plugins during access (rate-limit headers, ...).
+    pub response_headers: Vec<(http::HeaderName, String)>,
+    /// Claims of a verified JWT, for plugins after auth (tier, limit key).
+    pub jwt_claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    pub correlation_id: Option<(http::HeaderName, String)>,
+    /// Targets already tried (indexes into the service's balancer).
+    pub tried: Vec<usize>,
+    pub target: Option<usize>,
+    pub target_name: Option<String>,
+    pub attempts: u32,
+    pub upstream_start: Option<Instant>,
+    pub upstream_latency_ms: Option<u64>,
+    pub upstream_status: Option<u16>,
+    /// Set when the gateway answered itself (no upstream).
+    pub local_response: bool,
+    pub local_status: Option<u16>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Limit on the request body, checked as it streams.
+    pub body_limit: Option<u64>,
+    pub rate_limit_tier: Option<String>,
+    pub trace_id: Option<String>,
+    /// Buffer for plugins that rewrite the whole response body.
+    pub response_buffer: Option<bytes::BytesMut>,
+}
+
+impl RequestState {
+    pub fn elapsed_ms(&self) -> u64 {
+        self.start
+            .map(|s| s.elapsed().as_millis() as u64)
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,189 @@
+//! The status listener: `/status`, `/status/ready`, `/health`, `/metrics`, and
+//! `POST /config` (Kong DB-less compatible reload).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::gateway::Gateway;
+
+pub struct StatusApp {
+    pub gw: Arc<Gateway>,
+    /// Accept `POST /config` from non-loopback peers.
+    pub allow_remote_config: bool,
+    /// Largest accepted `POST /config` body.
+    pub max_config_bytes: usize,
+}
+
+fn json(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
+    let body = body.to_string().into_bytes();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json; charset=utf-8")
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_default()
+}
+
+impl StatusApp {
+    fn status(&self) -> Response<Vec<u8>> {
+        let rt = self.gw.current.load();
+        let inflight = self.gw.inflight.load(Ordering::Relaxed);
+        json(
+            200,
+            serde_json::json!({
+                "server": {
+                    "total_requests": self.gw.total_requests.load(Ordering::Relaxed),
+                    "connections_active": inflight,
+                    "connections_writing": inflight,
+                },
+                "configuration_hash": rt.decl.hash,
+                "database": {"reachable": true},
+                "draining": self.gw.draining.load(Ordering::Relaxed),
+                "version": env!("CARGO_PKG_VERSION"),
+            }),
+        )
+    }
+
+    fn metrics(&self) -> Response<Vec<u8>> {
+        let m = &self.gw.metrics;
+        let rt = self.gw.current.load();
+        m.target_health.reset();
+        for b in &rt.balancers {
+            let checks_on = b.healthchecks.active.healthy.interval > 0.0
+                || b.healthchecks.active.unhealthy.interval > 0.0
+                || b.healthchecks.passive.unhealthy.tcp_failures > 0
+                || b.healthchecks.passive.unhealthy.http_failures > 0
+                || b.healthchecks.passive.unhealthy.timeouts > 0;
+            for t in &b.targets {
+                let addr = t.addr().map(|a| a.to_string()).unwrap_or_default();
+                let state = if t.addr().is_none() {
+                    "dns_error"
+                } else if !checks_on {
+                    "healthchecks_off"
+                } else if t.is_healthy() {
+                    "healthy"
+                } else {
+                    "unhealthy"
+                };
+                for s in ["healthchecks_off", "healthy", "unhealthy", "dns_error"] {
+                    m.target_health
+                        .with_label_values(&[&b.name, &t.name, &addr, s, "http"])
+                        .set(i64::from(s == state));
+                }
+            }
+        }
+        let inflight = self.gw.inflight.load(Ordering::Relaxed) as i64;
+        m.connections
+            .with_label_values(&["", "http", "active"])
+            .set(inflight);
+        m.nginx_requests
+            .with_label_values(&["", "http"])
+            .set(self.gw.total_requests.load(Ordering::Relaxed) as i64);
+        let body = m.render();
+        Response::builder()
+            .status(200)
+            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .header("content-length", body.len())
+            .body(body)
+            .unwrap_or_default()
+    }
+
+    async fn post_config(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let loopback = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .is_some_and(|a| a.ip().is_loopback());
+        if !loopback && !self.allow_remote_config {
+            return json(
+                403,
+                serde_json::json!({"message": "POST /config is only accepted from loopback"}),
+            );
+        }
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > self.max_config_bytes {
+                        return json(
+                            413,
+                            serde_json::json!({"message": "configuration too large"}),
+                        );
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return json(
+                        400,
+                        serde_json::json!({"message": format!("cannot read body: {e}")}),
+                    );
+                }
+            }
+        }
+        let Ok(text) = String::from_utf8(body) else {
+            return json(
+                400,
+                serde_json::json!({"message": "configuration is not UTF-8"}),
+            );
+        };
+        // Kong also accepts `{"config": "<yaml or json text>"}`.
+        let text = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(o)) if o.get("config").is_some_and(|c| c.is_string()) => o
+                .get("config")
+                .and_then(|c| c.as_str())
+                .unwrap_or_default()
+                .to_string(),
+            _ => text,
+        };
+        match self.gw.reload_text(&text) {
+            Ok(hash) => {
+                tracing::info!(hash = %hash, "configuration replaced by POST /config");
+                json(201, serde_json::json!({"configuration_hash": hash}))
+            }
+            Err(errs) => {
+                tracing::warn!(errors = %errs, "POST /config rejected; previous configuration keeps serving");
+                let list: Vec<_> = errs
+                    .errors
+                    .iter()
+                    .map(|e| serde_json::json!({"path": e.path, "line": e.line, "message": e.message}))
+                    .collect();
+                json(
+                    400,
+                    serde_json::json!({
+                        "code": 14,
+                        "name": "invalid declarative configuration",
+                        "message": format!("declarative config is invalid: {errs}"),
+                        "errors": list,
+                    }),
+                )
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for StatusApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/health") => json(200, serde_json::json!({"status": "ok"})),
+            ("GET", "/status") => self.status(),
+            ("GET", "/status/ready") => match self.gw.ready() {
+                Ok(()) => json(200, serde_json::json!({"message": "ready"})),
+                Err(why) => json(503, serde_json::json!({"message": why})),
+            },
+            ("GET", "/metrics") => self.metrics(),
+            ("POST", "/config") => self.post_config(session).await,
+            (_, "/health" | "/status" | "/status/ready" | "/metrics" | "/config") => {
+                json(405, serde_json::json!({"message": "Method not allowed"}))
+            }
+            _ => json(404, serde_json::json!({"message": "Not found"})),
+        }
+    }
+}

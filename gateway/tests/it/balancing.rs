@@ -1,0 +1,177 @@
+//! Load balancing: weighted round-robin, least-connections, failover and recovery.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn upstream_config(alg: &str, targets: &[(u16, u32)], health: &str) -> String {
+    let mut s = format!(
+        "_format_version: \"3.0\"\nupstreams:\n- name: pool\n  algorithm: {alg}\n{health}  targets:\n"
+    );
+    for (p, w) in targets {
+        s.push_str(&format!("  - target: 127.0.0.1:{p}\n    weight: {w}\n"));
+    }
+    s.push_str("services:\n- name: svc\n  url: http://pool\n  retries: 3\n  connect_timeout: 1000\n  routes:\n  - name: all\n    paths: [/]\n");
+    s
+}
+
+async fn hit(c: &reqwest::Client, url: &str) -> Option<String> {
+    let r = c.get(url).send().await.ok()?;
+    if r.status().as_u16() != 200 {
+        return None;
+    }
+    r.headers()
+        .get("x-upstream")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn weighted_round_robin_distribution() {
+    let (a, b) = (free_port(), free_port());
+    let (_ua, _ub) = (upstream(a), upstream(b));
+    let gw = gateway(&upstream_config("round-robin", &[(a, 300), (b, 100)], ""));
+    let c = client();
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for _ in 0..400 {
+        let who = hit(&c, &gw.url("/x")).await.expect("200");
+        *counts.entry(who).or_default() += 1;
+    }
+    assert_eq!(counts.get(&a.to_string()), Some(&300), "{counts:?}");
+    assert_eq!(counts.get(&b.to_string()), Some(&100), "{counts:?}");
+}
+
+#[tokio::test]
+async fn least_connections_avoids_the_busy_target() {
+    let (slow, fast) = (free_port(), free_port());
+    let slow_proc = Proc {
+        child: Command::new(env!("CARGO_BIN_EXE_echo-upstream"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{slow}"),
+                "--name",
+                &slow.to_string(),
+                "--delay-ms",
+                "200",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    };
+    assert!(wait_port(slow, Duration::from_secs(5)));
+    let _fast = upstream(fast);
+    let gw = gateway(&upstream_config(
+        "least-connections",
+        &[(slow, 100), (fast, 100)],
+        "",
+    ));
+    let url = gw.url("/x");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut out = Vec::new();
+            for _ in 0..25 {
+                out.push(hit(&c, &url).await.expect("200"));
+            }
+            out
+        }));
+    }
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for t in tasks {
+        for who in t.await.expect("task") {
+            *counts.entry(who).or_default() += 1;
+        }
+    }
+    let fast_n = *counts.get(&fast.to_string()).unwrap_or(&0);
+    let total: u32 = counts.values().sum();
+    assert_eq!(total, 200);
+    // Round-robin would send half to each; least-connections keeps the slow one near its
+    // in-flight share.
+    assert!(fast_n * 100 / total >= 75, "{counts:?}");
+    drop(slow_proc);
+}
+
+#[tokio::test]
+async fn failover_on_dead_target_and_recovery() {
+    let (a, b) = (free_port(), free_port());
+    let ua = upstream(a);
+    let _ub = upstream(b);
+    let health = "  healthchecks:\n    active:\n      http_path: /health\n      timeout: 0.5\n      healthy: {interval: 0.2, successes: 1}\n      unhealthy: {interval: 0.2, tcp_failures: 1, http_failures: 1, timeouts: 1}\n    passive:\n      unhealthy: {tcp_failures: 1}\n";
+    let gw = gateway(&upstream_config(
+        "round-robin",
+        &[(a, 100), (b, 100)],
+        health,
+    ));
+    let c = client();
+    let mut seen = HashMap::new();
+    for _ in 0..20 {
+        *seen
+            .entry(hit(&c, &gw.url("/x")).await.expect("200"))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both targets serve: {seen:?}");
+
+    // Kill A: no request fails (connect errors retry on B), and A is taken out.
+    drop(ua);
+    for i in 0..60 {
+        let who = hit(&c, &gw.url("/x")).await;
+        assert_eq!(who, Some(b.to_string()), "request {i} after the kill");
+    }
+    let (code, body) = get_json(&c, &gw.status_url("/metrics")).await;
+    assert_eq!(code, 200);
+    let text = body.as_str().unwrap_or("").to_string();
+    assert!(
+        text.contains(&format!("kong_upstream_target_health{{address=\"127.0.0.1:{a}\",state=\"unhealthy\",subsystem=\"http\",target=\"127.0.0.1:{a}\",upstream=\"pool\"}} 1")),
+        "{text}"
+    );
+
+    // A comes back: the active checker heals it and it gets traffic again.
+    let _ua2 = upstream(a);
+    let url = gw.url("/x");
+    let back = eventually(Duration::from_secs(10), || {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            let mut any = false;
+            for _ in 0..4 {
+                if hit(&c, &url).await == Some(a.to_string()) {
+                    any = true;
+                }
+            }
+            any
+        }
+    })
+    .await;
+    assert!(back, "target {a} never came back");
+}
+
+#[tokio::test]
+async fn all_targets_down_gives_503_and_not_ready() {
+    let a = free_port();
+    let health = "  healthchecks:\n    active:\n      http_path: /health\n      timeout: 0.3\n      healthy: {interval: 0.2, successes: 1}\n      unhealthy: {interval: 0.2, tcp_failures: 1}\n";
+    let gw = gateway(&upstream_config("round-robin", &[(a, 100)], health));
+    let c = client();
+    let ok = eventually(Duration::from_secs(5), || {
+        let c = c.clone();
+        let url = gw.status_url("/status/ready");
+        async move { get_json(&c, &url).await.0 == 503 }
+    })
+    .await;
+    assert!(ok, "readiness never failed");
+    let r = c.get(gw.url("/x")).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 503);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["message"], "failure to get a peer from the ring-balancer");
+    let _u = upstream(a);
+    let ok = eventually(Duration::from_secs(5), || {
+        let c = c.clone();
+        let url = gw.status_url("/status/ready");
+        async move { get_json(&c, &url).await.0 == 200 }
+    })
+    .await;
+    assert!(ok, "readiness never recovered");
+}

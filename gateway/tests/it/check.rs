@@ -1,0 +1,106 @@
+//! `gateway check`: every error, with file, line and field path.
+
+use std::process::Command;
+
+fn check(config: &str, extra: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kong.yml");
+    std::fs::write(&path, config).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .args(extra)
+        .output()
+        .expect("run check");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.success(),
+        text.replace(&path.display().to_string(), "kong.yml"),
+    )
+}
+
+#[test]
+fn reports_every_error_with_line_and_path() {
+    let cfg = "_format_version: \"3.0\"
+services:
+- name: a
+  url: http://127.0.0.1:1
+  routes:
+  - name: r1
+    paths: [/a]
+- name: b
+  url: http://127.0.0.1:2
+  routes:
+  - name: r2
+    paths:
+    - /b
+    - ~/bad(
+  - name: r3
+    stip_path: true
+upstreams:
+- name: u
+  algorithm: fastest
+plugins:
+- name: proxy-cache
+  config: {}
+";
+    let (ok, out) = check(cfg, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("kong.yml:14: services[1].routes[0].paths[1]: invalid regex"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kong.yml:16: services[1].routes[1].stip_path: unknown field `stip_path`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kong.yml:19: upstreams[0].algorithm: unknown algorithm `fastest`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kong.yml:21: plugins[0].name: plugin `proxy-cache` is not implemented"),
+        "{out}"
+    );
+    assert!(out.contains("4 error(s)"), "{out}");
+}
+
+#[test]
+fn ignore_plugin_and_env_references() {
+    let cfg = "_format_version: \"3.0\"
+services:
+- name: a
+  url: ${{ env \"GW_TEST_UPSTREAM_URL\" }}
+  routes:
+  - name: r
+    paths: [/]
+plugins:
+- name: bot-detection
+";
+    let (ok, out) = check(cfg, &["--ignore-plugin", "bot-detection"]);
+    assert!(!ok, "unset variable must fail: {out}");
+    assert!(
+        out.contains(
+            "kong.yml:4: environment variable `GW_TEST_UPSTREAM_URL` referenced here is not set"
+        ),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kong.yml");
+    std::fs::write(&path, cfg).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .args(["--ignore-plugin", "bot-detection"])
+        .env("GW_TEST_UPSTREAM_URL", "http://127.0.0.1:9")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("plugin `bot-detection` is ignored"));
+}

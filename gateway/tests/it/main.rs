@@ -1,0 +1,11 @@
+//! Integration tests: the real `gateway` binary against real upstream processes on
+//! loopback ports.
+
+mod harness;
+
+mod balancing;
+mod check;
+mod framing;
+mod lifecycle;
+mod routing;
+mod tls;
