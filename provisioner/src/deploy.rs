@@ -95,7 +95,10 @@ impl HealthSource for TaskSetStability {
             return Ok(h);
         }
         let sets = ecs_service::task_sets(aws, &t.cluster).await?;
-        let Some(ts) = sets.iter().find(|s| s.id() == Some(t.task_set.as_str())) else {
+        let Some(ts) = sets
+            .iter()
+            .find(|s| s.task_set_arn() == Some(t.task_set.as_str()))
+        else {
             return Ok(Health::Unhealthy("task set disappeared".into()));
         };
         Ok(match ts.stability_status() {

@@ -40,12 +40,11 @@ pub enum Event<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("observing the environment failed: {0}")]
-    Observe(#[source] Error),
+    Observe(Error),
     #[error("{key}: {action:?} failed: {source}")]
     Step {
         key: Key,
         action: Action,
-        #[source]
         source: Error,
         /// Changes applied before the failure (a later `up` resumes).
         done: usize,

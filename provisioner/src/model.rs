@@ -151,7 +151,7 @@ impl Kind {
             Kind::TargetGroup => &["port", "protocol", "vpc_id", "target_type"],
             Kind::Listener => &["port"],
             Kind::Certificate => &["domain"],
-            Kind::EcsService => &["cluster", "launch_type", "deployment_controller"],
+            Kind::EcsService => &["cluster", "deployment_controller"],
             Kind::FlowLog => &["vpc_id", "log_group", "traffic_type"],
             _ => &[],
         }

@@ -19,6 +19,9 @@ use crate::specs::TaskDefinitionSpec;
 
 pub const GATEWAY: &str = "gateway";
 pub const AGENT: &str = "metrics-agent";
+/// CPU units and MiB reserved for the metrics-agent sidecar.
+pub const AGENT_CPU: i32 = 128;
+pub const AGENT_MEMORY: i32 = 256;
 
 pub fn family(aws: &Aws) -> String {
     format!("{}-gateway", aws.prefix)
@@ -167,6 +170,21 @@ fn health(url: &str) -> Result<HealthCheck> {
 
 /// The container definitions for a spec (public for unit tests and deploy).
 pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<ContainerDefinition>> {
+    // The sidecar gets a fixed slice; the gateway the rest of the task.
+    let cpu: i32 = spec
+        .cpu
+        .parse()
+        .map_err(|_| Error::invalid("task cpu must be a number"))?;
+    let memory: i32 = spec
+        .memory
+        .parse()
+        .map_err(|_| Error::invalid("task memory must be a number"))?;
+    let (agent_cpu, agent_mem) = (AGENT_CPU, AGENT_MEMORY);
+    if cpu <= agent_cpu || memory <= agent_mem {
+        return Err(Error::invalid(format!(
+            "task needs more than {agent_cpu} CPU units and {agent_mem} MiB (the metrics-agent share)"
+        )));
+    }
     let secrets: Vec<Secret> = spec
         .gateway_secrets
         .iter()
@@ -177,6 +195,8 @@ pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<Contain
         .name(GATEWAY)
         .image(&spec.gateway_image)
         .essential(true)
+        .cpu(cpu - agent_cpu)
+        .memory(memory - agent_mem)
         .entry_point("gateway")
         .command("run")
         .command("--config")
@@ -195,6 +215,8 @@ pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<Contain
         .image(&spec.metrics_agent_image)
         // A failing sidecar must not take the gateway down with it.
         .essential(false)
+        .cpu(agent_cpu)
+        .memory(agent_mem)
         .entry_point("metrics-agent")
         .command("run")
         .command("--config")
@@ -253,10 +275,35 @@ pub async fn deregister(aws: &Aws, arn: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deregisters every ACTIVE revision of the family.
+/// Deregisters every ACTIVE revision of the family, then deletes all
+/// revisions (ECS keeps INACTIVE ones otherwise).
 pub async fn delete(aws: &Aws, _a: &Actual) -> Result<()> {
     for arn in revisions(aws).await? {
         deregister(aws, &arn).await?;
+    }
+    let out = aws
+        .ecs
+        .list_task_definitions()
+        .family_prefix(family(aws))
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Inactive)
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecs:ListTaskDefinitions", e))?;
+    let fam = format!(":task-definition/{}:", family(aws));
+    let inactive: Vec<String> = out
+        .task_definition_arns()
+        .iter()
+        .filter(|a| a.contains(&fam))
+        .cloned()
+        .collect();
+    // DeleteTaskDefinitions takes at most 10 ARNs per call.
+    for chunk in inactive.chunks(10) {
+        aws.ecs
+            .delete_task_definitions()
+            .set_task_definitions(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| Error::aws("ecs:DeleteTaskDefinitions", e))?;
     }
     Ok(())
 }
