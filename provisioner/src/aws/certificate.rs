@@ -8,14 +8,17 @@ use crate::model::{Actual, Desired, Kind};
 use crate::specs::CertificateSpec;
 
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
-    let out = aws
+    let items = aws
         .acm
         .list_certificates()
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("acm:ListCertificates", e))?;
     let mut res = Vec::new();
-    for c in out.certificate_summary_list() {
+    for c in &items {
         let Some(arn) = c.certificate_arn() else {
             continue;
         };
@@ -83,11 +86,15 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
 }
 
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
-    aws.acm
-        .delete_certificate()
-        .certificate_arn(&a.id)
-        .send()
-        .await
-        .map_err(|e| Error::aws("acm:DeleteCertificate", e))?;
+    // In use until the deleted listeners are fully gone.
+    super::retry_transient("delete certificate", aws.wait_timeout, || async {
+        aws.acm
+            .delete_certificate()
+            .certificate_arn(&a.id)
+            .send()
+            .await
+            .map_err(|e| Error::aws("acm:DeleteCertificate", e))
+    })
+    .await?;
     Ok(())
 }

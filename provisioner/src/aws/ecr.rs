@@ -8,15 +8,18 @@ use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::EcrRepositorySpec;
 
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
-    let out = aws
+    let items = aws
         .ecr
         .describe_repositories()
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("ecr:DescribeRepositories", e))?;
     let prefix = format!("{}/", aws.prefix);
     let mut res = Vec::new();
-    for r in out.repositories() {
+    for r in &items {
         let Some(name) = r.repository_name() else {
             continue;
         };

@@ -200,6 +200,48 @@ where
     }
 }
 
+/// Error codes that mean "not yet" rather than "no": dependencies still
+/// draining (ENIs of deleted load balancers and tasks), IAM propagation,
+/// resources still in use while a parent finishes deleting.
+const TRANSIENT: [&str; 8] = [
+    "DependencyViolation",
+    "Unable to assume",
+    "InvalidIPAddress.InUse",
+    "InvalidDBSubnetGroupStateFault",
+    "CacheSubnetGroupInUse",
+    "ResourceInUse",
+    "InvalidParameter: Unable to validate",
+    "role cannot be assumed",
+];
+
+pub fn is_transient(err: &Error) -> bool {
+    match err {
+        Error::Aws { message, .. } => TRANSIENT.iter().any(|t| message.contains(t)),
+        _ => false,
+    }
+}
+
+/// Runs `op` again while it fails with a transient error, up to `timeout`.
+pub async fn retry_transient<T, F, Fut>(what: &str, timeout: Duration, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let start = Instant::now();
+    loop {
+        match op().await {
+            Err(e) if is_transient(&e) && start.elapsed() < timeout => {
+                crate::progress::note(&format!(
+                    "  {what}: {e}; retrying ({}s elapsed)",
+                    start.elapsed().as_secs()
+                ));
+                tokio::time::sleep(Duration::from_secs(5).min(timeout)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Dispatches the engine's calls to the per-kind modules.
 pub struct AwsProvider<'a> {
     pub aws: &'a Aws,
@@ -367,5 +409,38 @@ impl Provider for AwsProvider<'_> {
                 None => Ok(()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors_are_recognised() {
+        let e = |m: &str| Error::Aws {
+            op: "x",
+            message: m.to_string(),
+        };
+        assert!(is_transient(&e(
+            "DependencyViolation: resource sg-1 has a dependent object"
+        )));
+        assert!(is_transient(&e(
+            "InvalidParameter: Unable to assume role arn:aws:iam::1:role/x"
+        )));
+        assert!(!is_transient(&e("InvalidParameterValue: bad cidr")));
+        assert!(!is_transient(&Error::invalid("DependencyViolation")));
+    }
+
+    #[tokio::test]
+    async fn retry_gives_up_on_permanent_errors_at_once() {
+        let mut calls = 0;
+        let r: Result<()> = retry_transient("x", Duration::from_secs(60), || {
+            calls += 1;
+            async { Err(Error::invalid("nope")) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
     }
 }
