@@ -15,7 +15,8 @@
 #   DEV_REDIS / DEV_PROMETHEUS / DEV_METRICS_AGENT = auto|off  (auto: when available)
 #   DEV_PROFILE=release|debug   DEV_SKIP_BUILD=1 (use binaries already built)
 #   DEV_STATE_DIR=tmp/dev-stack (logs, generated configs, tokens.env, pids)
-#   DEV_TOKEN_TTL=86400 (seconds)
+#   DEV_TOKEN_TTL=86400 (seconds)  DEV_TOKEN_SUB (token's `sub`, default dev-TIER-user)
+#   DEV_JWT_KEY=local-dev-app (token's `iss`: the consumer's jwt key)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -45,15 +46,15 @@ TIERS=(free pro enterprise)
 # An HS256 JWT for the `local-dev-app` consumer of docker/gateway/kong.yml:
 # iss = the consumer's jwt key, sub, tier, iat, exp.
 make_token() {
-    python3 - "$1" "$JWT_KEY" "$TOKEN_TTL" <<'PY'
+    python3 - "$1" "$JWT_KEY" "$TOKEN_TTL" "${DEV_TOKEN_SUB:-dev-$1-user}" <<'PY'
 import base64, hashlib, hmac, json, os, sys, time
-tier, key, ttl = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tier, key, ttl, sub = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 def b64(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 def seg(obj):
     return b64(json.dumps(obj, separators=(",", ":")).encode())
 now = int(time.time())
-claims = {"iss": key, "sub": f"dev-{tier}-user", "tier": tier, "iat": now, "exp": now + ttl}
+claims = {"iss": key, "sub": sub, "tier": tier, "iat": now, "exp": now + ttl}
 head = seg({"alg": "HS256", "typ": "JWT"}) + "." + seg(claims)
 sig = hmac.new(os.environ["JWT_SECRET"].encode(), head.encode(), hashlib.sha256).digest()
 print(head + "." + b64(sig))
@@ -67,7 +68,7 @@ if [ "${1:-}" = "token" ]; then
     exit 0
 fi
 if [ $# -gt 0 ]; then
-    sed -n '2,19s/^# \{0,1\}//p' "$0" >&2
+    sed -n '2,21s/^# \{0,1\}//p' "$0" >&2
     exit 2
 fi
 

@@ -173,6 +173,8 @@ def main():
         if hdr(h, "X-Upstream"):
             seen.add(hdr(h, "X-Upstream"))
     check("requests are balanced over both upstream instances", seen == {"auth-1", "auth-2"}, str(sorted(seen)))
+    code, _, body = http("GET", f"{base}/healthz")
+    check("public GET /healthz reaches the upstream's /health", code == 200, f"{code} {body[:80]!r}")
     code, _, _ = http("POST", f"{base}/auth/login")
     check("public POST /auth/login needs no token", code == 200, str(code))
 
