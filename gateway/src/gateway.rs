@@ -41,7 +41,7 @@ pub struct Gateway {
     pub load_options: LoadOptions,
     pub config_path: Option<PathBuf>,
     pub limits: Limits,
-    pub metrics: Metrics,
+    pub metrics: &'static Metrics,
     pub bg: tokio::runtime::Handle,
     pub inflight: AtomicUsize,
     pub total_requests: AtomicU64,
@@ -59,14 +59,14 @@ impl Gateway {
         access_log: crate::access_log::Sink,
     ) -> Result<Arc<Gateway>, String> {
         let registry = TargetRegistry::default();
-        let rt = Runtime::build(decl, &registry)?;
+        let rt = Runtime::build(decl, &registry, Some(&bg))?;
         let gw = Arc::new(Gateway {
             current: ArcSwap::from_pointee(rt),
             registry,
             load_options,
             config_path,
             limits,
-            metrics: Metrics::new(),
+            metrics: Metrics::global(),
             bg,
             inflight: AtomicUsize::new(0),
             total_requests: AtomicU64::new(0),
@@ -86,7 +86,7 @@ impl Gateway {
     /// Swaps in a new configuration; requests in flight finish on the old one.
     pub fn apply(&self, decl: Declarative) -> Result<String, String> {
         let hash = decl.hash.clone();
-        let rt = Runtime::build(decl, &self.registry)?;
+        let rt = Runtime::build(decl, &self.registry, Some(&self.bg))?;
         let old = self.current.swap(Arc::new(rt));
         old.retire();
         self.start_probes();

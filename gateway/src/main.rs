@@ -131,7 +131,22 @@ fn load_options(a: &CheckArgs) -> LoadOptions {
 }
 
 fn check(a: &CheckArgs) -> ExitCode {
-    match config::load_file(&a.config, &load_options(a)) {
+    let loaded = config::load_file(&a.config, &load_options(a)).and_then(|d| {
+        // Build it as `run` would (plugins, keys), without starting anything.
+        let registry = gateway::balancer::TargetRegistry::default();
+        match gateway::runtime::Runtime::build(d, &registry, None) {
+            Ok(rt) => Ok(rt.decl),
+            Err(m) => Err(config::ConfigErrors {
+                source_name: a.config.display().to_string(),
+                errors: vec![config::ConfigError {
+                    path: String::new(),
+                    line: None,
+                    message: m,
+                }],
+            }),
+        }
+    });
+    match loaded {
         Ok(d) => {
             println!(
                 "{}: ok ({} services, {} routes, {} upstreams, {} consumers, {} plugins)",

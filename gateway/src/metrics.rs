@@ -16,8 +16,11 @@ pub struct Metrics {
     pub connections: IntGaugeVec,
     pub nginx_requests: IntGaugeVec,
     reloads: IntCounterVec,
+    auth_failures: IntCounterVec,
     pub info: IntGaugeVec,
 }
+
+static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
 
 const KONG_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0, 750.0, 1000.0,
@@ -131,6 +134,12 @@ impl Metrics {
                 "Configuration reloads by result",
                 &["result"],
             ),
+            auth_failures: counter(
+                &r,
+                "gateway_auth_failures_total",
+                "Requests refused by an authentication or authorization plugin, by reason",
+                &["route", "plugin", "reason"],
+            ),
             info: gauge(
                 &r,
                 "kong_node_info",
@@ -176,6 +185,17 @@ impl Metrics {
         self.bandwidth
             .with_label_values(&[service, route, "egress", "default", consumer])
             .inc_by(bytes_out);
+    }
+
+    /// The process-wide metrics (one registry, served on the status listener).
+    pub fn global() -> &'static Metrics {
+        GLOBAL.get_or_init(Metrics::new)
+    }
+
+    pub fn auth_failure(&self, route: &str, plugin: &str, reason: &str) {
+        self.auth_failures
+            .with_label_values(&[route, plugin, reason])
+            .inc();
     }
 
     pub fn reload(&self, ok: bool) {

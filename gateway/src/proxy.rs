@@ -274,6 +274,7 @@ impl ProxyHttp for Proxy {
             };
             return self.answer(session, st, r).await;
         }
+        st.request_origin = header_str(session.req_header(), "origin").map(str::to_string);
         let query = session.req_header().uri.query().map(str::to_string);
         let Some(si) = route.service else {
             st.route = Some(m);
@@ -449,6 +450,24 @@ impl ProxyHttp for Proxy {
         };
         let route = &rt.decl.routes[m.route];
         let svc = &rt.services[si];
+        if !st.strip_query.is_empty()
+            && let Some(uri) = st.upstream_uri.as_mut()
+            && let Some((path, q)) = uri.split_once('?')
+        {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|kv| {
+                    let k = kv.split('=').next().unwrap_or("");
+                    let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
+                    !st.strip_query.iter().any(|s| s == k.as_ref())
+                })
+                .collect();
+            *uri = if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            };
+        }
         if let Some(uri) = &st.upstream_uri {
             req.set_uri(
                 uri.parse::<http::Uri>()
@@ -469,6 +488,9 @@ impl ProxyHttp for Proxy {
         }
         for h in CONSUMER_HEADERS {
             req.remove_header(*h);
+        }
+        for h in &st.strip_upstream {
+            req.remove_header(h);
         }
         for (k, v) in &st.upstream_headers {
             req.insert_header(k.clone(), v.as_str())?;

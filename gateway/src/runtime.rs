@@ -81,7 +81,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn build(decl: Declarative, registry: &TargetRegistry) -> Result<Runtime, String> {
+    pub fn build(
+        decl: Declarative,
+        registry: &TargetRegistry,
+        bg: Option<&tokio::runtime::Handle>,
+    ) -> Result<Runtime, String> {
         let router = Router::new(&decl.routes)?;
         let mut balancers: Vec<Arc<Balancer>> = decl
             .upstreams
@@ -116,7 +120,7 @@ impl Runtime {
             });
         }
         // Build each plugin instance once; routes share the Arc.
-        let ctx = BuildContext { decl: &decl };
+        let ctx = BuildContext { decl: &decl, bg };
         let mut built: Vec<(String, PluginScope, Arc<dyn Plugin>)> = Vec::new();
         for p in &decl.plugins {
             let inst = p.spec.build(&ctx).map_err(|e| format!("{}: {e}", p.path))?;

@@ -26,6 +26,14 @@ pub struct RequestState {
     pub anonymous: bool,
     /// Upstream headers set by auth plugins (consumer headers, forwarded claims).
     pub upstream_headers: Vec<(http::HeaderName, String)>,
+    /// Headers removed from the upstream request (client copies of headers the gateway owns).
+    pub strip_upstream: Vec<http::HeaderName>,
+    /// Query parameters removed from the upstream request (`hide_credentials`).
+    pub strip_query: Vec<String>,
+    /// The request's Origin header, for CORS.
+    pub request_origin: Option<String>,
+    /// Set by the cors plugin when no CORS response headers apply (preflight paths).
+    pub cors_skip: bool,
     /// Response headers set by plugins during access (rate-limit headers, ...).
     pub response_headers: Vec<(http::HeaderName, String)>,
     /// Claims of a verified JWT, for plugins after auth (tier, limit key).

@@ -4,7 +4,13 @@
 //! Adding a plugin: write `plugins/<name>.rs` with a `Config` (serde, deny_unknown_fields)
 //! and a type implementing [`Plugin`], then add it to [`PluginSpec`] (parse + build).
 
+pub mod acl;
+pub mod auth;
 pub mod correlation_id;
+pub mod cors;
+pub mod jwks;
+pub mod jwt;
+pub mod key_auth;
 
 use std::sync::Arc;
 
@@ -66,20 +72,48 @@ pub fn parse_config<T: DeserializeOwned>(v: &serde_norway::Value) -> Result<T, S
 #[derive(Debug, Clone)]
 pub enum PluginSpec {
     CorrelationId(correlation_id::Config),
+    Cors(cors::Config),
+    Jwt(jwt::Config),
+    KeyAuth(key_auth::Config),
+    Acl(acl::Config),
 }
 
 impl PluginSpec {
     pub fn parse(name: &str, config: &serde_norway::Value) -> Result<PluginSpec, SpecError> {
         Ok(match name {
             "correlation-id" => PluginSpec::CorrelationId(parse_config(config)?),
+            "cors" => {
+                let c: cors::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::Cors(c)
+            }
+            "jwt" => {
+                let c: jwt::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::Jwt(c)
+            }
+            "key-auth" => {
+                let c: key_auth::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::KeyAuth(c)
+            }
+            "acl" => {
+                let c: acl::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::Acl(c)
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
 
     /// Builds the running instance. Expensive work (regexes, keys) happens here, once.
-    pub fn build(&self, _ctx: &BuildContext<'_>) -> Result<Arc<dyn Plugin>, String> {
+    pub fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Plugin>, String> {
         Ok(match self {
             PluginSpec::CorrelationId(c) => Arc::new(correlation_id::CorrelationId::new(c.clone())),
+            PluginSpec::Cors(c) => Arc::new(cors::Cors::new(c.clone())?),
+            PluginSpec::Jwt(c) => Arc::new(jwt::Jwt::new(c.clone(), ctx)?),
+            PluginSpec::KeyAuth(c) => Arc::new(key_auth::KeyAuth::new(c.clone(), ctx)?),
+            PluginSpec::Acl(c) => Arc::new(acl::Acl::new(c.clone(), ctx)?),
         })
     }
 }
@@ -87,6 +121,8 @@ impl PluginSpec {
 /// What plugins may need from the whole configuration when they are built.
 pub struct BuildContext<'a> {
     pub decl: &'a crate::config::Declarative,
+    /// The background runtime for plugin tasks (JWKS refresh); None in `gateway check`.
+    pub bg: Option<&'a tokio::runtime::Handle>,
 }
 
 /// What the access phase decided.

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod auth;
 mod balancing;
 mod check;
 mod framing;
