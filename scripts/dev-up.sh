@@ -37,6 +37,8 @@ load_env_file() {
 }
 load_env_file .env
 load_env_file .env.example
+# dev-up finds the plugins this build lacks by itself (below).
+unset GATEWAY_IGNORE_PLUGINS
 : "${JWT_SECRET:?JWT_SECRET is not set (copy .env.example to .env)}"
 export JWT_SECRET
 JWT_KEY="${DEV_JWT_KEY:-local-dev-app}"
