@@ -1004,6 +1004,19 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
     // No Grafana key: dashboards are not managed, one resource fewer.
     let total = STAGING_TOTAL - 1;
 
+    // The PagerDuty integration URL lives in a secret made outside the tool.
+    let pagerduty = "https://events.pagerduty.com/integration/0123456789abcdef/enqueue";
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        aws_sdk_secretsmanager::Client::new(&conf)
+            .create_secret()
+            .name("edge-suite/staging/pagerduty-integration-url")
+            .secret_string(pagerduty)
+            .send()
+            .await
+            .expect("pagerduty secret");
+    });
+
     let failed = provisioner(
         &moto,
         &scratch,
@@ -1073,6 +1086,21 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
             .send()
             .await
             .expect("secrets");
-        assert_eq!(secrets.secret_list().len(), 3);
+        assert_eq!(
+            secrets.secret_list().len(),
+            3 + 1,
+            "ours plus the PagerDuty one"
+        );
+        let sns = aws_sdk_sns::Client::new(&conf);
+        let topics = sns.list_topics().send().await.expect("topics");
+        let subs = sns
+            .list_subscriptions_by_topic()
+            .topic_arn(topics.topics()[0].topic_arn().unwrap_or_default())
+            .send()
+            .await
+            .expect("subscriptions");
+        assert_eq!(subs.subscriptions().len(), 1);
+        assert_eq!(subs.subscriptions()[0].protocol(), Some("https"));
+        assert_eq!(subs.subscriptions()[0].endpoint(), Some(pagerduty));
     });
 }

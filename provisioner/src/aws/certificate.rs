@@ -51,9 +51,29 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
             .status()
             .map(|s| s.as_str().to_string())
             .unwrap_or_default();
-        res.push(Actual::new(key, arn, &spec).output("arn", arn).state(state));
+        let mut actual = Actual::new(key, arn, &spec).output("arn", arn).state(state);
+        if let Some(record) = validation_record(aws, arn).await? {
+            actual = actual.output("validation_record", record);
+        }
+        res.push(actual);
     }
     Ok(res)
+}
+
+/// The DNS record that validates the certificate, as `NAME CNAME VALUE`.
+async fn validation_record(aws: &Aws, arn: &str) -> Result<Option<String>> {
+    let out = aws
+        .acm
+        .describe_certificate()
+        .certificate_arn(arn)
+        .send()
+        .await
+        .map_err(|e| Error::aws("acm:DescribeCertificate", e))?;
+    Ok(out
+        .certificate()
+        .and_then(|c| c.domain_validation_options().first())
+        .and_then(|d| d.resource_record())
+        .map(|r| format!("{} {} {}", r.name(), r.r#type().as_str(), r.value())))
 }
 
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {

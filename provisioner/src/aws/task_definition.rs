@@ -156,10 +156,15 @@ fn port(p: i32) -> PortMapping {
         .build()
 }
 
+/// The images are distroless (no shell, no curl); they ship a small probe
+/// binary, `/usr/local/bin/healthcheck URL`.
+pub const PROBE: &str = "/usr/local/bin/healthcheck";
+
 fn health(url: &str) -> Result<HealthCheck> {
     HealthCheck::builder()
-        .command("CMD-SHELL")
-        .command(format!("curl -fsS {url} || exit 1"))
+        .command("CMD")
+        .command(PROBE)
+        .command(url)
         .interval(15)
         .timeout(5)
         .retries(3)
@@ -197,7 +202,7 @@ pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<Contain
         .essential(true)
         .cpu(cpu - agent_cpu)
         .memory(memory - agent_mem)
-        .entry_point("gateway")
+        .entry_point("/usr/local/bin/gateway")
         .command("run")
         .command("--config")
         .command("/etc/gateway/kong.yml")
@@ -217,7 +222,7 @@ pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<Contain
         .essential(false)
         .cpu(agent_cpu)
         .memory(agent_mem)
-        .entry_point("metrics-agent")
+        .entry_point("/usr/local/bin/metrics-agent")
         .command("run")
         .command("--config")
         .command("/etc/metrics-agent/prometheus.yml")
