@@ -625,6 +625,25 @@ if exists(td):
                      "no shell and no curl; use [\"CMD\", \"/usr/local/bin/healthcheck\", URL]")
 check("provisioner task definition: entry points, config paths and flags exist in the images", probs)
 
+# ---------------------------------------------------------------- runbooks
+probs = []
+if exists("dashboards/prometheus/alerts.yml") and exists("docs/operations.md"):
+    anchors = set()
+    for line in open("docs/operations.md"):
+        m = re.match(r"^#+\s+(.*)$", line)
+        if m:
+            anchors.add(re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-"))
+    rules = yaml.safe_load(open("dashboards/prometheus/alerts.yml")) or {}
+    for grp in rules.get("groups") or []:
+        for r in grp.get("rules") or []:
+            url = (r.get("annotations") or {}).get("runbook_url", "")
+            m = re.match(r"^(?:\S*/)?docs/operations\.md#(\S+)$", url)
+            if r.get("alert") and not url:
+                probs.append(f"alert {r['alert']}: no runbook_url")
+            elif m and m.group(1) not in anchors:
+                probs.append(f"alert {r['alert']}: runbook {url} has no section in docs/operations.md")
+check("runbooks: every alert's runbook_url has its section in docs/operations.md", probs)
+
 # ---------------------------------------------------------------- workflows
 probs = []
 wf_files = sorted(glob.glob(".github/workflows/*.yml"))
