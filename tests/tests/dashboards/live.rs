@@ -1,0 +1,607 @@
+//! A real Prometheus scrapes a real gateway under traffic; every dashboard expression, every
+//! template-variable query and every alert rule is then evaluated through the HTTP API.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Series the gateway gains in work done in parallel (authentication, rate limiting, Redis).
+/// A panel using one of them may be empty while the gateway under test does not expose it.
+const PENDING_METRICS: &[&str] = &[
+    "gateway_auth_failures_total",
+    "gateway_ratelimit_decisions_total",
+    "gateway_redis_errors_total",
+    "gateway_redis_latency_seconds",
+    "gateway_redis_up",
+];
+
+/// Panels whose data needs a plugin in the test's traffic: (title, plugin).
+const PLUGIN_PANELS: &[(&str, &str)] = &[
+    ("401 / 403 responses / s by route", "key-auth"),
+    ("Authenticated requests / s by consumer", "key-auth"),
+    ("429 responses / s by route", "rate-limiting"),
+];
+
+struct Stack {
+    dir: tempfile::TempDir,
+    _upstream: Proc,
+    gateway: Proc,
+    prometheus: Proc,
+    proxy: u16,
+    status: u16,
+    prom: u16,
+    dead: [u16; 2],
+    plugins: BTreeSet<&'static str>,
+}
+
+fn gateway_config(up: u16, dead: [u16; 2], plugins: &BTreeSet<&str>) -> String {
+    let hc = "  healthchecks:
+    active:
+      http_path: /health
+      timeout: 1
+      healthy: {interval: 1, successes: 1}
+      unhealthy: {interval: 1, tcp_failures: 1, http_failures: 1, timeouts: 1}
+";
+    let mut services = format!(
+        "services:
+- name: echo
+  url: http://echo-upstream
+  retries: 1
+  routes:
+  - name: echo-route
+    paths: [/echo]
+    strip_path: true
+- name: slow
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: slow-route
+    paths: [/slow]
+    strip_path: true
+- name: broken
+  url: http://dead-upstream
+  connect_timeout: 500
+  routes:
+  - name: broken-route
+    paths: [/broken]
+"
+    );
+    let mut consumers = String::new();
+    if plugins.contains("key-auth") {
+        services.push_str(&format!(
+            "- name: private
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: private-route
+    paths: [/private]
+    plugins:
+    - name: key-auth
+      config: {{key_names: [apikey]}}
+"
+        ));
+        consumers = "consumers:
+- username: alice
+  keyauth_credentials:
+  - key: alice-key
+"
+        .to_string();
+    }
+    if plugins.contains("rate-limiting") {
+        services.push_str(&format!(
+            "- name: limited
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: limited-route
+    paths: [/limited]
+    plugins:
+    - name: rate-limiting
+      config: {{minute: 3, policy: local}}
+"
+        ));
+    }
+    format!(
+        "_format_version: \"3.0\"
+upstreams:
+- name: echo-upstream
+{hc}  targets:
+  - target: 127.0.0.1:{up}
+  - target: 127.0.0.1:{d0}
+- name: dead-upstream
+{hc}  targets:
+  - target: 127.0.0.1:{d1}
+{services}{consumers}",
+        d0 = dead[0],
+        d1 = dead[1],
+    )
+}
+
+/// Which optional plugins this gateway build implements (`gateway check` accepts them).
+fn supported_plugins(gateway: &Path, dir: &Path) -> BTreeSet<&'static str> {
+    let mut out = BTreeSet::new();
+    for plugin in ["key-auth", "rate-limiting"] {
+        let one: BTreeSet<&str> = [plugin].into_iter().collect();
+        let path = dir.join(format!("probe-{plugin}.yml"));
+        std::fs::write(&path, gateway_config(1, [2, 3], &one)).expect("write probe config");
+        let ok = Command::new(gateway)
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            out.insert(plugin);
+        } else {
+            eprintln!(
+                "note: this gateway build does not accept plugin `{plugin}`; its panels may be empty"
+            );
+        }
+    }
+    out
+}
+
+fn start(prometheus_bin: &Path) -> Stack {
+    let gateway_bin = workspace_bin("gateway");
+    let echo_bin = workspace_bin("echo-upstream");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = supported_plugins(&gateway_bin, dir.path());
+
+    let up = free_port();
+    let upstream = Proc::spawn(
+        "echo-upstream",
+        Command::new(&echo_bin)
+            .args(["--listen", &format!("127.0.0.1:{up}"), "--name", "echo"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert!(
+        wait_port(up, Duration::from_secs(10)),
+        "echo-upstream did not start"
+    );
+
+    // Two ports nobody listens on: targets that fail their health checks.
+    let dead = [free_port(), free_port()];
+    let config = dir.path().join("kong.yml");
+    std::fs::write(&config, gateway_config(up, dead, &plugins)).expect("write kong.yml");
+    let (proxy, status) = (free_port(), free_port());
+    let gw_log = dir.path().join("gateway.log");
+    let mut gateway = Proc::spawn(
+        "gateway",
+        Command::new(&gateway_bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(["--proxy-listen", &format!("127.0.0.1:{proxy}")])
+            .args(["--status-listen", &format!("127.0.0.1:{status}")])
+            .args(["--workers", "1", "--access-log", "off"])
+            .env("GATEWAY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&gw_log).expect("gateway log")),
+    );
+    if !wait_port(status, Duration::from_secs(20)) || !wait_port(proxy, Duration::from_secs(5)) {
+        gateway.assert_running(&gw_log);
+        panic!("gateway did not open its ports");
+    }
+
+    // Reloads through POST /config: one accepted, one rejected (gateway_config_reloads_total).
+    let text = std::fs::read(&config).expect("read kong.yml");
+    let r = http("POST", status, "/config", Some(("application/yaml", &text)));
+    assert_eq!(r.status, 201, "POST /config (valid): {}", r.body);
+    let bad =
+        b"_format_version: \"3.0\"\nservices:\n- name: bad\n  url: not-a-url\n  no_such_field: 1\n";
+    let r = http("POST", status, "/config", Some(("application/yaml", bad)));
+    assert_eq!(r.status, 400, "POST /config (invalid): {}", r.body);
+
+    // One request of each kind before the first scrape, so that every series exists when
+    // Prometheus first sees it and rate() counts all of the traffic below.
+    for path in [
+        "/echo/warm",
+        "/echo/status/500",
+        "/no-such-route",
+        "/slow/delay/1",
+        "/broken",
+    ] {
+        let _ = try_http("GET", proxy, path, &[], None);
+    }
+
+    let prom = free_port();
+    let prom_config = dir.path().join("prometheus.yml");
+    let rules = dashboards_dir().join("prometheus").join("alerts.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+  evaluation_interval: 1s
+rule_files:
+- {rules}
+scrape_configs:
+- job_name: gateway
+  static_configs:
+  - targets: ['127.0.0.1:{status}']
+",
+            rules = rules.display()
+        ),
+    )
+    .expect("write prometheus.yml");
+    let prom_log = dir.path().join("prometheus.log");
+    let mut prometheus = Proc::spawn(
+        "prometheus",
+        Command::new(prometheus_bin)
+            .arg(format!("--config.file={}", prom_config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom}"))
+            .arg("--web.enable-lifecycle")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&prom_log).expect("prometheus log")),
+    );
+    let t0 = Instant::now();
+    loop {
+        prometheus.assert_running(&prom_log);
+        if try_http("GET", prom, "/-/ready", &[], None).is_ok_and(|r| r.status == 200) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "Prometheus not ready after 30 s:\n{}",
+            std::fs::read_to_string(&prom_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Stack {
+        dir,
+        _upstream: upstream,
+        gateway,
+        prometheus,
+        proxy,
+        status,
+        prom,
+        dead,
+        plugins,
+    }
+}
+
+fn query(prom: u16, expr: &str) -> Value {
+    let r = http(
+        "GET",
+        prom,
+        &format!("/api/v1/query?query={}", urlencode(expr)),
+        None,
+    );
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("query `{expr}`: {e}: {}", r.body))
+}
+
+/// The query's samples when it succeeded, or the error.
+fn samples(prom: u16, expr: &str) -> Result<Vec<Value>, String> {
+    let v = query(prom, expr);
+    if v["status"] != "success" {
+        return Err(format!(
+            "{}: {}",
+            v["errorType"].as_str().unwrap_or("?"),
+            v["error"].as_str().unwrap_or("?")
+        ));
+    }
+    match v["data"]["resultType"].as_str() {
+        Some("vector") | Some("matrix") => {
+            Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+        }
+        Some("scalar") => Ok(vec![v["data"]["result"].clone()]),
+        other => Err(format!("unexpected result type {other:?}")),
+    }
+}
+
+/// At least one sample with a number (NaN is "no data" in a panel).
+fn has_number(samples: &[Value]) -> bool {
+    samples.iter().any(|s| {
+        let v = if s.is_array() { s } else { &s["value"] };
+        v[1].as_str().is_some_and(|x| x != "NaN")
+    })
+}
+
+fn label_values(samples: &[Value], label: &str) -> BTreeSet<String> {
+    samples
+        .iter()
+        .filter_map(|s| s["metric"][label].as_str().map(str::to_string))
+        .collect()
+}
+
+fn check(problems: &mut Vec<String>, cond: bool, what: String) {
+    if !cond {
+        problems.push(what);
+    }
+}
+
+fn wait_for(prom: u16, expr: &str, what: &str, timeout: Duration) {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if samples(prom, expr).is_ok_and(|s| has_number(&s)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("timed out waiting for {what} (`{expr}`)");
+}
+
+/// Bounded traffic: 2xx, 4xx (404 unmatched, upstream 404), 5xx (upstream 500, 503 with no
+/// healthy target), slow requests (p99 above 500 ms on one service), and with the plugins
+/// the build has: 401 without a key, 200 with one, 429 over the limit.
+fn drive_traffic(s: &Stack) {
+    let proxy = s.proxy;
+    let get = move |path: &str, headers: &[(&str, &str)]| {
+        let _ = try_http("GET", proxy, path, headers, None);
+    };
+    std::thread::scope(|scope| {
+        // 100 slow requests, 10 at a time: > 0.1 req/s over the alert's 5m window.
+        for _ in 0..10 {
+            scope.spawn(move || {
+                for _ in 0..10 {
+                    get("/slow/delay/450", &[]);
+                }
+            });
+        }
+        for round in 0..4 {
+            for i in 0..20 {
+                get(&format!("/echo/ok/{round}/{i}"), &[]);
+            }
+            for _ in 0..5 {
+                get("/echo/status/500", &[]);
+            }
+            for _ in 0..2 {
+                get("/echo/status/404", &[]);
+                get("/no-such-route", &[]);
+                get("/broken", &[]);
+            }
+            if s.plugins.contains("key-auth") {
+                for _ in 0..3 {
+                    get("/private/x", &[]);
+                    get("/private/x", &[("apikey", "wrong-key")]);
+                    get("/private/x", &[("apikey", "alice-key")]);
+                }
+            }
+            if s.plugins.contains("rate-limiting") {
+                for _ in 0..5 {
+                    get("/limited/x", &[]);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(900));
+        }
+    });
+}
+
+#[test]
+fn live_prometheus_evaluates_every_panel_and_rule() {
+    let Some(prometheus_bin) = tool("prometheus", "PROMETHEUS") else {
+        return;
+    };
+    let started = Instant::now();
+    let mut s = start(&prometheus_bin);
+    let prom = s.prom;
+
+    // The dead targets must be unhealthy before the traffic (the 503s need it).
+    let dead_target = format!("127.0.0.1:{}", s.dead[1]);
+    wait_for(
+        prom,
+        &format!(
+            "kong_upstream_target_health{{target=\"{dead_target}\", state=\"unhealthy\"}} == 1"
+        ),
+        "the dead target to be scraped as unhealthy",
+        Duration::from_secs(20),
+    );
+    drive_traffic(&s);
+    // Three more scrapes after the last request, and the rules evaluated on them.
+    let settle = Instant::now();
+    wait_for(
+        prom,
+        "sum(rate(kong_http_requests_total{code=\"500\"}[1m])) > 0",
+        "the 500s to be scraped",
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(settle.elapsed()));
+    s.gateway.assert_running(&s.dir.path().join("gateway.log"));
+    s.prometheus
+        .assert_running(&s.dir.path().join("prometheus.log"));
+
+    let exposition = http("GET", s.status, "/metrics", None).body;
+    let exposed = |name: &str| {
+        exposition
+            .lines()
+            .any(|l| !l.starts_with('#') && l.starts_with(name))
+    };
+    let mut problems = Vec::new();
+    let mut skipped = Vec::new();
+    let mut evaluated = 0;
+
+    // 1. Every panel target and template variable of every dashboard.
+    for name in DASHBOARDS {
+        let d = load_dashboard(name);
+        let var_names: Vec<String> = variables(&d)
+            .iter()
+            .filter_map(|v| v["name"].as_str().map(str::to_string))
+            .collect();
+        for v in variables(&d) {
+            if v["type"] != "query" {
+                continue;
+            }
+            let Some(q) = variable_query(v) else { continue };
+            // label_values(<selector>, <label>) -> count by (<label>) (<selector>)
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("{name}: variable query `{q}`"));
+            let (sel, label) = inner
+                .rsplit_once(',')
+                .unwrap_or_else(|| panic!("{name}: variable query `{q}` has no label"));
+            let expr = substitute(
+                &format!("count by ({}) ({})", label.trim(), sel.trim()),
+                &var_names,
+            );
+            evaluated += 1;
+            match samples(prom, &expr) {
+                Err(e) => problems.push(format!("{name}: variable {}: `{expr}`: {e}", v["name"])),
+                Ok(r) if *name == "gateway-overview" && r.is_empty() => problems.push(format!(
+                    "{name}: variable {} has no values: `{expr}`",
+                    v["name"]
+                )),
+                Ok(_) => {}
+            }
+        }
+        let exprs = panel_exprs(name, &d);
+        let mut titles: Vec<&str> = exprs.iter().map(|e| e.panel.as_str()).collect();
+        titles.dedup();
+        for title in titles {
+            let mut panel_has_data = false;
+            let mut pending: Vec<&str> = Vec::new();
+            for e in exprs.iter().filter(|e| e.panel == title) {
+                let expr = substitute(&e.expr, &var_names);
+                evaluated += 1;
+                match samples(prom, &expr) {
+                    Err(err) => problems.push(format!(
+                        "{}: panel `{}` {}: `{expr}`: {err}",
+                        e.dashboard, e.panel, e.ref_id
+                    )),
+                    Ok(r) => panel_has_data |= has_number(&r),
+                }
+                pending.extend(
+                    PENDING_METRICS
+                        .iter()
+                        .filter(|m| e.expr.contains(*m) && !exposed(m)),
+                );
+            }
+            if *name != "gateway-overview" || panel_has_data {
+                continue;
+            }
+            let needs_plugin = PLUGIN_PANELS
+                .iter()
+                .find(|(t, p)| *t == title && !s.plugins.contains(p));
+            if !pending.is_empty() {
+                skipped.push(format!(
+                    "`{title}` (gateway does not expose {pending:?} yet)"
+                ));
+            } else if let Some((_, p)) = needs_plugin {
+                skipped.push(format!("`{title}` (gateway build lacks plugin {p})"));
+            } else {
+                problems.push(format!("{name}: panel `{title}` returned no data"));
+            }
+        }
+    }
+
+    // 2. Every alert rule: valid, and the ones this traffic triggers say so.
+    let rules = load_rules();
+    let mut fired = std::collections::BTreeMap::new();
+    for r in &rules {
+        evaluated += 1;
+        match samples(prom, &r.expr) {
+            Err(e) => problems.push(format!("rule {}/{}: {e}", r.group, r.name)),
+            Ok(res) => {
+                fired.insert(r.name.clone(), res);
+            }
+        }
+    }
+    let labels_of = |alert: &str, label: &str| {
+        fired
+            .get(alert)
+            .map(|r| label_values(r, label))
+            .unwrap_or_default()
+    };
+    let no_healthy = labels_of("GatewayNoHealthyTargets", "upstream");
+    check(
+        &mut problems,
+        no_healthy.contains("dead-upstream") && !no_healthy.contains("echo-upstream"),
+        format!("GatewayNoHealthyTargets should select dead-upstream only: {no_healthy:?}"),
+    );
+    let unhealthy = labels_of("GatewayTargetUnhealthy", "target");
+    let dead0 = format!("127.0.0.1:{}", s.dead[0]);
+    check(
+        &mut problems,
+        unhealthy.contains(&dead0) && unhealthy.contains(&dead_target) && unhealthy.len() == 2,
+        format!("GatewayTargetUnhealthy should select the two dead targets: {unhealthy:?}"),
+    );
+    let high5xx = labels_of("GatewayHigh5xxRate", "service");
+    check(
+        &mut problems,
+        high5xx.contains("echo") && !high5xx.contains("slow"),
+        format!("GatewayHigh5xxRate should select service echo (18% 5xx), not slow: {high5xx:?}"),
+    );
+    let slow = labels_of("GatewayHighP99Latency", "service");
+    check(
+        &mut problems,
+        slow.contains("slow") && !slow.contains("echo"),
+        format!("GatewayHighP99Latency should select service slow only: {slow:?}"),
+    );
+    check(
+        &mut problems,
+        fired
+            .get("GatewayConfigReloadFailed")
+            .is_some_and(|r| !r.is_empty()),
+        "GatewayConfigReloadFailed should fire after the rejected POST /config".into(),
+    );
+    check(
+        &mut problems,
+        fired.get("ScrapeTargetDown").is_some_and(Vec::is_empty),
+        "ScrapeTargetDown should not fire: the gateway is up".into(),
+    );
+
+    // 3. Prometheus itself loaded and evaluated every rule without error, and the rule
+    //    with the shortest `for` is pending or firing.
+    let v: Value =
+        serde_json::from_str(&http("GET", prom, "/api/v1/rules", None).body).expect("rules JSON");
+    let mut loaded = 0;
+    for g in v["data"]["groups"].as_array().into_iter().flatten() {
+        for r in g["rules"].as_array().into_iter().flatten() {
+            loaded += 1;
+            if r["health"] != "ok" {
+                problems.push(format!(
+                    "Prometheus rule {}: health {} {}",
+                    r["name"], r["health"], r["lastError"]
+                ));
+            }
+        }
+    }
+    check(
+        &mut problems,
+        loaded == rules.len(),
+        format!(
+            "Prometheus loaded {loaded} rules, alerts.yml has {}",
+            rules.len()
+        ),
+    );
+    let v: Value =
+        serde_json::from_str(&http("GET", prom, "/api/v1/alerts", None).body).expect("alerts JSON");
+    let active: BTreeSet<String> = v["data"]["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_string))
+        .collect();
+    check(
+        &mut problems,
+        active.contains("GatewayNoHealthyTargets"),
+        format!("GatewayNoHealthyTargets not pending in Prometheus: active {active:?}"),
+    );
+
+    eprintln!(
+        "evaluated {evaluated} expressions in {:?}; plugins in traffic: {:?}; panels allowed empty: {}",
+        started.elapsed(),
+        s.plugins,
+        if skipped.is_empty() {
+            "none".to_string()
+        } else {
+            skipped.join(", ")
+        }
+    );
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
