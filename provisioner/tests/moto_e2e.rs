@@ -1104,3 +1104,106 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
         assert_eq!(subs.subscriptions()[0].endpoint(), Some(pagerduty));
     });
 }
+
+#[test]
+fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
+    let scratch = Scratch::new("production");
+    let moto = Moto::start(&scratch.dir);
+    let up = provisioner(
+        &moto,
+        &scratch,
+        &["up", "production", "--output", "json"],
+        &[],
+    )
+    .ok()
+    .json();
+    let k = kinds(&up);
+    assert_eq!((k["subnet"], k["nat-gateway"], k["route-table"]), (9, 3, 5));
+
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let ec2 = aws_sdk_ec2::Client::new(&conf);
+        let nats = ec2
+            .describe_nat_gateways()
+            .filter(env_filter("production"))
+            .send()
+            .await
+            .expect("nats");
+        let mut nat_subnets: Vec<&str> = nats
+            .nat_gateways()
+            .iter()
+            .filter_map(|n| n.subnet_id())
+            .collect();
+        nat_subnets.sort();
+        nat_subnets.dedup();
+        assert_eq!(nat_subnets.len(), 3, "one NAT per AZ");
+        // Each private route table uses its own NAT gateway.
+        let rts = ec2
+            .describe_route_tables()
+            .filters(env_filter("production"))
+            .send()
+            .await
+            .expect("route tables");
+        let mut private_nats: Vec<String> = rts
+            .route_tables()
+            .iter()
+            .flat_map(|rt| rt.routes())
+            .filter_map(|r| r.nat_gateway_id().map(str::to_string))
+            .collect();
+        private_nats.sort();
+        private_nats.dedup();
+        assert_eq!(private_nats.len(), 3);
+
+        let rds = aws_sdk_rds::Client::new(&conf);
+        let db = rds.describe_db_instances().send().await.expect("dbs");
+        let db = &db.db_instances()[0];
+        assert_eq!(db.multi_az(), Some(true));
+        assert_eq!(db.storage_encrypted(), Some(true));
+        assert_eq!(db.deletion_protection(), Some(true));
+        let ec = aws_sdk_elasticache::Client::new(&conf);
+        let rg = ec.describe_replication_groups().send().await.expect("rgs");
+        assert_eq!(
+            rg.replication_groups()[0].multi_az(),
+            Some(&aws_sdk_elasticache::types::MultiAzStatus::Enabled)
+        );
+        let svc = aws_sdk_ecs::Client::new(&conf)
+            .describe_services()
+            .cluster("edge-suite-production-cluster")
+            .services("gateway")
+            .send()
+            .await
+            .expect("svc");
+        assert_eq!(svc.services()[0].desired_count(), 3);
+    });
+
+    // down lifts the deletion protection it was asked to remove, and keeps
+    // a final snapshot of the protected database.
+    let down = provisioner(
+        &moto,
+        &scratch,
+        &["down", "production", "--yes", "--output", "json"],
+        &[],
+    )
+    .ok()
+    .json();
+    assert_eq!(summary(&down).3, summary(&up).0);
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let rds = aws_sdk_rds::Client::new(&conf);
+        assert!(
+            rds.describe_db_instances()
+                .send()
+                .await
+                .expect("dbs")
+                .db_instances()
+                .is_empty()
+        );
+        let snaps = rds.describe_db_snapshots().send().await.expect("snapshots");
+        assert!(
+            snaps.db_snapshots().iter().any(|s| s
+                .db_snapshot_identifier()
+                .is_some_and(|i| i.starts_with("edge-suite-production-db-final-"))),
+            "final snapshot kept"
+        );
+    });
+}
