@@ -6,6 +6,7 @@ pub mod balancer;
 pub mod config;
 pub mod gateway;
 pub mod metrics;
+pub mod otel_export;
 pub mod plugins;
 pub mod proxy;
 pub mod respond;

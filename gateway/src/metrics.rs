@@ -17,6 +17,7 @@ pub struct Metrics {
     pub nginx_requests: IntGaugeVec,
     reloads: IntCounterVec,
     auth_failures: IntCounterVec,
+    otel_spans: IntCounterVec,
     pub info: IntGaugeVec,
 }
 
@@ -140,6 +141,12 @@ impl Metrics {
                 "Requests refused by an authentication or authorization plugin, by reason",
                 &["route", "plugin", "reason"],
             ),
+            otel_spans: counter(
+                &r,
+                "gateway_otel_spans_total",
+                "Spans handed to the OTLP exporter, by result (exported or dropped)",
+                &["result"],
+            ),
             info: gauge(
                 &r,
                 "kong_node_info",
@@ -150,35 +157,37 @@ impl Metrics {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn request(
-        &self,
-        service: &str,
-        route: &str,
-        status: u16,
-        consumer: &str,
-        local: bool,
-        total_ms: u64,
-        upstream_ms: Option<u64>,
-        bytes_in: u64,
-        bytes_out: u64,
-    ) {
+    pub fn status(&self, service: &str, route: &str, status: u16, consumer: &str, local: bool) {
         let code = status.to_string();
         let source = if local { "kong" } else { "service" };
         self.requests
             .with_label_values(&[service, route, &code, source, "default", consumer])
             .inc();
+    }
+
+    pub fn latency(&self, service: &str, route: &str, total_ms: u64, upstream_ms: Option<u64>) {
+        let labels = [service, route, "default"];
         self.request_latency
-            .with_label_values(&[service, route, "default"])
+            .with_label_values(&labels)
             .observe(total_ms as f64);
         if let Some(u) = upstream_ms {
             self.upstream_latency
-                .with_label_values(&[service, route, "default"])
+                .with_label_values(&labels)
                 .observe(u as f64);
         }
         self.kong_latency
-            .with_label_values(&[service, route, "default"])
+            .with_label_values(&labels)
             .observe(total_ms.saturating_sub(upstream_ms.unwrap_or(0)) as f64);
+    }
+
+    pub fn bandwidth(
+        &self,
+        service: &str,
+        route: &str,
+        consumer: &str,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
         self.bandwidth
             .with_label_values(&[service, route, "ingress", "default", consumer])
             .inc_by(bytes_in);
@@ -196,6 +205,14 @@ impl Metrics {
         self.auth_failures
             .with_label_values(&[route, plugin, reason])
             .inc();
+    }
+
+    pub fn otel_dropped(&self, n: u64) {
+        self.otel_spans.with_label_values(&["dropped"]).inc_by(n);
+    }
+
+    pub fn otel_exported(&self, n: u64) {
+        self.otel_spans.with_label_values(&["exported"]).inc_by(n);
     }
 
     pub fn reload(&self, ok: bool) {

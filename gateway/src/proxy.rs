@@ -110,6 +110,9 @@ impl Proxy {
         let Some(rt) = st.rt.clone() else {
             return Ok(None);
         };
+        let traced = rt.route_plugins[ri]
+            .iter()
+            .any(|s| s.name == "opentelemetry");
         for slot in &rt.route_plugins[ri] {
             let groups = st
                 .consumer
@@ -118,7 +121,12 @@ impl Proxy {
             let Some(p) = slot.select(st.consumer, &groups) else {
                 continue;
             };
-            if let Flow::Respond(r) = p.access(session, st).await? {
+            let t0 = Instant::now();
+            let flow = p.access(session, st).await?;
+            if traced {
+                st.plugin_spans.push((p.name(), t0, Instant::now()));
+            }
+            if let Flow::Respond(r) = flow {
                 return Ok(Some(r));
             }
         }
@@ -128,8 +136,15 @@ impl Proxy {
 
 /// The plugins of the request's route, chosen for its final consumer.
 pub fn active_plugins(st: &RequestState) -> Vec<Arc<dyn Plugin>> {
-    let (Some(rt), Some(m)) = (&st.rt, &st.route) else {
+    let Some(rt) = &st.rt else {
         return Vec::new();
+    };
+    let Some(m) = &st.route else {
+        return rt
+            .global_plugins
+            .iter()
+            .filter_map(|s| s.select(None, &[]).cloned())
+            .collect();
     };
     let groups = st
         .consumer
@@ -255,6 +270,7 @@ impl ProxyHttp for Proxy {
             let r = self.error(session, st, 404, "no Route matched with those values");
             return self.answer(session, st, r).await;
         };
+        st.routed_at = Some(Instant::now());
         let route = &rt.decl.routes[m.route];
         if m.protocol_mismatch {
             let code = route.https_redirect_status_code;
@@ -532,6 +548,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let status = resp.status.as_u16();
         st.upstream_status = Some(status);
+        st.upstream_headers_at = Some(Instant::now());
         if let Some(t0) = st.upstream_start {
             st.upstream_latency_ms = Some(t0.elapsed().as_millis() as u64);
         }
@@ -656,7 +673,23 @@ impl ProxyHttp for Proxy {
             .map(|r| r.status.as_u16())
             .or(st.local_status)
             .unwrap_or(0);
+        for p in active_plugins(st) {
+            p.log(st, status);
+        }
         crate::access_log::record(&self.gw, session, st, status, e);
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        st: &mut RequestState,
+    ) -> Result<()> {
+        st.connected_at = Some(Instant::now());
+        Ok(())
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestState, _error: &Error) -> bool {

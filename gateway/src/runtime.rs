@@ -75,6 +75,10 @@ pub struct Runtime {
     pub services: Vec<ServiceRt>,
     /// Plugin slots per route, sorted by priority (highest first).
     pub route_plugins: Vec<Vec<PluginSlot>>,
+    /// Global plugins, for requests no route matched.
+    pub global_plugins: Vec<PluginSlot>,
+    /// Export target health (a prometheus plugin asks for `upstream_health_metrics`).
+    pub health_metrics: bool,
     /// Balancers in use (for readiness and health metrics).
     pub balancers: Vec<Arc<Balancer>>,
     pub loaded_at: SystemTime,
@@ -147,6 +151,20 @@ impl Runtime {
             slots.sort_by_key(|s| std::cmp::Reverse(s.priority));
             route_plugins.push(slots);
         }
+        let mut global_plugins: Vec<PluginSlot> = Vec::new();
+        for (name, scope, inst) in &built {
+            if *scope == PluginScope::default() {
+                global_plugins.push(PluginSlot {
+                    name: name.clone(),
+                    priority: inst.priority(),
+                    instances: vec![(scope.clone(), inst.clone())],
+                });
+            }
+        }
+        global_plugins.sort_by_key(|s| std::cmp::Reverse(s.priority));
+        let health_metrics = decl.plugins.iter().any(|p| {
+            matches!(&p.spec, crate::plugins::PluginSpec::Prometheus(c) if c.upstream_health_metrics)
+        });
         let keep: Vec<(String, String)> = decl
             .upstreams
             .iter()
@@ -168,6 +186,8 @@ impl Runtime {
             router,
             services,
             route_plugins,
+            global_plugins,
+            health_metrics,
             balancers,
             loaded_at: SystemTime::now(),
         })

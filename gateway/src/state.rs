@@ -56,6 +56,14 @@ pub struct RequestState {
     pub body_limit: Option<u64>,
     pub rate_limit_tier: Option<String>,
     pub trace_id: Option<String>,
+    /// Trace context of this request when the opentelemetry plugin runs.
+    pub trace: Option<crate::plugins::opentelemetry::TraceCtx>,
+    /// Phase timestamps for spans: routing done, each plugin's access (name, start, end),
+    /// connected to the upstream, upstream response headers received.
+    pub routed_at: Option<Instant>,
+    pub plugin_spans: Vec<(&'static str, Instant, Instant)>,
+    pub connected_at: Option<Instant>,
+    pub upstream_headers_at: Option<Instant>,
     /// Buffer for plugins that rewrite the whole response body.
     pub response_buffer: Option<bytes::BytesMut>,
 }

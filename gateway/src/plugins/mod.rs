@@ -11,6 +11,8 @@ pub mod cors;
 pub mod jwks;
 pub mod jwt;
 pub mod key_auth;
+pub mod opentelemetry;
+pub mod prometheus;
 
 use std::sync::Arc;
 
@@ -76,6 +78,8 @@ pub enum PluginSpec {
     Jwt(jwt::Config),
     KeyAuth(key_auth::Config),
     Acl(acl::Config),
+    OpenTelemetry(opentelemetry::Config),
+    Prometheus(prometheus::Config),
 }
 
 impl PluginSpec {
@@ -102,6 +106,12 @@ impl PluginSpec {
                 c.validate()?;
                 PluginSpec::Acl(c)
             }
+            "prometheus" => PluginSpec::Prometheus(parse_config(config)?),
+            "opentelemetry" => {
+                let c: opentelemetry::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::OpenTelemetry(c)
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
@@ -114,6 +124,10 @@ impl PluginSpec {
             PluginSpec::Jwt(c) => Arc::new(jwt::Jwt::new(c.clone(), ctx)?),
             PluginSpec::KeyAuth(c) => Arc::new(key_auth::KeyAuth::new(c.clone(), ctx)?),
             PluginSpec::Acl(c) => Arc::new(acl::Acl::new(c.clone(), ctx)?),
+            PluginSpec::Prometheus(c) => Arc::new(prometheus::Prometheus::new(c.clone())),
+            PluginSpec::OpenTelemetry(c) => {
+                Arc::new(opentelemetry::OpenTelemetry::new(c.clone(), ctx)?)
+            }
         })
     }
 }
@@ -155,6 +169,9 @@ pub trait Plugin: Send + Sync {
 
     /// Edits the response body; `body` is the whole body when the plugin asked for buffering.
     fn response_body(&self, _body: &mut bytes::BytesMut, _st: &mut RequestState) {}
+
+    /// After the response went out (Kong's log phase): metrics, traces.
+    fn log(&self, _st: &RequestState, _status: u16) {}
 
     /// True when the plugin needs the whole response body in `response_body`.
     fn buffers_response(&self, _resp: &ResponseHeader) -> bool {

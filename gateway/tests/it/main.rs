@@ -8,5 +8,7 @@ mod balancing;
 mod check;
 mod framing;
 mod lifecycle;
+mod metrics;
+mod otel;
 mod routing;
 mod tls;
