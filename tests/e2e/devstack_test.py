@@ -12,7 +12,9 @@ and every port is closed.
 
 Environment: DEVSTACK_TEST_PROFILE (cargo profile dev-up builds, default `debug` so it
 reuses the test build; the README's default is `release`), DEVSTACK_TEST_TIMEOUT
-(seconds for build + start, default 1200), CARGO_TARGET_DIR (passed through).
+(seconds for build + start, default 1200), DEVSTACK_TEST_SKIP_BUILD=1 (use the binaries
+`cargo test` just built instead of `cargo build`, which would rebuild some crates without
+the dev-dependencies' features), CARGO_TARGET_DIR (passed through).
 Prints `N passed, M failed` last; exits non-zero on any failure.
 """
 import json
@@ -94,6 +96,8 @@ def main():
         DEV_PROMETHEUS_PORT=str(prom),
         DEV_STATE_DIR=state,
     )
+    if os.environ.get("DEVSTACK_TEST_SKIP_BUILD") == "1":
+        env["DEV_SKIP_BUILD"] = "1"
     print(f"devstack_test: starting scripts/dev-up.sh (profile {profile}, state {state})", flush=True)
     proc = subprocess.Popen(
         ["bash", "scripts/dev-up.sh"],
