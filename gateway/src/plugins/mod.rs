@@ -5,6 +5,7 @@
 //! and a type implementing [`Plugin`], then add it to [`PluginSpec`] (parse + build).
 
 pub mod correlation_id;
+pub mod rate_limiting;
 
 use std::sync::Arc;
 
@@ -66,20 +67,29 @@ pub fn parse_config<T: DeserializeOwned>(v: &serde_norway::Value) -> Result<T, S
 #[derive(Debug, Clone)]
 pub enum PluginSpec {
     CorrelationId(correlation_id::Config),
+    RateLimiting(Box<rate_limiting::Config>),
 }
 
 impl PluginSpec {
     pub fn parse(name: &str, config: &serde_norway::Value) -> Result<PluginSpec, SpecError> {
         Ok(match name {
             "correlation-id" => PluginSpec::CorrelationId(parse_config(config)?),
+            "rate-limiting" => {
+                let c: rate_limiting::Config = parse_config(config)?;
+                c.check()?;
+                PluginSpec::RateLimiting(Box::new(c))
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
 
     /// Builds the running instance. Expensive work (regexes, keys) happens here, once.
-    pub fn build(&self, _ctx: &BuildContext<'_>) -> Result<Arc<dyn Plugin>, String> {
+    pub fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Plugin>, String> {
         Ok(match self {
             PluginSpec::CorrelationId(c) => Arc::new(correlation_id::CorrelationId::new(c.clone())),
+            PluginSpec::RateLimiting(c) => {
+                Arc::new(rate_limiting::RateLimiting::new((**c).clone(), ctx)?)
+            }
         })
     }
 }
@@ -87,6 +97,8 @@ impl PluginSpec {
 /// What plugins may need from the whole configuration when they are built.
 pub struct BuildContext<'a> {
     pub decl: &'a crate::config::Declarative,
+    /// Where the instance being built is configured.
+    pub scope: &'a crate::config::PluginScope,
 }
 
 /// What the access phase decided.

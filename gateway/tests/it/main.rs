@@ -7,5 +7,6 @@ mod balancing;
 mod check;
 mod framing;
 mod lifecycle;
+mod rate_limiting;
 mod routing;
 mod tls;
