@@ -24,6 +24,7 @@ fn main() {
         &BuildContext {
             decl: &decl,
             bg: None,
+            scope: &Default::default(),
         },
     )
     .expect("plugin");

@@ -1,8 +1,11 @@
 //! Prometheus series with Kong's prometheus-plugin names and labels, plus the gateway's
 //! own. Label sets are bounded by the configuration (route and service names).
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -155,6 +158,17 @@ impl Metrics {
             ),
             registry: r,
         }
+        .with_rate_limiting()
+    }
+
+    /// Adds the rate-limiting series (process-wide, see [`rate_limiting`]) to this registry.
+    fn with_rate_limiting(self) -> Metrics {
+        let rl = rate_limiting();
+        let _ = self.registry.register(Box::new(rl.decisions.clone()));
+        let _ = self.registry.register(Box::new(rl.redis_errors.clone()));
+        let _ = self.registry.register(Box::new(rl.redis_latency.clone()));
+        let _ = self.registry.register(Box::new(rl.redis_up.clone()));
+        self
     }
 
     pub fn status(&self, service: &str, route: &str, status: u16, consumer: &str, local: bool) {
@@ -226,4 +240,65 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
     }
+}
+
+/// Series of the rate-limiting plugin. Plugins are built without a handle to the
+/// gateway's [`Metrics`], so these live process-wide and every registry exposes them.
+pub struct RateLimitMetrics {
+    /// Decisions by route, tier and outcome
+    /// (allowed|rejected|fallback_allowed|fallback_rejected|error).
+    pub decisions: IntCounterVec,
+    /// Redis failures by kind (connect|timeout|command|reply|circuit_open).
+    pub redis_errors: IntCounterVec,
+    /// Time of one rate-limit round trip to Redis.
+    pub redis_latency: Histogram,
+    /// 1 while the last Redis call succeeded, 0 after a failure.
+    pub redis_up: IntGauge,
+}
+
+const REDIS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The process-wide rate-limiting series.
+pub fn rate_limiting() -> &'static RateLimitMetrics {
+    static RL: OnceLock<RateLimitMetrics> = OnceLock::new();
+    RL.get_or_init(|| {
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "gateway_ratelimit_decisions_total",
+                "Rate-limiting decisions by route, tier and outcome",
+            ),
+            &["route", "tier", "outcome"],
+        );
+        let redis_errors = IntCounterVec::new(
+            Opts::new(
+                "gateway_redis_errors_total",
+                "Rate-limiting Redis failures by kind",
+            ),
+            &["kind"],
+        );
+        let redis_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "gateway_redis_latency_seconds",
+                "Latency of rate-limiting Redis calls",
+            )
+            .buckets(REDIS_BUCKETS.to_vec()),
+        );
+        let redis_up = IntGauge::new(
+            "gateway_redis_up",
+            "1 while the rate-limiting Redis answers, 0 after a failure",
+        );
+        match (decisions, redis_errors, redis_latency, redis_up) {
+            (Ok(decisions), Ok(redis_errors), Ok(redis_latency), Ok(redis_up)) => {
+                RateLimitMetrics {
+                    decisions,
+                    redis_errors,
+                    redis_latency,
+                    redis_up,
+                }
+            }
+            _ => panic!("rate-limiting metric definitions are invalid"),
+        }
+    })
 }

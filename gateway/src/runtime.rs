@@ -124,9 +124,13 @@ impl Runtime {
             });
         }
         // Build each plugin instance once; routes share the Arc.
-        let ctx = BuildContext { decl: &decl, bg };
         let mut built: Vec<(String, PluginScope, Arc<dyn Plugin>)> = Vec::new();
         for p in &decl.plugins {
+            let ctx = BuildContext {
+                decl: &decl,
+                bg,
+                scope: &p.scope,
+            };
             let inst = p.spec.build(&ctx).map_err(|e| format!("{}: {e}", p.path))?;
             built.push((p.name.clone(), p.scope.clone(), inst));
         }

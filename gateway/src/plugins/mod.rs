@@ -13,6 +13,7 @@ pub mod jwt;
 pub mod key_auth;
 pub mod opentelemetry;
 pub mod prometheus;
+pub mod rate_limiting;
 
 use std::sync::Arc;
 
@@ -80,6 +81,7 @@ pub enum PluginSpec {
     Acl(acl::Config),
     OpenTelemetry(opentelemetry::Config),
     Prometheus(prometheus::Config),
+    RateLimiting(Box<rate_limiting::Config>),
 }
 
 impl PluginSpec {
@@ -112,6 +114,11 @@ impl PluginSpec {
                 c.validate()?;
                 PluginSpec::OpenTelemetry(c)
             }
+            "rate-limiting" => {
+                let c: rate_limiting::Config = parse_config(config)?;
+                c.check()?;
+                PluginSpec::RateLimiting(Box::new(c))
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
@@ -128,6 +135,9 @@ impl PluginSpec {
             PluginSpec::OpenTelemetry(c) => {
                 Arc::new(opentelemetry::OpenTelemetry::new(c.clone(), ctx)?)
             }
+            PluginSpec::RateLimiting(c) => {
+                Arc::new(rate_limiting::RateLimiting::new((**c).clone(), ctx)?)
+            }
         })
     }
 }
@@ -137,6 +147,8 @@ pub struct BuildContext<'a> {
     pub decl: &'a crate::config::Declarative,
     /// The background runtime for plugin tasks (JWKS refresh); None in `gateway check`.
     pub bg: Option<&'a tokio::runtime::Handle>,
+    /// Where the instance being built is configured.
+    pub scope: &'a crate::config::PluginScope,
 }
 
 /// What the access phase decided.

@@ -7,11 +7,21 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A free loopback port, never the same twice in this test process (tests run in
+/// parallel, and a port released by one could otherwise be handed to another).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let p = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&p) {
+            given.push(p);
+            return p;
+        }
+    }
 }
 
 pub fn wait_port(port: u16, timeout: Duration) -> bool {
@@ -218,4 +228,138 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// A plain `redis-server` on `port`.
+pub fn redis_server(port: u16) -> Proc {
+    redis_server_with(port, &[])
+}
+
+/// A `redis-server` on `port` (no persistence, DEBUG allowed from loopback) with extra
+/// arguments (auth, TLS), up when this returns.
+pub fn redis_server_with(port: u16, extra: &[&str]) -> Proc {
+    let dir = std::env::temp_dir().join(format!("gw-redis-{port}-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--enable-debug-command",
+            "local",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server (apt-get install redis-server)");
+    let proc = Proc { child };
+    let listen = extra
+        .windows(2)
+        .find(|w| w[0] == "--tls-port")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(port);
+    assert!(
+        wait_port(listen, Duration::from_secs(10)),
+        "redis-server {listen} did not start"
+    );
+    proc
+}
+
+/// Runs `redis-cli` and returns its stdout.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A free port whose cluster bus port (port + 10000) is free too.
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let p = 20_000 + free_port() % 10_000;
+        if TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+        {
+            return p;
+        }
+    }
+}
+
+pub struct RedisCluster {
+    pub _nodes: Vec<Proc>,
+    pub ports: Vec<u16>,
+    pub _dir: tempfile::TempDir,
+}
+
+/// A Redis Cluster of `masters` primaries and no replicas, made with
+/// `redis-cli --cluster create`, with every slot served when this returns.
+pub fn redis_cluster(masters: usize) -> RedisCluster {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ports = Vec::new();
+    let mut nodes = Vec::new();
+    for _ in 0..masters {
+        let p = free_cluster_port();
+        let conf = dir.path().join(format!("nodes-{p}.conf"));
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &p.to_string(), "--cluster-enabled", "yes"])
+            .arg("--cluster-config-file")
+            .arg(&conf)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        nodes.push(Proc { child });
+        assert!(wait_port(p, Duration::from_secs(10)), "cluster node {p}");
+        ports.push(p);
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(
+        out.status.success(),
+        "cluster create: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if ports
+            .iter()
+            .all(|p| redis_cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
+        {
+            return RedisCluster {
+                _nodes: nodes,
+                ports,
+                _dir: dir,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("redis cluster did not become ready");
+}
+
+/// Waits, if needed, so that `window_secs`-long fixed windows do not roll over within
+/// the next `need_secs` seconds.
+pub fn away_from_window_end(window_secs: u64, need_secs: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let into = now % window_secs as f64;
+    let left = window_secs as f64 - into;
+    if left < need_secs as f64 {
+        std::thread::sleep(Duration::from_secs_f64(left + 0.05));
+    }
 }

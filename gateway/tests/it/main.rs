@@ -10,5 +10,6 @@ mod framing;
 mod lifecycle;
 mod metrics;
 mod otel;
+mod rate_limiting;
 mod routing;
 mod tls;

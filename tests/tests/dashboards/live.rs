@@ -108,6 +108,20 @@ fn gateway_config(up: u16, dead: [u16; 2], plugins: &BTreeSet<&str>) -> String {
 "
         ));
     }
+    // Like Kong, the gateway records per-request series only with the prometheus plugin.
+    let global = if plugins.contains("prometheus") {
+        "plugins:
+- name: prometheus
+  config:
+    per_consumer: true
+    status_code_metrics: true
+    latency_metrics: true
+    bandwidth_metrics: true
+    upstream_health_metrics: true
+"
+    } else {
+        ""
+    };
     format!(
         "_format_version: \"3.0\"
 upstreams:
@@ -118,7 +132,7 @@ upstreams:
 - name: dead-upstream
 {hc}  targets:
   - target: 127.0.0.1:{d1}
-{services}{consumers}",
+{services}{consumers}{global}",
         d0 = dead[0],
         d1 = dead[1],
     )
@@ -127,7 +141,7 @@ upstreams:
 /// Which optional plugins this gateway build implements (`gateway check` accepts them).
 fn supported_plugins(gateway: &Path, dir: &Path) -> BTreeSet<&'static str> {
     let mut out = BTreeSet::new();
-    for plugin in ["key-auth", "rate-limiting"] {
+    for plugin in ["prometheus", "key-auth", "rate-limiting"] {
         let one: BTreeSet<&str> = [plugin].into_iter().collect();
         let path = dir.join(format!("probe-{plugin}.yml"));
         std::fs::write(&path, gateway_config(1, [2, 3], &one)).expect("write probe config");
@@ -153,8 +167,8 @@ fn supported_plugins(gateway: &Path, dir: &Path) -> BTreeSet<&'static str> {
 /// Starts echo-upstream and the gateway, makes one accepted and one rejected reload, and
 /// sends one request of each kind so that every series exists before the first scrape.
 pub fn start_gateway() -> Gateway {
-    let gateway_bin = workspace_bin("gateway");
-    let echo_bin = workspace_bin("echo-upstream");
+    let gateway_bin = workspace_bin("gateway", "gateway");
+    let echo_bin = workspace_bin("echo-upstream", "gateway");
     let dir = tempfile::tempdir().expect("tempdir");
     let plugins = supported_plugins(&gateway_bin, dir.path());
 
@@ -301,7 +315,7 @@ fn query(prom: u16, expr: &str) -> Value {
 }
 
 /// The query's samples when it succeeded, or the error.
-fn samples(prom: u16, expr: &str) -> Result<Vec<Value>, String> {
+pub fn samples(prom: u16, expr: &str) -> Result<Vec<Value>, String> {
     let v = query(prom, expr);
     if v["status"] != "success" {
         return Err(format!(
@@ -341,6 +355,17 @@ fn check(problems: &mut Vec<String>, cond: bool, what: String) {
 }
 
 fn wait_for(prom: u16, expr: &str, what: &str, timeout: Duration) {
+    wait_for_data(prom, expr, what, timeout, &String::new);
+}
+
+/// Polls `expr` until it returns a number; on timeout panics with `diagnostics()`.
+pub fn wait_for_data(
+    prom: u16,
+    expr: &str,
+    what: &str,
+    timeout: Duration,
+    diagnostics: &dyn Fn() -> String,
+) {
     let t0 = Instant::now();
     while t0.elapsed() < timeout {
         if samples(prom, expr).is_ok_and(|s| has_number(&s)) {
@@ -348,7 +373,10 @@ fn wait_for(prom: u16, expr: &str, what: &str, timeout: Duration) {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    panic!("timed out waiting for {what} (`{expr}`)");
+    panic!(
+        "timed out after {timeout:?} waiting for {what} (`{expr}`)\n{}",
+        diagnostics()
+    );
 }
 
 /// Bounded traffic: 2xx, 4xx (404 unmatched, upstream 404), 5xx (upstream 500, 503 with no

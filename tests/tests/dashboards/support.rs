@@ -21,8 +21,9 @@ pub fn dashboards_dir() -> PathBuf {
     repo_root().join("dashboards")
 }
 
-/// A binary of the workspace (`gateway`, `echo-upstream`), next to this test's `deps/` dir.
-pub fn workspace_bin(name: &str) -> PathBuf {
+/// A binary of the workspace package `package` (`gateway`, `echo-upstream`,
+/// `metrics-agent`), next to this test's `deps/` dir.
+pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // .../target/debug/deps/dashboards-<hash> -> .../target/debug/<name>
     let dir = exe
@@ -32,7 +33,7 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
-        "{} is missing: build it first with `cargo build -p gateway --bins` \
+        "{} is missing: build it first with `cargo build -p {package} --bins` \
          (same CARGO_TARGET_DIR and profile as the tests; `cargo test --workspace` builds it)",
         bin.display()
     );
