@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// WAL segment file size.
     #[arg(long, env = "METRICS_AGENT_WAL_SEGMENT_SIZE", default_value = "16MiB", value_parser = parse_size)]
     pub wal_segment_size: u64,
+    /// Group-commit window: appends within it share one WAL write and fsync (0s: every scrape
+    /// is written on its own).
+    #[arg(long, env = "METRICS_AGENT_WAL_COMMIT_WINDOW", default_value = "100ms", value_parser = parse_dur)]
+    pub wal_commit_window: Duration,
     /// ECS Task Metadata Endpoint v4 base URI; enables the ECS collector.
     #[arg(long, env = "ECS_CONTAINER_METADATA_URI_V4")]
     pub ecs_metadata_uri: Option<String>,
@@ -216,8 +220,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         });
         wals.push(Arc::new(wal));
     }
-    let (appender, writer_thread) =
-        Appender::start(&cfg.external_labels, &cfg.remote_writes, writers);
+    let (appender, writer_thread) = Appender::start(
+        &cfg.external_labels,
+        &cfg.remote_writes,
+        writers,
+        args.wal_commit_window,
+    );
 
     let (scrape_stop_tx, scrape_stop) = watch::channel(false);
     let (send_stop_tx, send_stop) = watch::channel(false);
@@ -366,10 +374,21 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     }
     let _ = server.await;
-    // Every appended sample is durable now; send what we can within the flush timeout.
+    // Every appended sample is durable now; send what we can within the flush timeout, but
+    // stop early when the receiver makes no progress (it is down: the WAL keeps the rest).
     let deadline = Instant::now() + args.flush_timeout;
+    let mut last = wals.iter().map(|w| w.progress()).collect::<Vec<_>>();
+    let mut last_change = Instant::now();
     while Instant::now() < deadline && !wals.iter().all(|w| w.fully_sent()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = wals.iter().map(|w| w.progress()).collect::<Vec<_>>();
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > Duration::from_secs(1) {
+            tracing::warn!("receiver not accepting data; leaving the rest in the WAL");
+            break;
+        }
     }
     let _ = send_stop_tx.send(true);
     for t in sender_tasks {

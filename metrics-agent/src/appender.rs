@@ -8,6 +8,7 @@ use crate::prompb;
 use crate::relabel;
 use crate::wal::{RecordIn, WalWriter};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// A series as the pipeline knows it: its shard hash and, per remote endpoint, its encoded
@@ -59,11 +60,14 @@ pub struct WriterSpec {
 }
 
 impl Appender {
-    /// Starts the writer thread. `writers[i]` belongs to `remotes[i]`.
+    /// Starts the writer thread. `writers[i]` belongs to `remotes[i]`. Appends arriving within
+    /// `commit_window` of each other share one write and one fsync (group commit), which also
+    /// makes records large enough to be sent without re-batching.
     pub fn start(
         external: &Labels,
         remotes: &[RemoteWrite],
         writers: Vec<WriterSpec>,
+        commit_window: Duration,
     ) -> (Appender, std::thread::JoinHandle<()>) {
         let specs = remotes
             .iter()
@@ -75,7 +79,7 @@ impl Appender {
         let (tx, rx) = mpsc::channel(1024);
         let handle = std::thread::Builder::new()
             .name("wal-writer".into())
-            .spawn(move || writer_loop(rx, writers))
+            .spawn(move || writer_loop(rx, writers, commit_window))
             .unwrap_or_else(|e| panic!("spawning the WAL writer thread: {e}"));
         (
             Appender {
@@ -125,16 +129,56 @@ impl Appender {
     }
 }
 
-fn writer_loop(mut rx: mpsc::Receiver<Request>, mut writers: Vec<WriterSpec>) {
+/// Waits up to `window` after the first request for more, stopping early once a full
+/// request's worth of samples per shard (`full`) is pending.
+fn gather(
+    rt: &tokio::runtime::Runtime,
+    rx: &mut mpsc::Receiver<Request>,
+    first: Request,
+    window: Duration,
+    full: usize,
+) -> Vec<Request> {
+    let mut n = first.points.len();
+    let mut reqs = vec![first];
+    let deadline = Instant::now() + window;
+    loop {
+        while let Ok(r) = rx.try_recv() {
+            n += r.points.len();
+            reqs.push(r);
+        }
+        let now = Instant::now();
+        if n >= full || now >= deadline {
+            return reqs;
+        }
+        match rt.block_on(async { tokio::time::timeout(deadline - now, rx.recv()).await }) {
+            Ok(Some(r)) => {
+                n += r.points.len();
+                reqs.push(r);
+            }
+            Ok(None) | Err(_) => return reqs,
+        }
+    }
+}
+
+fn writer_loop(mut rx: mpsc::Receiver<Request>, mut writers: Vec<WriterSpec>, window: Duration) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("WAL writer cannot start its timer runtime: {e}");
+            return;
+        }
+    };
+    let full = writers
+        .iter()
+        .map(|w| w.shards.max(1) * w.max_samples_per_send.max(1))
+        .min()
+        .unwrap_or(2000);
     let mut encoder = snap::raw::Encoder::new();
     while let Some(first) = rx.blocking_recv() {
-        let mut reqs = vec![first];
-        while reqs.len() < 256 {
-            match rx.try_recv() {
-                Ok(r) => reqs.push(r),
-                Err(_) => break,
-            }
-        }
+        let reqs = gather(&rt, &mut rx, first, window, full);
         let mut result = Ok(());
         for (ri, w) in writers.iter_mut().enumerate() {
             let records = build_records(ri, w, &reqs, &mut encoder);

@@ -6,6 +6,7 @@ mod appender;
 mod collectors;
 mod config;
 mod duration;
+mod fasthash;
 mod labels;
 mod parser;
 mod prompb;

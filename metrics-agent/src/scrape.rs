@@ -5,11 +5,11 @@
 use crate::appender::{Appender, Point, SeriesRef};
 use crate::collectors::Collector;
 use crate::config::{Auth, ScrapeJob};
+use crate::fasthash::FxHashMap;
 use crate::labels::{Labels, stale_nan};
 use crate::parser::{self, Format};
 use crate::relabel;
 use crate::self_metrics::AgentMetrics;
-use std::collections::HashMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -75,16 +75,53 @@ pub struct ScrapeLoop {
     appender: Appender,
     metrics: AgentMetrics,
     /// Raw series text -> processed series (`None`: dropped by metric relabeling).
-    cache: HashMap<String, Option<Arc<SeriesRef>>>,
+    cache: FxHashMap<String, CacheEntry>,
+    generation: u64,
     /// Series of the previous successful scrape, for staleness markers.
-    prev: HashMap<u64, Arc<SeriesRef>>,
+    prev: FxHashMap<u64, Arc<SeriesRef>>,
     synthetic: Vec<Arc<SeriesRef>>,
+}
+
+/// A cached series and the number of the scrape that last saw it.
+struct CacheEntry {
+    series: Option<Arc<SeriesRef>>,
+    generation: u64,
 }
 
 /// Outcome of fetching a target.
 struct Fetched {
-    body: String,
+    body: Vec<u8>,
     format: Format,
+}
+
+/// Combines exposed labels with target labels the way Prometheus does: with `honor_labels`
+/// the exposed value wins; otherwise the target value wins and the exposed one is kept as
+/// `exported_<name>`.
+pub fn merge_labels(target: &Labels, exposed: Vec<(String, String)>, honor_labels: bool) -> Labels {
+    let mut l = Labels::new();
+    if honor_labels {
+        for (k, v) in target.iter() {
+            l.set(k.to_string(), v.to_string());
+        }
+        for (k, v) in exposed {
+            l.set(k, v);
+        }
+    } else {
+        for (k, v) in exposed {
+            l.set(k, v);
+        }
+        for (k, v) in target.iter() {
+            if let Some(existing) = l.get(k).map(str::to_string) {
+                let mut nk = format!("exported_{k}");
+                while l.get(&nk).is_some() {
+                    nk = format!("exported_{nk}");
+                }
+                l.set(nk, existing);
+            }
+            l.set(k.to_string(), v.to_string());
+        }
+    }
+    l
 }
 
 pub fn now_ms() -> i64 {
@@ -108,8 +145,9 @@ impl ScrapeLoop {
             target,
             appender,
             metrics,
-            cache: HashMap::new(),
-            prev: HashMap::new(),
+            cache: FxHashMap::default(),
+            generation: 0,
+            prev: FxHashMap::default(),
             synthetic,
         }
     }
@@ -175,17 +213,15 @@ impl ScrapeLoop {
                     .get("content-encoding")
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-                let bytes = if gz {
+                let body = if gz {
                     let mut out = Vec::with_capacity(raw.len() * 4);
                     flate2::read::GzDecoder::new(raw.as_ref())
                         .read_to_end(&mut out)
                         .map_err(|e| format!("GET {url}: gzip: {e}"))?;
                     out
                 } else {
-                    raw.to_vec()
+                    Vec::from(raw)
                 };
-                let body = String::from_utf8(bytes)
-                    .map_err(|_| format!("GET {url}: body is not UTF-8"))?;
                 let format = Format::from_content_type(
                     headers.get("content-type").and_then(|v| v.to_str().ok()),
                 );
@@ -196,7 +232,7 @@ impl ScrapeLoop {
                     .await
                     .map_err(|_| "collector timed out".to_string())??;
                 Ok(Fetched {
-                    body,
+                    body: body.into_bytes(),
                     format: Format::Text,
                 })
             }
@@ -207,29 +243,7 @@ impl ScrapeLoop {
     fn build_series(&self, raw: &str) -> Result<Option<Arc<SeriesRef>>, String> {
         let (name, pairs) = parser::parse_series(raw)?;
         let job = &self.target.job;
-        let mut l = Labels::new();
-        if job.honor_labels {
-            for (k, v) in self.target.labels.iter() {
-                l.set(k.to_string(), v.to_string());
-            }
-            for (k, v) in pairs {
-                l.set(k, v);
-            }
-        } else {
-            for (k, v) in pairs {
-                l.set(k, v);
-            }
-            for (k, v) in self.target.labels.iter() {
-                if let Some(existing) = l.get(k).map(str::to_string) {
-                    let mut nk = format!("exported_{k}");
-                    while l.get(&nk).is_some() {
-                        nk = format!("exported_{nk}");
-                    }
-                    l.set(nk, existing);
-                }
-                l.set(k.to_string(), v.to_string());
-            }
-        }
+        let mut l = merge_labels(&self.target.labels, pairs, job.honor_labels);
         l.set("__name__".into(), name);
         Ok(relabel::apply(&job.metric_relabel, l).map(|l| self.appender.series(&l)))
     }
@@ -242,48 +256,60 @@ impl ScrapeLoop {
         self.metrics.scrapes.with_label_values(&[&job]).inc();
         let fetched = self.fetch().await;
         let mut points = Vec::new();
-        let mut cur: HashMap<u64, Arc<SeriesRef>> = HashMap::with_capacity(self.prev.len());
+        let mut cur: FxHashMap<u64, Arc<SeriesRef>> = FxHashMap::default();
+        cur.reserve(self.prev.len());
         let mut scraped = 0usize;
         let mut added = 0usize;
+        self.generation += 1;
+        let generation = self.generation;
         let result = fetched.and_then(|f| {
-            let samples = parser::parse(&f.body, f.format).map_err(|e| e.to_string())?;
+            let body = std::str::from_utf8(&f.body).map_err(|_| "body is not UTF-8".to_string())?;
+            let samples = parser::parse(body, f.format).map_err(|e| e.to_string())?;
             scraped = samples.len();
-            let mut old_cache = std::mem::take(&mut self.cache);
-            let mut new_cache = HashMap::with_capacity(samples.len());
             let honor_ts = self.target.job.honor_timestamps;
+            let mut seen = 0usize;
             for s in &samples {
-                let entry = match old_cache.remove_entry(s.series) {
-                    Some(e) => e,
-                    None => match new_cache.get(s.series) {
-                        Some(_) => {
-                            // Duplicate series in one exposition: keep the first, like Prometheus.
-                            continue;
-                        }
-                        None => (s.series.to_string(), self.build_series(s.series)?),
-                    },
+                let series = match self.cache.get_mut(s.series) {
+                    // The same line twice in one exposition: keep the first, like Prometheus.
+                    Some(e) if e.generation == generation => continue,
+                    Some(e) => {
+                        e.generation = generation;
+                        e.series.clone()
+                    }
+                    None => {
+                        let series = self.build_series(s.series)?;
+                        self.cache.insert(
+                            s.series.to_string(),
+                            CacheEntry {
+                                series: series.clone(),
+                                generation,
+                            },
+                        );
+                        series
+                    }
                 };
-                if let Some(series) = &entry.1 {
-                    if cur.contains_key(&series.hash) {
-                        new_cache.insert(entry.0, entry.1);
-                        continue;
-                    }
-                    if !self.prev.contains_key(&series.hash) {
-                        added += 1;
-                    }
-                    let t = match (honor_ts, s.timestamp_ms) {
-                        (true, Some(t)) => t,
-                        _ => ts,
-                    };
-                    points.push(Point {
-                        series: series.clone(),
-                        value: s.value,
-                        ts: t,
-                    });
-                    cur.insert(series.hash, series.clone());
+                seen += 1;
+                let Some(series) = series else { continue };
+                if cur.contains_key(&series.hash) {
+                    continue; // two raw lines that relabel to the same series
                 }
-                new_cache.insert(entry.0, entry.1);
+                if !self.prev.contains_key(&series.hash) {
+                    added += 1;
+                }
+                let t = match (honor_ts, s.timestamp_ms) {
+                    (true, Some(t)) => t,
+                    _ => ts,
+                };
+                cur.insert(series.hash, series.clone());
+                points.push(Point {
+                    series,
+                    value: s.value,
+                    ts: t,
+                });
             }
-            self.cache = new_cache;
+            if self.cache.len() > seen {
+                self.cache.retain(|_, e| e.generation == generation);
+            }
             let limit = self.target.job.sample_limit;
             if limit > 0 && points.len() > limit {
                 return Err(format!("sample_limit exceeded: {} > {limit}", points.len()));
@@ -330,5 +356,27 @@ impl ScrapeLoop {
             });
         }
         points
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_conflicts_follow_honor_labels() {
+        let target = Labels::from_pairs([("job", "gw"), ("instance", "a:1")]);
+        let exposed = vec![
+            ("job".to_string(), "inner".to_string()),
+            ("code".to_string(), "200".to_string()),
+        ];
+        let l = merge_labels(&target, exposed.clone(), false);
+        assert_eq!(l.get("job"), Some("gw"));
+        assert_eq!(l.get("exported_job"), Some("inner"));
+        assert_eq!(l.get("code"), Some("200"));
+        let l = merge_labels(&target, exposed, true);
+        assert_eq!(l.get("job"), Some("inner"));
+        assert_eq!(l.get("exported_job"), None);
+        assert_eq!(l.get("instance"), Some("a:1"));
     }
 }

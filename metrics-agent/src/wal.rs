@@ -459,6 +459,11 @@ impl Wal {
         Ok(())
     }
 
+    /// The shards' send positions (changes whenever something was sent).
+    pub fn progress(&self) -> Vec<Position> {
+        self.shared.lock().cursors.clone()
+    }
+
     /// True when every shard has sent everything appended so far.
     pub fn fully_sent(&self) -> bool {
         let st = self.shared.lock();
