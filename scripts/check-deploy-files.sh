@@ -105,6 +105,31 @@ PY
     fi
     eval "env -i PATH=\"\$PATH\" $envs \"\$CHECK_BIN/gateway\" check --config docker/gateway/kong.yml"
 }
+env_values_check() { # service binary: clap accepts the compose environment's values
+    local svc="$1" bin="$2" envs out extra=""
+    [ "$bin" != metrics-agent ] || extra="--wal-dir $LOG/wal"
+    envs="$("$PY" - "$svc" <<'PY'
+import subprocess, sys, yaml, shlex
+out = subprocess.run(["docker-compose", "--env-file", ".env.example", "-f", "docker-compose.yml", "config"],
+                     check=True, capture_output=True, text=True).stdout
+env = yaml.safe_load(out)["services"][sys.argv[1]].get("environment") or {}
+print(" ".join(shlex.quote(f"{k}={'' if v is None else v}") for k, v in env.items()))
+PY
+)" || return 1
+    # A config that does not exist: the binary parses its flags and env, then stops there.
+    out="$(eval "env -i PATH=\"\$PATH\" $envs timeout 10 \"\$CHECK_BIN/$bin\" run --config /nonexistent/config.yml $extra" 2>&1)"
+    if grep -qiE "^error: (invalid value|unexpected argument)" <<< "$out"; then
+        printf '%s\n' "$out" | head -n 5
+        return 1
+    fi
+    grep -qi "nonexistent" <<< "$out" || { printf 'unexpected: %s\n' "$out" | head -n 5; return 1; }
+}
+if [ -x "$BIN/gateway" ]; then
+    run "configs: the gateway accepts the compose service's env values" env_values_check gateway gateway
+fi
+if [ -x "$BIN/metrics-agent" ]; then
+    run "configs: the metrics-agent accepts the compose service's env values" env_values_check metrics-agent metrics-agent
+fi
 if [ -x "$BIN/gateway" ]; then
     run "configs: gateway check docker/gateway/kong.yml (compose environment, GATEWAY_IGNORE_PLUGINS of .env.example)" gateway_check
 else

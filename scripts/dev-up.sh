@@ -193,7 +193,7 @@ done
 export AUTH_UPSTREAM_1="$HOST:${UP_PORTS[0]}" AUTH_UPSTREAM_2="$HOST:${UP_PORTS[1]}"
 
 # Redis: our own throwaway server (no persistence) when redis-server is installed.
-export REDIS_HOST="$HOST" REDIS_PORT="$REDIS_PORT_LOCAL" REDIS_PASSWORD="${REDIS_PASSWORD:-}"
+export REDIS_HOST="$HOST" REDIS_PORT="$REDIS_PORT_LOCAL" REDIS_PASSWORD="${REDIS_PASSWORD:-}" REDIS_SSL=false
 export RATE_LIMIT_POLICY=local
 redis_url=""
 if [ "${DEV_REDIS:-auto}" != off ] && command -v redis-server >/dev/null 2>&1; then
