@@ -512,11 +512,11 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
             )
         }
     };
-    for repo in ["gateway", "metrics-agent"] {
+    for repo in crate::aws::ecr::REPOSITORIES {
         out.push(Desired::new(
             k(Kind::EcrRepository, repo),
             &EcrRepositorySpec {
-                name: format!("{p}/{repo}"),
+                name: format!("{}/{repo}", cfg.project),
                 scan_on_push: true,
                 tag_mutability: "IMMUTABLE".into(),
             },

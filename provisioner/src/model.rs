@@ -157,6 +157,13 @@ impl Kind {
         }
     }
 
+    /// Kinds shared by all environments of the project: created by `up`,
+    /// never deleted by `down` (ECR repositories hold every environment's
+    /// images).
+    pub fn shared(self) -> bool {
+        matches!(self, Kind::EcrRepository)
+    }
+
     /// Kinds whose identity (id/ARN) changes on every update, so dependents
     /// cannot know the new value at plan time (ECS task definition revisions).
     pub fn id_changes_on_update(self) -> bool {

@@ -10,7 +10,9 @@ use serde_json::Value;
 use support::*;
 
 /// Resources of staging with one dashboard and one rules file.
-const STAGING_TOTAL: u64 = 56;
+const STAGING_TOTAL: u64 = 57;
+/// ECR repositories: shared by all environments, kept by `down`.
+const SHARED: u64 = 3;
 /// Resources ranked before `db-instance/main` (created before the injected failure).
 const BEFORE_DB: u64 = 28;
 
@@ -468,7 +470,21 @@ async fn verify_staging(moto: &Moto) {
     // ECR.
     let ecr = aws_sdk_ecr::Client::new(&conf);
     let repos = ecr.describe_repositories().send().await.expect("repos");
-    assert_eq!(repos.repositories().len(), 2);
+    assert_eq!(repos.repositories().len(), 3);
+    let mut repo_names: Vec<&str> = repos
+        .repositories()
+        .iter()
+        .filter_map(|r| r.repository_name())
+        .collect();
+    repo_names.sort();
+    assert_eq!(
+        repo_names,
+        vec![
+            "edge-suite/gateway",
+            "edge-suite/metrics-agent",
+            "edge-suite/provisioner"
+        ]
+    );
     for r in repos.repositories() {
         assert!(
             r.image_scanning_configuration()
@@ -920,9 +936,19 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     let down = run(&["down", "staging", "--yes", "--output", "json"])
         .ok()
         .json();
-    assert_eq!(summary(&down), (0, 0, 0, STAGING_TOTAL + 1, 0));
+    assert_eq!(summary(&down), (0, 0, 0, STAGING_TOTAL + 1 - SHARED, 0));
     assert!(grafana.state.lock().expect("state").dashboards.is_empty());
     rt().block_on(assert_nothing_tagged_left(&moto));
+    // The image repositories are the project's, not the environment's.
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let repos = aws_sdk_ecr::Client::new(&conf)
+            .describe_repositories()
+            .send()
+            .await
+            .expect("repos");
+        assert_eq!(repos.repositories().len() as u64, SHARED);
+    });
 }
 
 /// The tagging API must return nothing of staging except what moto keeps in
@@ -1186,7 +1212,7 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
     )
     .ok()
     .json();
-    assert_eq!(summary(&down).3, summary(&up).0);
+    assert_eq!(summary(&down).3, summary(&up).0 - SHARED);
     rt().block_on(async {
         let conf = sdk(&moto).await;
         let rds = aws_sdk_rds::Client::new(&conf);

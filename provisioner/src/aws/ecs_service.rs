@@ -227,7 +227,6 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
                 .map_err(|e| Error::invalid(e.to_string()))?,
         )
         .propagate_tags(PropagateTags::Service)
-        .health_check_grace_period_seconds(60)
         .set_tags(Some(ecs_tags(aws, &d.key)))
         .send()
         .await

@@ -172,10 +172,10 @@ where
     Fut: Future<Output = Result<Option<T>>>,
 {
     let start = Instant::now();
-    let mut announced = false;
+    let mut last_note: Option<Instant> = None;
     loop {
         if let Some(v) = check().await? {
-            if announced {
+            if last_note.is_some() {
                 crate::progress::note(&format!(
                     "  {what}: done after {}s",
                     start.elapsed().as_secs()
@@ -189,12 +189,13 @@ where
                 secs: timeout.as_secs(),
             });
         }
-        if !announced || start.elapsed().as_secs().is_multiple_of(30) {
+        // A line when the wait starts, then one every 30 seconds.
+        if last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
             crate::progress::note(&format!(
                 "  waiting for {what} ({}s elapsed)",
                 start.elapsed().as_secs()
             ));
-            announced = true;
+            last_note = Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_secs(5).min(timeout)).await;
     }
@@ -203,8 +204,10 @@ where
 /// Error codes that mean "not yet" rather than "no": dependencies still
 /// draining (ENIs of deleted load balancers and tasks), IAM propagation,
 /// resources still in use while a parent finishes deleting.
-const TRANSIENT: [&str; 8] = [
+const TRANSIENT: [&str; 10] = [
     "DependencyViolation",
+    "ClusterContainsServicesException",
+    "ClusterContainsTasksException",
     "Unable to assume",
     "InvalidIPAddress.InUse",
     "InvalidDBSubnetGroupStateFault",
@@ -430,6 +433,14 @@ mod tests {
         )));
         assert!(!is_transient(&e("InvalidParameterValue: bad cidr")));
         assert!(!is_transient(&Error::invalid("DependencyViolation")));
+    }
+
+    #[tokio::test]
+    async fn wait_for_returns_the_value_or_times_out() {
+        let v = wait_for("ready", Duration::from_secs(1), || async { Ok(Some(7)) }).await;
+        assert_eq!(v.ok(), Some(7));
+        let t = wait_for("never", Duration::ZERO, || async { Ok(None::<()>) }).await;
+        assert!(matches!(t, Err(Error::Timeout { .. })), "{t:?}");
     }
 
     #[tokio::test]
