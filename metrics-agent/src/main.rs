@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent.
-    Run(agent::RunArgs),
+    Run(Box<agent::RunArgs>),
     /// Validate a prometheus.yml and exit.
     Check {
         #[arg(long)]
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(agent::run(args)) {
+            match rt.block_on(agent::run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("metrics-agent: {e}");
