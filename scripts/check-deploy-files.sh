@@ -688,12 +688,6 @@ for f in wf_files + scripts:
     for ref in re.findall(r"file:\s*([^\s,}]*Dockerfile[^\s,}]*)", text):
         if "${{" not in ref and not exists(ref):
             probs.append(f"{f}: Dockerfile {ref} does not exist")
-    for m in re.finditer(r"\{\s*image:\s*([\w-]+),\s*file:\s*(\S+),\s*target:\s*([\w-]+)\s*\}", text):
-        df, tgt = m.group(2), m.group(3)
-        if not exists(df):
-            probs.append(f"{f}: matrix file {df} does not exist")
-        elif tgt not in [s["name"] for s in parse_dockerfile(df)]:
-            probs.append(f"{f}: matrix target {tgt} is not a stage of {df}")
     for m in re.finditer(r"\bprov(?:isioner)?\s+(deploy|status|up|plan|down)\b([^\n]*)", text):
         t = HELP.get(("provisioner", m.group(1)))
         for fl in re.findall(r"(--[a-z][a-z-]*)", m.group(2)):
@@ -701,6 +695,21 @@ for f in wf_files + scripts:
                 probs.append(f"{f}: `provisioner {m.group(1)} {fl}` is not accepted")
     if f.endswith(".yml"):
         doc = yaml.safe_load(text)
+        for jname, job in (doc.get("jobs") or {}).items():
+            for inc in ((job.get("strategy") or {}).get("matrix") or {}).get("include") or []:
+                df, tgt = inc.get("file"), inc.get("target")
+                if not df:
+                    continue
+                if not exists(df):
+                    probs.append(f"{f}: job {jname}: matrix file {df} does not exist")
+                elif tgt and tgt not in [s["name"] for s in parse_dockerfile(df)]:
+                    probs.append(f"{f}: job {jname}: matrix target {tgt} is not a stage of {df}")
+                # Images ECS runs must match the task definition's CPU architecture.
+                if f.endswith("release.yml") and inc.get("image") in ("gateway", "metrics-agent") and exists(td):
+                    arch = "linux/arm64" if "CpuArchitecture::Arm64" in open(td).read() else "linux/amd64"
+                    if arch not in str(inc.get("platform", "")):
+                        probs.append(f"{f}: job {jname}: {inc.get('image')} is built for {inc.get('platform', 'the runner')}, "
+                                     f"but the ECS task definition runs {arch}")
         wf_perm = (doc.get("permissions") or {}) if isinstance(doc.get("permissions"), dict) else {}
         for jname, job in (doc.get("jobs") or {}).items():
             steps = job.get("steps") or []
