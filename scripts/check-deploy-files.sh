@@ -648,6 +648,17 @@ if exists(td):
     if "CMD-SHELL" in src and "curl" in src:
         notes.append(f"NOTE {td}: the ECS health checks run `CMD-SHELL curl ...`, but the images have "
                      "no shell and no curl; use [\"CMD\", \"/usr/local/bin/healthcheck\", URL]")
+desired = "provisioner/src/desired.rs"
+if exists(desired) and "gateway" in IMAGES:
+    dsrc = open(desired).read()
+    ecs_env = set(re.findall(r'gateway_(?:env|secrets)\.insert\(\s*"(\w+)"', dsrc))
+    refs = set(re.findall(r'\$\{\{\s*env\s+"(\w+)"\s*\}\}', open("docker/gateway/kong.yml").read()))
+    for r in sorted(refs - ecs_env):
+        if r in IMAGES["gateway"]["env"]:
+            notes.append(f"NOTE {desired}: ECS does not set {r} for the gateway; the image default "
+                         f"{r}={IMAGES['gateway']['env'][r]!r} (compose's) applies")
+        else:
+            probs.append(f"{desired}: ECS does not set {r}, which docker/gateway/kong.yml needs and the image does not default")
 check("provisioner task definition: entry points, config paths and flags exist in the images", probs)
 
 # ---------------------------------------------------------------- runbooks
