@@ -44,7 +44,7 @@ need() { # tool: missing tools are failures (install: bash .ci/deps/devstack.sh)
 }
 
 # --- binaries (their --help is the reference for flags and env vars) -------------------
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null | "$PY" -c 'import json,sys;print(json.load(sys.stdin)["target_directory"])' 2>/dev/null || echo "$ROOT/target")}"
 BIN="$TARGET_DIR/debug"
 if [ "${CHECK_DEPLOY_NO_BUILD:-0}" != 1 ]; then
     run "cargo build (gateway, metrics-agent, provisioner binaries)" \
