@@ -99,6 +99,7 @@ if [ "${#need[@]}" -gt 0 ] && [ "${DEV_SKIP_BUILD:-0}" != 1 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 command -v python3 >/dev/null 2>&1 || { say "python3 is needed (tokens, port checks)"; exit 1; }
+command -v cargo >/dev/null 2>&1 || { say "cargo is needed: install Rust (https://rustup.rs)"; exit 1; }
 
 # --- build -----------------------------------------------------------------------------
 TARGET_DIR="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys;print(json.load(sys.stdin)["target_directory"])')}"
@@ -112,6 +113,7 @@ if [ "${DEV_SKIP_BUILD:-0}" != 1 ]; then
     say "building the gateway ($PROFILE; the first build takes a few minutes)"
     cargo build "${profile_flag[@]}" -p gateway --bins
     if [ "${DEV_METRICS_AGENT:-auto}" != off ]; then
+        say "building the metrics-agent ($PROFILE)"
         if ! cargo build "${profile_flag[@]}" -p metrics-agent > "$STATE/logs/metrics-agent-build.log" 2>&1; then
             say "metrics-agent did not build; starting without it (see $STATE/logs/metrics-agent-build.log)"
             rm -f "$STATE/.agent-ok"
