@@ -668,6 +668,15 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
         "GATEWAY_WORKERS".to_string(),
         cfg.service.gateway_workers.to_string(),
     );
+    // The image's kong.yml reads the rate-limiting store from these
+    // (`${{ env "REDIS_HOST" }}` ...): shared counters in ElastiCache, over TLS.
+    gateway_env.insert("RATE_LIMIT_POLICY".to_string(), "redis".to_string());
+    gateway_env.insert(
+        "REDIS_HOST".to_string(),
+        ids.get(Kind::ReplicationGroup, "main", "endpoint"),
+    );
+    gateway_env.insert("REDIS_PORT".to_string(), "6379".to_string());
+    gateway_env.insert("REDIS_SSL".to_string(), "true".to_string());
     let mut agent_env = BTreeMap::new();
     agent_env.insert(
         "METRICS_AGENT_LISTEN".to_string(),
@@ -706,6 +715,7 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
             k(Kind::LogGroup, "gateway"),
             k(Kind::Secret, "jwt"),
             k(Kind::Secret, "redis-token"),
+            k(Kind::ReplicationGroup, "main"),
             k(Kind::AmpWorkspace, "main"),
         ],
     ));

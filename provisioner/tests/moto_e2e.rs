@@ -405,6 +405,12 @@ async fn verify_staging(moto: &Moto) {
         .collect();
     assert_eq!(env.get("GATEWAY_PROXY_LISTEN"), Some(&"0.0.0.0:8000"));
     assert_eq!(env.get("GATEWAY_STATUS_LISTEN"), Some(&"0.0.0.0:8100"));
+    assert_eq!(env.get("RATE_LIMIT_POLICY"), Some(&"redis"));
+    assert_eq!(env.get("REDIS_SSL"), Some(&"true"));
+    assert_eq!(
+        env.get("REDIS_HOST").copied(),
+        rg.configuration_endpoint().and_then(|e| e.address())
+    );
     assert_eq!(gw.stop_timeout(), Some(30));
     assert!(gw.health_check().is_some());
     assert_eq!(
