@@ -26,6 +26,26 @@ const AGENT_PATH_EXEMPT: &[(&str, &str, &str)] = &[
         "Backup age",
         "rds_latest_backup_age_seconds comes from a scheduled job, not the agent",
     ),
+    (
+        "redis",
+        "Gateway Redis errors / s by kind",
+        "none while Redis is up; checked after it stops",
+    ),
+    (
+        "redis",
+        "Rate-limit decisions without Redis / s",
+        "none while Redis is up; checked after it stops",
+    ),
+];
+
+/// Panels that must have data once Redis is down (with rate limiting in Redis).
+const REDIS_DOWN_PANELS: &[(&str, &str)] = &[
+    ("redis", "Gateway Redis errors / s by kind"),
+    ("redis", "Rate-limit decisions without Redis / s"),
+    (
+        "gateway-overview",
+        "Rate-limit decisions / s by tier and outcome",
+    ),
 ];
 
 /// A PostgreSQL binary: the newest /usr/lib/postgresql/*/bin (Debian), then the PATH.
@@ -297,9 +317,10 @@ fn metrics_agent_path_fills_every_dashboard() {
     let agent_bin = workspace_bin("metrics-agent", "metrics-agent");
     let started = Instant::now();
 
-    let mut gw = start_gateway();
+    let redis_dir = tempfile::tempdir().expect("tempdir");
+    let (mut redis, redis_port) = start_redis(&redis_server, redis_dir.path());
+    let mut gw = start_gateway(Some(redis_port));
     let dir = gw.dir.path().to_path_buf();
-    let (mut redis, redis_port) = start_redis(&redis_server, &dir);
     let mut pg = start_postgres(&initdb);
     let ecs = fake_ecs_metadata();
     let (mut prometheus, prom) = start_prometheus(&dir, &prometheus_bin, None, true);
@@ -428,14 +449,63 @@ remote_write:
         ev.check(!fires, format!("{quiet} fires on a healthy stack"));
     }
 
-    // Redis goes away: redis_up turns 0 and RedisDown's expression selects it.
+    // The ECS percentages match what the fake task reports: 0.17 of 0.5 vCPU, and a
+    // working set of 0.9 x (300 + 40) MiB of 1024 MiB.
+    for (title, want, tolerance) in [
+        ("Highest task CPU", 34.0, 8.0),
+        ("Highest task memory", 0.9 * 340.0 / 1024.0 * 100.0, 0.5),
+    ] {
+        let got = panel_value(prom, "ecs-tasks", title);
+        ev.check(
+            (got - want).abs() <= tolerance,
+            format!("ecs-tasks `{title}` = {got}, expected {want} ± {tolerance}"),
+        );
+    }
+
+    // Redis goes away: redis_up turns 0 and RedisDown's expression selects it; the
+    // gateway (when it rate-limits in Redis) notices on its next decision.
     drop(redis);
+    let gateway_uses_redis = http("GET", gw.status, "/metrics", None)
+        .body
+        .contains("gateway_redis_up");
+    if gateway_uses_redis {
+        for _ in 0..3 {
+            let _ = try_http("GET", gw.proxy, "/limited/after-redis", &[], None);
+        }
+    }
     wait("redis_up == 0", "redis_up 0 after redis-server stopped");
     let down = samples(prom, &rule_expr("RedisDown")).unwrap_or_default();
     ev.check(
         down.len() == 1 && down[0]["metric"]["instance"] == format!("127.0.0.1:{redis_port}"),
         format!("RedisDown should select the stopped Redis: {down:?}"),
     );
+    if gateway_uses_redis {
+        wait(
+            "gateway_redis_up == 0",
+            "gateway_redis_up 0 after redis-server stopped",
+        );
+        // More decisions without Redis, and two more scrapes: rate() needs two samples.
+        for _ in 0..3 {
+            let _ = try_http("GET", gw.proxy, "/limited/after-redis", &[], None);
+        }
+        std::thread::sleep(Duration::from_millis(2500));
+        for (dashboard, title) in REDIS_DOWN_PANELS {
+            let got = panel_value(prom, dashboard, title);
+            ev.check(
+                !got.is_nan(),
+                format!("{dashboard}: `{title}` has no data after Redis stopped"),
+            );
+        }
+        let unreachable = samples(prom, &rule_expr("GatewayRedisUnreachable")).unwrap_or_default();
+        ev.check(
+            unreachable.len() == 1,
+            format!("GatewayRedisUnreachable should select the gateway: {unreachable:?}"),
+        );
+    } else {
+        eprintln!(
+            "note: the gateway does not rate-limit in Redis yet: GatewayRedisUnreachable not exercised"
+        );
+    }
     ev.finish(
         "gateway, ECS, PostgreSQL and Redis through the metrics-agent",
         started,
@@ -449,4 +519,29 @@ fn rule_expr(name: &str) -> String {
         .find(|r| r.name == name)
         .map(|r| r.expr)
         .unwrap_or_else(|| panic!("no rule {name}"))
+}
+
+/// The first number a panel's targets return now (rates over the last 5 s), or NaN.
+fn panel_value(prom: u16, dashboard: &str, title: &str) -> f64 {
+    let d = load_dashboard(dashboard);
+    let names: Vec<String> = variables(&d)
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect();
+    let exprs: Vec<PanelExpr> = panel_exprs(dashboard, &d)
+        .into_iter()
+        .filter(|e| e.panel == title)
+        .collect();
+    assert!(!exprs.is_empty(), "{dashboard}: no panel `{title}`");
+    exprs
+        .iter()
+        .flat_map(|e| {
+            // A short window: the series are only seconds old, and rate() over a longer
+            // window than the data divides by the whole window.
+            let expr = substitute(&e.expr, &names).replace("[1m]", "[5s]");
+            samples(prom, &expr).unwrap_or_default()
+        })
+        .filter_map(|s| s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()))
+        .find(|v| !v.is_nan())
+        .unwrap_or(f64::NAN)
 }

@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// Series the gateway gains in work done in parallel (authentication, rate limiting, Redis).
-/// A panel using one of them may be empty while the gateway under test does not expose it.
+/// Gateway series that exist only with some plugins or events (authentication failures,
+/// rate limiting, Redis calls and errors). A panel using one of them may be empty while the
+/// gateway under test does not expose it.
 const PENDING_METRICS: &[&str] = &[
     "gateway_auth_failures_total",
     "gateway_ratelimit_decisions_total",
@@ -44,7 +45,9 @@ impl Gateway {
     }
 }
 
-fn gateway_config(up: u16, dead: [u16; 2], plugins: &BTreeSet<&str>) -> String {
+/// The test gateway's kong.yml. With `redis`, the rate-limited route keeps its counters in
+/// that Redis (policy redis, fault tolerant); without, in the gateway (policy local).
+fn gateway_config(up: u16, dead: [u16; 2], plugins: &BTreeSet<&str>, redis: Option<u16>) -> String {
     let hc = "  healthchecks:
     active:
       http_path: /health
@@ -96,6 +99,12 @@ fn gateway_config(up: u16, dead: [u16; 2], plugins: &BTreeSet<&str>) -> String {
         .to_string();
     }
     if plugins.contains("rate-limiting") {
+        let policy = match redis {
+            Some(port) => format!(
+                "{{minute: 3, policy: redis, fault_tolerant: true, redis: {{host: 127.0.0.1, port: {port}, timeout: 500}}}}"
+            ),
+            None => "{minute: 3, policy: local}".to_string(),
+        };
         services.push_str(&format!(
             "- name: limited
   url: http://127.0.0.1:{up}
@@ -104,7 +113,7 @@ fn gateway_config(up: u16, dead: [u16; 2], plugins: &BTreeSet<&str>) -> String {
     paths: [/limited]
     plugins:
     - name: rate-limiting
-      config: {{minute: 3, policy: local}}
+      config: {policy}
 "
         ));
     }
@@ -144,7 +153,7 @@ fn supported_plugins(gateway: &Path, dir: &Path) -> BTreeSet<&'static str> {
     for plugin in ["prometheus", "key-auth", "rate-limiting"] {
         let one: BTreeSet<&str> = [plugin].into_iter().collect();
         let path = dir.join(format!("probe-{plugin}.yml"));
-        std::fs::write(&path, gateway_config(1, [2, 3], &one)).expect("write probe config");
+        std::fs::write(&path, gateway_config(1, [2, 3], &one, None)).expect("write probe config");
         let ok = Command::new(gateway)
             .arg("check")
             .arg("--config")
@@ -164,9 +173,10 @@ fn supported_plugins(gateway: &Path, dir: &Path) -> BTreeSet<&'static str> {
     out
 }
 
-/// Starts echo-upstream and the gateway, makes one accepted and one rejected reload, and
-/// sends one request of each kind so that every series exists before the first scrape.
-pub fn start_gateway() -> Gateway {
+/// Starts echo-upstream and the gateway (rate limiting in `redis` when given), makes one
+/// accepted and one rejected reload, and sends one request of each kind so that every
+/// series exists before the first scrape.
+pub fn start_gateway(redis: Option<u16>) -> Gateway {
     let gateway_bin = workspace_bin("gateway", "gateway");
     let echo_bin = workspace_bin("echo-upstream", "gateway");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -188,7 +198,7 @@ pub fn start_gateway() -> Gateway {
     // Two ports nobody listens on: targets that fail their health checks.
     let dead = [free_port(), free_port()];
     let config = dir.path().join("kong.yml");
-    std::fs::write(&config, gateway_config(up, dead, &plugins)).expect("write kong.yml");
+    std::fs::write(&config, gateway_config(up, dead, &plugins, redis)).expect("write kong.yml");
     let (proxy, status) = (free_port(), free_port());
     let gw_log = dir.path().join("gateway.log");
     let mut gateway = Proc::spawn(
@@ -226,6 +236,8 @@ pub fn start_gateway() -> Gateway {
         "/no-such-route",
         "/slow/delay/1",
         "/broken",
+        "/private/warm",
+        "/limited/warm",
     ] {
         let _ = try_http("GET", proxy, path, &[], None);
     }
@@ -472,7 +484,7 @@ impl Evaluation {
 
 /// Evaluates every template-variable query and panel target of the dashboards, and every
 /// alert rule. All must be valid. The panels of the dashboards in `with_data` must return
-/// data, except those that use a gateway series the gateway does not expose yet, those
+/// data, except those that use a gateway series the gateway does not expose, those
 /// that need a plugin the build lacks, and `exempt` ((dashboard, panel title, reason)).
 pub fn evaluate(
     prom: u16,
@@ -560,7 +572,7 @@ pub fn evaluate(
             let exempted = exempt.iter().find(|(d, t, _)| d == name && *t == title);
             if !pending.is_empty() {
                 ev.skipped.push(format!(
-                    "{name}: `{title}` (gateway does not expose {pending:?} yet)"
+                    "{name}: `{title}` (this gateway exposes no {pending:?} series in this run)"
                 ));
             } else if let Some((_, p)) = needs_plugin {
                 ev.skipped.push(format!(
@@ -660,6 +672,11 @@ pub fn check_gateway_alerts(ev: &mut Evaluation, gw: &Gateway) {
         !fires,
         "ScrapeTargetDown should not fire: every target is up".into(),
     );
+    let fires = ev.fires("GatewayRedisUnreachable");
+    ev.check(
+        !fires,
+        "GatewayRedisUnreachable should not fire: Redis is up or not used".into(),
+    );
 }
 
 #[test]
@@ -668,7 +685,7 @@ fn live_prometheus_evaluates_every_panel_and_rule() {
         return;
     };
     let started = Instant::now();
-    let mut gw = start_gateway();
+    let mut gw = start_gateway(None);
     let (mut prometheus, prom) =
         start_prometheus(gw.dir.path(), &prometheus_bin, Some(gw.status), false);
 
@@ -695,7 +712,16 @@ fn live_prometheus_evaluates_every_panel_and_rule() {
     gw.proc.assert_running(&gw.log());
     prometheus.assert_running(&gw.dir.path().join("prometheus.log"));
 
-    let mut ev = evaluate(prom, &gw, &["gateway-overview"], &[]);
+    let mut ev = evaluate(
+        prom,
+        &gw,
+        &["gateway-overview"],
+        &[(
+            "gateway-overview",
+            "Redis reachable from gateway",
+            "rate limiting is local here: no Redis calls",
+        )],
+    );
     check_gateway_alerts(&mut ev, &gw);
     let active = active_alerts(prom);
     ev.check(
