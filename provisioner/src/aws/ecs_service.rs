@@ -153,6 +153,7 @@ pub async fn create_task_set(
                 .value(100.0)
                 .build(),
         )
+        .set_tags(Some(ecs_tags(aws, &Key::new(Kind::EcsService, SERVICE))))
         .send()
         .await
         .map_err(|e| Error::aws("ecs:CreateTaskSet", e))?;
