@@ -14,6 +14,24 @@ const EXPECTED_UIDS: &[(&str, &str)] = &[
     ("redis", "edge-redis"),
 ];
 
+/// Core panel plugins of Grafana 10 and 11 that the dashboards use.
+const PANEL_TYPES: &[&str] = &["row", "timeseries", "stat", "table", "heatmap"];
+
+/// Grafana unit ids (public/app/.../valueFormats/categories.ts) the dashboards use.
+const UNITS: &[&str] = &[
+    "short",
+    "none",
+    "percent",
+    "percentunit",
+    "ms",
+    "s",
+    "bytes",
+    "Bps",
+    "pps",
+    "ops",
+    "reqps",
+];
+
 #[test]
 fn dashboards_import_into_grafana_10() {
     let ds = json!({"type": "prometheus", "uid": "${datasource}"});
@@ -96,8 +114,19 @@ fn dashboards_import_into_grafana_10() {
             let x = p["gridPos"]["x"].as_u64().unwrap_or(0);
             let w = p["gridPos"]["w"].as_u64().unwrap_or(0);
             assert!(x + w <= 24, "{ctx}: panel {title} wider than the grid");
-            if p["type"] == "row" {
+            let kind = p["type"].as_str().unwrap_or("");
+            assert!(
+                PANEL_TYPES.contains(&kind),
+                "{ctx}: panel {title}: type `{kind}` is not a core Grafana 10 panel"
+            );
+            if kind == "row" {
                 continue;
+            }
+            if let Some(unit) = p["fieldConfig"]["defaults"]["unit"].as_str() {
+                assert!(
+                    UNITS.contains(&unit),
+                    "{ctx}: panel {title}: unit `{unit}` is not a Grafana unit id"
+                );
             }
             assert!(
                 p["description"].as_str().is_some_and(|s| !s.is_empty()),
