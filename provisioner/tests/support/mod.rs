@@ -25,9 +25,14 @@ pub fn moto_binary() -> PathBuf {
         return PathBuf::from(p);
     }
     if let Ok(home) = std::env::var("HOME") {
-        let p = Path::new(&home).join(".cache/edge-suite/moto-venv/bin/moto_server");
-        if p.exists() {
-            return p;
+        for rel in [
+            ".cache/edge-suite/moto-venv/bin/moto_server",
+            ".local/bin/moto_server",
+        ] {
+            let p = Path::new(&home).join(rel);
+            if p.exists() {
+                return p;
+            }
         }
     }
     if let Some(paths) = std::env::var_os("PATH") {
