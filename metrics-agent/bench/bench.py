@@ -19,13 +19,11 @@ Only the Python standard library is used. Everything listens on 127.0.0.x.
 """
 
 import argparse
-import http.server
 import json
 import os
 import shutil
 import signal
 import socket
-import socketserver
 import statistics
 import subprocess
 import sys
@@ -66,61 +64,70 @@ def wait_http(url, timeout=60):
 
 class Targets:
     """One HTTP server answering on 127.0.0.1..127.0.0.N (same port): N distinct targets.
-    Every series of a target carries the current second as value, so bodies change each
-    second and are rendered once per (target, second)."""
+    Every series carries the current second as its value, so bodies change each second; the
+    full HTTP response is rendered once per second and shared by all targets (the scraper
+    adds the `instance` label). A thread per keep-alive connection does only recv/sendall,
+    so the target side stays cheap next to the agents being measured."""
 
     def __init__(self, n, series):
         self.n, self.series = n, series
         self.port = free_port()
-        self.cache = {}
         self.lock = threading.Lock()
-        prefixes = []
-        for i in range(series):
-            prefixes.append(
-                f'bench_metric{{idx="{i}",handler="/api/v{i % 7}/items",method="{("GET", "POST", "PUT")[i % 3]}"}} '
-            )
-        self.prefixes = prefixes
-        outer = self
+        self.cached = (None, b"")
+        self.prefixes = [
+            f'bench_metric{{idx="{i}",handler="/api/v{i % 7}/items",method="{("GET", "POST", "PUT")[i % 3]}"}} '
+            for i in range(series)
+        ]
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("0.0.0.0", self.port))
+        self.sock.listen(512)
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
 
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                body = outer.body(self.server.server_address, self.connection.getsockname()[0])
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.server = S(("0.0.0.0", self.port), H)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def body(self, _addr, local_ip):
+    def response(self):
         sec = int(time.time())
-        key = sec  # all targets serve the same series; Prometheus adds the instance label
         with self.lock:
-            b = self.cache.get(key)
-            if b is None:
+            if self.cached[0] != sec:
                 v = f"{sec}\n"
-                b = ("# TYPE bench_metric gauge\n" + v.join(self.prefixes) + v).encode()
-                self.cache[key] = b
-                for k in [k for k in self.cache if k < sec - 2]:
-                    del self.cache[k]
-        return b
+                body = ("# TYPE bench_metric gauge\n" + v.join(self.prefixes) + v).encode()
+                head = (
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                self.cached = (sec, head + body)
+            return self.cached[1]
+
+    def _accept(self):
+        while not self.stopped:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                _, buf = buf.split(b"\r\n\r\n", 1)
+                conn.sendall(self.response())
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     def addresses(self, n=None):
         return [f"127.0.0.{i + 1}:{self.port}" for i in range(n or self.n)]
 
     def close(self):
-        self.server.shutdown()
+        self.stopped = True
+        self.sock.close()
 
 
 # ---------------------------------------------------------------- processes

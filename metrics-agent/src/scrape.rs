@@ -331,13 +331,18 @@ impl ScrapeLoop {
             }
         };
         let post_relabel = points.len();
-        for (h, s) in &self.prev {
-            if !cur.contains_key(h) {
-                points.push(Point {
-                    series: s.clone(),
-                    value: stale_nan(),
-                    ts,
-                });
+        // Every current series is either new (`added`) or was in `prev`; when nothing was added
+        // and the counts match, no previous series is missing and the scan can be skipped.
+        let unchanged = result.is_ok() && added == 0 && cur.len() == self.prev.len();
+        if !unchanged {
+            for (h, s) in &self.prev {
+                if !cur.contains_key(h) {
+                    points.push(Point {
+                        series: s.clone(),
+                        value: stale_nan(),
+                        ts,
+                    });
+                }
             }
         }
         self.prev = cur;

@@ -126,7 +126,9 @@ fn pg_command(bin: &Path, as_postgres: bool) -> Command {
 }
 
 pub fn start_postgres() -> Server {
+    // Resolve symlinks (e.g. /usr/local/bin/initdb) so sibling binaries are found too.
     let initdb = find_binary("initdb");
+    let initdb = std::fs::canonicalize(&initdb).unwrap_or(initdb);
     let postgres = initdb.with_file_name("postgres");
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let as_postgres = running_as_root(dir.path());
@@ -167,6 +169,28 @@ pub fn start_postgres() -> Server {
         .spawn()
         .unwrap_or_else(|e| panic!("spawn postgres: {e}"));
     wait_port(port, "postgres");
+    // The port opens before the server accepts connections ("starting up").
+    let pg_isready = initdb.with_file_name("pg_isready");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = Command::new(&pg_isready)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-q",
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "postgres did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Server {
         child,
         port,
