@@ -312,3 +312,60 @@ pub async fn delete(aws: &Aws, _a: &Actual) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(cpu: &str, memory: &str) -> TaskDefinitionSpec {
+        TaskDefinitionSpec {
+            family: "p-gateway".into(),
+            cpu: cpu.into(),
+            memory: memory.into(),
+            execution_role_arn: "arn:exec".into(),
+            task_role_arn: "arn:task".into(),
+            gateway_image: "r/gateway:1".into(),
+            metrics_agent_image: "r/metrics-agent:1".into(),
+            log_group: "/ecs/p/gateway".into(),
+            stop_timeout: 30,
+            gateway_environment: [("GATEWAY_WORKERS".to_string(), "2".to_string())].into(),
+            agent_environment: BTreeMap::new(),
+            gateway_secrets: [("JWT_SECRET".to_string(), "arn:secret".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn containers_split_resources_and_use_the_image_probe() {
+        let c = containers(&spec("512", "1024"), "us-east-1").expect("containers");
+        let (gw, agent) = (&c[0], &c[1]);
+        assert_eq!(
+            (gw.cpu(), gw.memory()),
+            (512 - AGENT_CPU, Some(1024 - AGENT_MEMORY))
+        );
+        assert_eq!(
+            (agent.cpu(), agent.memory()),
+            (AGENT_CPU, Some(AGENT_MEMORY))
+        );
+        assert_eq!(gw.essential(), Some(true));
+        assert_eq!(agent.essential(), Some(false));
+        assert_eq!(gw.entry_point(), ["/usr/local/bin/gateway"]);
+        assert_eq!(gw.command(), ["run", "--config", "/etc/gateway/kong.yml"]);
+        let hc = gw.health_check().expect("health check");
+        assert_eq!(hc.command(), ["CMD", PROBE, "http://127.0.0.1:8100/health"]);
+        assert_eq!(gw.secrets()[0].name(), "JWT_SECRET");
+        assert_eq!(gw.stop_timeout(), Some(30));
+        let logs = gw
+            .log_configuration()
+            .and_then(|l| l.options())
+            .expect("awslogs");
+        assert_eq!(
+            logs.get("awslogs-group").map(String::as_str),
+            Some("/ecs/p/gateway")
+        );
+        assert!(
+            containers(&spec("128", "1024"), "us-east-1").is_err(),
+            "no room for the gateway"
+        );
+        assert!(containers(&spec("x", "1024"), "us-east-1").is_err());
+    }
+}
