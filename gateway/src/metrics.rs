@@ -159,6 +159,18 @@ impl Metrics {
             registry: r,
         }
         .with_rate_limiting()
+        .with_zeroed_counters()
+    }
+
+    /// Counters whose absence would hide the first increment from `increase()`/`rate()`.
+    fn with_zeroed_counters(self) -> Metrics {
+        for r in ["success", "failure"] {
+            self.reloads.with_label_values(&[r]);
+        }
+        for r in ["exported", "dropped"] {
+            self.otel_spans.with_label_values(&[r]);
+        }
+        self
     }
 
     /// Adds the rate-limiting series (process-wide, see [`rate_limiting`]) to this registry.
