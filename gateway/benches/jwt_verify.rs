@@ -19,8 +19,19 @@ fn main() {
     );
     let decl = load_str(&cfg, "bench", &LoadOptions::default()).expect("config");
     let conf: Config = serde_norway::from_str("claims_to_verify: [exp]").expect("jwt config");
-    let jwt = Jwt::new(conf, &BuildContext { decl: &decl, bg: None }).expect("plugin");
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) + 3600;
+    let jwt = Jwt::new(
+        conf,
+        &BuildContext {
+            decl: &decl,
+            bg: None,
+        },
+    )
+    .expect("plugin");
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 3600;
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &serde_json::json!({"sub": "bench-user-1", "iss": "bench-peers", "iat": 1_700_000_000u64, "exp": exp}),

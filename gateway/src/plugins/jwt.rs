@@ -435,16 +435,26 @@ impl Jwt {
     }
 
     /// Verifies a token against the static credentials (`jwt_secrets`).
-    fn verify_with_credential(&self, p: &Parsed<'_>, key_value: Option<String>) -> Result<(Option<usize>, String), Failure> {
+    fn verify_with_credential(
+        &self,
+        p: &Parsed<'_>,
+        key_value: Option<String>,
+    ) -> Result<(Option<usize>, String), Failure> {
         let kc = &self.cfg.key_claim_name;
         let Some(kv) = key_value else {
-            return Err(fail("no_key_claim", format!("No mandatory '{kc}' in claims")));
+            return Err(fail(
+                "no_key_claim",
+                format!("No mandatory '{kc}' in claims"),
+            ));
         };
         if kv.is_empty() {
             return Err(fail("no_key_claim", format!("Invalid '{kc}' in claims")));
         }
         let Some(cred) = self.creds.get(&kv) else {
-            return Err(fail("unknown_key", format!("No credentials found for given '{kc}'")));
+            return Err(fail(
+                "unknown_key",
+                format!("No credentials found for given '{kc}'"),
+            ));
         };
         if cred.alg != p.alg {
             return Err(fail("invalid_algorithm", "Invalid algorithm"));
@@ -452,7 +462,9 @@ impl Jwt {
         let Some(key) = &cred.key else {
             return Err(fail("invalid_key", "Invalid key/secret"));
         };
-        if !jsonwebtoken::crypto::verify(p.sig, p.message.as_bytes(), key, cred.alg).unwrap_or(false) {
+        if !jsonwebtoken::crypto::verify(p.sig, p.message.as_bytes(), key, cred.alg)
+            .unwrap_or(false)
+        {
             return Err(fail("bad_signature", "Invalid signature"));
         }
         Ok((Some(cred.consumer), kv))
@@ -463,8 +475,14 @@ impl Jwt {
     pub fn verify_offline(&self, token: &str) -> Result<(), String> {
         let p = parse_token(token).map_err(|f| f.body.to_string())?;
         let kc = &self.cfg.key_claim_name;
-        let kv = p.claims.get(kc).or_else(|| p.header.get(kc)).and_then(Json::as_str).map(str::to_string);
-        self.verify_with_credential(&p, kv).map_err(|f| f.body.to_string())?;
+        let kv = p
+            .claims
+            .get(kc)
+            .or_else(|| p.header.get(kc))
+            .and_then(Json::as_str)
+            .map(str::to_string);
+        self.verify_with_credential(&p, kv)
+            .map_err(|f| f.body.to_string())?;
         self.check_claims(&p.claims).map_err(|f| f.body.to_string())
     }
 
