@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod plugins;
 pub mod proxy;
+pub mod realip;
 pub mod respond;
 pub mod router;
 pub mod runtime;

@@ -56,6 +56,17 @@ pub struct RequestState {
     pub body_limit: Option<u64>,
     pub rate_limit_tier: Option<String>,
     pub trace_id: Option<String>,
+    /// Set by request-transformer in access: edits applied upstream and the body plan.
+    pub request_transform: Option<Arc<crate::plugins::request_transformer::Pending>>,
+    /// Set after access when a plugin rewrites the whole request body.
+    pub request_buffering: bool,
+    /// Request body being collected for `Plugin::request_body` (per upstream attempt).
+    pub request_buffer: Option<bytes::BytesMut>,
+    /// The answer when the body goes over `body_limit` (request-size-limiting's), instead
+    /// of the gateway's own 413.
+    pub body_limit_response: Option<crate::respond::LocalResponse>,
+    /// Set once a response body went over the buffering limit: passed through as is.
+    pub response_passthrough: bool,
     /// Buffer for plugins that rewrite the whole response body.
     pub response_buffer: Option<bytes::BytesMut>,
 }

@@ -10,3 +10,4 @@ mod framing;
 mod lifecycle;
 mod routing;
 mod tls;
+mod transform;
