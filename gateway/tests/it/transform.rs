@@ -115,6 +115,15 @@ services:
     plugins:
     - name: request-termination
       config: {{status_code: 200, echo: true}}
+  - name: chain
+    paths: [/chain]
+    plugins:
+    - name: request-termination
+      config: {{status_code: 403, message: stopped, trigger: x-terminate}}
+    - name: request-transformer
+      config: {{add: {{headers: ["x-terminate:1"]}}}}
+    - name: response-transformer
+      config: {{add: {{json: ["by:gateway"], headers: ["x-rt:1"]}}}}
   - name: size-bytes
     paths: [/size]
     plugins:
@@ -715,4 +724,20 @@ services:
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn plugins_run_in_kong_priority_order() {
+    let s = setup();
+    // request-transformer (801) adds the trigger header before request-termination (2)
+    // looks for it; response-transformer (800) then edits the local answer's headers and
+    // JSON body, as Kong's header and body filters do for `kong.response.exit`.
+    let (st, h, body) = send(&s.c, "GET", &s.gw.url("/chain"), &[], None).await;
+    assert_eq!(st, 403);
+    assert_eq!(h["x-rt"], "1");
+    assert_eq!(json_of(&body), json!({"message":"stopped","by":"gateway"}));
+    assert_eq!(
+        h["content-length"].to_str().ok(),
+        Some(body.len().to_string().as_str())
+    );
 }
