@@ -208,10 +208,12 @@ pub struct RenderedOps {
     append: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyKind {
     Json,
     Form,
+    /// `multipart/form-data` with its boundary.
+    Multipart(String),
 }
 
 /// What is left to do once the access phase ran: upstream-only edits and the body.
@@ -518,14 +520,162 @@ fn transform_query(ops: &RenderedOps, mut args: Args) -> Args {
 }
 
 fn body_kind(content_type: Option<&str>) -> Option<BodyKind> {
-    let ct = content_type?.to_ascii_lowercase();
+    let raw = content_type?;
+    let ct = raw.to_ascii_lowercase();
     if ct.contains("application/json") {
         Some(BodyKind::Json)
+    } else if ct.contains("multipart/form-data") {
+        boundary(raw).map(BodyKind::Multipart)
     } else if ct.contains("application/x-www-form-urlencoded") {
         Some(BodyKind::Form)
     } else {
         None
     }
+}
+
+/// The `boundary` parameter of a multipart Content-Type.
+fn boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("boundary") {
+            return None;
+        }
+        let v = v.trim().trim_matches('"');
+        (!v.is_empty() && v.len() <= 200).then(|| v.to_string())
+    })
+}
+
+/// One part of a multipart body: its header block as sent and its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MultiPart {
+    head: Vec<u8>,
+    name: Option<String>,
+    value: Vec<u8>,
+}
+
+fn find_bytes(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if needle.is_empty() || from > hay.len() {
+        return None;
+    }
+    hay[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + from)
+}
+
+fn part_name(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n").find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        if !k.trim().eq_ignore_ascii_case("content-disposition") {
+            return None;
+        }
+        v.split(';').find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            (k.trim().eq_ignore_ascii_case("name")).then(|| v.trim().trim_matches('"').to_string())
+        })
+    })
+}
+
+/// Parses a multipart body; `None` when it is not well formed (then it is left alone).
+fn parse_multipart(body: &[u8], boundary: &str) -> Option<Vec<MultiPart>> {
+    let delim = format!("--{boundary}").into_bytes();
+    let mut pos = find_bytes(body, &delim, 0)? + delim.len();
+    let mut parts = Vec::new();
+    loop {
+        if body[pos..].starts_with(b"--") {
+            return Some(parts);
+        }
+        if !body[pos..].starts_with(b"\r\n") {
+            return None;
+        }
+        pos += 2;
+        let head_end = find_bytes(body, b"\r\n\r\n", pos)?;
+        let head = body[pos..head_end].to_vec();
+        let value_start = head_end + 4;
+        let mut next_delim = b"\r\n".to_vec();
+        next_delim.extend_from_slice(&delim);
+        let end = find_bytes(body, &next_delim, value_start)?;
+        parts.push(MultiPart {
+            name: part_name(&head),
+            head,
+            value: body[value_start..end].to_vec(),
+        });
+        pos = end + next_delim.len();
+    }
+}
+
+fn serialize_multipart(parts: &[MultiPart], boundary: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        out.extend_from_slice(&p.head);
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&p.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// `set_simple`: the first part with the name takes the value, or a new part is added.
+fn set_simple(parts: &mut Vec<MultiPart>, name: &str, value: &str) {
+    if let Some(p) = parts.iter_mut().find(|p| p.name.as_deref() == Some(name)) {
+        p.value = value.as_bytes().to_vec();
+        return;
+    }
+    let quoted = name.replace('"', "%22");
+    parts.push(MultiPart {
+        head: format!("Content-Disposition: form-data; name=\"{quoted}\"").into_bytes(),
+        name: Some(name.to_string()),
+        value: value.as_bytes().to_vec(),
+    });
+}
+
+/// Kong's multipart transform: rename, remove, replace, add (no append); `None` leaves
+/// the body untouched.
+pub fn transform_multipart(ops: &RenderedOps, body: &[u8], boundary: &str) -> Option<Vec<u8>> {
+    let has_body = !body.is_empty();
+    let mut parts = if has_body {
+        parse_multipart(body, boundary)?
+    } else {
+        Vec::new()
+    };
+    let has = |parts: &[MultiPart], n: &str| parts.iter().any(|p| p.name.as_deref() == Some(n));
+    let mut changed = false;
+    if has_body {
+        for (old, new) in &ops.rename {
+            if let Some(v) = parts
+                .iter()
+                .find(|p| p.name.as_deref() == Some(old.as_str()))
+                .map(|p| p.value.clone())
+            {
+                set_simple(&mut parts, new, &String::from_utf8_lossy(&v));
+                parts.retain(|p| p.name.as_deref() != Some(old.as_str()));
+                changed = true;
+            }
+        }
+        if !ops.remove.is_empty() {
+            for n in &ops.remove {
+                parts.retain(|p| p.name.as_deref() != Some(n.as_str()));
+            }
+            changed = true;
+        }
+        for (n, v) in &ops.replace {
+            if has(&parts, n) {
+                parts.retain(|p| p.name.as_deref() != Some(n.as_str()));
+                set_simple(&mut parts, n, v);
+                changed = true;
+            }
+        }
+    }
+    for (n, v) in &ops.add {
+        if !has(&parts, n) {
+            set_simple(&mut parts, n, v);
+            changed = true;
+        }
+    }
+    changed.then(|| serialize_multipart(&parts, boundary))
 }
 
 #[async_trait]
@@ -675,14 +825,17 @@ impl Plugin for RequestTransformer {
         let out = match kind {
             BodyKind::Json => transform_json(ops, body),
             BodyKind::Form => transform_form(ops, body),
+            BodyKind::Multipart(b) => transform_multipart(ops, body, b),
         };
         match out {
             Some(new) => {
                 body.clear();
                 body.extend_from_slice(&new);
             }
-            None if *kind == BodyKind::Json && !body.is_empty() => {
-                tracing::debug!("request-transformer: body left as is (not a JSON object)");
+            None if *kind != BodyKind::Form && !body.is_empty() => {
+                tracing::debug!(
+                    "request-transformer: body left as is (not a JSON object, or malformed multipart)"
+                );
             }
             None => {}
         }
@@ -752,6 +905,49 @@ mod tests {
         );
         let out = transform_form(&o, b"x=1&a=2&c=3").expect("changed");
         assert_eq!(String::from_utf8_lossy(&out), "b=2&c=C&c=2&d=D");
+    }
+
+    #[test]
+    fn multipart_body() {
+        let b = "XyZ";
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"old\"\r\n\r\no\r\n--XyZ\r\nContent-Disposition: form-data; name=\"gone\"\r\n\r\ng\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nline1\r\nline2\r\n--XyZ\r\nContent-Disposition: form-data; name=\"r\"\r\n\r\nx\r\n--XyZ--\r\n";
+        let o = ops(
+            &["gone"],
+            &[("old", "new")],
+            &[("r", "R")],
+            &[("a", "1"), ("r", "no")],
+            &[],
+        );
+        let out = transform_multipart(&o, body.as_bytes(), b).expect("changed");
+        let parts = parse_multipart(&out, b).expect("parses");
+        let got: Vec<(Option<String>, String)> = parts
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    String::from_utf8_lossy(&p.value).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("file".into()), "line1\r\nline2".into()),
+                (Some("new".into()), "o".into()),
+                (Some("r".into()), "R".into()),
+                (Some("a".into()), "1".into()),
+            ]
+        );
+        assert!(
+            String::from_utf8_lossy(&out)
+                .contains("filename=\"a.txt\"\r\nContent-Type: text/plain")
+        );
+        // Malformed: left alone.
+        assert!(transform_multipart(&o, b"--XyZ\r\nbroken", b).is_none());
+        assert_eq!(
+            boundary("multipart/form-data; boundary=\"XyZ\""),
+            Some("XyZ".into())
+        );
     }
 
     #[test]

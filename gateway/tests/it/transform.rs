@@ -741,3 +741,35 @@ async fn plugins_run_in_kong_priority_order() {
         Some(body.len().to_string().as_str())
     );
 }
+
+#[tokio::test]
+async fn multipart_body_in_kong_order() {
+    let s = setup();
+    let part = |n: &str, v: &str| {
+        format!("--B0undary\r\nContent-Disposition: form-data; name=\"{n}\"\r\n\r\n{v}\r\n")
+    };
+    let body = format!(
+        "{}{}{}--B0undary--\r\n",
+        part("old", "o"),
+        part("gone", "g"),
+        part("r", "x")
+    );
+    let (st, _, resp) = send(
+        &s.c,
+        "POST",
+        &s.gw.url("/body"),
+        &[("content-type", "multipart/form-data; boundary=B0undary")],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(st, 200);
+    // rename (appends the new name), remove, replace (re-adds at the end), add; no append
+    // for multipart in Kong.
+    let expected = format!(
+        "{}{}{}--B0undary--\r\n",
+        part("new", "o"),
+        part("r", "R"),
+        part("f", "added")
+    );
+    assert_eq!(json_of(&resp)["body"], expected);
+}
