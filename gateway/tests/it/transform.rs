@@ -773,3 +773,51 @@ async fn multipart_body_in_kong_order() {
     );
     assert_eq!(json_of(&resp)["body"], expected);
 }
+
+#[tokio::test]
+async fn oversized_bodies_are_rejected_not_half_rewritten() {
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway_with(
+        &config(up),
+        GwOpts {
+            extra: vec!["--max-body-size".into(), "1000".into()],
+            tls: None,
+        },
+    );
+    let c = client();
+    let big = json!({"gone": 1, "data": "x".repeat(2000)}).to_string();
+    let (st, _, body) = send(
+        &c,
+        "POST",
+        &gw.url("/body"),
+        &[("content-type", "application/json")],
+        Some(&big),
+    )
+    .await;
+    assert_eq!(st, 413, "{body}");
+    // Chunked (no Content-Length): stopped while buffering, before anything is rewritten.
+    let chunk = format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len());
+    let req = format!(
+        "POST /body HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{chunk}"
+    );
+    let port = gw.port;
+    let resp = tokio::task::spawn_blocking(move || raw(port, req.as_bytes()))
+        .await
+        .expect("raw");
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    // Within the limit it is rewritten.
+    let (st, _, body) = send(
+        &c,
+        "POST",
+        &gw.url("/body"),
+        &[("content-type", "application/json")],
+        Some(r#"{"gone":1,"keep":2}"#),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        json_of(json_of(&body)["body"].as_str().unwrap_or("")),
+        json!({"keep":2,"f":"added","new":"no","r":["A"]})
+    );
+}
