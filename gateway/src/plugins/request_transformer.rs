@@ -268,6 +268,65 @@ impl RequestTransformer {
     }
 }
 
+/// Largest urlencoded body copied into the query string for `http_method` GET/HEAD/TRACE:
+/// the body is read in the access phase and replayed upstream from Pingora's retry buffer,
+/// which holds 64 KiB.
+const METHOD_BODY_LIMIT: u64 = 64 * 1024;
+
+impl RequestTransformer {
+    /// The query arguments with the urlencoded body's arguments added (Kong's
+    /// `transform_method`), or `None` when there is no such body to read.
+    async fn body_into_query(
+        &self,
+        session: &mut Session,
+        query: &Args,
+    ) -> pingora::Result<Option<Args>> {
+        let req = session.req_header();
+        let header = |n: http::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
+        if body_kind(header(http::header::CONTENT_TYPE)) != Some(BodyKind::Form) {
+            return Ok(None);
+        }
+        let Some(len) = header(http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
+        else {
+            return Ok(None);
+        };
+        if len == 0 || len > METHOD_BODY_LIMIT {
+            if len > 0 {
+                tracing::debug!(
+                    len,
+                    "request-transformer: body too large to copy into the query"
+                );
+            }
+            return Ok(None);
+        }
+        session.enable_retry_buffering();
+        let mut raw = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            raw.extend_from_slice(&chunk);
+        }
+        let body = decode_args(&String::from_utf8_lossy(&raw));
+        if body.is_empty() {
+            return Ok(None);
+        }
+        let mut merged = query.clone();
+        for (name, value) in body {
+            match (merged.get_mut(&name), value) {
+                (None, v) => {
+                    merged.insert(name, v);
+                }
+                (Some(cur), ArgValue::One(v)) => append_arg(cur, v),
+                (Some(cur), ArgValue::Many(vs)) => {
+                    for v in vs {
+                        append_arg(cur, v);
+                    }
+                }
+                (Some(_), ArgValue::Flag) => {}
+            }
+        }
+        Ok(Some(merged))
+    }
+}
+
 /// Characters escaped in a rewritten path (it must stay one valid URI path).
 const PATH_ESCAPE: &AsciiSet = &CONTROLS
     .add(b' ')
@@ -727,7 +786,16 @@ impl Plugin for RequestTransformer {
             path = utf8_percent_encode(&rendered, PATH_ESCAPE).to_string();
         }
 
-        // 3. Headers (2, the method, is applied upstream).
+        // 2. Method (applied upstream). Kong copies an urlencoded body into the query
+        // string when the method becomes GET, HEAD or TRACE; the body still goes upstream.
+        if let Some(m) = &self.method
+            && matches!(m.as_str(), "GET" | "HEAD" | "TRACE")
+            && let Some(merged) = self.body_into_query(session, &query).await?
+        {
+            qs = Some(encode_args(&merged));
+        }
+
+        // 3. Headers.
         if !self.headers.is_empty() {
             let ops = self.headers.render(&env);
             let mut table: HeaderTable = Vec::new();

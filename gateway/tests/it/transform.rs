@@ -52,6 +52,11 @@ services:
         add:
           headers: ["x-user-id:$(uri_captures.id)", "x-from:$(headers.x_client or 'none')", "x-api-version:1"]
           querystring: ["src:$(query_params.s)"]
+  - name: to-get
+    paths: [/to-get]
+    plugins:
+    - name: request-transformer
+      config: {{http_method: GET}}
   - name: v2
     paths: ["~/v2/users/(?<id>\\d+)$"]
     plugins:
@@ -820,4 +825,38 @@ async fn oversized_bodies_are_rejected_not_half_rewritten() {
         json_of(json_of(&body)["body"].as_str().unwrap_or("")),
         json!({"keep":2,"f":"added","new":"no","r":["A"]})
     );
+}
+
+#[tokio::test]
+async fn method_change_to_get_copies_form_body_into_query() {
+    let s = setup();
+    let (st, _, body) = send(
+        &s.c,
+        "POST",
+        &s.gw.url("/to-get?a=0"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some("a=1&b=two+words"),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let e = json_of(&body);
+    assert_eq!(e["method"], "GET");
+    assert_eq!(e["query"], "a=0&a=1&b=two%20words");
+    // The body still goes upstream, as in Kong.
+    assert_eq!(e["body"], "a=1&b=two+words");
+    // Other content types: only the method changes.
+    let (_, _, body) = send(
+        &s.c,
+        "POST",
+        &s.gw.url("/to-get?a=0"),
+        &[("content-type", "application/json")],
+        Some(r#"{"a":1}"#),
+    )
+    .await;
+    let e = json_of(&body);
+    assert_eq!(
+        (e["method"].clone(), e["query"].clone()),
+        (json!("GET"), json!("a=0"))
+    );
+    assert_eq!(e["body"], r#"{"a":1}"#);
 }
