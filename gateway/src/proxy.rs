@@ -179,6 +179,10 @@ impl ProxyHttp for Proxy {
             .map(|d| d.as_millis())
             .unwrap_or(0);
         st.tls = self.tls || session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        st.peer_addr = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
         st.client_addr = session.client_addr().and_then(|a| a.as_inet()).map(|a| {
             self.gw
                 .limits
@@ -522,8 +526,12 @@ impl ProxyHttp for Proxy {
             req.insert_header(k.clone(), v.as_str())?;
         }
         let ip = st.client_addr.clone().unwrap_or_default();
+        // Kong appends the connection's peer (realip_remote_addr) to a client-sent
+        // X-Forwarded-For, and sends the resolved client address otherwise.
         let xff = match header_str(req, "x-forwarded-for") {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            Some(prev) if !prev.is_empty() => {
+                format!("{prev}, {}", st.peer_addr.as_deref().unwrap_or(&ip))
+            }
             _ => ip.clone(),
         };
         req.insert_header("x-forwarded-for", xff)?;

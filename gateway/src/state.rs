@@ -14,7 +14,10 @@ pub struct RequestState {
     pub start_wall_ms: u128,
     /// The request id (`X-Request-ID`): the client's when it sent one.
     pub request_id: String,
+    /// The client address (the peer, or from a trusted peer's real-ip header).
     pub client_addr: Option<String>,
+    /// The connection's peer address.
+    pub peer_addr: Option<String>,
     pub tls: bool,
     pub route: Option<RouteMatch>,
     pub service: Option<usize>,

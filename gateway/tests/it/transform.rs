@@ -674,8 +674,10 @@ async fn ip_restriction_uses_trusted_real_ip() {
     )
     .await;
     assert_eq!(st, 200);
-    // The upstream sees the same client address.
-    assert_eq!(json_of(&body)["headers"]["x-real-ip"], "198.51.100.1");
+    // The upstream sees the same client address; X-Forwarded-For gets the peer appended.
+    let h = &json_of(&body)["headers"];
+    assert_eq!(h["x-real-ip"], "198.51.100.1");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 198.51.100.1, 127.0.0.1");
 }
 
 #[test]
