@@ -255,6 +255,9 @@ impl Plugin for ResponseTransformer {
     }
 
     fn response_header(&self, resp: &mut ResponseHeader, _st: &mut RequestState) {
+        // Kong checks presence against the headers as they were before the transform
+        // (`kong.response.get_headers()` is a copy), not as each step leaves them.
+        let before = resp.headers.clone();
         for n in &self.h_remove {
             if let Some(h) = header_name(n) {
                 resp.remove_header(&h);
@@ -264,7 +267,7 @@ impl Plugin for ResponseTransformer {
             let (Some(o), Some(n)) = (header_name(old), header_name(new)) else {
                 continue;
             };
-            let values: Vec<http::HeaderValue> = resp.headers.get_all(&o).iter().cloned().collect();
+            let values: Vec<http::HeaderValue> = before.get_all(&o).iter().cloned().collect();
             if values.is_empty() {
                 continue;
             }
@@ -276,14 +279,14 @@ impl Plugin for ResponseTransformer {
         }
         for (n, v) in &self.h_replace {
             if let Some(h) = header_name(n)
-                && resp.headers.contains_key(&h)
+                && before.contains_key(&h)
             {
                 let _ = resp.insert_header(h, v.as_str());
             }
         }
         for (n, v) in &self.h_add {
             if let Some(h) = header_name(n)
-                && !resp.headers.contains_key(&h)
+                && !before.contains_key(&h)
             {
                 let _ = resp.insert_header(h, v.as_str());
             }
