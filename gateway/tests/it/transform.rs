@@ -863,3 +863,30 @@ async fn method_change_to_get_copies_form_body_into_query() {
     );
     assert_eq!(e["body"], r#"{"a":1}"#);
 }
+
+#[tokio::test]
+async fn oversized_json_response_passes_through_unchanged() {
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway_with(
+        &config(up),
+        GwOpts {
+            extra: vec!["--max-body-size".into(), (40 * 1024 * 1024).to_string()],
+            tls: None,
+        },
+    );
+    let c = client();
+    // Over the 16 MiB response buffering limit: sent as received, no key added.
+    let big = json!({"pad": "x".repeat(17 * 1024 * 1024)}).to_string();
+    let (st, _, body) = send(
+        &c,
+        "POST",
+        &gw.url("/raw"),
+        &[("content-type", "application/json")],
+        Some(&big),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(body.len(), big.len());
+    assert!(body == big, "body changed");
+}
