@@ -833,13 +833,19 @@ impl Plugin for RequestTransformer {
             }
         }
 
-        // 4. Body (rewritten once it has been read).
+        // 4. Body (rewritten once it has been read). Without a body only add and append
+        // can change anything; then the request keeps its framing.
+        let h = &session.req_header().headers;
+        let has_body = h.contains_key(http::header::TRANSFER_ENCODING)
+            || h.get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 0);
+        let creates = !self.body.add.is_empty() || !self.body.append.is_empty();
         if !self.body.is_empty()
+            && (has_body || creates)
             && let Some(kind) = body_kind(
-                session
-                    .req_header()
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
+                h.get(http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok()),
             )
         {

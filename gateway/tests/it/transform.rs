@@ -52,6 +52,11 @@ services:
         add:
           headers: ["x-user-id:$(uri_captures.id)", "x-from:$(headers.x_client or 'none')", "x-api-version:1"]
           querystring: ["src:$(query_params.s)"]
+  - name: body-remove
+    paths: [/body-remove]
+    plugins:
+    - name: request-transformer
+      config: {{remove: {{body: [secret]}}}}
   - name: to-get
     paths: [/to-get]
     plugins:
@@ -889,4 +894,35 @@ async fn oversized_json_response_passes_through_unchanged() {
     assert_eq!(st, 200);
     assert_eq!(body.len(), big.len());
     assert!(body == big, "body changed");
+}
+
+#[tokio::test]
+async fn bodyless_requests_keep_their_framing() {
+    let s = setup();
+    // Only remove configured and no body: nothing to rewrite, nothing re-framed.
+    let (st, _, body) = send(
+        &s.c,
+        "GET",
+        &s.gw.url("/body-remove"),
+        &[("content-type", "application/json")],
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let e = json_of(&body);
+    assert!(e["headers"].get("transfer-encoding").is_none(), "{e}");
+    assert_eq!(e["body"], "");
+    // With a body the key goes.
+    let (_, _, body) = send(
+        &s.c,
+        "POST",
+        &s.gw.url("/body-remove"),
+        &[("content-type", "application/json")],
+        Some(r#"{"secret":"s","ok":1}"#),
+    )
+    .await;
+    assert_eq!(
+        json_of(json_of(&body)["body"].as_str().unwrap_or("")),
+        json!({"ok":1})
+    );
 }
