@@ -21,6 +21,8 @@ pub struct Limits {
     pub max_body_bytes: u64,
     pub client_body_timeout: Duration,
     pub client_send_timeout: Duration,
+    /// How the client address is determined (Kong's trusted_ips / real_ip_header).
+    pub real_ip: crate::realip::RealIp,
 }
 
 impl Default for Limits {
@@ -31,6 +33,7 @@ impl Default for Limits {
             max_body_bytes: 8 * 1024 * 1024,
             client_body_timeout: Duration::from_secs(60),
             client_send_timeout: Duration::from_secs(60),
+            real_ip: crate::realip::RealIp::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod otel_export;
 pub mod plugins;
 pub mod proxy;
+pub mod realip;
 pub mod respond;
 pub mod router;
 pub mod runtime;

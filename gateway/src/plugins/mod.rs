@@ -8,12 +8,18 @@ pub mod acl;
 pub mod auth;
 pub mod correlation_id;
 pub mod cors;
+pub mod ip_restriction;
 pub mod jwks;
 pub mod jwt;
 pub mod key_auth;
 pub mod opentelemetry;
 pub mod prometheus;
 pub mod rate_limiting;
+pub mod request_size_limiting;
+pub mod request_termination;
+pub mod request_transformer;
+pub mod response_transformer;
+pub mod transform;
 
 use std::sync::Arc;
 
@@ -82,6 +88,11 @@ pub enum PluginSpec {
     OpenTelemetry(opentelemetry::Config),
     Prometheus(prometheus::Config),
     RateLimiting(Box<rate_limiting::Config>),
+    RequestTransformer(request_transformer::Config),
+    ResponseTransformer(response_transformer::Config),
+    RequestTermination(request_termination::Config),
+    RequestSizeLimiting(request_size_limiting::Config),
+    IpRestriction(ip_restriction::Config),
 }
 
 impl PluginSpec {
@@ -119,6 +130,31 @@ impl PluginSpec {
                 c.check()?;
                 PluginSpec::RateLimiting(Box::new(c))
             }
+            "request-transformer" => {
+                let c: request_transformer::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::RequestTransformer(c)
+            }
+            "response-transformer" => {
+                let c: response_transformer::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::ResponseTransformer(c)
+            }
+            "request-termination" => {
+                let c: request_termination::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::RequestTermination(c)
+            }
+            "request-size-limiting" => {
+                let c: request_size_limiting::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::RequestSizeLimiting(c)
+            }
+            "ip-restriction" => {
+                let c: ip_restriction::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::IpRestriction(c)
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
@@ -137,6 +173,21 @@ impl PluginSpec {
             }
             PluginSpec::RateLimiting(c) => {
                 Arc::new(rate_limiting::RateLimiting::new((**c).clone(), ctx)?)
+            }
+            PluginSpec::RequestTransformer(c) => {
+                Arc::new(request_transformer::RequestTransformer::new(c.clone())?)
+            }
+            PluginSpec::ResponseTransformer(c) => {
+                Arc::new(response_transformer::ResponseTransformer::new(c.clone())?)
+            }
+            PluginSpec::RequestTermination(c) => {
+                Arc::new(request_termination::RequestTermination::new(c.clone()))
+            }
+            PluginSpec::RequestSizeLimiting(c) => {
+                Arc::new(request_size_limiting::RequestSizeLimiting::new(c.clone()))
+            }
+            PluginSpec::IpRestriction(c) => {
+                Arc::new(ip_restriction::IpRestriction::new(c.clone())?)
             }
         })
     }
@@ -184,6 +235,16 @@ pub trait Plugin: Send + Sync {
 
     /// After the response went out (Kong's log phase): metrics, traces.
     fn log(&self, _st: &RequestState, _status: u16) {}
+    /// True when the plugin needs the whole request body in `request_body` (asked once,
+    /// after the access phase). The proxy then buffers the body up to the gateway's body
+    /// limit and sends it upstream chunked, since its length may change.
+    fn buffers_request(&self, _req: &RequestHeader, _st: &RequestState) -> bool {
+        false
+    }
+
+    /// Edits the request body; `body` is the whole body when the plugin asked for buffering.
+    /// A plugin either rewrites it completely or leaves it untouched.
+    fn request_body(&self, _body: &mut bytes::BytesMut, _st: &mut RequestState) {}
 
     /// True when the plugin needs the whole response body in `response_body`.
     fn buffers_response(&self, _resp: &ResponseHeader) -> bool {

@@ -13,3 +13,4 @@ mod otel;
 mod rate_limiting;
 mod routing;
 mod tls;
+mod transform;
