@@ -1095,6 +1095,39 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
         0
     );
 
+    // An immutable change is planned as a replacement and refused by up.
+    scratch.edit_env(
+        "staging",
+        r#"cidr = "10.20.0.0/16""#,
+        r#"cidr = "10.21.0.0/16""#,
+    );
+    let plan = provisioner(
+        &moto,
+        &scratch,
+        &["plan", "staging", "--output", "json"],
+        &[],
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        changes(&plan).get("vpc/main").map(String::as_str),
+        Some("replace")
+    );
+    let text = provisioner(&moto, &scratch, &["plan", "staging"], &[]).ok();
+    assert!(text.stdout.contains("-/+ vpc/main"), "{}", text.stdout);
+    let refused = provisioner(&moto, &scratch, &["up", "staging"], &[]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("needs replacement"),
+        "{}",
+        refused.stderr
+    );
+    scratch.edit_env(
+        "staging",
+        r#"cidr = "10.21.0.0/16""#,
+        r#"cidr = "10.20.0.0/16""#,
+    );
+
     // Found again by tags: nothing duplicated.
     rt().block_on(async {
         let conf = sdk(&moto).await;
