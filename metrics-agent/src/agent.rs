@@ -262,10 +262,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 _ = tick.tick() => {}
                 _ = maint_stop.changed() => return,
             }
-            for w in &maint_wals {
-                if let Err(e) = w.maintain() {
-                    tracing::error!("WAL maintenance: {e}");
+            // fsync and unlink can block: keep them off the async worker threads.
+            let wals = maint_wals.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                for w in &wals {
+                    if let Err(e) = w.maintain() {
+                        tracing::error!("WAL maintenance: {e}");
+                    }
                 }
+            })
+            .await;
+            if let Err(e) = done {
+                tracing::error!("WAL maintenance task: {e}");
             }
         }
     });
