@@ -254,39 +254,74 @@ pub struct AwsProvider<'a> {
 impl Provider for AwsProvider<'_> {
     async fn observe(&self) -> Result<Vec<Actual>> {
         let a = self.aws;
-        let mut all = Vec::new();
-        // EC2 network, found by tags in one pass per kind.
-        all.extend(vpc::observe(a).await?);
-        all.extend(igw::observe(a).await?);
-        all.extend(subnet::observe(a).await?);
-        all.extend(eip::observe(a).await?);
-        all.extend(nat::observe(a).await?);
-        all.extend(route_table::observe(a).await?);
-        let groups = security_group::observe(a).await?;
-        all.extend(sg_rules::observe(a).await?);
-        all.extend(groups);
-        all.extend(flow_log::observe(a).await?);
-        // Everything else, found by name prefix and checked by tags.
-        all.extend(log_group::observe(a).await?);
-        all.extend(iam::observe(a).await?);
-        all.extend(secret::observe(a).await?);
-        all.extend(rds::observe_subnet_groups(a).await?);
-        all.extend(rds::observe(a).await?);
-        all.extend(elasticache::observe_subnet_groups(a).await?);
-        all.extend(elasticache::observe(a).await?);
-        all.extend(certificate::observe(a).await?);
-        all.extend(ecr::observe(a).await?);
-        all.extend(lb::observe(a).await?);
-        all.extend(target_group::observe(a).await?);
-        all.extend(listener::observe(a).await?);
-        all.extend(sns::observe(a).await?);
-        all.extend(amp::observe(a).await?);
-        all.extend(amp::observe_rule_groups(a).await?);
-        all.extend(ecs_cluster::observe(a).await?);
-        all.extend(task_definition::observe(a).await?);
-        all.extend(ecs_service::observe(a).await?);
-        all.extend(autoscaling::observe(a).await?);
-        all.extend(alarm::observe(a).await?);
+        // Independent lookups, run concurrently (about 40 API calls).
+        let (network, security, data, edge, compute) = tokio::try_join!(
+            async {
+                let parts = tokio::try_join!(
+                    vpc::observe(a),
+                    igw::observe(a),
+                    subnet::observe(a),
+                    eip::observe(a),
+                    nat::observe(a),
+                    route_table::observe(a),
+                    flow_log::observe(a),
+                    log_group::observe(a),
+                )?;
+                Ok::<_, Error>(
+                    [
+                        parts.0, parts.1, parts.2, parts.3, parts.4, parts.5, parts.6, parts.7,
+                    ]
+                    .concat(),
+                )
+            },
+            async {
+                let parts = tokio::try_join!(
+                    security_group::observe(a),
+                    sg_rules::observe(a),
+                    iam::observe(a),
+                    secret::observe(a),
+                )?;
+                Ok::<_, Error>([parts.0, parts.1, parts.2, parts.3].concat())
+            },
+            async {
+                let parts = tokio::try_join!(
+                    rds::observe_subnet_groups(a),
+                    rds::observe(a),
+                    elasticache::observe_subnet_groups(a),
+                    elasticache::observe(a),
+                )?;
+                Ok::<_, Error>([parts.0, parts.1, parts.2, parts.3].concat())
+            },
+            async {
+                let parts = tokio::try_join!(
+                    certificate::observe(a),
+                    ecr::observe(a),
+                    lb::observe(a),
+                    target_group::observe(a),
+                    listener::observe(a),
+                    sns::observe(a),
+                    amp::observe(a),
+                    amp::observe_rule_groups(a),
+                )?;
+                Ok::<_, Error>(
+                    [
+                        parts.0, parts.1, parts.2, parts.3, parts.4, parts.5, parts.6, parts.7,
+                    ]
+                    .concat(),
+                )
+            },
+            async {
+                let parts = tokio::try_join!(
+                    ecs_cluster::observe(a),
+                    task_definition::observe(a),
+                    ecs_service::observe(a),
+                    autoscaling::observe(a),
+                    alarm::observe(a),
+                )?;
+                Ok::<_, Error>([parts.0, parts.1, parts.2, parts.3, parts.4].concat())
+            },
+        )?;
+        let mut all = [network, security, data, edge, compute].concat();
         if let Some(g) = self.grafana {
             all.extend(g.observe().await?);
         }
