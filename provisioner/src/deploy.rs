@@ -170,6 +170,15 @@ pub async fn deploy<H: HealthSource>(
         .get("primary_task_set")
         .cloned()
         .unwrap_or_default();
+    // Task sets other than the primary are leftovers of an interrupted deploy.
+    for t in ecs_service::task_sets(aws, &cluster).await? {
+        if let Some(arn) = t.task_set_arn()
+            && arn != old_task_set
+        {
+            crate::progress::note(&format!("removing leftover task set {arn}"));
+            ecs_service::delete_task_set(aws, &cluster, arn).await?;
+        }
+    }
     let listeners = listener::find(aws).await?;
     let arn_of = |n: &str| {
         listeners

@@ -826,6 +826,28 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     // up respects what deploy did.
     assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
 
+    // A task set left over by an interrupted deploy is cleaned up by the next one.
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let ecs = aws_sdk_ecs::Client::new(&conf);
+        let sets = ecs
+            .describe_task_sets()
+            .cluster("edge-suite-staging-cluster")
+            .service("gateway")
+            .send()
+            .await
+            .expect("sets");
+        let primary = &sets.task_sets()[0];
+        ecs.create_task_set()
+            .cluster("edge-suite-staging-cluster")
+            .service("gateway")
+            .task_definition(primary.task_definition().unwrap_or_default())
+            .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+            .send()
+            .await
+            .expect("stray task set");
+    });
+
     // The 5xx alarm fails the gate: automatic rollback, nothing moves.
     rt().block_on(async {
         let conf = sdk(&moto).await;
@@ -884,6 +906,19 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
                 .all(|a| !a.ends_with(":3")),
             "failed revision deregistered"
         );
+        let sets = ecs
+            .describe_task_sets()
+            .cluster("edge-suite-staging-cluster")
+            .service("gateway")
+            .send()
+            .await
+            .expect("sets");
+        assert_eq!(
+            sets.task_sets().len(),
+            1,
+            "only the primary task set is left"
+        );
+        assert_eq!(sets.task_sets()[0].status(), Some("PRIMARY"));
         let elb = aws_sdk_elasticloadbalancingv2::Client::new(&conf);
         let lb = elb.describe_load_balancers().send().await.expect("lbs");
         let ls = elb
