@@ -109,6 +109,20 @@ def main():
         text=True,
         start_new_session=True,  # own process group: SIGINT to it is a Ctrl-C
     )
+    # If this test is stopped (a CI timeout, Ctrl-C), stop dev-up's process group with it.
+    def on_signal(signum, _frame):
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     lines = []
     ready = threading.Event()
 
