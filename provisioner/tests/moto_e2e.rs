@@ -965,6 +965,107 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
         Some(grafana.url.as_str())
     );
 
+    // A deploy interrupted after moving the HTTPS listener but before switching
+    // the primary task set: the next deploy finishes the switch first.
+    let blue_tg = rt().block_on(async {
+        let conf = sdk(&moto).await;
+        aws_sdk_cloudwatch::Client::new(&conf)
+            .set_alarm_state()
+            .alarm_name("edge-suite-staging-target-5xx")
+            .state_value(aws_sdk_cloudwatch::types::StateValue::Ok)
+            .state_reason("test: recovered")
+            .send()
+            .await
+            .expect("reset alarm");
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&conf);
+        let tgs = elb.describe_target_groups().send().await.expect("tgs");
+        let blue = tgs
+            .target_groups()
+            .iter()
+            .find(|t| t.target_group_name() == Some("edge-suite-staging-blue"))
+            .and_then(|t| t.target_group_arn())
+            .expect("blue")
+            .to_string();
+        let ecs = aws_sdk_ecs::Client::new(&conf);
+        ecs.create_task_set()
+            .cluster("edge-suite-staging-cluster")
+            .service("gateway")
+            .task_definition(&td_after_deploy)
+            .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+            .load_balancers(
+                aws_sdk_ecs::types::LoadBalancer::builder()
+                    .target_group_arn(&blue)
+                    .container_name("gateway")
+                    .container_port(8000)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("half-deployed task set");
+        let lb = elb.describe_load_balancers().send().await.expect("lbs");
+        let ls = elb
+            .describe_listeners()
+            .load_balancer_arn(
+                lb.load_balancers()[0]
+                    .load_balancer_arn()
+                    .unwrap_or_default(),
+            )
+            .send()
+            .await
+            .expect("listeners");
+        let https = ls
+            .listeners()
+            .iter()
+            .find(|l| l.port() == Some(443))
+            .expect("https");
+        elb.modify_listener()
+            .listener_arn(https.listener_arn().unwrap_or_default())
+            .default_actions(
+                aws_sdk_elasticloadbalancingv2::types::Action::builder()
+                    .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
+                    .target_group_arn(&blue)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("move https");
+        blue
+    });
+    let resumed = run(&[
+        "deploy",
+        "staging",
+        "--image",
+        "registry/gateway:v4",
+        "--health-source",
+        "task-set",
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(resumed["result"], "deployed");
+    assert_eq!(
+        resumed["previous_task_definition"].as_str(),
+        Some(td_after_deploy.as_str())
+    );
+    assert_ne!(
+        resumed["live_target_group"].as_str(),
+        Some(blue_tg.as_str())
+    );
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let sets = aws_sdk_ecs::Client::new(&conf)
+            .describe_task_sets()
+            .cluster("edge-suite-staging-cluster")
+            .service("gateway")
+            .send()
+            .await
+            .expect("sets");
+        assert_eq!(sets.task_sets().len(), 1);
+        assert_eq!(sets.task_sets()[0].status(), Some("PRIMARY"));
+    });
+    assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
+
     // down needs confirmation, then removes everything it made.
     let refused = run(&["down", "staging"]);
     assert_eq!(refused.code, 1);
