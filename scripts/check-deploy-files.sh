@@ -659,6 +659,12 @@ if exists(desired) and "gateway" in IMAGES:
                          f"{r}={IMAGES['gateway']['env'][r]!r} (compose's) applies")
         else:
             probs.append(f"{desired}: ECS does not set {r}, which docker/gateway/kong.yml needs and the image does not default")
+    agent_env = set(re.findall(r'agent_env\.insert\(\s*"(\w+)"', dsrc))
+    agent_reads = envs_of(HELP.get(("metrics-agent", "run"))) | READS["metrics-agent"]
+    for k in sorted(agent_env - agent_reads):
+        if not k.startswith("AWS_"):
+            notes.append(f"NOTE {desired}: ECS sets {k} for the metrics-agent, which neither its flags nor "
+                         "its prometheus.yml read (the image's config is the compose one)")
 check("provisioner task definition: entry points, config paths and flags exist in the images", probs)
 
 # ---------------------------------------------------------------- runbooks
