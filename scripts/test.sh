@@ -10,3 +10,7 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== deploy files (compose, Dockerfiles, workflows; no Docker engine)"
+CHECK_DEPLOY_NO_BUILD=1 bash scripts/check-deploy-files.sh
+echo "== dev stack end to end (scripts/dev-up.sh)"
+DEVSTACK_TEST_SKIP_BUILD=1 python3 tests/e2e/devstack_test.py
