@@ -249,7 +249,6 @@ fn changes_json(env: &str, command: &str, changes: &[Change], applied: bool) -> 
 
 /// Runs the CLI; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
-    crate::progress::set_quiet(false);
     match dispatch(&cli).await {
         Ok(code) => code,
         Err(e) => {
