@@ -245,11 +245,11 @@ impl Plugin for RateLimiting {
             .as_ref()
             .and_then(|h| req.headers.get(h))
             .and_then(|v| v.to_str().ok());
-        let accept = req
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let accept = || {
+            req.headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+        };
         let plan = self.plan(st, header, req.uri.path());
         if plan.limits.is_empty() {
             return Ok(Flow::Continue);
@@ -272,7 +272,7 @@ impl Plugin for RateLimiting {
                         500,
                         "An unexpected error occurred",
                         &st.request_id,
-                        accept.as_deref(),
+                        accept(),
                     )));
                 }
             },
@@ -291,7 +291,7 @@ impl Plugin for RateLimiting {
                 self.cfg.error_code,
                 &self.cfg.error_message,
                 &st.request_id,
-                accept.as_deref(),
+                accept(),
             );
             // Kong computes the reset only while building the client headers.
             let reset = headers

@@ -205,6 +205,82 @@ async fn local_policy_headers_and_429_match_kong() {
         .await
             >= 40.0
     );
+
+    // Counters survive a configuration reload (as Kong's shared dict does).
+    let mut cfg = config(
+        up,
+        &[
+            (
+                "/kong",
+                "{hour: 3, day: 5, limit_by: header, header_name: x-user}",
+            ),
+            (
+                "/custom",
+                "{hour: 1, limit_by: ip, error_code: 403, error_message: slow down}",
+            ),
+            (
+                "/hidden",
+                "{hour: 1, limit_by: ip, hide_client_headers: true}",
+            ),
+            (
+                "/burst",
+                "{hour: 20, limit_by: header, header_name: x-user}",
+            ),
+        ],
+    );
+    cfg.push_str("  - name: added\n    paths: [/added]\n");
+    gw.write_config(&cfg);
+    gw.proc.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get(&client(), &gw.url("/added"), &[]).await.status == 200
+        })
+        .await,
+        "reload"
+    );
+    let r = get(&c, &url, &[("x-user", "b")]).await;
+    assert_eq!(
+        (r.status, r.n("x-ratelimit-remaining-hour")),
+        (200, Some(1))
+    );
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kong.yml");
+    std::fs::write(
+        &path,
+        config(
+            1,
+            &[
+                ("/a", "{minute: 10, hour: 5}"),
+                ("/b", "{minute: 10, limit_by: header}"),
+                ("/c", "{minute: 10, policy: redis}"),
+                ("/d", "{tiers: {free: {minute: 1}}, default_tier: gold}"),
+                ("/e", "{minute: 10, redis_hots: x}"),
+            ],
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "routes[0].plugins[0].config.hour: The limit for hour(5.0) cannot be lower than the limit for minute(10.0)",
+        "routes[1].plugins[0].config.header_name: required field missing",
+        "routes[2].plugins[0].config.redis.host: required field missing",
+        "routes[3].plugins[0].config.default_tier: `gold` is not one of the configured tiers",
+        "routes[4].plugins[0].config.redis_hots: unknown field",
+    ] {
+        assert!(text.contains(want), "{want} in:\n{text}");
+    }
 }
 
 fn redis_cfg(limit: &str, redis: &str, extra: &str) -> String {
