@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 pub use config::Config;
@@ -313,7 +314,38 @@ impl Plugin for RateLimiting {
         }
         Ok(Flow::Continue)
     }
+
+    /// The headers went out through `st.response_headers` (lowercase names); HTTP/1.1
+    /// clients get Kong's spelling, as some match header names case-sensitively.
+    fn response_header(&self, resp: &mut ResponseHeader, _st: &mut RequestState) {
+        if self.cfg.hide_client_headers {
+            return;
+        }
+        for name in KONG_HEADER_NAMES {
+            if let Some(v) = resp.headers.get(*name).cloned() {
+                let _ = resp.insert_header(*name, v);
+            }
+        }
+    }
 }
+
+const KONG_HEADER_NAMES: &[&str] = &[
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "X-RateLimit-Limit-Second",
+    "X-RateLimit-Remaining-Second",
+    "X-RateLimit-Limit-Minute",
+    "X-RateLimit-Remaining-Minute",
+    "X-RateLimit-Limit-Hour",
+    "X-RateLimit-Remaining-Hour",
+    "X-RateLimit-Limit-Day",
+    "X-RateLimit-Remaining-Day",
+    "X-RateLimit-Limit-Month",
+    "X-RateLimit-Remaining-Month",
+    "X-RateLimit-Limit-Year",
+    "X-RateLimit-Remaining-Year",
+];
 
 #[cfg(test)]
 mod tests;

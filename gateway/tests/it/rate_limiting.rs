@@ -144,6 +144,22 @@ async fn local_policy_headers_and_429_match_kong() {
     ] {
         assert!(raw_429.contains(h), "{h} in {raw_429}");
     }
+    // Kong's spelling on proxied responses too.
+    let raw_ok = raw(
+        gw.port,
+        b"GET /kong HTTP/1.1\r\nHost: x\r\nx-user: spelled\r\nConnection: close\r\n\r\n",
+    );
+    assert!(raw_ok.starts_with("HTTP/1.1 200"), "{raw_ok}");
+    for h in [
+        "X-RateLimit-Limit-Hour: 3",
+        "X-RateLimit-Remaining-Hour: 2",
+        "X-RateLimit-Remaining-Day: 4",
+        "RateLimit-Limit: 3",
+        "RateLimit-Remaining: 2",
+        "RateLimit-Reset: ",
+    ] {
+        assert!(raw_ok.contains(h), "{h} in {raw_ok}");
+    }
     // Another identifier has its own counters.
     let r = get(&c, &url, &[("x-user", "b")]).await;
     assert_eq!(
