@@ -421,6 +421,81 @@ async fn redis_cluster_admits_exactly_and_spreads_keys() {
 }
 
 #[tokio::test]
+async fn redis_cluster_node_loss_falls_back_and_recovers() {
+    away_from_window_end(3600, 40);
+    let up = free_port();
+    let _u = upstream(up);
+    let mut cluster = redis_cluster(3);
+    let nodes: Vec<String> = cluster
+        .ports
+        .iter()
+        .map(|p| format!("'127.0.0.1:{p}'"))
+        .collect();
+    let r = format!("cluster_nodes: [{}], timeout: 300", nodes.join(", "));
+    let gw = gateway(&config(
+        up,
+        &[
+            ("/ft", &redis_cfg("hour: 1000", &r, "")),
+            (
+                "/strict",
+                &redis_cfg("hour: 1000", &r, ", fault_tolerant: false"),
+            ),
+        ],
+    ));
+    let c = client();
+    let users: Vec<String> = (0..12).map(|u| format!("n-{u}")).collect();
+    for u in &users {
+        let r = get(&c, &gw.url("/strict"), &[("x-user", u)]).await;
+        assert_eq!(
+            (r.status, r.n("x-ratelimit-remaining-hour")),
+            (200, Some(999)),
+            "{u}"
+        );
+    }
+    // One master gone (its slots are unserved): fault tolerant requests are all served.
+    drop(cluster.nodes.remove(0));
+    let mut strict_codes = Vec::new();
+    for u in &users {
+        assert_eq!(
+            get(&c, &gw.url("/ft"), &[("x-user", u)]).await.status,
+            200,
+            "{u}"
+        );
+        strict_codes.push(get(&c, &gw.url("/strict"), &[("x-user", u)]).await.status);
+    }
+    assert!(strict_codes.contains(&500), "{strict_codes:?}");
+    assert!(
+        metric(
+            &gw,
+            "gateway_ratelimit_decisions_total",
+            &[("outcome", "fallback_allowed")]
+        )
+        .await
+            >= 1.0
+    );
+    // The node comes back with its slots (empty: no persistence here) and every user is
+    // decided by Redis again, without a gateway restart.
+    cluster.nodes.insert(0, cluster.start_node(0));
+    assert!(
+        cluster.wait_ok(Duration::from_secs(20)),
+        "cluster did not recover"
+    );
+    let strict = gw.url("/strict");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let c = client();
+            let mut ok = true;
+            for u in &users {
+                ok &= get(&c, &strict, &[("x-user", u)]).await.status == 200;
+            }
+            ok
+        })
+        .await,
+        "no recovery"
+    );
+}
+
+#[tokio::test]
 async fn redis_failures_fall_back_or_fail_and_recover() {
     away_from_window_end(3600, 40);
     let up = free_port();
