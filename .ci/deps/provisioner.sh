@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# Test dependency of the `provisioner` crate: moto's standalone AWS emulator.
+# Test dependency of the `provisioner` crate: moto's standalone AWS emulator
+# (`moto[server]` from PyPI), which the provisioner's end-to-end tests start on a
+# free loopback port.
+#
 # Idempotent: reuses the venv when moto_server is already installed in it.
-# Tests find the server through $MOTO_SERVER, then this venv, then PATH.
+# Tests find the server through $MOTO_SERVER, then this venv
+# ($HOME/.cache/edge-suite/moto-venv), then ~/.local/bin, then PATH.
 set -euo pipefail
 
 VENV="${PROVISIONER_MOTO_VENV:-${HOME}/.cache/edge-suite/moto-venv}"
 PY="${PYTHON:-python3}"
+SPEC='moto[server]>=5.1,<6'
 
-if [ ! -x "${VENV}/bin/moto_server" ]; then
-    mkdir -p "$(dirname "${VENV}")"
-    "${PY}" -m venv "${VENV}"
-    "${VENV}/bin/pip" install --quiet --upgrade pip
-    "${VENV}/bin/pip" install --quiet 'moto[server]>=5.1,<6'
+if [ -x "${VENV}/bin/moto_server" ]; then
+    BIN="${VENV}/bin/moto_server"
+elif mkdir -p "$(dirname "${VENV}")" && "${PY}" -m venv "${VENV}" 2>/dev/null; then
+    "${VENV}/bin/python" -m pip install --quiet --upgrade pip
+    "${VENV}/bin/python" -m pip install --quiet "${SPEC}"
+    BIN="${VENV}/bin/moto_server"
+else
+    # No venv module (e.g. Debian without python3-venv): a user install.
+    rm -rf "${VENV}"
+    "${PY}" -m pip install --quiet --user "${SPEC}" 2>/dev/null ||
+        "${PY}" -m pip install --quiet --user --break-system-packages "${SPEC}"
+    BIN="$("${PY}" -m site --user-base)/bin/moto_server"
 fi
 
-"${VENV}/bin/moto_server" --help >/dev/null
-echo "moto_server: ${VENV}/bin/moto_server ($("${VENV}/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p'))"
-# Make it visible to later CI steps when running under a runner that supports it.
+"${BIN}" --help >/dev/null
+echo "moto_server: ${BIN}"
+# Make it visible to later steps of runners that support it.
 if [ -n "${GITHUB_ENV:-}" ]; then
-    echo "MOTO_SERVER=${VENV}/bin/moto_server" >> "${GITHUB_ENV}"
+    echo "MOTO_SERVER=${BIN}" >> "${GITHUB_ENV}"
 fi

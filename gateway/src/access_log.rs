@@ -95,17 +95,6 @@ pub fn record(
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>() as u64;
-    gw.metrics.request(
-        service.unwrap_or(""),
-        route.unwrap_or(""),
-        status,
-        consumer.unwrap_or(""),
-        st.local_response || st.target.is_none(),
-        total_ms,
-        upstream_ms,
-        bytes_in,
-        st.bytes_out,
-    );
     if !gw.access_log.enabled() {
         return;
     }

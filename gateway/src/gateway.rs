@@ -21,6 +21,8 @@ pub struct Limits {
     pub max_body_bytes: u64,
     pub client_body_timeout: Duration,
     pub client_send_timeout: Duration,
+    /// How the client address is determined (Kong's trusted_ips / real_ip_header).
+    pub real_ip: crate::realip::RealIp,
 }
 
 impl Default for Limits {
@@ -31,6 +33,7 @@ impl Default for Limits {
             max_body_bytes: 8 * 1024 * 1024,
             client_body_timeout: Duration::from_secs(60),
             client_send_timeout: Duration::from_secs(60),
+            real_ip: crate::realip::RealIp::default(),
         }
     }
 }
@@ -41,7 +44,7 @@ pub struct Gateway {
     pub load_options: LoadOptions,
     pub config_path: Option<PathBuf>,
     pub limits: Limits,
-    pub metrics: Metrics,
+    pub metrics: &'static Metrics,
     pub bg: tokio::runtime::Handle,
     pub inflight: AtomicUsize,
     pub total_requests: AtomicU64,
@@ -59,14 +62,14 @@ impl Gateway {
         access_log: crate::access_log::Sink,
     ) -> Result<Arc<Gateway>, String> {
         let registry = TargetRegistry::default();
-        let rt = Runtime::build(decl, &registry)?;
+        let rt = Runtime::build(decl, &registry, Some(&bg))?;
         let gw = Arc::new(Gateway {
             current: ArcSwap::from_pointee(rt),
             registry,
             load_options,
             config_path,
             limits,
-            metrics: Metrics::new(),
+            metrics: Metrics::global(),
             bg,
             inflight: AtomicUsize::new(0),
             total_requests: AtomicU64::new(0),
@@ -86,7 +89,7 @@ impl Gateway {
     /// Swaps in a new configuration; requests in flight finish on the old one.
     pub fn apply(&self, decl: Declarative) -> Result<String, String> {
         let hash = decl.hash.clone();
-        let rt = Runtime::build(decl, &self.registry)?;
+        let rt = Runtime::build(decl, &self.registry, Some(&self.bg))?;
         let old = self.current.swap(Arc::new(rt));
         old.retire();
         self.start_probes();

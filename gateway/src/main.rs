@@ -95,6 +95,16 @@ struct RunArgsCli {
     /// Seconds a client may take to send its body or read the response between reads/writes.
     #[arg(long, env = "GATEWAY_CLIENT_TIMEOUT", default_value_t = 60)]
     client_timeout: u64,
+    /// Addresses (IPs or CIDRs, comma-separated) whose real-ip header is believed
+    /// (Kong's `trusted_ips`).
+    #[arg(long, env = "GATEWAY_TRUSTED_IPS", value_delimiter = ',')]
+    trusted_ips: Vec<String>,
+    /// Header carrying the client address from a trusted peer (Kong's `real_ip_header`).
+    #[arg(long, env = "GATEWAY_REAL_IP_HEADER", default_value = "X-Real-IP")]
+    real_ip_header: String,
+    /// Walk the real-ip header from the right past trusted addresses (`real_ip_recursive`).
+    #[arg(long, env = "GATEWAY_REAL_IP_RECURSIVE")]
+    real_ip_recursive: bool,
     /// Accept `POST /config` from non-loopback addresses.
     #[arg(long, env = "GATEWAY_ALLOW_REMOTE_CONFIG")]
     allow_remote_config: bool,
@@ -131,7 +141,22 @@ fn load_options(a: &CheckArgs) -> LoadOptions {
 }
 
 fn check(a: &CheckArgs) -> ExitCode {
-    match config::load_file(&a.config, &load_options(a)) {
+    let loaded = config::load_file(&a.config, &load_options(a)).and_then(|d| {
+        // Build it as `run` would (plugins, keys), without starting anything.
+        let registry = gateway::balancer::TargetRegistry::default();
+        match gateway::runtime::Runtime::build(d, &registry, None) {
+            Ok(rt) => Ok(rt.decl),
+            Err(m) => Err(config::ConfigErrors {
+                source_name: a.config.display().to_string(),
+                errors: vec![config::ConfigError {
+                    path: String::new(),
+                    line: None,
+                    message: m,
+                }],
+            }),
+        }
+    });
+    match loaded {
         Ok(d) => {
             println!(
                 "{}: ok ({} services, {} routes, {} upstreams, {} consumers, {} plugins)",
@@ -240,12 +265,24 @@ fn run(a: RunArgsCli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let real_ip = match gateway::realip::RealIp::new(
+        &a.trusted_ips,
+        &a.real_ip_header,
+        a.real_ip_recursive,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("--trusted-ips: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let limits = Limits {
         max_header_count: a.max_headers,
         max_header_bytes: a.max_header_size,
         max_body_bytes: a.max_body_size,
         client_body_timeout: Duration::from_secs(a.client_timeout),
         client_send_timeout: Duration::from_secs(a.client_timeout),
+        real_ip,
     };
     let gw = match Gateway::new(
         decl,

@@ -19,8 +19,12 @@ pub struct Metrics {
     pub connections: IntGaugeVec,
     pub nginx_requests: IntGaugeVec,
     reloads: IntCounterVec,
+    auth_failures: IntCounterVec,
+    otel_spans: IntCounterVec,
     pub info: IntGaugeVec,
 }
+
+static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
 
 const KONG_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0, 750.0, 1000.0,
@@ -134,6 +138,18 @@ impl Metrics {
                 "Configuration reloads by result",
                 &["result"],
             ),
+            auth_failures: counter(
+                &r,
+                "gateway_auth_failures_total",
+                "Requests refused by an authentication or authorization plugin, by reason",
+                &["route", "plugin", "reason"],
+            ),
+            otel_spans: counter(
+                &r,
+                "gateway_otel_spans_total",
+                "Spans handed to the OTLP exporter, by result (exported or dropped)",
+                &["result"],
+            ),
             info: gauge(
                 &r,
                 "kong_node_info",
@@ -143,6 +159,18 @@ impl Metrics {
             registry: r,
         }
         .with_rate_limiting()
+        .with_zeroed_counters()
+    }
+
+    /// Counters whose absence would hide the first increment from `increase()`/`rate()`.
+    fn with_zeroed_counters(self) -> Metrics {
+        for r in ["success", "failure"] {
+            self.reloads.with_label_values(&[r]);
+        }
+        for r in ["exported", "dropped"] {
+            self.otel_spans.with_label_values(&[r]);
+        }
+        self
     }
 
     /// Adds the rate-limiting series (process-wide, see [`rate_limiting`]) to this registry.
@@ -155,41 +183,62 @@ impl Metrics {
         self
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn request(
-        &self,
-        service: &str,
-        route: &str,
-        status: u16,
-        consumer: &str,
-        local: bool,
-        total_ms: u64,
-        upstream_ms: Option<u64>,
-        bytes_in: u64,
-        bytes_out: u64,
-    ) {
+    pub fn status(&self, service: &str, route: &str, status: u16, consumer: &str, local: bool) {
         let code = status.to_string();
         let source = if local { "kong" } else { "service" };
         self.requests
             .with_label_values(&[service, route, &code, source, "default", consumer])
             .inc();
+    }
+
+    pub fn latency(&self, service: &str, route: &str, total_ms: u64, upstream_ms: Option<u64>) {
+        let labels = [service, route, "default"];
         self.request_latency
-            .with_label_values(&[service, route, "default"])
+            .with_label_values(&labels)
             .observe(total_ms as f64);
         if let Some(u) = upstream_ms {
             self.upstream_latency
-                .with_label_values(&[service, route, "default"])
+                .with_label_values(&labels)
                 .observe(u as f64);
         }
         self.kong_latency
-            .with_label_values(&[service, route, "default"])
+            .with_label_values(&labels)
             .observe(total_ms.saturating_sub(upstream_ms.unwrap_or(0)) as f64);
+    }
+
+    pub fn bandwidth(
+        &self,
+        service: &str,
+        route: &str,
+        consumer: &str,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
         self.bandwidth
             .with_label_values(&[service, route, "ingress", "default", consumer])
             .inc_by(bytes_in);
         self.bandwidth
             .with_label_values(&[service, route, "egress", "default", consumer])
             .inc_by(bytes_out);
+    }
+
+    /// The process-wide metrics (one registry, served on the status listener).
+    pub fn global() -> &'static Metrics {
+        GLOBAL.get_or_init(Metrics::new)
+    }
+
+    pub fn auth_failure(&self, route: &str, plugin: &str, reason: &str) {
+        self.auth_failures
+            .with_label_values(&[route, plugin, reason])
+            .inc();
+    }
+
+    pub fn otel_dropped(&self, n: u64) {
+        self.otel_spans.with_label_values(&["dropped"]).inc_by(n);
+    }
+
+    pub fn otel_exported(&self, n: u64) {
+        self.otel_spans.with_label_values(&["exported"]).inc_by(n);
     }
 
     pub fn reload(&self, ok: bool) {

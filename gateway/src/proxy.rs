@@ -30,6 +30,9 @@ pub const CONSUMER_HEADERS: &[&str] = &[
     "x-authenticated-groups",
 ];
 
+/// Largest response body buffered for plugins that rewrite it; larger ones pass through.
+pub const RESPONSE_BUFFER_LIMIT: usize = 16 * 1024 * 1024;
+
 pub struct Proxy {
     pub gw: Arc<Gateway>,
     pub tls: bool,
@@ -110,6 +113,9 @@ impl Proxy {
         let Some(rt) = st.rt.clone() else {
             return Ok(None);
         };
+        let traced = rt.route_plugins[ri]
+            .iter()
+            .any(|s| s.name == "opentelemetry");
         for slot in &rt.route_plugins[ri] {
             let groups = st
                 .consumer
@@ -118,7 +124,12 @@ impl Proxy {
             let Some(p) = slot.select(st.consumer, &groups) else {
                 continue;
             };
-            if let Flow::Respond(r) = p.access(session, st).await? {
+            let t0 = Instant::now();
+            let flow = p.access(session, st).await?;
+            if traced {
+                st.plugin_spans.push((p.name(), t0, Instant::now()));
+            }
+            if let Flow::Respond(r) = flow {
                 return Ok(Some(r));
             }
         }
@@ -128,8 +139,15 @@ impl Proxy {
 
 /// The plugins of the request's route, chosen for its final consumer.
 pub fn active_plugins(st: &RequestState) -> Vec<Arc<dyn Plugin>> {
-    let (Some(rt), Some(m)) = (&st.rt, &st.route) else {
+    let Some(rt) = &st.rt else {
         return Vec::new();
+    };
+    let Some(m) = &st.route else {
+        return rt
+            .global_plugins
+            .iter()
+            .filter_map(|s| s.select(None, &[]).cloned())
+            .collect();
     };
     let groups = st
         .consumer
@@ -176,10 +194,17 @@ impl ProxyHttp for Proxy {
             .map(|d| d.as_millis())
             .unwrap_or(0);
         st.tls = self.tls || session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        st.client_addr = session
+        st.peer_addr = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip().to_string());
+        st.client_addr = session.client_addr().and_then(|a| a.as_inet()).map(|a| {
+            self.gw
+                .limits
+                .real_ip
+                .resolve(a.ip(), &session.req_header().headers)
+                .to_string()
+        });
         let limits = &self.gw.limits;
         session.set_read_timeout(Some(limits.client_body_timeout));
         session.set_write_timeout(Some(limits.client_send_timeout));
@@ -255,6 +280,7 @@ impl ProxyHttp for Proxy {
             let r = self.error(session, st, 404, "no Route matched with those values");
             return self.answer(session, st, r).await;
         };
+        st.routed_at = Some(Instant::now());
         let route = &rt.decl.routes[m.route];
         if m.protocol_mismatch {
             let code = route.https_redirect_status_code;
@@ -274,6 +300,7 @@ impl ProxyHttp for Proxy {
             };
             return self.answer(session, st, r).await;
         }
+        st.request_origin = header_str(session.req_header(), "origin").map(str::to_string);
         let query = session.req_header().uri.query().map(str::to_string);
         let Some(si) = route.service else {
             st.route = Some(m);
@@ -302,6 +329,9 @@ impl ProxyHttp for Proxy {
         if let Some(r) = self.run_access(session, st, ri).await? {
             return self.answer(session, st, r).await;
         }
+        let plugins = active_plugins(st);
+        let req = session.req_header();
+        st.request_buffering = plugins.iter().any(|p| p.buffers_request(req, st));
         Ok(false)
     }
 
@@ -309,7 +339,7 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end: bool,
+        end_of_stream: bool,
         st: &mut RequestState,
     ) -> Result<()> {
         if let Some(b) = body {
@@ -318,6 +348,23 @@ impl ProxyHttp for Proxy {
                 && st.bytes_in > limit
             {
                 return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");
+            }
+        }
+        // A plugin rewrites the whole body: collect it, hand it over at the end. The body
+        // limit above bounds the buffer.
+        if let Some(buf) = st.request_buffer.as_mut() {
+            if let Some(b) = body.as_mut() {
+                buf.extend_from_slice(b);
+            }
+            // Nothing goes upstream until the end. An empty chunk, not `None`: Pingora
+            // reads `None` as the end of the body.
+            *body = Some(Bytes::new());
+            if end_of_stream {
+                let mut whole = st.request_buffer.take().unwrap_or_default();
+                for p in active_plugins(st) {
+                    p.request_body(&mut whole, st);
+                }
+                *body = Some(whole.freeze());
             }
         }
         Ok(())
@@ -449,6 +496,24 @@ impl ProxyHttp for Proxy {
         };
         let route = &rt.decl.routes[m.route];
         let svc = &rt.services[si];
+        if !st.strip_query.is_empty()
+            && let Some(uri) = st.upstream_uri.as_mut()
+            && let Some((path, q)) = uri.split_once('?')
+        {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|kv| {
+                    let k = kv.split('=').next().unwrap_or("");
+                    let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
+                    !st.strip_query.iter().any(|s| s == k.as_ref())
+                })
+                .collect();
+            *uri = if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            };
+        }
         if let Some(uri) = &st.upstream_uri {
             req.set_uri(
                 uri.parse::<http::Uri>()
@@ -470,12 +535,19 @@ impl ProxyHttp for Proxy {
         for h in CONSUMER_HEADERS {
             req.remove_header(*h);
         }
+        for h in &st.strip_upstream {
+            req.remove_header(h);
+        }
         for (k, v) in &st.upstream_headers {
             req.insert_header(k.clone(), v.as_str())?;
         }
         let ip = st.client_addr.clone().unwrap_or_default();
+        // Kong appends the connection's peer (realip_remote_addr) to a client-sent
+        // X-Forwarded-For, and sends the resolved client address otherwise.
         let xff = match header_str(req, "x-forwarded-for") {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            Some(prev) if !prev.is_empty() => {
+                format!("{prev}, {}", st.peer_addr.as_deref().unwrap_or(&ip))
+            }
             _ => ip.clone(),
         };
         req.insert_header("x-forwarded-for", xff)?;
@@ -499,6 +571,13 @@ impl ProxyHttp for Proxy {
         for p in active_plugins(st) {
             p.upstream_request(req, st);
         }
+        if st.request_buffering {
+            // The body's length is known only once a plugin rewrote it: send it chunked.
+            // Reset per attempt (a retry replays the body from the start).
+            req.remove_header("content-length");
+            req.insert_header("transfer-encoding", "chunked")?;
+            st.request_buffer = Some(bytes::BytesMut::new());
+        }
         Ok(())
     }
 
@@ -510,6 +589,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let status = resp.status.as_u16();
         st.upstream_status = Some(status);
+        st.upstream_headers_at = Some(Instant::now());
         if let Some(t0) = st.upstream_start {
             st.upstream_latency_ms = Some(t0.elapsed().as_millis() as u64);
         }
@@ -552,9 +632,18 @@ impl ProxyHttp for Proxy {
     ) -> Result<Option<Duration>> {
         if let Some(buf) = st.response_buffer.as_mut() {
             if let Some(b) = body.take() {
-                buf.extend_from_slice(&b);
+                if buf.len() + b.len() > RESPONSE_BUFFER_LIMIT {
+                    // Too large to rewrite: pass it through untouched, never half-rewritten.
+                    let mut all = st.response_buffer.take().unwrap_or_default();
+                    all.extend_from_slice(&b);
+                    *body = Some(all.freeze());
+                    st.response_passthrough = true;
+                    tracing::debug!("response body over the buffering limit, passed through");
+                } else {
+                    buf.extend_from_slice(&b);
+                }
             }
-            if end_of_stream {
+            if end_of_stream && st.response_buffer.is_some() {
                 let mut whole = st.response_buffer.take().unwrap_or_default();
                 for p in active_plugins(st) {
                     p.response_body(&mut whole, st);
@@ -574,6 +663,19 @@ impl ProxyHttp for Proxy {
         e: &Error,
         st: &mut RequestState,
     ) -> FailToProxy {
+        if matches!(e.etype(), ErrorType::HTTPStatus(413))
+            && session.response_written().is_none()
+            && let Some(r) = st.body_limit_response.take()
+        {
+            let code = r.status;
+            if let Err(err) = respond::write(session, st, r).await {
+                tracing::debug!(error = %err, "could not write error response");
+            }
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
         let (code, msg) = match e.etype() {
             ErrorType::HTTPStatus(503) => (
                 503,
@@ -634,7 +736,23 @@ impl ProxyHttp for Proxy {
             .map(|r| r.status.as_u16())
             .or(st.local_status)
             .unwrap_or(0);
+        for p in active_plugins(st) {
+            p.log(st, status);
+        }
         crate::access_log::record(&self.gw, session, st, status, e);
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        st: &mut RequestState,
+    ) -> Result<()> {
+        st.connected_at = Some(Instant::now());
+        Ok(())
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestState, _error: &Error) -> bool {

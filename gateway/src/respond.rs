@@ -129,12 +129,22 @@ pub async fn write(
     for (k, v) in &resp.headers {
         h.insert_header(k.clone(), v.as_str())?;
     }
-    h.insert_header("content-length", resp.body.len().to_string())?;
     h.insert_header("server", SERVER_TOKEN)?;
     h.insert_header("x-kong-response-latency", st.elapsed_ms().to_string())?;
     st.local_response = true;
     st.local_status = Some(resp.status);
     crate::proxy::finish_response_headers(&mut h, st);
+    // Body plugins (response-transformer) see local answers too, as in Kong.
+    let mut resp = resp;
+    let plugins = crate::proxy::active_plugins(st);
+    if plugins.iter().any(|p| p.buffers_response(&h)) {
+        let mut body = bytes::BytesMut::from(&resp.body[..]);
+        for p in &plugins {
+            p.response_body(&mut body, st);
+        }
+        resp.body = body.freeze();
+    }
+    h.insert_header("content-length", resp.body.len().to_string())?;
     let is_head = session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(h), is_head).await?;
     if !is_head {

@@ -75,13 +75,21 @@ pub struct Runtime {
     pub services: Vec<ServiceRt>,
     /// Plugin slots per route, sorted by priority (highest first).
     pub route_plugins: Vec<Vec<PluginSlot>>,
+    /// Global plugins, for requests no route matched.
+    pub global_plugins: Vec<PluginSlot>,
+    /// Export target health (a prometheus plugin asks for `upstream_health_metrics`).
+    pub health_metrics: bool,
     /// Balancers in use (for readiness and health metrics).
     pub balancers: Vec<Arc<Balancer>>,
     pub loaded_at: SystemTime,
 }
 
 impl Runtime {
-    pub fn build(decl: Declarative, registry: &TargetRegistry) -> Result<Runtime, String> {
+    pub fn build(
+        decl: Declarative,
+        registry: &TargetRegistry,
+        bg: Option<&tokio::runtime::Handle>,
+    ) -> Result<Runtime, String> {
         let router = Router::new(&decl.routes)?;
         let mut balancers: Vec<Arc<Balancer>> = decl
             .upstreams
@@ -120,6 +128,7 @@ impl Runtime {
         for p in &decl.plugins {
             let ctx = BuildContext {
                 decl: &decl,
+                bg,
                 scope: &p.scope,
             };
             let inst = p.spec.build(&ctx).map_err(|e| format!("{}: {e}", p.path))?;
@@ -146,6 +155,20 @@ impl Runtime {
             slots.sort_by_key(|s| std::cmp::Reverse(s.priority));
             route_plugins.push(slots);
         }
+        let mut global_plugins: Vec<PluginSlot> = Vec::new();
+        for (name, scope, inst) in &built {
+            if *scope == PluginScope::default() {
+                global_plugins.push(PluginSlot {
+                    name: name.clone(),
+                    priority: inst.priority(),
+                    instances: vec![(scope.clone(), inst.clone())],
+                });
+            }
+        }
+        global_plugins.sort_by_key(|s| std::cmp::Reverse(s.priority));
+        let health_metrics = decl.plugins.iter().any(|p| {
+            matches!(&p.spec, crate::plugins::PluginSpec::Prometheus(c) if c.upstream_health_metrics)
+        });
         let keep: Vec<(String, String)> = decl
             .upstreams
             .iter()
@@ -167,6 +190,8 @@ impl Runtime {
             router,
             services,
             route_plugins,
+            global_plugins,
+            health_metrics,
             balancers,
             loaded_at: SystemTime::now(),
         })

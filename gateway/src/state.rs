@@ -14,7 +14,10 @@ pub struct RequestState {
     pub start_wall_ms: u128,
     /// The request id (`X-Request-ID`): the client's when it sent one.
     pub request_id: String,
+    /// The client address (the peer, or from a trusted peer's real-ip header).
     pub client_addr: Option<String>,
+    /// The connection's peer address.
+    pub peer_addr: Option<String>,
     pub tls: bool,
     pub route: Option<RouteMatch>,
     pub service: Option<usize>,
@@ -26,6 +29,14 @@ pub struct RequestState {
     pub anonymous: bool,
     /// Upstream headers set by auth plugins (consumer headers, forwarded claims).
     pub upstream_headers: Vec<(http::HeaderName, String)>,
+    /// Headers removed from the upstream request (client copies of headers the gateway owns).
+    pub strip_upstream: Vec<http::HeaderName>,
+    /// Query parameters removed from the upstream request (`hide_credentials`).
+    pub strip_query: Vec<String>,
+    /// The request's Origin header, for CORS.
+    pub request_origin: Option<String>,
+    /// Set by the cors plugin when no CORS response headers apply (preflight paths).
+    pub cors_skip: bool,
     /// Response headers set by plugins during access (rate-limit headers, ...).
     pub response_headers: Vec<(http::HeaderName, String)>,
     /// Claims of a verified JWT, for plugins after auth (tier, limit key).
@@ -48,6 +59,25 @@ pub struct RequestState {
     pub body_limit: Option<u64>,
     pub rate_limit_tier: Option<String>,
     pub trace_id: Option<String>,
+    /// Trace context of this request when the opentelemetry plugin runs.
+    pub trace: Option<crate::plugins::opentelemetry::TraceCtx>,
+    /// Phase timestamps for spans: routing done, each plugin's access (name, start, end),
+    /// connected to the upstream, upstream response headers received.
+    pub routed_at: Option<Instant>,
+    pub plugin_spans: Vec<(&'static str, Instant, Instant)>,
+    pub connected_at: Option<Instant>,
+    pub upstream_headers_at: Option<Instant>,
+    /// Set by request-transformer in access: edits applied upstream and the body plan.
+    pub request_transform: Option<Arc<crate::plugins::request_transformer::Pending>>,
+    /// Set after access when a plugin rewrites the whole request body.
+    pub request_buffering: bool,
+    /// Request body being collected for `Plugin::request_body` (per upstream attempt).
+    pub request_buffer: Option<bytes::BytesMut>,
+    /// The answer when the body goes over `body_limit` (request-size-limiting's), instead
+    /// of the gateway's own 413.
+    pub body_limit_response: Option<crate::respond::LocalResponse>,
+    /// Set once a response body went over the buffering limit: passed through as is.
+    pub response_passthrough: bool,
     /// Buffer for plugins that rewrite the whole response body.
     pub response_buffer: Option<bytes::BytesMut>,
 }

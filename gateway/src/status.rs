@@ -53,7 +53,7 @@ impl StatusApp {
         let m = &self.gw.metrics;
         let rt = self.gw.current.load();
         m.target_health.reset();
-        for b in &rt.balancers {
+        for b in rt.balancers.iter().filter(|_| rt.health_metrics) {
             let checks_on = b.healthchecks.active.healthy.interval > 0.0
                 || b.healthchecks.active.unhealthy.interval > 0.0
                 || b.healthchecks.passive.unhealthy.tcp_failures > 0

@@ -1,10 +1,96 @@
-use clap::Parser;
+//! metrics-agent: scrapes Prometheus targets and ECS/PostgreSQL/Redis stats and ships them by
+//! Prometheus remote_write through a durable on-disk queue.
 
-/// Placeholder until the crate is built out.
+mod agent;
+mod appender;
+mod collectors;
+mod config;
+mod duration;
+mod fasthash;
+mod labels;
+mod parser;
+mod prompb;
+mod relabel;
+mod remote_write;
+mod scrape;
+mod self_metrics;
+mod server;
+mod sigv4;
+#[cfg(test)]
+mod testutil;
+mod wal;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
 #[derive(Parser)]
-#[command(name = "metrics-agent", version)]
-struct Cli {}
+#[command(
+    name = "metrics-agent",
+    version,
+    about = "Prometheus-compatible scrape + remote_write sidecar with a durable WAL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Cli::parse();
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run(Box<agent::RunArgs>),
+    /// Validate a prometheus.yml and exit.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Check { config } => match config::load(&config) {
+            Ok(c) => {
+                let targets: usize = c.jobs.iter().map(|j| j.targets.len()).sum();
+                println!(
+                    "{}: OK ({} scrape jobs, {} targets, {} remote_write endpoints)",
+                    config.display(),
+                    c.jobs.len(),
+                    targets,
+                    c.remote_writes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(agent::run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("metrics-agent: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }

@@ -435,6 +435,7 @@ async fn status(cli: &Cli, s: &Session) -> anyhow::Result<i32> {
         "prometheus_remote_write": out(K::AmpWorkspace, "main", "endpoint").map(|e| format!("{e}api/v1/remote_write")),
         "database": out(K::DbInstance, "main", "endpoint"),
         "redis": out(K::ReplicationGroup, "main", "endpoint"),
+        "certificate_validation_record": out(K::Certificate, "main", "validation_record"),
     });
     let rows: Vec<serde_json::Value> = changes
         .iter()
@@ -483,4 +484,55 @@ async fn status(cli: &Cli, s: &Session) -> anyhow::Result<i32> {
         }
     }
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "provisioner",
+            "plan",
+            "staging",
+            "--detailed-exitcode",
+            "--output",
+            "json",
+            "--endpoint-url",
+            "http://127.0.0.1:5000",
+        ])
+        .expect("plan parses");
+        assert_eq!(cli.output, Output::Json);
+        assert_eq!(cli.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert!(matches!(
+            cli.command,
+            Command::Plan {
+                detailed_exitcode: true,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from([
+            "provisioner",
+            "deploy",
+            "production",
+            "--image",
+            "r/gateway:v2",
+        ])
+        .expect("deploy parses");
+        assert!(matches!(
+            cli.command,
+            Command::Deploy {
+                health_source: HealthSourceArg::Alb,
+                ..
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["provisioner", "deploy", "staging"]).is_err(),
+            "--image is required"
+        );
+        let cli =
+            Cli::try_parse_from(["provisioner", "down", "staging", "--yes"]).expect("down parses");
+        assert!(matches!(cli.command, Command::Down { yes: true, .. }));
+    }
 }

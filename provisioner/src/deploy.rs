@@ -95,7 +95,10 @@ impl HealthSource for TaskSetStability {
             return Ok(h);
         }
         let sets = ecs_service::task_sets(aws, &t.cluster).await?;
-        let Some(ts) = sets.iter().find(|s| s.id() == Some(t.task_set.as_str())) else {
+        let Some(ts) = sets
+            .iter()
+            .find(|s| s.task_set_arn() == Some(t.task_set.as_str()))
+        else {
             return Ok(Health::Unhealthy("task set disappeared".into()));
         };
         Ok(match ts.stability_status() {
@@ -162,11 +165,6 @@ pub async fn deploy<H: HealthSource>(
         .ok_or_else(|| Error::invalid("the ECS service does not exist; run `up` first"))?;
     let svc_spec: EcsServiceSpec =
         serde_json::from_value(serde_json::Value::Object(svc.props.clone()))?;
-    let old_task_set = svc
-        .outputs
-        .get("primary_task_set")
-        .cloned()
-        .unwrap_or_default();
     let listeners = listener::find(aws).await?;
     let arn_of = |n: &str| {
         listeners
@@ -187,15 +185,61 @@ pub async fn deploy<H: HealthSource>(
             .ok_or_else(|| Error::invalid(format!("target group {c} missing; run `up` first")))
     };
     let (blue, green) = (tg("blue")?, tg("green")?);
-    let live = svc_spec.target_group_arn.clone();
+    // Production traffic is what the HTTPS listener forwards to.
+    let live = listeners
+        .iter()
+        .find(|(name, _)| name == "https")
+        .and_then(|(_, l)| l.default_actions().first())
+        .and_then(|a| a.target_group_arn())
+        .map(str::to_string)
+        .unwrap_or_else(|| svc_spec.target_group_arn.clone());
     let idle = if live == green {
         blue.clone()
     } else {
         green.clone()
     };
 
+    // The task set serving `live` is the current version. After an
+    // interrupted deploy it may not be primary yet (finish that switch), and
+    // other task sets are leftovers (remove them).
+    let sets = ecs_service::task_sets(aws, &cluster).await?;
+    let serving = |t: &&aws_sdk_ecs::types::TaskSet| {
+        t.load_balancers()
+            .first()
+            .and_then(|l| l.target_group_arn())
+            == Some(live.as_str())
+    };
+    let current = sets
+        .iter()
+        .filter(serving)
+        .find(|t| t.status() == Some("PRIMARY"))
+        .or_else(|| sets.iter().find(serving));
+    let old_task_set = current
+        .and_then(|t| t.task_set_arn())
+        .unwrap_or_default()
+        .to_string();
+    if let Some(t) = current
+        && t.status() != Some("PRIMARY")
+    {
+        crate::progress::note(
+            "completing an interrupted switch: the serving task set becomes primary",
+        );
+        ecs_service::make_primary(aws, &cluster, &old_task_set).await?;
+    }
+    for t in &sets {
+        if let Some(arn) = t.task_set_arn()
+            && arn != old_task_set
+        {
+            crate::progress::note(&format!("removing leftover task set {arn}"));
+            ecs_service::delete_task_set(aws, &cluster, arn).await?;
+        }
+    }
+
     // 1. New revision: the current one with the new gateway image.
-    let old_td_arn = svc_spec.task_definition.clone();
+    let old_td_arn = current
+        .and_then(|t| t.task_definition())
+        .map(str::to_string)
+        .unwrap_or_else(|| svc_spec.task_definition.clone());
     let mut td_spec = task_definition::spec_of(&task_definition::describe(aws, &old_td_arn).await?);
     td_spec.gateway_image = opts.image.clone();
     let key = crate::model::Key::new(crate::model::Kind::TaskDefinition, "gateway");

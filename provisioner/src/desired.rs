@@ -512,11 +512,11 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
             )
         }
     };
-    for repo in ["gateway", "metrics-agent"] {
+    for repo in crate::aws::ecr::REPOSITORIES {
         out.push(Desired::new(
             k(Kind::EcrRepository, repo),
             &EcrRepositorySpec {
-                name: format!("{p}/{repo}"),
+                name: format!("{}/{repo}", cfg.project),
                 scan_on_push: true,
                 tag_mutability: "IMMUTABLE".into(),
             },
@@ -668,6 +668,15 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
         "GATEWAY_WORKERS".to_string(),
         cfg.service.gateway_workers.to_string(),
     );
+    // The image's kong.yml reads the rate-limiting store from these
+    // (`${{ env "REDIS_HOST" }}` ...): shared counters in ElastiCache, over TLS.
+    gateway_env.insert("RATE_LIMIT_POLICY".to_string(), "redis".to_string());
+    gateway_env.insert(
+        "REDIS_HOST".to_string(),
+        ids.get(Kind::ReplicationGroup, "main", "endpoint"),
+    );
+    gateway_env.insert("REDIS_PORT".to_string(), "6379".to_string());
+    gateway_env.insert("REDIS_SSL".to_string(), "true".to_string());
     let mut agent_env = BTreeMap::new();
     agent_env.insert(
         "METRICS_AGENT_LISTEN".to_string(),
@@ -706,6 +715,7 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
             k(Kind::LogGroup, "gateway"),
             k(Kind::Secret, "jwt"),
             k(Kind::Secret, "redis-token"),
+            k(Kind::ReplicationGroup, "main"),
             k(Kind::AmpWorkspace, "main"),
         ],
     ));

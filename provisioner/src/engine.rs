@@ -40,12 +40,11 @@ pub enum Event<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("observing the environment failed: {0}")]
-    Observe(#[source] Error),
+    Observe(Error),
     #[error("{key}: {action:?} failed: {source}")]
     Step {
         key: Key,
         action: Action,
-        #[source]
         source: Error,
         /// Changes applied before the failure (a later `up` resumes).
         done: usize,
@@ -194,7 +193,7 @@ pub async fn reconcile<P: Provider>(
     // Whatever exists but is no longer wanted goes, dependents first.
     let mut extra: Vec<&Actual> = actual
         .values()
-        .filter(|a| !wanted.contains(&a.key))
+        .filter(|a| !wanted.contains(&a.key) && !a.key.kind.shared())
         .collect();
     extra.sort_by(|a, b| {
         b.key
@@ -474,6 +473,23 @@ mod tests {
             matches!(err, Err(EngineError::ReplacementRequired { .. })),
             "{err:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn shared_kinds_survive_down() {
+        let f = Fake::default();
+        let w = |_: &Ids| {
+            vec![
+                Desired::new(Key::new(Kind::Vpc, "main"), &json!({}), vec![]),
+                Desired::new(Key::new(Kind::EcrRepository, "gateway"), &json!({}), vec![]),
+            ]
+        };
+        run(&f, &w, Mode::Apply).await.expect("up");
+        let none = |_: &Ids| Vec::new();
+        let down = run(&f, &none, Mode::Apply).await.expect("down");
+        assert_eq!(Summary::of(&down).delete, 1);
+        let left: Vec<Key> = f.items.borrow().keys().cloned().collect();
+        assert_eq!(left, vec![Key::new(Kind::EcrRepository, "gateway")]);
     }
 
     #[test]

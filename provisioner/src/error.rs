@@ -2,6 +2,8 @@
 
 use std::fmt::Debug;
 
+use aws_sdk_sts::error::ProvideErrorMetadata;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An AWS API call failed. `message` includes the service's error code.
@@ -24,19 +26,30 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps an SDK error with the operation name, keeping the service's
-    /// error code and message (the SDK's Display only says "service error").
+    /// Wraps an SDK error with the operation name as `Code: message` (the
+    /// SDK's Display only says "service error"); transport errors keep
+    /// their source chain.
     pub fn aws<E>(op: &'static str, err: E) -> Error
     where
-        E: std::error::Error + Debug + 'static,
+        E: std::error::Error + ProvideErrorMetadata + Debug + 'static,
     {
-        let mut message = err.to_string();
-        let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
-        while let Some(s) = source {
-            message.push_str(": ");
-            message.push_str(&s.to_string());
-            source = s.source();
-        }
+        let message = match (err.code(), err.message()) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.to_string(),
+            _ => {
+                let mut message = err.to_string();
+                let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
+                while let Some(s) = source {
+                    let text = s.to_string();
+                    if !message.contains(&text) {
+                        message.push_str(": ");
+                        message.push_str(&text);
+                    }
+                    source = s.source();
+                }
+                message
+            }
+        };
         Error::Aws { op, message }
     }
 

@@ -151,10 +151,17 @@ impl Kind {
             Kind::TargetGroup => &["port", "protocol", "vpc_id", "target_type"],
             Kind::Listener => &["port"],
             Kind::Certificate => &["domain"],
-            Kind::EcsService => &["cluster", "launch_type", "deployment_controller"],
+            Kind::EcsService => &["cluster", "deployment_controller"],
             Kind::FlowLog => &["vpc_id", "log_group", "traffic_type"],
             _ => &[],
         }
+    }
+
+    /// Kinds shared by all environments of the project: created by `up`,
+    /// never deleted by `down` (ECR repositories hold every environment's
+    /// images).
+    pub fn shared(self) -> bool {
+        matches!(self, Kind::EcrRepository)
     }
 
     /// Kinds whose identity (id/ARN) changes on every update, so dependents

@@ -159,6 +159,37 @@ fn short(v: &Option<Value>) -> String {
     }
 }
 
+/// Fields that identify a resource at a glance in a create line.
+const HEADLINE: [&str; 16] = [
+    "name",
+    "identifier",
+    "id",
+    "family",
+    "alias",
+    "domain",
+    "cidr",
+    "az",
+    "port",
+    "instance_class",
+    "node_type",
+    "desired_count",
+    "gateway_image",
+    "min_capacity",
+    "max_capacity",
+    "threshold",
+];
+
+fn headline(c: &Change) -> String {
+    HEADLINE
+        .iter()
+        .filter_map(|h| c.fields.iter().find(|f| f.field == *h))
+        .filter(|f| f.to.as_ref().and_then(Value::as_str) != Some(PENDING))
+        .take(3)
+        .map(|f| format!("{}={}", f.field, short(&f.to)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The human form of a plan: one line per resource with its marker, field
 /// details under updates, unchanged resources only counted.
 pub fn render_text(title: &str, changes: &[Change], verbose: bool) -> String {
@@ -177,7 +208,7 @@ pub fn render_text(title: &str, changes: &[Change], verbose: bool) -> String {
         }
         let key = c.key.to_string();
         let note = match c.action {
-            Action::Create => "create".to_string(),
+            Action::Create => format!("create  {}", headline(c)).trim_end().to_string(),
             Action::Delete => format!("delete {}", c.id.as_deref().unwrap_or("")),
             Action::Update => format!("update {}", c.id.as_deref().unwrap_or("")),
             Action::Replace => {
@@ -309,6 +340,7 @@ mod tests {
         .collect();
         let text = render_text("Plan", &changes, false);
         assert!(text.contains("  +   vpc/x"), "{text}");
+        assert!(text.contains("create  cidr=10.1.0.0/16"), "{text}");
         assert!(text.contains("  ~   ecs-service/gw"), "{text}");
         assert!(text.contains("desired_count: 2 -> 3"), "{text}");
         assert!(text.contains("  -   subnet/old"), "{text}");

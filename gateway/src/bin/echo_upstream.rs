@@ -3,6 +3,7 @@
 //! Every request is answered with a JSON echo of what arrived (method, path, query,
 //! headers, body) and an `X-Upstream: <name>` header. Special paths:
 //! `/health` (200), `/status/<code>` (that status), `/delay/<ms>` (answers after a pause),
+//! `/raw` (the request body back with the request's Content-Type),
 //! `/.well-known/jwks.json` (the file given with `--jwks`, if any).
 
 use std::net::SocketAddr;
@@ -171,9 +172,17 @@ async fn serve(
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         }
         let mut status = 200u16;
-        let mut ctype = "application/json";
+        let mut ctype = "application/json".to_string();
         let payload = if path == "/health" {
             "{\"status\":\"ok\"}".to_string()
+        } else if path == "/raw" {
+            // The request body back, with the request's Content-Type.
+            ctype = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| "application/octet-stream".into());
+            String::from_utf8_lossy(&body).into_owned()
         } else if path == "/.well-known/jwks.json" && jwks.is_some() {
             jwks.as_ref().clone().unwrap_or_default()
         } else {
@@ -190,12 +199,18 @@ async fn serve(
                 tokio::time::sleep(Duration::from_millis(ms.min(120_000))).await;
             }
             if path.starts_with("/text") {
-                ctype = "text/plain";
+                ctype = "text/plain".into();
             }
-            let hdrs: serde_json::Map<String, serde_json::Value> = headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::String(v.clone())))
-                .collect();
+            // Repeated headers are joined with ", " (one entry per name).
+            let mut hdrs = serde_json::Map::new();
+            for (k, v) in &headers {
+                let k = k.to_ascii_lowercase();
+                let joined = match hdrs.get(&k).and_then(|p| p.as_str()) {
+                    Some(prev) => format!("{prev}, {v}"),
+                    None => v.clone(),
+                };
+                hdrs.insert(k, serde_json::Value::String(joined));
+            }
             serde_json::json!({
                 "upstream": &*name,
                 "method": method,

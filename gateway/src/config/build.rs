@@ -81,6 +81,46 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Credentials are checked once at load (key material parsed), with their paths.
+    fn check_credentials(&mut self) {
+        let mut errs = Vec::new();
+        for c in &self.out.jwt_secrets {
+            if let Err(crate::plugins::SpecError::Invalid { path, message }) =
+                crate::plugins::jwt::check_secret(&c.value)
+            {
+                errs.push((join_path(&c.path, &path), message));
+            }
+        }
+        for c in &self.out.keyauth_credentials {
+            if let Err(crate::plugins::SpecError::Invalid { path, message }) =
+                crate::plugins::key_auth::check_key(&c.value)
+            {
+                errs.push((join_path(&c.path, &path), message));
+            }
+        }
+        for c in &self.out.acls {
+            if let Err(crate::plugins::SpecError::Invalid { path, message }) =
+                crate::plugins::acl::check_acl(&c.value)
+            {
+                errs.push((join_path(&c.path, &path), message));
+            }
+        }
+        let mut seen = std::collections::HashMap::new();
+        for c in &self.out.jwt_secrets {
+            if let Some(k) = c.value.get("key").and_then(|k| k.as_str())
+                && let Some(first) = seen.insert(k.to_string(), c.path.clone())
+            {
+                errs.push((
+                    format!("{}.key", c.path),
+                    format!("duplicate jwt key `{k}` (also at {first})"),
+                ));
+            }
+        }
+        for (p, m) in errs {
+            self.err(p, m);
+        }
+    }
+
     pub(super) fn build(&mut self, raw: RawDocument) {
         match raw.format_version.as_deref() {
             Some("3.0") | Some("2.1") | Some("1.1") => {}
@@ -240,6 +280,7 @@ impl<'a> Builder<'a> {
             }
         }
 
+        self.check_credentials();
         let pending = std::mem::take(&mut self.pending_plugins);
         for (path, value, scope, refs) in pending {
             self.plugin(&path, &value, scope, refs);

@@ -4,8 +4,22 @@
 //! Adding a plugin: write `plugins/<name>.rs` with a `Config` (serde, deny_unknown_fields)
 //! and a type implementing [`Plugin`], then add it to [`PluginSpec`] (parse + build).
 
+pub mod acl;
+pub mod auth;
 pub mod correlation_id;
+pub mod cors;
+pub mod ip_restriction;
+pub mod jwks;
+pub mod jwt;
+pub mod key_auth;
+pub mod opentelemetry;
+pub mod prometheus;
 pub mod rate_limiting;
+pub mod request_size_limiting;
+pub mod request_termination;
+pub mod request_transformer;
+pub mod response_transformer;
+pub mod transform;
 
 use std::sync::Arc;
 
@@ -67,17 +81,79 @@ pub fn parse_config<T: DeserializeOwned>(v: &serde_norway::Value) -> Result<T, S
 #[derive(Debug, Clone)]
 pub enum PluginSpec {
     CorrelationId(correlation_id::Config),
+    Cors(cors::Config),
+    Jwt(jwt::Config),
+    KeyAuth(key_auth::Config),
+    Acl(acl::Config),
+    OpenTelemetry(opentelemetry::Config),
+    Prometheus(prometheus::Config),
     RateLimiting(Box<rate_limiting::Config>),
+    RequestTransformer(request_transformer::Config),
+    ResponseTransformer(response_transformer::Config),
+    RequestTermination(request_termination::Config),
+    RequestSizeLimiting(request_size_limiting::Config),
+    IpRestriction(ip_restriction::Config),
 }
 
 impl PluginSpec {
     pub fn parse(name: &str, config: &serde_norway::Value) -> Result<PluginSpec, SpecError> {
         Ok(match name {
             "correlation-id" => PluginSpec::CorrelationId(parse_config(config)?),
+            "cors" => {
+                let c: cors::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::Cors(c)
+            }
+            "jwt" => {
+                let c: jwt::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::Jwt(c)
+            }
+            "key-auth" => {
+                let c: key_auth::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::KeyAuth(c)
+            }
+            "acl" => {
+                let c: acl::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::Acl(c)
+            }
+            "prometheus" => PluginSpec::Prometheus(parse_config(config)?),
+            "opentelemetry" => {
+                let c: opentelemetry::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::OpenTelemetry(c)
+            }
             "rate-limiting" => {
                 let c: rate_limiting::Config = parse_config(config)?;
                 c.check()?;
                 PluginSpec::RateLimiting(Box::new(c))
+            }
+            "request-transformer" => {
+                let c: request_transformer::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::RequestTransformer(c)
+            }
+            "response-transformer" => {
+                let c: response_transformer::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::ResponseTransformer(c)
+            }
+            "request-termination" => {
+                let c: request_termination::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::RequestTermination(c)
+            }
+            "request-size-limiting" => {
+                let c: request_size_limiting::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::RequestSizeLimiting(c)
+            }
+            "ip-restriction" => {
+                let c: ip_restriction::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::IpRestriction(c)
             }
             _ => return Err(SpecError::Unknown),
         })
@@ -87,8 +163,31 @@ impl PluginSpec {
     pub fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Plugin>, String> {
         Ok(match self {
             PluginSpec::CorrelationId(c) => Arc::new(correlation_id::CorrelationId::new(c.clone())),
+            PluginSpec::Cors(c) => Arc::new(cors::Cors::new(c.clone())?),
+            PluginSpec::Jwt(c) => Arc::new(jwt::Jwt::new(c.clone(), ctx)?),
+            PluginSpec::KeyAuth(c) => Arc::new(key_auth::KeyAuth::new(c.clone(), ctx)?),
+            PluginSpec::Acl(c) => Arc::new(acl::Acl::new(c.clone(), ctx)?),
+            PluginSpec::Prometheus(c) => Arc::new(prometheus::Prometheus::new(c.clone())),
+            PluginSpec::OpenTelemetry(c) => {
+                Arc::new(opentelemetry::OpenTelemetry::new(c.clone(), ctx)?)
+            }
             PluginSpec::RateLimiting(c) => {
                 Arc::new(rate_limiting::RateLimiting::new((**c).clone(), ctx)?)
+            }
+            PluginSpec::RequestTransformer(c) => {
+                Arc::new(request_transformer::RequestTransformer::new(c.clone())?)
+            }
+            PluginSpec::ResponseTransformer(c) => {
+                Arc::new(response_transformer::ResponseTransformer::new(c.clone())?)
+            }
+            PluginSpec::RequestTermination(c) => {
+                Arc::new(request_termination::RequestTermination::new(c.clone()))
+            }
+            PluginSpec::RequestSizeLimiting(c) => {
+                Arc::new(request_size_limiting::RequestSizeLimiting::new(c.clone()))
+            }
+            PluginSpec::IpRestriction(c) => {
+                Arc::new(ip_restriction::IpRestriction::new(c.clone())?)
             }
         })
     }
@@ -97,6 +196,8 @@ impl PluginSpec {
 /// What plugins may need from the whole configuration when they are built.
 pub struct BuildContext<'a> {
     pub decl: &'a crate::config::Declarative,
+    /// The background runtime for plugin tasks (JWKS refresh); None in `gateway check`.
+    pub bg: Option<&'a tokio::runtime::Handle>,
     /// Where the instance being built is configured.
     pub scope: &'a crate::config::PluginScope,
 }
@@ -131,6 +232,19 @@ pub trait Plugin: Send + Sync {
 
     /// Edits the response body; `body` is the whole body when the plugin asked for buffering.
     fn response_body(&self, _body: &mut bytes::BytesMut, _st: &mut RequestState) {}
+
+    /// After the response went out (Kong's log phase): metrics, traces.
+    fn log(&self, _st: &RequestState, _status: u16) {}
+    /// True when the plugin needs the whole request body in `request_body` (asked once,
+    /// after the access phase). The proxy then buffers the body up to the gateway's body
+    /// limit and sends it upstream chunked, since its length may change.
+    fn buffers_request(&self, _req: &RequestHeader, _st: &RequestState) -> bool {
+        false
+    }
+
+    /// Edits the request body; `body` is the whole body when the plugin asked for buffering.
+    /// A plugin either rewrites it completely or leaves it untouched.
+    fn request_body(&self, _body: &mut bytes::BytesMut, _st: &mut RequestState) {}
 
     /// True when the plugin needs the whole response body in `response_body`.
     fn buffers_response(&self, _resp: &ResponseHeader) -> bool {

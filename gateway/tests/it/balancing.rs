@@ -14,6 +14,7 @@ fn upstream_config(alg: &str, targets: &[(u16, u32)], health: &str) -> String {
         s.push_str(&format!("  - target: 127.0.0.1:{p}\n    weight: {w}\n"));
     }
     s.push_str("services:\n- name: svc\n  url: http://pool\n  retries: 3\n  connect_timeout: 1000\n  routes:\n  - name: all\n    paths: [/]\n");
+    s.push_str("plugins:\n- name: prometheus\n  config: {upstream_health_metrics: true}\n");
     s
 }
 

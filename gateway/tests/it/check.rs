@@ -104,3 +104,65 @@ plugins:
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("plugin `bot-detection` is ignored"));
 }
+
+#[test]
+fn bad_keys_regexes_and_cors_contradictions() {
+    let cfg = "_format_version: \"3.0\"
+consumers:
+- username: a
+  jwt_secrets:
+  - key: k1
+    algorithm: RS256
+    rsa_public_key: |
+      -----BEGIN PUBLIC KEY-----
+      bm90IGEga2V5
+      -----END PUBLIC KEY-----
+  - key: k2
+    algorithm: HS256
+services:
+- name: s
+  url: http://127.0.0.1:1
+  routes:
+  - name: r
+    paths: [/]
+    plugins:
+    - name: cors
+      config:
+        origins: [\"*\", \"https://a.example.com\"]
+    - name: jwt
+      config:
+        maximum_expiration: 60
+plugins:
+- name: cors
+  config:
+    origins: [\"(bad\"]
+";
+    let (ok, out) = check(cfg, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains(
+            "kong.yml:7: consumers[0].jwt_secrets[0].rsa_public_key: invalid public key for RS256"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("kong.yml:11: consumers[0].jwt_secrets[1].secret: required for HS256"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "kong.yml:22: services[0].routes[0].plugins[0].config.origins: `*` allows every origin"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "services[0].routes[0].plugins[1].config.claims_to_verify: expected to contain: exp"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("kong.yml:29: plugins[0].config.origins[0]: invalid regex"),
+        "{out}"
+    );
+}

@@ -3,10 +3,14 @@
 
 mod harness;
 
+mod auth;
 mod balancing;
 mod check;
 mod framing;
 mod lifecycle;
+mod metrics;
+mod otel;
 mod rate_limiting;
 mod routing;
 mod tls;
+mod transform;

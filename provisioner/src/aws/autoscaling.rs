@@ -73,6 +73,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
         .min_capacity(spec.min_capacity)
         .max_capacity(spec.max_capacity)
+        .set_tags(Some(aws.tags(&d.key).into_iter().collect()))
         .send()
         .await
         .map_err(|e| Error::aws("application-autoscaling:RegisterScalableTarget", e))?;

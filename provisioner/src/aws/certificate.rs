@@ -8,14 +8,17 @@ use crate::model::{Actual, Desired, Kind};
 use crate::specs::CertificateSpec;
 
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
-    let out = aws
+    let items = aws
         .acm
         .list_certificates()
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("acm:ListCertificates", e))?;
     let mut res = Vec::new();
-    for c in out.certificate_summary_list() {
+    for c in &items {
         let Some(arn) = c.certificate_arn() else {
             continue;
         };
@@ -48,9 +51,29 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
             .status()
             .map(|s| s.as_str().to_string())
             .unwrap_or_default();
-        res.push(Actual::new(key, arn, &spec).output("arn", arn).state(state));
+        let mut actual = Actual::new(key, arn, &spec).output("arn", arn).state(state);
+        if let Some(record) = validation_record(aws, arn).await? {
+            actual = actual.output("validation_record", record);
+        }
+        res.push(actual);
     }
     Ok(res)
+}
+
+/// The DNS record that validates the certificate, as `NAME CNAME VALUE`.
+async fn validation_record(aws: &Aws, arn: &str) -> Result<Option<String>> {
+    let out = aws
+        .acm
+        .describe_certificate()
+        .certificate_arn(arn)
+        .send()
+        .await
+        .map_err(|e| Error::aws("acm:DescribeCertificate", e))?;
+    Ok(out
+        .certificate()
+        .and_then(|c| c.domain_validation_options().first())
+        .and_then(|d| d.resource_record())
+        .map(|r| format!("{} {} {}", r.name(), r.r#type().as_str(), r.value())))
 }
 
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
@@ -83,11 +106,15 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
 }
 
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
-    aws.acm
-        .delete_certificate()
-        .certificate_arn(&a.id)
-        .send()
-        .await
-        .map_err(|e| Error::aws("acm:DeleteCertificate", e))?;
+    // In use until the deleted listeners are fully gone.
+    super::retry_transient("delete certificate", aws.wait_timeout, || async {
+        aws.acm
+            .delete_certificate()
+            .certificate_arn(&a.id)
+            .send()
+            .await
+            .map_err(|e| Error::aws("acm:DeleteCertificate", e))
+    })
+    .await?;
     Ok(())
 }

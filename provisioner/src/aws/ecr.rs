@@ -1,4 +1,6 @@
-//! ECR repositories (scan on push, immutable tags).
+//! ECR repositories (scan on push, immutable tags). They hold the images of
+//! every environment (`<project>/gateway`, as the release workflow pushes
+//! them), so they are tagged with the project only and kept by `down`.
 
 use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability, Tag};
 
@@ -7,20 +9,38 @@ use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::EcrRepositorySpec;
 
+/// The images of the suite.
+pub const REPOSITORIES: [&str; 3] = ["gateway", "metrics-agent", "provisioner"];
+
+/// Project-level tags: no `env`, because every environment pulls from them.
+fn shared_tags(aws: &Aws, key: &Key) -> Vec<(String, String)> {
+    aws.tags(key)
+        .into_iter()
+        .filter(|(k, _)| k != super::TAG_ENV)
+        .chain([("scope".to_string(), "shared".to_string())])
+        .collect()
+}
+
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
-    let out = aws
+    let items = aws
         .ecr
         .describe_repositories()
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("ecr:DescribeRepositories", e))?;
-    let prefix = format!("{}/", aws.prefix);
+    let prefix = format!("{}/", aws.project);
     let mut res = Vec::new();
-    for r in out.repositories() {
+    for r in &items {
         let Some(name) = r.repository_name() else {
             continue;
         };
-        let Some(logical) = name.strip_prefix(&prefix) else {
+        let Some(logical) = name
+            .strip_prefix(&prefix)
+            .filter(|l| REPOSITORIES.contains(l))
+        else {
             continue;
         };
         let spec = EcrRepositorySpec {
@@ -45,8 +65,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
 
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: EcrRepositorySpec = d.spec()?;
-    let tags = aws
-        .tags(&d.key)
+    let tags = shared_tags(aws, &d.key)
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect::<std::result::Result<Vec<_>, _>>()

@@ -93,11 +93,15 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
 }
 
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
-    aws.ecs
-        .delete_cluster()
-        .cluster(&a.id)
-        .send()
-        .await
-        .map_err(|e| Error::aws("ecs:DeleteCluster", e))?;
+    // Fails while the deleted service is still draining its tasks.
+    super::retry_transient("delete ECS cluster", aws.wait_timeout, || async {
+        aws.ecs
+            .delete_cluster()
+            .cluster(&a.id)
+            .send()
+            .await
+            .map_err(|e| Error::aws("ecs:DeleteCluster", e))
+    })
+    .await?;
     Ok(())
 }

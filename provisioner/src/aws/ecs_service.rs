@@ -18,14 +18,23 @@ use crate::specs::EcsServiceSpec;
 pub const SERVICE: &str = "gateway";
 
 pub async fn describe(aws: &Aws, cluster: &str) -> Result<Option<Service>> {
-    let out = aws
+    let out = match aws
         .ecs
         .describe_services()
         .cluster(cluster)
         .services(SERVICE)
         .send()
         .await
-        .map_err(|e| Error::aws("ecs:DescribeServices", e))?;
+    {
+        Ok(o) => o,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_cluster_not_found_exception()) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::aws("ecs:DescribeServices", e)),
+    };
     Ok(out
         .services()
         .iter()
@@ -90,7 +99,7 @@ fn actual_of(s: &Service, cluster: &str, sets: &[TaskSet]) -> Actual {
         .output("arn", arn)
         .output(
             "primary_task_set",
-            p.and_then(|t| t.id()).unwrap_or_default(),
+            p.and_then(|t| t.task_set_arn()).unwrap_or_default(),
         )
         .output("running", s.running_count().to_string())
         .state(s.status().unwrap_or_default())
@@ -105,7 +114,8 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     Ok(vec![actual_of(&s, &cluster, &sets)])
 }
 
-/// Starts a task set for `task_definition` registered with `target_group`.
+/// Starts a task set for `task_definition` registered with `target_group`;
+/// returns its ARN.
 pub async fn create_task_set(
     aws: &Aws,
     spec: &EcsServiceSpec,
@@ -143,13 +153,14 @@ pub async fn create_task_set(
                 .value(100.0)
                 .build(),
         )
+        .set_tags(Some(ecs_tags(aws, &Key::new(Kind::EcsService, SERVICE))))
         .send()
         .await
         .map_err(|e| Error::aws("ecs:CreateTaskSet", e))?;
     out.task_set()
-        .and_then(|t| t.id())
+        .and_then(|t| t.task_set_arn())
         .map(str::to_string)
-        .ok_or_else(|| Error::invalid("CreateTaskSet returned no id"))
+        .ok_or_else(|| Error::invalid("CreateTaskSet returned no ARN"))
 }
 
 pub async fn make_primary(aws: &Aws, cluster: &str, task_set: &str) -> Result<()> {
@@ -183,7 +194,7 @@ async fn roll(aws: &Aws, spec: &EcsServiceSpec) -> Result<()> {
     let old: Vec<String> = task_sets(aws, &spec.cluster)
         .await?
         .iter()
-        .filter_map(|t| t.id().map(str::to_string))
+        .filter_map(|t| t.task_set_arn().map(str::to_string))
         .collect();
     let new = create_task_set(aws, spec, &spec.task_definition, &spec.target_group_arn).await?;
     make_primary(aws, &spec.cluster, &new).await?;
@@ -217,7 +228,6 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
                 .map_err(|e| Error::invalid(e.to_string()))?,
         )
         .propagate_tags(PropagateTags::Service)
-        .health_check_grace_period_seconds(60)
         .set_tags(Some(ecs_tags(aws, &d.key)))
         .send()
         .await
@@ -266,9 +276,28 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .await
         .map_err(|e| Error::aws("ecs:UpdateService", e))?;
     for t in task_sets(aws, &cluster).await? {
-        if let Some(id) = t.id() {
-            delete_task_set(aws, &cluster, id).await?;
+        if let Some(arn) = t.task_set_arn() {
+            delete_task_set(aws, &cluster, arn).await?;
         }
+    }
+    // Tasks of deleted task sets drain on their own in AWS; stopping what is
+    // left makes teardown deterministic (and moto never stops them).
+    let tasks = aws
+        .ecs
+        .list_tasks()
+        .cluster(&cluster)
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecs:ListTasks", e))?;
+    for t in tasks.task_arns() {
+        aws.ecs
+            .stop_task()
+            .cluster(&cluster)
+            .task(t)
+            .reason("provisioner down")
+            .send()
+            .await
+            .map_err(|e| Error::aws("ecs:StopTask", e))?;
     }
     aws.ecs
         .delete_service()

@@ -61,11 +61,14 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
 }
 
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
-    aws.ec2
-        .release_address()
-        .allocation_id(&a.id)
-        .send()
-        .await
-        .map_err(|e| Error::aws("ec2:ReleaseAddress", e))?;
+    super::retry_transient("release elastic IP", aws.wait_timeout, || async {
+        aws.ec2
+            .release_address()
+            .allocation_id(&a.id)
+            .send()
+            .await
+            .map_err(|e| Error::aws("ec2:ReleaseAddress", e))
+    })
+    .await?;
     Ok(())
 }

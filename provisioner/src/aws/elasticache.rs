@@ -22,15 +22,17 @@ fn group_name(aws: &Aws) -> String {
 }
 
 pub async fn observe_subnet_groups(aws: &Aws) -> Result<Vec<Actual>> {
-    let out = aws
+    let items = aws
         .elasticache
         .describe_cache_subnet_groups()
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("elasticache:DescribeCacheSubnetGroups", e))?;
     let name = group_name(aws);
-    Ok(out
-        .cache_subnet_groups()
+    Ok(items
         .iter()
         .filter(|g| g.cache_subnet_group_name() == Some(name.as_str()))
         .map(|g| {
@@ -104,14 +106,16 @@ pub async fn delete_subnet_group(aws: &Aws, a: &Actual) -> Result<()> {
 
 async fn describe(aws: &Aws) -> Result<Option<ReplicationGroup>> {
     let id = group_name(aws);
-    let out = aws
+    let items = aws
         .elasticache
         .describe_replication_groups()
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("elasticache:DescribeReplicationGroups", e))?;
-    Ok(out
-        .replication_groups()
+    Ok(items
         .iter()
         .find(|g| g.replication_group_id() == Some(id.as_str()))
         .cloned())

@@ -44,26 +44,34 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
 
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: FlowLogSpec = d.spec()?;
-    let out = aws
-        .ec2
-        .create_flow_logs()
-        .resource_ids(&spec.vpc_id)
-        .resource_type(FlowLogsResourceType::Vpc)
-        .traffic_type(TrafficType::from(spec.traffic_type.as_str()))
-        .log_destination_type(LogDestinationType::CloudWatchLogs)
-        .log_group_name(&spec.log_group)
-        .deliver_logs_permission_arn(&spec.role_arn)
-        .tag_specifications(tag_spec(aws, &d.key, ResourceType::VpcFlowLog, &[]))
-        .send()
-        .await
-        .map_err(|e| Error::aws("ec2:CreateFlowLogs", e))?;
-    if let Some(u) = out.unsuccessful().first() {
-        let msg = u
-            .error()
-            .and_then(|e| e.message())
-            .unwrap_or("unknown error");
-        return Err(Error::invalid(format!("CreateFlowLogs: {msg}")));
-    }
+    // A freshly created role takes a few seconds to become assumable.
+    let out = super::retry_transient("create flow log", aws.wait_timeout, || async {
+        let out = aws
+            .ec2
+            .create_flow_logs()
+            .resource_ids(&spec.vpc_id)
+            .resource_type(FlowLogsResourceType::Vpc)
+            .traffic_type(TrafficType::from(spec.traffic_type.as_str()))
+            .log_destination_type(LogDestinationType::CloudWatchLogs)
+            .log_group_name(&spec.log_group)
+            .deliver_logs_permission_arn(&spec.role_arn)
+            .tag_specifications(tag_spec(aws, &d.key, ResourceType::VpcFlowLog, &[]))
+            .send()
+            .await
+            .map_err(|e| Error::aws("ec2:CreateFlowLogs", e))?;
+        if let Some(u) = out.unsuccessful().first() {
+            let msg = u
+                .error()
+                .and_then(|e| e.message())
+                .unwrap_or("unknown error");
+            return Err(Error::Aws {
+                op: "ec2:CreateFlowLogs",
+                message: msg.to_string(),
+            });
+        }
+        Ok(out)
+    })
+    .await?;
     let id = out
         .flow_log_ids()
         .first()

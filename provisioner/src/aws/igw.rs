@@ -71,13 +71,17 @@ async fn attach(aws: &Aws, id: &str, vpc: &str) -> Result<()> {
 }
 
 async fn detach(aws: &Aws, id: &str, vpc: &str) -> Result<()> {
-    aws.ec2
-        .detach_internet_gateway()
-        .internet_gateway_id(id)
-        .vpc_id(vpc)
-        .send()
-        .await
-        .map_err(|e| Error::aws("ec2:DetachInternetGateway", e))?;
+    // Fails with DependencyViolation while public IPs are still mapped.
+    super::retry_transient("detach internet gateway", aws.wait_timeout, || async {
+        aws.ec2
+            .detach_internet_gateway()
+            .internet_gateway_id(id)
+            .vpc_id(vpc)
+            .send()
+            .await
+            .map_err(|e| Error::aws("ec2:DetachInternetGateway", e))
+    })
+    .await?;
     Ok(())
 }
 

@@ -30,15 +30,17 @@ fn name(aws: &Aws) -> String {
 
 /// This environment's ALB, if it exists.
 pub async fn find(aws: &Aws) -> Result<Option<LoadBalancer>> {
-    let out = aws
+    let items = aws
         .elb
         .describe_load_balancers()
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("elbv2:DescribeLoadBalancers", e))?;
     let n = name(aws);
-    Ok(out
-        .load_balancers()
+    Ok(items
         .iter()
         .find(|l| l.load_balancer_name() == Some(n.as_str()))
         .cloned())

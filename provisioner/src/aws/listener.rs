@@ -52,7 +52,11 @@ fn actual_of(name: &str, l: &Listener) -> Actual {
             .first()
             .and_then(|c| c.certificate_arn())
             .map(str::to_string),
-        ssl_policy: l.ssl_policy().map(str::to_string),
+        // Only HTTPS listeners have a policy (moto reports a default on HTTP).
+        ssl_policy: l
+            .ssl_policy()
+            .filter(|_| l.protocol() == Some(&ProtocolEnum::Https))
+            .map(str::to_string),
         action,
     };
     let arn = l.listener_arn().unwrap_or_default();

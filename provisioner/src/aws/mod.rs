@@ -172,10 +172,10 @@ where
     Fut: Future<Output = Result<Option<T>>>,
 {
     let start = Instant::now();
-    let mut announced = false;
+    let mut last_note: Option<Instant> = None;
     loop {
         if let Some(v) = check().await? {
-            if announced {
+            if last_note.is_some() {
                 crate::progress::note(&format!(
                     "  {what}: done after {}s",
                     start.elapsed().as_secs()
@@ -189,14 +189,59 @@ where
                 secs: timeout.as_secs(),
             });
         }
-        if !announced || start.elapsed().as_secs().is_multiple_of(30) {
+        // A line when the wait starts, then one every 30 seconds.
+        if last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
             crate::progress::note(&format!(
                 "  waiting for {what} ({}s elapsed)",
                 start.elapsed().as_secs()
             ));
-            announced = true;
+            last_note = Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_secs(5).min(timeout)).await;
+    }
+}
+
+/// Error codes that mean "not yet" rather than "no": dependencies still
+/// draining (ENIs of deleted load balancers and tasks), IAM propagation,
+/// resources still in use while a parent finishes deleting.
+const TRANSIENT: [&str; 10] = [
+    "DependencyViolation",
+    "ClusterContainsServicesException",
+    "ClusterContainsTasksException",
+    "Unable to assume",
+    "InvalidIPAddress.InUse",
+    "InvalidDBSubnetGroupStateFault",
+    "CacheSubnetGroupInUse",
+    "ResourceInUse",
+    "InvalidParameter: Unable to validate",
+    "role cannot be assumed",
+];
+
+pub fn is_transient(err: &Error) -> bool {
+    match err {
+        Error::Aws { message, .. } => TRANSIENT.iter().any(|t| message.contains(t)),
+        _ => false,
+    }
+}
+
+/// Runs `op` again while it fails with a transient error, up to `timeout`.
+pub async fn retry_transient<T, F, Fut>(what: &str, timeout: Duration, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let start = Instant::now();
+    loop {
+        match op().await {
+            Err(e) if is_transient(&e) && start.elapsed() < timeout => {
+                crate::progress::note(&format!(
+                    "  {what}: {e}; retrying ({}s elapsed)",
+                    start.elapsed().as_secs()
+                ));
+                tokio::time::sleep(Duration::from_secs(5).min(timeout)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -209,39 +254,74 @@ pub struct AwsProvider<'a> {
 impl Provider for AwsProvider<'_> {
     async fn observe(&self) -> Result<Vec<Actual>> {
         let a = self.aws;
-        let mut all = Vec::new();
-        // EC2 network, found by tags in one pass per kind.
-        all.extend(vpc::observe(a).await?);
-        all.extend(igw::observe(a).await?);
-        all.extend(subnet::observe(a).await?);
-        all.extend(eip::observe(a).await?);
-        all.extend(nat::observe(a).await?);
-        all.extend(route_table::observe(a).await?);
-        let groups = security_group::observe(a).await?;
-        all.extend(sg_rules::observe(a).await?);
-        all.extend(groups);
-        all.extend(flow_log::observe(a).await?);
-        // Everything else, found by name prefix and checked by tags.
-        all.extend(log_group::observe(a).await?);
-        all.extend(iam::observe(a).await?);
-        all.extend(secret::observe(a).await?);
-        all.extend(rds::observe_subnet_groups(a).await?);
-        all.extend(rds::observe(a).await?);
-        all.extend(elasticache::observe_subnet_groups(a).await?);
-        all.extend(elasticache::observe(a).await?);
-        all.extend(certificate::observe(a).await?);
-        all.extend(ecr::observe(a).await?);
-        all.extend(lb::observe(a).await?);
-        all.extend(target_group::observe(a).await?);
-        all.extend(listener::observe(a).await?);
-        all.extend(sns::observe(a).await?);
-        all.extend(amp::observe(a).await?);
-        all.extend(amp::observe_rule_groups(a).await?);
-        all.extend(ecs_cluster::observe(a).await?);
-        all.extend(task_definition::observe(a).await?);
-        all.extend(ecs_service::observe(a).await?);
-        all.extend(autoscaling::observe(a).await?);
-        all.extend(alarm::observe(a).await?);
+        // Independent lookups, run concurrently (about 40 API calls).
+        let (network, security, data, edge, compute) = tokio::try_join!(
+            async {
+                let parts = tokio::try_join!(
+                    vpc::observe(a),
+                    igw::observe(a),
+                    subnet::observe(a),
+                    eip::observe(a),
+                    nat::observe(a),
+                    route_table::observe(a),
+                    flow_log::observe(a),
+                    log_group::observe(a),
+                )?;
+                Ok::<_, Error>(
+                    [
+                        parts.0, parts.1, parts.2, parts.3, parts.4, parts.5, parts.6, parts.7,
+                    ]
+                    .concat(),
+                )
+            },
+            async {
+                let parts = tokio::try_join!(
+                    security_group::observe(a),
+                    sg_rules::observe(a),
+                    iam::observe(a),
+                    secret::observe(a),
+                )?;
+                Ok::<_, Error>([parts.0, parts.1, parts.2, parts.3].concat())
+            },
+            async {
+                let parts = tokio::try_join!(
+                    rds::observe_subnet_groups(a),
+                    rds::observe(a),
+                    elasticache::observe_subnet_groups(a),
+                    elasticache::observe(a),
+                )?;
+                Ok::<_, Error>([parts.0, parts.1, parts.2, parts.3].concat())
+            },
+            async {
+                let parts = tokio::try_join!(
+                    certificate::observe(a),
+                    ecr::observe(a),
+                    lb::observe(a),
+                    target_group::observe(a),
+                    listener::observe(a),
+                    sns::observe(a),
+                    amp::observe(a),
+                    amp::observe_rule_groups(a),
+                )?;
+                Ok::<_, Error>(
+                    [
+                        parts.0, parts.1, parts.2, parts.3, parts.4, parts.5, parts.6, parts.7,
+                    ]
+                    .concat(),
+                )
+            },
+            async {
+                let parts = tokio::try_join!(
+                    ecs_cluster::observe(a),
+                    task_definition::observe(a),
+                    ecs_service::observe(a),
+                    autoscaling::observe(a),
+                    alarm::observe(a),
+                )?;
+                Ok::<_, Error>([parts.0, parts.1, parts.2, parts.3, parts.4].concat())
+            },
+        )?;
+        let mut all = [network, security, data, edge, compute].concat();
         if let Some(g) = self.grafana {
             all.extend(g.observe().await?);
         }
@@ -367,5 +447,46 @@ impl Provider for AwsProvider<'_> {
                 None => Ok(()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors_are_recognised() {
+        let e = |m: &str| Error::Aws {
+            op: "x",
+            message: m.to_string(),
+        };
+        assert!(is_transient(&e(
+            "DependencyViolation: resource sg-1 has a dependent object"
+        )));
+        assert!(is_transient(&e(
+            "InvalidParameter: Unable to assume role arn:aws:iam::1:role/x"
+        )));
+        assert!(!is_transient(&e("InvalidParameterValue: bad cidr")));
+        assert!(!is_transient(&Error::invalid("DependencyViolation")));
+    }
+
+    #[tokio::test]
+    async fn wait_for_returns_the_value_or_times_out() {
+        let v = wait_for("ready", Duration::from_secs(1), || async { Ok(Some(7)) }).await;
+        assert_eq!(v.ok(), Some(7));
+        let t = wait_for("never", Duration::ZERO, || async { Ok(None::<()>) }).await;
+        assert!(matches!(t, Err(Error::Timeout { .. })), "{t:?}");
+    }
+
+    #[tokio::test]
+    async fn retry_gives_up_on_permanent_errors_at_once() {
+        let mut calls = 0;
+        let r: Result<()> = retry_transient("x", Duration::from_secs(60), || {
+            calls += 1;
+            async { Err(Error::invalid("nope")) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
     }
 }

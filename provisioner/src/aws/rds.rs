@@ -24,15 +24,17 @@ fn instance_id(aws: &Aws) -> String {
 }
 
 pub async fn observe_subnet_groups(aws: &Aws) -> Result<Vec<Actual>> {
-    let out = aws
+    let items = aws
         .rds
         .describe_db_subnet_groups()
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("rds:DescribeDBSubnetGroups", e))?;
     let name = subnet_group_name(aws);
-    Ok(out
-        .db_subnet_groups()
+    Ok(items
         .iter()
         .filter(|g| g.db_subnet_group_name() == Some(name.as_str()))
         .map(|g| {
@@ -83,25 +85,30 @@ pub async fn update_subnet_group(aws: &Aws, a: &Actual, d: &Desired) -> Result<A
 }
 
 pub async fn delete_subnet_group(aws: &Aws, a: &Actual) -> Result<()> {
-    aws.rds
-        .delete_db_subnet_group()
-        .db_subnet_group_name(&a.id)
-        .send()
-        .await
-        .map_err(|e| Error::aws("rds:DeleteDBSubnetGroup", e))?;
+    super::retry_transient("delete DB subnet group", aws.wait_timeout, || async {
+        aws.rds
+            .delete_db_subnet_group()
+            .db_subnet_group_name(&a.id)
+            .send()
+            .await
+            .map_err(|e| Error::aws("rds:DeleteDBSubnetGroup", e))
+    })
+    .await?;
     Ok(())
 }
 
 async fn describe(aws: &Aws) -> Result<Option<aws_sdk_rds::types::DbInstance>> {
     let id = instance_id(aws);
-    let out = aws
+    let items = aws
         .rds
         .describe_db_instances()
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("rds:DescribeDBInstances", e))?;
-    Ok(out
-        .db_instances()
+    Ok(items
         .iter()
         .find(|i| i.db_instance_identifier() == Some(id.as_str()))
         .cloned())

@@ -182,3 +182,49 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("ec2:DeleteRouteTable", e))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::types::{Route, RouteTableAssociation};
+
+    #[test]
+    fn spec_reads_associations_and_the_default_route() {
+        let rt = RouteTable::builder()
+            .vpc_id("vpc-1")
+            .associations(RouteTableAssociation::builder().main(true).build())
+            .associations(
+                RouteTableAssociation::builder()
+                    .subnet_id("subnet-b")
+                    .build(),
+            )
+            .associations(
+                RouteTableAssociation::builder()
+                    .subnet_id("subnet-a")
+                    .build(),
+            )
+            .routes(
+                Route::builder()
+                    .destination_cidr_block("10.0.0.0/16")
+                    .gateway_id("local")
+                    .build(),
+            )
+            .routes(
+                Route::builder()
+                    .destination_cidr_block(DEFAULT)
+                    .nat_gateway_id("nat-1")
+                    .build(),
+            )
+            .build();
+        assert_eq!(
+            spec_of(&rt),
+            RouteTableSpec {
+                vpc_id: "vpc-1".into(),
+                subnets: vec!["subnet-a".into(), "subnet-b".into()],
+                default_route: Some("nat-1".into()),
+            }
+        );
+        let isolated = RouteTable::builder().vpc_id("vpc-1").build();
+        assert_eq!(spec_of(&isolated).default_route, None);
+    }
+}

@@ -69,11 +69,14 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
 }
 
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
-    aws.ec2
-        .delete_security_group()
-        .group_id(&a.id)
-        .send()
-        .await
-        .map_err(|e| Error::aws("ec2:DeleteSecurityGroup", e))?;
+    super::retry_transient("delete security group", aws.wait_timeout, || async {
+        aws.ec2
+            .delete_security_group()
+            .group_id(&a.id)
+            .send()
+            .await
+            .map_err(|e| Error::aws("ec2:DeleteSecurityGroup", e))
+    })
+    .await?;
     Ok(())
 }

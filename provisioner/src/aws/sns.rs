@@ -12,15 +12,17 @@ fn name(aws: &Aws) -> String {
 }
 
 async fn subscriptions(aws: &Aws, arn: &str) -> Result<Vec<(String, String)>> {
-    let out = aws
+    let items = aws
         .sns
         .list_subscriptions_by_topic()
         .topic_arn(arn)
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("sns:ListSubscriptionsByTopic", e))?;
-    Ok(out
-        .subscriptions()
+    Ok(items
         .iter()
         .filter(|s| s.protocol() == Some("https"))
         .filter_map(|s| Some((s.endpoint()?.to_string(), s.subscription_arn()?.to_string())))
@@ -28,15 +30,18 @@ async fn subscriptions(aws: &Aws, arn: &str) -> Result<Vec<(String, String)>> {
 }
 
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
-    let out = aws
+    let items = aws
         .sns
         .list_topics()
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("sns:ListTopics", e))?;
     let suffix = format!(":{}", name(aws));
     let mut res = Vec::new();
-    for t in out.topics() {
+    for t in &items {
         let Some(arn) = t.topic_arn() else { continue };
         if !arn.ends_with(&suffix) {
             continue;

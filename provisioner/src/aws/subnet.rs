@@ -87,11 +87,14 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
 }
 
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
-    aws.ec2
-        .delete_subnet()
-        .subnet_id(&a.id)
-        .send()
-        .await
-        .map_err(|e| Error::aws("ec2:DeleteSubnet", e))?;
+    super::retry_transient("delete subnet", aws.wait_timeout, || async {
+        aws.ec2
+            .delete_subnet()
+            .subnet_id(&a.id)
+            .send()
+            .await
+            .map_err(|e| Error::aws("ec2:DeleteSubnet", e))
+    })
+    .await?;
     Ok(())
 }

@@ -13,14 +13,16 @@ use crate::specs::TargetGroupSpec;
 pub const COLORS: [&str; 2] = ["blue", "green"];
 
 pub async fn find(aws: &Aws) -> Result<Vec<(String, TargetGroup)>> {
-    let out = aws
+    let items = aws
         .elb
         .describe_target_groups()
+        .into_paginator()
+        .items()
         .send()
+        .collect::<std::result::Result<Vec<_>, _>>()
         .await
         .map_err(|e| Error::aws("elbv2:DescribeTargetGroups", e))?;
-    Ok(out
-        .target_groups()
+    Ok(items
         .iter()
         .filter_map(|t| {
             let name = t.target_group_name()?;
@@ -134,11 +136,14 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
 }
 
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
-    aws.elb
-        .delete_target_group()
-        .target_group_arn(&a.id)
-        .send()
-        .await
-        .map_err(|e| Error::aws("elbv2:DeleteTargetGroup", e))?;
+    super::retry_transient("delete target group", aws.wait_timeout, || async {
+        aws.elb
+            .delete_target_group()
+            .target_group_arn(&a.id)
+            .send()
+            .await
+            .map_err(|e| Error::aws("elbv2:DeleteTargetGroup", e))
+    })
+    .await?;
     Ok(())
 }

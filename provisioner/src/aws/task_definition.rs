@@ -19,6 +19,9 @@ use crate::specs::TaskDefinitionSpec;
 
 pub const GATEWAY: &str = "gateway";
 pub const AGENT: &str = "metrics-agent";
+/// CPU units and MiB reserved for the metrics-agent sidecar.
+pub const AGENT_CPU: i32 = 128;
+pub const AGENT_MEMORY: i32 = 256;
 
 pub fn family(aws: &Aws) -> String {
     format!("{}-gateway", aws.prefix)
@@ -153,10 +156,15 @@ fn port(p: i32) -> PortMapping {
         .build()
 }
 
+/// The images are distroless (no shell, no curl); they ship a small probe
+/// binary, `/usr/local/bin/healthcheck URL`.
+pub const PROBE: &str = "/usr/local/bin/healthcheck";
+
 fn health(url: &str) -> Result<HealthCheck> {
     HealthCheck::builder()
-        .command("CMD-SHELL")
-        .command(format!("curl -fsS {url} || exit 1"))
+        .command("CMD")
+        .command(PROBE)
+        .command(url)
         .interval(15)
         .timeout(5)
         .retries(3)
@@ -167,6 +175,21 @@ fn health(url: &str) -> Result<HealthCheck> {
 
 /// The container definitions for a spec (public for unit tests and deploy).
 pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<ContainerDefinition>> {
+    // The sidecar gets a fixed slice; the gateway the rest of the task.
+    let cpu: i32 = spec
+        .cpu
+        .parse()
+        .map_err(|_| Error::invalid("task cpu must be a number"))?;
+    let memory: i32 = spec
+        .memory
+        .parse()
+        .map_err(|_| Error::invalid("task memory must be a number"))?;
+    let (agent_cpu, agent_mem) = (AGENT_CPU, AGENT_MEMORY);
+    if cpu <= agent_cpu || memory <= agent_mem {
+        return Err(Error::invalid(format!(
+            "task needs more than {agent_cpu} CPU units and {agent_mem} MiB (the metrics-agent share)"
+        )));
+    }
     let secrets: Vec<Secret> = spec
         .gateway_secrets
         .iter()
@@ -177,7 +200,9 @@ pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<Contain
         .name(GATEWAY)
         .image(&spec.gateway_image)
         .essential(true)
-        .entry_point("gateway")
+        .cpu(cpu - agent_cpu)
+        .memory(memory - agent_mem)
+        .entry_point("/usr/local/bin/gateway")
         .command("run")
         .command("--config")
         .command("/etc/gateway/kong.yml")
@@ -195,7 +220,9 @@ pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<Contain
         .image(&spec.metrics_agent_image)
         // A failing sidecar must not take the gateway down with it.
         .essential(false)
-        .entry_point("metrics-agent")
+        .cpu(agent_cpu)
+        .memory(agent_mem)
+        .entry_point("/usr/local/bin/metrics-agent")
         .command("run")
         .command("--config")
         .command("/etc/metrics-agent/prometheus.yml")
@@ -253,10 +280,92 @@ pub async fn deregister(aws: &Aws, arn: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deregisters every ACTIVE revision of the family.
+/// Deregisters every ACTIVE revision of the family, then deletes all
+/// revisions (ECS keeps INACTIVE ones otherwise).
 pub async fn delete(aws: &Aws, _a: &Actual) -> Result<()> {
     for arn in revisions(aws).await? {
         deregister(aws, &arn).await?;
     }
+    let out = aws
+        .ecs
+        .list_task_definitions()
+        .family_prefix(family(aws))
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Inactive)
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecs:ListTaskDefinitions", e))?;
+    let fam = format!(":task-definition/{}:", family(aws));
+    let inactive: Vec<String> = out
+        .task_definition_arns()
+        .iter()
+        .filter(|a| a.contains(&fam))
+        .cloned()
+        .collect();
+    // DeleteTaskDefinitions takes at most 10 ARNs per call.
+    for chunk in inactive.chunks(10) {
+        aws.ecs
+            .delete_task_definitions()
+            .set_task_definitions(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| Error::aws("ecs:DeleteTaskDefinitions", e))?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(cpu: &str, memory: &str) -> TaskDefinitionSpec {
+        TaskDefinitionSpec {
+            family: "p-gateway".into(),
+            cpu: cpu.into(),
+            memory: memory.into(),
+            execution_role_arn: "arn:exec".into(),
+            task_role_arn: "arn:task".into(),
+            gateway_image: "r/gateway:1".into(),
+            metrics_agent_image: "r/metrics-agent:1".into(),
+            log_group: "/ecs/p/gateway".into(),
+            stop_timeout: 30,
+            gateway_environment: [("GATEWAY_WORKERS".to_string(), "2".to_string())].into(),
+            agent_environment: BTreeMap::new(),
+            gateway_secrets: [("JWT_SECRET".to_string(), "arn:secret".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn containers_split_resources_and_use_the_image_probe() {
+        let c = containers(&spec("512", "1024"), "us-east-1").expect("containers");
+        let (gw, agent) = (&c[0], &c[1]);
+        assert_eq!(
+            (gw.cpu(), gw.memory()),
+            (512 - AGENT_CPU, Some(1024 - AGENT_MEMORY))
+        );
+        assert_eq!(
+            (agent.cpu(), agent.memory()),
+            (AGENT_CPU, Some(AGENT_MEMORY))
+        );
+        assert_eq!(gw.essential(), Some(true));
+        assert_eq!(agent.essential(), Some(false));
+        assert_eq!(gw.entry_point(), ["/usr/local/bin/gateway"]);
+        assert_eq!(gw.command(), ["run", "--config", "/etc/gateway/kong.yml"]);
+        let hc = gw.health_check().expect("health check");
+        assert_eq!(hc.command(), ["CMD", PROBE, "http://127.0.0.1:8100/health"]);
+        assert_eq!(gw.secrets()[0].name(), "JWT_SECRET");
+        assert_eq!(gw.stop_timeout(), Some(30));
+        let logs = gw
+            .log_configuration()
+            .and_then(|l| l.options())
+            .expect("awslogs");
+        assert_eq!(
+            logs.get("awslogs-group").map(String::as_str),
+            Some("/ecs/p/gateway")
+        );
+        assert!(
+            containers(&spec("128", "1024"), "us-east-1").is_err(),
+            "no room for the gateway"
+        );
+        assert!(containers(&spec("x", "1024"), "us-east-1").is_err());
+    }
 }

@@ -108,11 +108,14 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
 }
 
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
-    aws.ec2
-        .delete_vpc()
-        .vpc_id(&a.id)
-        .send()
-        .await
-        .map_err(|e| Error::aws("ec2:DeleteVpc", e))?;
+    super::retry_transient("delete VPC", aws.wait_timeout, || async {
+        aws.ec2
+            .delete_vpc()
+            .vpc_id(&a.id)
+            .send()
+            .await
+            .map_err(|e| Error::aws("ec2:DeleteVpc", e))
+    })
+    .await?;
     Ok(())
 }

@@ -57,6 +57,7 @@ fn instance(decl: &Declarative, i: usize) -> RateLimiting {
     };
     let ctx = BuildContext {
         decl,
+        bg: None,
         scope: &p.scope,
     };
     match RateLimiting::new((**c).clone(), &ctx) {
@@ -77,7 +78,7 @@ fn state(rt: Option<Arc<Runtime>>, consumer: Option<usize>) -> RequestState {
 #[test]
 fn consumer_group_plugins_are_tiers() {
     let decl = load(TIERS_BY_GROUP);
-    let rt = match Runtime::build(decl.clone(), &TargetRegistry::default()) {
+    let rt = match Runtime::build(decl.clone(), &TargetRegistry::default(), None) {
         Ok(rt) => Arc::new(rt),
         Err(e) => panic!("{e}"),
     };
@@ -160,7 +161,7 @@ fn claims(v: serde_json::Value) -> Option<Arc<serde_json::Map<String, serde_json
 #[test]
 fn tiers_from_jwt_claims_with_default() {
     let decl = load(TIERS_BY_CLAIM);
-    let rt = Runtime::build(decl.clone(), &TargetRegistry::default())
+    let rt = Runtime::build(decl.clone(), &TargetRegistry::default(), None)
         .ok()
         .map(Arc::new);
     let p = instance(&decl, 0);

@@ -1,0 +1,135 @@
+//! Kong's `acl` plugin: allow or deny by the authenticated consumer's ACL groups.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use pingora::proxy::Session;
+use serde::Deserialize;
+
+use super::{BuildContext, Flow, Plugin, SpecError};
+use crate::respond::LocalResponse;
+use crate::state::RequestState;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+    #[serde(default)]
+    pub hide_groups_header: bool,
+    #[serde(default)]
+    pub always_use_authenticated_groups: bool,
+    #[serde(default)]
+    pub include_consumer_groups: bool,
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        match (&self.allow, &self.deny) {
+            (Some(_), Some(_)) => Err(SpecError::at("allow", "set either allow or deny, not both")),
+            (None, None) => Err(SpecError::at("allow", "one of allow or deny is required")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclDef {
+    pub group: String,
+    pub id: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub created_at: Option<i64>,
+}
+
+pub fn check_acl(v: &serde_norway::Value) -> Result<AclDef, SpecError> {
+    let a: AclDef = super::parse_config(v)?;
+    if a.group.is_empty() {
+        return Err(SpecError::at("group", "must not be empty"));
+    }
+    Ok(a)
+}
+
+pub struct Acl {
+    cfg: Config,
+    groups: HashMap<usize, Vec<String>>,
+}
+
+impl Acl {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<Acl, String> {
+        let mut groups: HashMap<usize, Vec<String>> = HashMap::new();
+        for c in &ctx.decl.acls {
+            let a = check_acl(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
+            groups.entry(c.consumer).or_default().push(a.group);
+        }
+        if cfg.include_consumer_groups {
+            for (ci, c) in ctx.decl.consumers.iter().enumerate() {
+                for g in &c.groups {
+                    groups
+                        .entry(ci)
+                        .or_default()
+                        .push(ctx.decl.consumer_groups[*g].name.clone());
+                }
+            }
+        }
+        Ok(Acl { cfg, groups })
+    }
+}
+
+#[async_trait]
+impl Plugin for Acl {
+    fn name(&self) -> &'static str {
+        "acl"
+    }
+
+    fn priority(&self) -> i32 {
+        950
+    }
+
+    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+        let accept = session
+            .req_header()
+            .headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let Some(consumer) = st.consumer else {
+            return Ok(Flow::Respond(LocalResponse::error(
+                401,
+                "Unauthorized",
+                &st.request_id,
+                accept.as_deref(),
+            )));
+        };
+        let empty = Vec::new();
+        let mine = self.groups.get(&consumer).unwrap_or(&empty);
+        let blocked = match (&self.cfg.allow, &self.cfg.deny) {
+            (Some(allow), _) => !mine.iter().any(|g| allow.contains(g)),
+            (_, Some(deny)) => mine.iter().any(|g| deny.contains(g)),
+            _ => false,
+        };
+        if blocked {
+            let route = st
+                .rt
+                .as_ref()
+                .zip(st.route.as_ref())
+                .map(|(rt, m)| rt.decl.routes[m.route].name.clone())
+                .unwrap_or_default();
+            crate::metrics::Metrics::global().auth_failure(&route, "acl", "forbidden");
+            return Ok(Flow::Respond(LocalResponse::error(
+                403,
+                "You cannot consume this service",
+                &st.request_id,
+                accept.as_deref(),
+            )));
+        }
+        if !self.cfg.hide_groups_header && !mine.is_empty() {
+            st.upstream_headers.push((
+                http::HeaderName::from_static("x-consumer-groups"),
+                mine.join(", "),
+            ));
+        }
+        Ok(Flow::Continue)
+    }
+}

@@ -1,0 +1,166 @@
+//! JWKS key sets for the `jwt` plugin (beyond Kong OSS): fetched in the background,
+//! refreshed on schedule and on an unknown `kid` (at most once per
+//! `min_refresh_interval`), keys selected by `kid`. A failed fetch keeps the last good
+//! keys, so tokens keep validating while the endpoint is down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+#[derive(Clone)]
+pub struct JwkKey {
+    pub alg: Algorithm,
+    pub key: Arc<DecodingKey>,
+}
+
+pub struct Jwks {
+    uri: String,
+    client: reqwest::Client,
+    keys: ArcSwap<HashMap<String, JwkKey>>,
+    last_attempt: Mutex<Option<Instant>>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    min_interval: Duration,
+    pub interval: Duration,
+}
+
+impl Jwks {
+    pub fn new(
+        uri: String,
+        interval: Duration,
+        min_interval: Duration,
+    ) -> Result<Arc<Jwks>, String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| format!("JWKS client: {e}"))?;
+        Ok(Arc::new(Jwks {
+            uri,
+            client,
+            keys: ArcSwap::from_pointee(HashMap::new()),
+            last_attempt: Mutex::new(None),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            min_interval,
+            interval,
+        }))
+    }
+
+    /// Keeps the set fresh until the plugin that owns it is dropped (after a reload).
+    pub fn spawn_refresher(self: &Arc<Self>, rt: &tokio::runtime::Handle) {
+        let weak: Weak<Jwks> = Arc::downgrade(self);
+        rt.spawn(async move {
+            loop {
+                let Some(j) = weak.upgrade() else { return };
+                let wait = if j.keys.load().is_empty() {
+                    Duration::from_secs(1).min(j.interval)
+                } else {
+                    j.interval
+                };
+                if let Err(e) = j.refresh().await {
+                    tracing::warn!(uri = %j.uri, error = %e, "JWKS refresh failed; keeping the last good keys");
+                }
+                drop(j);
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+
+    /// Fetches and swaps in the key set. Errors leave the current keys in place.
+    pub async fn refresh(&self) -> Result<usize, String> {
+        let _guard = self.refresh_lock.lock().await;
+        if let Ok(mut t) = self.last_attempt.lock() {
+            *t = Some(Instant::now());
+        }
+        let resp = self
+            .client
+            .get(&self.uri)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        let set: JwkSet =
+            serde_json::from_slice(&body).map_err(|e| format!("invalid JWKS: {e}"))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            let Some(alg) = key_algorithm(jwk) else {
+                continue;
+            };
+            match DecodingKey::from_jwk(jwk) {
+                Ok(k) => {
+                    keys.insert(
+                        kid,
+                        JwkKey {
+                            alg,
+                            key: Arc::new(k),
+                        },
+                    );
+                }
+                Err(e) => tracing::warn!(kid = %kid, error = %e, "skipping unusable JWK"),
+            }
+        }
+        if keys.is_empty() {
+            return Err("JWKS has no usable keys".into());
+        }
+        let n = keys.len();
+        self.keys.store(Arc::new(keys));
+        Ok(n)
+    }
+
+    /// The key for `kid`; an unknown kid triggers one refresh (rate-limited).
+    pub async fn key(&self, kid: &str) -> Option<JwkKey> {
+        if let Some(k) = self.keys.load().get(kid) {
+            return Some(k.clone());
+        }
+        let may_refresh = self
+            .last_attempt
+            .lock()
+            .map(|t| t.is_none_or(|at| at.elapsed() >= self.min_interval))
+            .unwrap_or(false);
+        if may_refresh && let Err(e) = self.refresh().await {
+            tracing::warn!(uri = %self.uri, error = %e, "JWKS refresh on unknown kid failed");
+        }
+        self.keys.load().get(kid).cloned()
+    }
+}
+
+/// The algorithm a key is for: its `alg` member, else implied by its type and curve.
+/// The token header never decides it.
+fn key_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+    if let Some(a) = jwk.common.key_algorithm {
+        return match a {
+            KeyAlgorithm::HS256 => Some(Algorithm::HS256),
+            KeyAlgorithm::HS384 => Some(Algorithm::HS384),
+            KeyAlgorithm::HS512 => Some(Algorithm::HS512),
+            KeyAlgorithm::RS256 => Some(Algorithm::RS256),
+            KeyAlgorithm::RS384 => Some(Algorithm::RS384),
+            KeyAlgorithm::RS512 => Some(Algorithm::RS512),
+            KeyAlgorithm::PS256 => Some(Algorithm::PS256),
+            KeyAlgorithm::PS384 => Some(Algorithm::PS384),
+            KeyAlgorithm::PS512 => Some(Algorithm::PS512),
+            KeyAlgorithm::ES256 => Some(Algorithm::ES256),
+            KeyAlgorithm::ES384 => Some(Algorithm::ES384),
+            KeyAlgorithm::EdDSA => Some(Algorithm::EdDSA),
+            _ => None,
+        };
+    }
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => Some(Algorithm::ES256),
+            EllipticCurve::P384 => Some(Algorithm::ES384),
+            _ => None,
+        },
+        AlgorithmParameters::OctetKeyPair(_) => Some(Algorithm::EdDSA),
+        _ => None,
+    }
+}

@@ -1,0 +1,225 @@
+//! Kong's `key-auth` plugin: an API key from a header or the query string identifies the
+//! consumer. Statuses, messages and `WWW-Authenticate` as Kong 3.9 sends them.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use http::HeaderName;
+use pingora::proxy::Session;
+use serde::Deserialize;
+
+use super::auth::{self, set_consumer};
+use super::{BuildContext, Flow, Plugin, SpecError};
+use crate::respond::LocalResponse;
+use crate::state::RequestState;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_key_names")]
+    pub key_names: Vec<String>,
+    #[serde(default)]
+    pub hide_credentials: bool,
+    pub anonymous: Option<String>,
+    #[serde(default = "default_true")]
+    pub key_in_header: bool,
+    #[serde(default = "default_true")]
+    pub key_in_query: bool,
+    #[serde(default)]
+    pub key_in_body: bool,
+    #[serde(default = "default_true")]
+    pub run_on_preflight: bool,
+    pub realm: Option<String>,
+}
+
+fn default_key_names() -> Vec<String> {
+    vec!["apikey".into()]
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.key_in_body {
+            return Err(SpecError::at(
+                "key_in_body",
+                "keys in the request body are not supported; use a header or the query string",
+            ));
+        }
+        if self.key_names.is_empty() {
+            return Err(SpecError::at(
+                "key_names",
+                "at least one key name is required",
+            ));
+        }
+        for (i, k) in self.key_names.iter().enumerate() {
+            if HeaderName::from_bytes(k.as_bytes()).is_err() {
+                return Err(SpecError::at(
+                    format!("key_names[{i}]"),
+                    "not a valid header name",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `keyauth_credentials` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDef {
+    pub key: Option<String>,
+    pub id: Option<String>,
+    pub ttl: Option<u64>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub created_at: Option<i64>,
+}
+
+pub fn check_key(v: &serde_norway::Value) -> Result<KeyDef, SpecError> {
+    let k: KeyDef = super::parse_config(v)?;
+    if k.key.as_deref().is_none_or(str::is_empty) {
+        return Err(SpecError::at("key", "required: the API key clients send"));
+    }
+    Ok(k)
+}
+
+pub struct KeyAuth {
+    cfg: Config,
+    names: Vec<HeaderName>,
+    keys: HashMap<String, (usize, String)>,
+    anonymous: Option<usize>,
+    www_auth: String,
+}
+
+impl KeyAuth {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<KeyAuth, String> {
+        let mut keys = HashMap::new();
+        for c in &ctx.decl.keyauth_credentials {
+            let k = check_key(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
+            let key = k.key.unwrap_or_default();
+            let id =
+                k.id.unwrap_or_else(|| crate::config::stable_id("keyauth_credential", &key));
+            keys.insert(key, (c.consumer, id));
+        }
+        let anonymous = match &cfg.anonymous {
+            Some(a) => Some(auth::find_consumer(ctx.decl, a).ok_or_else(|| {
+                format!("anonymous consumer `{a}` is configured but doesn't exist")
+            })?),
+            None => None,
+        };
+        Ok(KeyAuth {
+            names: cfg
+                .key_names
+                .iter()
+                .filter_map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok())
+                .collect(),
+            www_auth: format!("Key realm=\"{}\"", cfg.realm.as_deref().unwrap_or("kong")),
+            keys,
+            anonymous,
+            cfg,
+        })
+    }
+
+    fn authenticate(
+        &self,
+        session: &Session,
+        st: &mut RequestState,
+    ) -> Result<(), (u16, &'static str, bool)> {
+        let req = session.req_header();
+        let query = if self.cfg.key_in_query {
+            auth::query_params(req.uri.query())
+        } else {
+            Vec::new()
+        };
+        let mut found: Option<(String, usize)> = None;
+        for (i, name) in self.cfg.key_names.iter().enumerate() {
+            let mut values: Vec<String> = Vec::new();
+            if self.cfg.key_in_header {
+                values.extend(
+                    req.headers
+                        .get_all(&self.names[i])
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .map(str::to_string),
+                );
+            }
+            if values.is_empty() {
+                values.extend(
+                    query
+                        .iter()
+                        .filter(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone()),
+                );
+            }
+            match values.len() {
+                0 => continue,
+                1 => {
+                    found = Some((values.remove(0), i));
+                    break;
+                }
+                _ => return Err((401, "Duplicate API key found", false)),
+            }
+        }
+        let Some((key, idx)) = found.filter(|(k, _)| !k.is_empty()) else {
+            return Err((401, "No API key found in request", true));
+        };
+        if self.cfg.hide_credentials {
+            st.strip_upstream.push(self.names[idx].clone());
+            st.strip_query.push(self.cfg.key_names[idx].clone());
+        }
+        let Some((consumer, id)) = self.keys.get(&key) else {
+            return Err((401, "Invalid authentication credentials", false));
+        };
+        set_consumer(st, Some(*consumer), Some(id.clone()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Plugin for KeyAuth {
+    fn name(&self) -> &'static str {
+        "key-auth"
+    }
+
+    fn priority(&self) -> i32 {
+        1250
+    }
+
+    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+        if !self.cfg.run_on_preflight && session.req_header().method == http::Method::OPTIONS {
+            return Ok(Flow::Continue);
+        }
+        if self.anonymous.is_some() && st.credential.is_some() {
+            return Ok(Flow::Continue);
+        }
+        match self.authenticate(session, st) {
+            Ok(()) => Ok(Flow::Continue),
+            Err((status, msg, challenge)) => {
+                let route = st
+                    .rt
+                    .as_ref()
+                    .zip(st.route.as_ref())
+                    .map(|(rt, m)| rt.decl.routes[m.route].name.clone())
+                    .unwrap_or_default();
+                let reason = if challenge { "no_key" } else { "invalid_key" };
+                crate::metrics::Metrics::global().auth_failure(&route, "key-auth", reason);
+                if let Some(a) = self.anonymous {
+                    set_consumer(st, Some(a), None);
+                    return Ok(Flow::Continue);
+                }
+                let accept = session
+                    .req_header()
+                    .headers
+                    .get("accept")
+                    .and_then(|v| v.to_str().ok());
+                let mut r = LocalResponse::error(status, msg, &st.request_id, accept);
+                if challenge {
+                    r = r.with_header("www-authenticate", self.www_auth.as_str());
+                }
+                Ok(Flow::Respond(r))
+            }
+        }
+    }
+}

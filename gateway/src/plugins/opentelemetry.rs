@@ -1,0 +1,528 @@
+//! Kong's `opentelemetry` plugin: W3C trace context in and out, spans for the request's
+//! phases (router, each plugin's access, upstream connect, upstream response), sampling,
+//! and OTLP export over HTTP/protobuf or gRPC (Kong OSS has HTTP only). The trace id also
+//! goes into the access log next to the request id.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+use serde::Deserialize;
+
+use super::{BuildContext, Flow, Plugin, SpecError};
+use crate::otel_export::{ExportConfig, Pipeline, Protocol};
+use crate::state::RequestState;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub traces_endpoint: Option<String>,
+    /// Deprecated alias of `traces_endpoint`.
+    pub endpoint: Option<String>,
+    pub logs_endpoint: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub queue: Queue,
+    pub batch_span_count: Option<usize>,
+    pub batch_flush_delay: Option<f64>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: u64,
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout: u64,
+    #[serde(default = "default_send_timeout")]
+    pub read_timeout: u64,
+    pub http_response_header_for_traceid: Option<String>,
+    pub header_type: Option<String>,
+    /// Ratio of new traces sampled (0..1). Kong's default is the global 0.01.
+    pub sampling_rate: Option<f64>,
+    #[serde(default)]
+    pub propagation: Propagation,
+    /// Extension: `http/protobuf` (default, as Kong) or `grpc`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    pub max_batch_size: Option<usize>,
+    pub max_coalescing_delay: Option<f64>,
+    pub max_entries: Option<usize>,
+    pub max_bytes: Option<u64>,
+    pub max_retry_time: Option<f64>,
+    pub initial_retry_delay: Option<f64>,
+    pub max_retry_delay: Option<f64>,
+    pub concurrency_limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Propagation {
+    #[serde(default)]
+    pub extract: Vec<String>,
+    #[serde(default)]
+    pub inject: Vec<String>,
+    #[serde(default)]
+    pub clear: Vec<String>,
+    pub default_format: Option<String>,
+}
+
+fn default_connect_timeout() -> u64 {
+    1000
+}
+fn default_send_timeout() -> u64 {
+    5000
+}
+fn default_protocol() -> String {
+    "http/protobuf".into()
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let Some(ep) = self.traces_endpoint.as_ref().or(self.endpoint.as_ref()) else {
+            return Err(SpecError::at(
+                "traces_endpoint",
+                "required (logs_endpoint alone is not supported)",
+            ));
+        };
+        let ok = ep.parse::<http::Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("http") | Some("https")) && u.host().is_some()
+        });
+        if !ok {
+            return Err(SpecError::at("traces_endpoint", "expected an http(s) URL"));
+        }
+        if self.logs_endpoint.is_some() {
+            return Err(SpecError::at(
+                "logs_endpoint",
+                "log export is not supported; remove it (the access log is JSON on stdout)",
+            ));
+        }
+        if let Some(r) = self.sampling_rate
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(SpecError::at("sampling_rate", "must be between 0 and 1"));
+        }
+        if self.protocol != "http/protobuf" && self.protocol != "grpc" {
+            return Err(SpecError::at("protocol", "expected http/protobuf or grpc"));
+        }
+        for (i, f) in self
+            .propagation
+            .extract
+            .iter()
+            .chain(self.propagation.inject.iter())
+            .enumerate()
+        {
+            if f != "w3c" && f != "preserve" {
+                return Err(SpecError::at(
+                    format!("propagation[{i}]"),
+                    format!("format `{f}` is not supported (w3c, preserve)"),
+                ));
+            }
+        }
+        if let Some(h) = &self.header_type
+            && h != "w3c"
+            && h != "preserve"
+        {
+            return Err(SpecError::at(
+                "header_type",
+                format!("`{h}` is not supported (w3c, preserve)"),
+            ));
+        }
+        if let Some(h) = &self.http_response_header_for_traceid
+            && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            return Err(SpecError::at(
+                "http_response_header_for_traceid",
+                "not a valid header name",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The trace context of one request.
+#[derive(Debug, Clone)]
+pub struct TraceCtx {
+    pub trace_id: [u8; 16],
+    pub root_span: [u8; 8],
+    pub remote_parent: Option<[u8; 8]>,
+    /// The span the upstream sees as its parent.
+    pub upstream_span: [u8; 8],
+    pub sampled: bool,
+    pub tracestate: Option<String>,
+}
+
+/// Parses a W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`).
+pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8], bool)> {
+    let mut it = v.trim().split('-');
+    let version = it.next()?;
+    let trace = it.next()?;
+    let parent = it.next()?;
+    let flags = it.next()?;
+    if version.len() != 2
+        || version == "ff"
+        || trace.len() != 32
+        || parent.len() != 16
+        || flags.len() != 2
+    {
+        return None;
+    }
+    if version == "00" && it.next().is_some() {
+        return None;
+    }
+    let mut t = [0u8; 16];
+    let mut p = [0u8; 8];
+    hex_into(trace, &mut t)?;
+    hex_into(parent, &mut p)?;
+    let f = u8::from_str_radix(flags, 16).ok()?;
+    if t == [0; 16] || p == [0; 8] {
+        return None;
+    }
+    Some((t, p, f & 1 == 1))
+}
+
+fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub struct OpenTelemetry {
+    rate: f64,
+    pipeline: Option<Arc<Pipeline>>,
+    response_header: Option<http::HeaderName>,
+    scope: InstrumentationScope,
+}
+
+impl OpenTelemetry {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<OpenTelemetry, String> {
+        let endpoint = cfg
+            .traces_endpoint
+            .clone()
+            .or(cfg.endpoint.clone())
+            .unwrap_or_default();
+        let pipeline = ctx.bg.map(|rt| {
+            Arc::new(Pipeline::start(
+                ExportConfig {
+                    endpoint,
+                    protocol: if cfg.protocol == "grpc" {
+                        Protocol::Grpc
+                    } else {
+                        Protocol::HttpProtobuf
+                    },
+                    headers: cfg
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    resource: cfg
+                        .resource_attributes
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str()
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| v.to_string()),
+                            )
+                        })
+                        .collect(),
+                    timeout: Duration::from_millis(cfg.send_timeout.max(cfg.connect_timeout)),
+                    max_batch: cfg
+                        .queue
+                        .max_batch_size
+                        .or(cfg.batch_span_count)
+                        .unwrap_or(200)
+                        .max(1),
+                    max_delay: Duration::from_secs_f64(
+                        cfg.queue
+                            .max_coalescing_delay
+                            .or(cfg.batch_flush_delay)
+                            .unwrap_or(1.0)
+                            .clamp(0.001, 60.0),
+                    ),
+                    max_queue: cfg.queue.max_entries.unwrap_or(10_000),
+                },
+                rt,
+            ))
+        });
+        Ok(OpenTelemetry {
+            rate: cfg.sampling_rate.unwrap_or(0.01),
+            response_header: cfg
+                .http_response_header_for_traceid
+                .as_deref()
+                .and_then(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok()),
+            scope: InstrumentationScope::builder("gateway")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            pipeline,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn span(
+        &self,
+        t: &TraceCtx,
+        id: [u8; 8],
+        parent: Option<[u8; 8]>,
+        remote: bool,
+        kind: SpanKind,
+        name: Cow<'static, str>,
+        start: SystemTime,
+        end: SystemTime,
+        attributes: Vec<KeyValue>,
+        status: Status,
+    ) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from_bytes(t.trace_id),
+                SpanId::from_bytes(id),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: parent.map(SpanId::from_bytes).unwrap_or(SpanId::INVALID),
+            parent_span_is_remote: remote,
+            span_kind: kind,
+            name,
+            start_time: start,
+            end_time: end.max(start),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: self.scope.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Plugin for OpenTelemetry {
+    fn name(&self) -> &'static str {
+        "opentelemetry"
+    }
+
+    fn priority(&self) -> i32 {
+        14
+    }
+
+    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+        let req = session.req_header();
+        let incoming = req
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent);
+        let tracestate = req
+            .headers
+            .get("tracestate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let (trace_id, remote_parent, sampled) = match incoming {
+            Some((t, p, s)) => (t, Some(p), s),
+            None => (
+                rand::random::<u128>().max(1).to_be_bytes(),
+                None,
+                rand::random::<f64>() < self.rate,
+            ),
+        };
+        st.trace_id = Some(hex(&trace_id));
+        st.trace = Some(TraceCtx {
+            trace_id,
+            root_span: rand::random::<u64>().max(1).to_be_bytes(),
+            remote_parent,
+            upstream_span: rand::random::<u64>().max(1).to_be_bytes(),
+            sampled,
+            tracestate,
+        });
+        Ok(Flow::Continue)
+    }
+
+    fn upstream_request(&self, req: &mut RequestHeader, st: &mut RequestState) {
+        let Some(t) = &st.trace else { return };
+        let parent = if t.sampled {
+            t.upstream_span
+        } else {
+            t.remote_parent.unwrap_or(t.upstream_span)
+        };
+        let tp = format!(
+            "00-{}-{}-{}",
+            hex(&t.trace_id),
+            hex(&parent),
+            if t.sampled { "01" } else { "00" }
+        );
+        let _ = req.insert_header("traceparent", tp);
+        if let Some(ts) = &t.tracestate {
+            let _ = req.insert_header("tracestate", ts.as_str());
+        }
+    }
+
+    fn response_header(&self, resp: &mut ResponseHeader, st: &mut RequestState) {
+        if let (Some(h), Some(id)) = (&self.response_header, &st.trace_id) {
+            let _ = resp.insert_header(h.clone(), id.as_str());
+        }
+    }
+
+    fn log(&self, st: &RequestState, status: u16) {
+        let (Some(t), Some(pipeline), Some(start)) = (&st.trace, &self.pipeline, st.start) else {
+            return;
+        };
+        if !t.sampled {
+            return;
+        }
+        let now_i = Instant::now();
+        let base = SystemTime::now() - now_i.duration_since(start);
+        let at = |i: Instant| base + i.saturating_duration_since(start);
+        let rt = st.rt.as_ref();
+        let route = rt
+            .zip(st.route.as_ref())
+            .map(|(rt, m)| rt.decl.routes[m.route].name.clone());
+        let service = rt
+            .zip(st.service)
+            .map(|(rt, s)| rt.services[s].name.clone());
+        let mut attrs = vec![
+            KeyValue::new("http.response.status_code", i64::from(status)),
+            KeyValue::new("kong.request.id", st.request_id.clone()),
+        ];
+        if let Some(r) = &route {
+            attrs.push(KeyValue::new("http.route", r.clone()));
+            attrs.push(KeyValue::new("kong.route.name", r.clone()));
+        }
+        if let Some(s) = &service {
+            attrs.push(KeyValue::new("kong.service.name", s.clone()));
+        }
+        if let Some(ip) = &st.client_addr {
+            attrs.push(KeyValue::new("client.address", ip.clone()));
+        }
+        if let Some(target) = &st.target_name {
+            attrs.push(KeyValue::new("server.address", target.clone()));
+        }
+        let err = if status >= 500 {
+            Status::error(format!("HTTP {status}"))
+        } else {
+            Status::Unset
+        };
+        let mut spans = Vec::with_capacity(4 + st.plugin_spans.len());
+        spans.push(self.span(
+            t,
+            t.root_span,
+            t.remote_parent,
+            t.remote_parent.is_some(),
+            SpanKind::Server,
+            Cow::Borrowed("kong"),
+            at(start),
+            at(now_i),
+            attrs,
+            err.clone(),
+        ));
+        if let Some(r) = st.routed_at {
+            spans.push(self.span(
+                t,
+                rand::random::<u64>().max(1).to_be_bytes(),
+                Some(t.root_span),
+                false,
+                SpanKind::Internal,
+                Cow::Borrowed("kong.router"),
+                at(start),
+                at(r),
+                Vec::new(),
+                Status::Unset,
+            ));
+        }
+        for (name, s, e) in &st.plugin_spans {
+            spans.push(self.span(
+                t,
+                rand::random::<u64>().max(1).to_be_bytes(),
+                Some(t.root_span),
+                false,
+                SpanKind::Internal,
+                Cow::Owned(format!("kong.access.plugin.{name}")),
+                at(*s),
+                at(*e),
+                Vec::new(),
+                Status::Unset,
+            ));
+        }
+        if let Some(us) = st.upstream_start {
+            let connected = st.connected_at.unwrap_or(us);
+            spans.push(self.span(
+                t,
+                rand::random::<u64>().max(1).to_be_bytes(),
+                Some(t.root_span),
+                false,
+                SpanKind::Internal,
+                Cow::Borrowed("kong.balancer"),
+                at(us),
+                at(connected),
+                Vec::new(),
+                Status::Unset,
+            ));
+            let upstream_attrs = vec![KeyValue::new(
+                "http.response.status_code",
+                i64::from(st.upstream_status.unwrap_or(0)),
+            )];
+            spans.push(self.span(
+                t,
+                t.upstream_span,
+                Some(t.root_span),
+                false,
+                SpanKind::Client,
+                Cow::Borrowed("kong.upstream"),
+                at(connected),
+                at(st.upstream_headers_at.unwrap_or(now_i)),
+                upstream_attrs,
+                err,
+            ));
+        }
+        pipeline.send(spans);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_parsing() {
+        let (t, p, s) =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                .expect("valid");
+        assert_eq!(hex(&t), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex(&p), "00f067aa0ba902b7");
+        assert!(s);
+        assert!(
+            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(
+            parse_traceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(
+            parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_none()
+        );
+        assert!(parse_traceparent("garbage").is_none());
+    }
+}

@@ -1,0 +1,1055 @@
+//! Kong's `request-transformer`: rewrites the request before it goes upstream, in Kong's
+//! order: URI (`replace.uri`, with templates such as `$(uri_captures.id)`), method, headers
+//! (remove, rename, replace, add, append), body (same order; JSON and urlencoded forms,
+//! top-level keys), query string (same order).
+//!
+//! Headers are edited on the request itself in the access phase (later plugins see them, as
+//! in Kong). The body is rewritten as a whole once it has been read: the proxy buffers it
+//! (see `Plugin::buffers_request`); a body that is not valid JSON is passed through as is.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::transform::{
+    ArgValue, Args, Env, Template, append_arg, check_header_name, check_pair, decode_args,
+    encode_args, split_entry,
+};
+use super::{Flow, Plugin, SpecError};
+use crate::respond::LocalResponse;
+use crate::state::RequestState;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lists {
+    #[serde(default)]
+    pub body: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub querystring: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceLists {
+    #[serde(default)]
+    pub body: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub querystring: Vec<String>,
+    pub uri: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http_method: Option<String>,
+    #[serde(default)]
+    pub remove: Lists,
+    #[serde(default)]
+    pub rename: Lists,
+    #[serde(default)]
+    pub replace: ReplaceLists,
+    #[serde(default)]
+    pub add: Lists,
+    #[serde(default)]
+    pub append: Lists,
+}
+
+/// Headers whose values frame the body: the gateway owns them.
+const FRAMING: &[&str] = &["content-length", "transfer-encoding"];
+
+impl Config {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(m) = &self.http_method
+            && (m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(SpecError::at(
+                "http_method",
+                format!("`{m}` is not an HTTP method (upper-case letters only)"),
+            ));
+        }
+        for (field, list) in [
+            ("remove.body", &self.remove.body),
+            ("remove.headers", &self.remove.headers),
+            ("remove.querystring", &self.remove.querystring),
+        ] {
+            for (i, e) in list.iter().enumerate() {
+                let (name, _) = split_entry(e);
+                if name.is_empty() {
+                    return Err(SpecError::at(format!("{field}[{i}]"), "empty name"));
+                }
+                if field == "remove.headers" {
+                    check_header_name(name)
+                        .map_err(|m| SpecError::at(format!("{field}[{i}]"), m))?;
+                }
+            }
+        }
+        let pairs = [
+            ("rename.body", &self.rename.body),
+            ("rename.headers", &self.rename.headers),
+            ("rename.querystring", &self.rename.querystring),
+            ("replace.body", &self.replace.body),
+            ("replace.headers", &self.replace.headers),
+            ("replace.querystring", &self.replace.querystring),
+            ("add.body", &self.add.body),
+            ("add.headers", &self.add.headers),
+            ("add.querystring", &self.add.querystring),
+            ("append.body", &self.append.body),
+            ("append.headers", &self.append.headers),
+            ("append.querystring", &self.append.querystring),
+        ];
+        for (field, list) in pairs {
+            for (i, e) in list.iter().enumerate() {
+                let at = |m: String| SpecError::at(format!("{field}[{i}]"), m);
+                let (name, value) = check_pair(e).map_err(at)?;
+                if field.ends_with(".headers") {
+                    check_header_name(name).map_err(at)?;
+                    if field == "rename.headers" {
+                        check_header_name(value).map_err(at)?;
+                    }
+                }
+                Template::parse(value).map_err(at)?;
+            }
+        }
+        if let Some(u) = &self.replace.uri {
+            Template::parse(u).map_err(|m| SpecError::at("replace.uri", m))?;
+        }
+        Ok(())
+    }
+}
+
+/// A compiled `name:value` entry.
+struct Entry {
+    name: String,
+    value: Template,
+}
+
+fn compile(list: &[String]) -> Result<Vec<Entry>, String> {
+    list.iter()
+        .map(|e| {
+            let (name, value) = split_entry(e);
+            Ok(Entry {
+                name: name.to_string(),
+                value: Template::parse(value)?,
+            })
+        })
+        .collect()
+}
+
+fn names(list: &[String]) -> Vec<String> {
+    list.iter().map(|e| split_entry(e).0.to_string()).collect()
+}
+
+struct Ops {
+    remove: Vec<String>,
+    rename: Vec<Entry>,
+    replace: Vec<Entry>,
+    add: Vec<Entry>,
+    append: Vec<Entry>,
+}
+
+impl Ops {
+    fn new(
+        remove: &[String],
+        rename: &[String],
+        replace: &[String],
+        add: &[String],
+        append: &[String],
+    ) -> Result<Ops, String> {
+        Ok(Ops {
+            remove: names(remove),
+            rename: compile(rename)?,
+            replace: compile(replace)?,
+            add: compile(add)?,
+            append: compile(append)?,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.remove.is_empty()
+            && self.rename.is_empty()
+            && self.replace.is_empty()
+            && self.add.is_empty()
+            && self.append.is_empty()
+    }
+
+    fn render(&self, env: &Env<'_>) -> RenderedOps {
+        let r = |l: &[Entry]| -> Vec<(String, String)> {
+            l.iter()
+                .map(|e| (e.name.clone(), e.value.render(env)))
+                .collect()
+        };
+        RenderedOps {
+            remove: self.remove.clone(),
+            rename: r(&self.rename),
+            replace: r(&self.replace),
+            add: r(&self.add),
+            append: r(&self.append),
+        }
+    }
+}
+
+/// Operations with their templates rendered against the request.
+#[derive(Debug, Clone)]
+pub struct RenderedOps {
+    remove: Vec<String>,
+    rename: Vec<(String, String)>,
+    replace: Vec<(String, String)>,
+    add: Vec<(String, String)>,
+    append: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    Form,
+    /// `multipart/form-data` with its boundary.
+    Multipart(String),
+}
+
+/// What is left to do once the access phase ran: upstream-only edits and the body.
+#[derive(Debug, Clone, Default)]
+pub struct Pending {
+    pub method: Option<http::Method>,
+    pub host: Option<String>,
+    pub body: Option<(BodyKind, RenderedOps)>,
+}
+
+pub struct RequestTransformer {
+    method: Option<http::Method>,
+    uri: Option<Template>,
+    headers: Ops,
+    query: Ops,
+    body: Ops,
+}
+
+impl RequestTransformer {
+    pub fn new(c: Config) -> Result<RequestTransformer, String> {
+        let method = match &c.http_method {
+            Some(m) => Some(
+                http::Method::from_bytes(m.as_bytes()).map_err(|_| format!("bad method {m}"))?,
+            ),
+            None => None,
+        };
+        Ok(RequestTransformer {
+            method,
+            uri: c.replace.uri.as_deref().map(Template::parse).transpose()?,
+            headers: Ops::new(
+                &c.remove.headers,
+                &c.rename.headers,
+                &c.replace.headers,
+                &c.add.headers,
+                &c.append.headers,
+            )?,
+            query: Ops::new(
+                &c.remove.querystring,
+                &c.rename.querystring,
+                &c.replace.querystring,
+                &c.add.querystring,
+                &c.append.querystring,
+            )?,
+            body: Ops::new(
+                &c.remove.body,
+                &c.rename.body,
+                &c.replace.body,
+                &c.add.body,
+                &c.append.body,
+            )?,
+        })
+    }
+}
+
+/// Largest urlencoded body copied into the query string for `http_method` GET/HEAD/TRACE:
+/// the body is read in the access phase and replayed upstream from Pingora's retry buffer,
+/// which holds 64 KiB.
+const METHOD_BODY_LIMIT: u64 = 64 * 1024;
+
+impl RequestTransformer {
+    /// The query arguments with the urlencoded body's arguments added (Kong's
+    /// `transform_method`), or `None` when there is no such body to read.
+    async fn body_into_query(
+        &self,
+        session: &mut Session,
+        query: &Args,
+    ) -> pingora::Result<Option<Args>> {
+        let req = session.req_header();
+        let header = |n: http::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
+        if body_kind(header(http::header::CONTENT_TYPE)) != Some(BodyKind::Form) {
+            return Ok(None);
+        }
+        let Some(len) = header(http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
+        else {
+            return Ok(None);
+        };
+        if len == 0 || len > METHOD_BODY_LIMIT {
+            if len > 0 {
+                tracing::debug!(
+                    len,
+                    "request-transformer: body too large to copy into the query"
+                );
+            }
+            return Ok(None);
+        }
+        session.enable_retry_buffering();
+        let mut raw = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            raw.extend_from_slice(&chunk);
+        }
+        let body = decode_args(&String::from_utf8_lossy(&raw));
+        if body.is_empty() {
+            return Ok(None);
+        }
+        let mut merged = query.clone();
+        for (name, value) in body {
+            match (merged.get_mut(&name), value) {
+                (None, v) => {
+                    merged.insert(name, v);
+                }
+                (Some(cur), ArgValue::One(v)) => append_arg(cur, v),
+                (Some(cur), ArgValue::Many(vs)) => {
+                    for v in vs {
+                        append_arg(cur, v);
+                    }
+                }
+                (Some(_), ArgValue::Flag) => {}
+            }
+        }
+        Ok(Some(merged))
+    }
+}
+
+/// Characters escaped in a rewritten path (it must stay one valid URI path).
+const PATH_ESCAPE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|');
+
+/// The header table Kong's transform works on: lower-case names, values in order.
+type HeaderTable = Vec<(String, Vec<String>)>;
+
+fn find(t: &HeaderTable, name: &str) -> Option<usize> {
+    t.iter().position(|(k, _)| k == name)
+}
+
+fn set(t: &mut HeaderTable, name: &str, values: Vec<String>) {
+    match find(t, name) {
+        Some(i) => t[i].1 = values,
+        None => t.push((name.to_string(), values)),
+    }
+}
+
+/// Runs the header operations; returns the names to clear and the names to (re)write.
+fn transform_headers(
+    ops: &RenderedOps,
+    mut table: HeaderTable,
+    host: &mut Option<String>,
+) -> (Vec<String>, HeaderTable) {
+    let mut cleared: Vec<String> = Vec::new();
+    let mut touched: Vec<String> = Vec::new();
+    let mark = |v: &mut Vec<String>, n: &str| {
+        if !v.iter().any(|x| x == n) {
+            v.push(n.to_string());
+        }
+    };
+    for name in &ops.remove {
+        let n = name.to_ascii_lowercase();
+        if let Some(i) = find(&table, &n) {
+            table.remove(i);
+            mark(&mut cleared, &n);
+        }
+    }
+    for (old, new) in &ops.rename {
+        let o = old.to_ascii_lowercase();
+        let n = new.to_ascii_lowercase();
+        if let Some(i) = find(&table, &o) {
+            let (_, v) = table.remove(i);
+            set(&mut table, &n, v);
+            mark(&mut cleared, &o);
+            mark(&mut touched, &n);
+        }
+    }
+    for (name, value) in &ops.replace {
+        let n = name.to_ascii_lowercase();
+        if n == "host" {
+            *host = Some(value.clone());
+        } else if find(&table, &n).is_some() {
+            set(&mut table, &n, vec![value.clone()]);
+            mark(&mut touched, &n);
+        }
+    }
+    for (name, value) in &ops.add {
+        let n = name.to_ascii_lowercase();
+        if n != "host" && find(&table, &n).is_none() {
+            set(&mut table, &n, vec![value.clone()]);
+            mark(&mut touched, &n);
+        }
+    }
+    for (name, value) in &ops.append {
+        let n = name.to_ascii_lowercase();
+        if n == "host" {
+            continue;
+        }
+        match find(&table, &n) {
+            Some(i) => table[i].1.push(value.clone()),
+            None => table.push((n.clone(), vec![value.clone()])),
+        }
+        mark(&mut touched, &n);
+    }
+    let written: HeaderTable = table
+        .into_iter()
+        .filter(|(k, _)| touched.contains(k))
+        .collect();
+    (cleared, written)
+}
+
+/// Kong's truthiness of a JSON value (`nil` and `false` are false; `null` is true).
+fn truthy(v: Option<&Value>) -> bool {
+    !matches!(v, None | Some(Value::Bool(false)))
+}
+
+fn append_json(cur: Option<Value>, v: String) -> Value {
+    match cur {
+        Some(Value::String(s)) => Value::Array(vec![Value::String(s), Value::String(v)]),
+        Some(Value::Array(mut a)) => {
+            a.push(Value::String(v));
+            Value::Array(a)
+        }
+        _ => Value::Array(vec![Value::String(v)]),
+    }
+}
+
+/// The JSON body transform; `None` leaves the body untouched (invalid JSON, not an object,
+/// or nothing changed).
+pub fn transform_json(ops: &RenderedOps, body: &[u8]) -> Option<Vec<u8>> {
+    let has_body = !body.is_empty();
+    let mut obj = if has_body {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(m)) => m,
+            _ => return None,
+        }
+    } else {
+        serde_json::Map::new()
+    };
+    let mut changed = false;
+    if has_body && !ops.remove.is_empty() {
+        for n in &ops.remove {
+            obj.remove(n);
+        }
+        changed = true;
+    }
+    if has_body && !ops.rename.is_empty() {
+        for (old, new) in &ops.rename {
+            match obj.remove(old) {
+                Some(v) => {
+                    obj.insert(new.clone(), v);
+                }
+                None => {
+                    obj.remove(new);
+                }
+            }
+        }
+        changed = true;
+    }
+    if has_body {
+        for (n, v) in &ops.replace {
+            if truthy(obj.get(n)) {
+                obj.insert(n.clone(), Value::String(v.clone()));
+                changed = true;
+            }
+        }
+    }
+    for (n, v) in &ops.add {
+        if !truthy(obj.get(n)) {
+            obj.insert(n.clone(), Value::String(v.clone()));
+            changed = true;
+        }
+    }
+    for (n, v) in &ops.append {
+        let cur = obj.remove(n);
+        obj.insert(n.clone(), append_json(cur, v.clone()));
+        changed = true;
+    }
+    if !changed {
+        return None;
+    }
+    serde_json::to_vec(&Value::Object(obj)).ok()
+}
+
+/// The urlencoded form transform; `None` leaves the body untouched.
+pub fn transform_form(ops: &RenderedOps, body: &[u8]) -> Option<Vec<u8>> {
+    let has_body = !body.is_empty();
+    let mut args: Args = decode_args(&String::from_utf8_lossy(body));
+    let mut changed = false;
+    if has_body && !ops.remove.is_empty() {
+        for n in &ops.remove {
+            args.remove(n);
+        }
+        changed = true;
+    }
+    if has_body && !ops.rename.is_empty() {
+        for (old, new) in &ops.rename {
+            match args.remove(old) {
+                Some(v) => {
+                    args.insert(new.clone(), v);
+                }
+                None => {
+                    args.remove(new);
+                }
+            }
+        }
+        changed = true;
+    }
+    if has_body {
+        for (n, v) in &ops.replace {
+            if let Some(cur) = args.get_mut(n) {
+                *cur = ArgValue::One(v.clone());
+                changed = true;
+            }
+        }
+    }
+    for (n, v) in &ops.add {
+        if !args.contains_key(n) {
+            args.insert(n.clone(), ArgValue::One(v.clone()));
+            changed = true;
+        }
+    }
+    for (n, v) in &ops.append {
+        match args.get_mut(n) {
+            Some(cur) => append_arg(cur, v.clone()),
+            None => {
+                args.insert(n.clone(), ArgValue::Many(vec![v.clone()]));
+            }
+        }
+        changed = true;
+    }
+    changed.then(|| encode_args(&args).into_bytes())
+}
+
+/// The query-string transform (Kong runs it whenever a query operation is configured).
+fn transform_query(ops: &RenderedOps, mut args: Args) -> Args {
+    for n in &ops.remove {
+        args.remove(n);
+    }
+    for (old, new) in &ops.rename {
+        match args.remove(old) {
+            Some(v) => {
+                args.insert(new.clone(), v);
+            }
+            None => {
+                args.remove(new);
+            }
+        }
+    }
+    for (n, v) in &ops.replace {
+        if let Some(cur) = args.get_mut(n) {
+            *cur = ArgValue::One(v.clone());
+        }
+    }
+    for (n, v) in &ops.add {
+        args.entry(n.clone())
+            .or_insert_with(|| ArgValue::One(v.clone()));
+    }
+    for (n, v) in &ops.append {
+        match args.get_mut(n) {
+            Some(cur) => append_arg(cur, v.clone()),
+            None => {
+                args.insert(n.clone(), ArgValue::Many(vec![v.clone()]));
+            }
+        }
+    }
+    args
+}
+
+fn body_kind(content_type: Option<&str>) -> Option<BodyKind> {
+    let raw = content_type?;
+    let ct = raw.to_ascii_lowercase();
+    if ct.contains("application/json") {
+        Some(BodyKind::Json)
+    } else if ct.contains("multipart/form-data") {
+        boundary(raw).map(BodyKind::Multipart)
+    } else if ct.contains("application/x-www-form-urlencoded") {
+        Some(BodyKind::Form)
+    } else {
+        None
+    }
+}
+
+/// The `boundary` parameter of a multipart Content-Type.
+fn boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("boundary") {
+            return None;
+        }
+        let v = v.trim().trim_matches('"');
+        (!v.is_empty() && v.len() <= 200).then(|| v.to_string())
+    })
+}
+
+/// One part of a multipart body: its header block as sent and its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MultiPart {
+    head: Vec<u8>,
+    name: Option<String>,
+    value: Vec<u8>,
+}
+
+fn find_bytes(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if needle.is_empty() || from > hay.len() {
+        return None;
+    }
+    hay[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|i| i + from)
+}
+
+fn part_name(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n").find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        if !k.trim().eq_ignore_ascii_case("content-disposition") {
+            return None;
+        }
+        v.split(';').find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            (k.trim().eq_ignore_ascii_case("name")).then(|| v.trim().trim_matches('"').to_string())
+        })
+    })
+}
+
+/// Parses a multipart body; `None` when it is not well formed (then it is left alone).
+fn parse_multipart(body: &[u8], boundary: &str) -> Option<Vec<MultiPart>> {
+    let delim = format!("--{boundary}").into_bytes();
+    let mut pos = find_bytes(body, &delim, 0)? + delim.len();
+    let mut parts = Vec::new();
+    loop {
+        if body[pos..].starts_with(b"--") {
+            return Some(parts);
+        }
+        if !body[pos..].starts_with(b"\r\n") {
+            return None;
+        }
+        pos += 2;
+        let head_end = find_bytes(body, b"\r\n\r\n", pos)?;
+        let head = body[pos..head_end].to_vec();
+        let value_start = head_end + 4;
+        let mut next_delim = b"\r\n".to_vec();
+        next_delim.extend_from_slice(&delim);
+        let end = find_bytes(body, &next_delim, value_start)?;
+        parts.push(MultiPart {
+            name: part_name(&head),
+            head,
+            value: body[value_start..end].to_vec(),
+        });
+        pos = end + next_delim.len();
+    }
+}
+
+fn serialize_multipart(parts: &[MultiPart], boundary: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        out.extend_from_slice(&p.head);
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(&p.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// `set_simple`: the first part with the name takes the value, or a new part is added.
+fn set_simple(parts: &mut Vec<MultiPart>, name: &str, value: &str) {
+    if let Some(p) = parts.iter_mut().find(|p| p.name.as_deref() == Some(name)) {
+        p.value = value.as_bytes().to_vec();
+        return;
+    }
+    let quoted = name.replace('"', "%22");
+    parts.push(MultiPart {
+        head: format!("Content-Disposition: form-data; name=\"{quoted}\"").into_bytes(),
+        name: Some(name.to_string()),
+        value: value.as_bytes().to_vec(),
+    });
+}
+
+/// Kong's multipart transform: rename, remove, replace, add (no append); `None` leaves
+/// the body untouched.
+pub fn transform_multipart(ops: &RenderedOps, body: &[u8], boundary: &str) -> Option<Vec<u8>> {
+    let has_body = !body.is_empty();
+    let mut parts = if has_body {
+        parse_multipart(body, boundary)?
+    } else {
+        Vec::new()
+    };
+    let has = |parts: &[MultiPart], n: &str| parts.iter().any(|p| p.name.as_deref() == Some(n));
+    let mut changed = false;
+    if has_body {
+        for (old, new) in &ops.rename {
+            if let Some(v) = parts
+                .iter()
+                .find(|p| p.name.as_deref() == Some(old.as_str()))
+                .map(|p| p.value.clone())
+            {
+                set_simple(&mut parts, new, &String::from_utf8_lossy(&v));
+                parts.retain(|p| p.name.as_deref() != Some(old.as_str()));
+                changed = true;
+            }
+        }
+        if !ops.remove.is_empty() {
+            for n in &ops.remove {
+                parts.retain(|p| p.name.as_deref() != Some(n.as_str()));
+            }
+            changed = true;
+        }
+        for (n, v) in &ops.replace {
+            if has(&parts, n) {
+                parts.retain(|p| p.name.as_deref() != Some(n.as_str()));
+                set_simple(&mut parts, n, v);
+                changed = true;
+            }
+        }
+    }
+    for (n, v) in &ops.add {
+        if !has(&parts, n) {
+            set_simple(&mut parts, n, v);
+            changed = true;
+        }
+    }
+    changed.then(|| serialize_multipart(&parts, boundary))
+}
+
+#[async_trait]
+impl Plugin for RequestTransformer {
+    fn name(&self) -> &'static str {
+        "request-transformer"
+    }
+
+    fn priority(&self) -> i32 {
+        801
+    }
+
+    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+        let req = session.req_header();
+        let orig_headers = req.headers.clone();
+        let query = decode_args(req.uri.query().unwrap_or(""));
+        let captures = st
+            .route
+            .as_ref()
+            .map(|m| m.captures.clone())
+            .unwrap_or_default();
+        let env = Env {
+            headers: &orig_headers,
+            query: &query,
+            captures: &captures,
+        };
+        let mut pending = Pending {
+            method: self.method.clone(),
+            ..Default::default()
+        };
+
+        // 1. URI: the path sent upstream; the query string stays.
+        let current = st.upstream_uri.clone().unwrap_or_else(|| "/".into());
+        let (mut path, mut qs) = match current.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (current.clone(), None),
+        };
+        if let Some(t) = &self.uri {
+            let rendered = t.render(&env);
+            if !rendered.starts_with('/') {
+                tracing::warn!(path = %rendered, "request-transformer: replace.uri must render to a path starting with /");
+                return Ok(Flow::Respond(LocalResponse::error(
+                    500,
+                    "An unexpected error occurred",
+                    &st.request_id,
+                    None,
+                )));
+            }
+            path = utf8_percent_encode(&rendered, PATH_ESCAPE).to_string();
+        }
+
+        // 2. Method (applied upstream). Kong copies an urlencoded body into the query
+        // string when the method becomes GET, HEAD or TRACE; the body still goes upstream.
+        if let Some(m) = &self.method
+            && matches!(m.as_str(), "GET" | "HEAD" | "TRACE")
+            && let Some(merged) = self.body_into_query(session, &query).await?
+        {
+            qs = Some(encode_args(&merged));
+        }
+
+        // 3. Headers.
+        if !self.headers.is_empty() {
+            let ops = self.headers.render(&env);
+            let mut table: HeaderTable = Vec::new();
+            for (k, v) in orig_headers.iter() {
+                let name = k.as_str();
+                if name == "host" || FRAMING.contains(&name) {
+                    continue;
+                }
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                match find(&table, name) {
+                    Some(i) => table[i].1.push(v),
+                    None => table.push((name.to_string(), vec![v])),
+                }
+            }
+            let (cleared, written) = transform_headers(&ops, table, &mut pending.host);
+            let req = session.req_header_mut();
+            for n in &cleared {
+                if !FRAMING.contains(&n.as_str()) {
+                    req.remove_header(n.as_str());
+                }
+            }
+            for (n, values) in written {
+                if FRAMING.contains(&n.as_str()) {
+                    continue;
+                }
+                let Ok(name) = http::HeaderName::from_bytes(n.as_bytes()) else {
+                    continue;
+                };
+                req.remove_header(&name);
+                for v in values {
+                    if let Err(e) = req.append_header(name.clone(), v.as_str()) {
+                        tracing::debug!(header = %name, error = %e, "request-transformer: invalid header value skipped");
+                    }
+                }
+            }
+        }
+
+        // 4. Body (rewritten once it has been read). Without a body only add and append
+        // can change anything; then the request keeps its framing.
+        let h = &session.req_header().headers;
+        let has_body = h.contains_key(http::header::TRANSFER_ENCODING)
+            || h.get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 0);
+        let creates = !self.body.add.is_empty() || !self.body.append.is_empty();
+        if !self.body.is_empty()
+            && (has_body || creates)
+            && let Some(kind) = body_kind(
+                h.get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+            )
+        {
+            pending.body = Some((kind, self.body.render(&env)));
+        }
+
+        // 5. Query string.
+        if !self.query.is_empty() {
+            let ops = self.query.render(&env);
+            let args = transform_query(&ops, query.clone());
+            let enc = encode_args(&args);
+            qs = (!enc.is_empty()).then_some(enc);
+        }
+        st.upstream_uri = Some(match qs {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        });
+        if pending.method.is_some() || pending.host.is_some() || pending.body.is_some() {
+            st.request_transform = Some(Arc::new(pending));
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn upstream_request(&self, req: &mut RequestHeader, st: &mut RequestState) {
+        let Some(p) = st.request_transform.clone() else {
+            return;
+        };
+        if let Some(m) = &p.method {
+            req.set_method(m.clone());
+        }
+        if let Some(h) = &p.host
+            && let Err(e) = req.insert_header("host", h.as_str())
+        {
+            tracing::debug!(error = %e, "request-transformer: invalid host skipped");
+        }
+    }
+
+    fn buffers_request(&self, _req: &RequestHeader, st: &RequestState) -> bool {
+        st.request_transform
+            .as_ref()
+            .is_some_and(|p| p.body.is_some())
+    }
+
+    fn request_body(&self, body: &mut BytesMut, st: &mut RequestState) {
+        let Some(p) = st.request_transform.clone() else {
+            return;
+        };
+        let Some((kind, ops)) = &p.body else {
+            return;
+        };
+        let out = match kind {
+            BodyKind::Json => transform_json(ops, body),
+            BodyKind::Form => transform_form(ops, body),
+            BodyKind::Multipart(b) => transform_multipart(ops, body, b),
+        };
+        match out {
+            Some(new) => {
+                body.clear();
+                body.extend_from_slice(&new);
+            }
+            None if *kind != BodyKind::Form && !body.is_empty() => {
+                tracing::debug!(
+                    "request-transformer: body left as is (not a JSON object, or malformed multipart)"
+                );
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(
+        remove: &[&str],
+        rename: &[(&str, &str)],
+        replace: &[(&str, &str)],
+        add: &[(&str, &str)],
+        append: &[(&str, &str)],
+    ) -> RenderedOps {
+        let p = |l: &[(&str, &str)]| -> Vec<(String, String)> {
+            l.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        RenderedOps {
+            remove: remove.iter().map(|s| s.to_string()).collect(),
+            rename: p(rename),
+            replace: p(replace),
+            add: p(add),
+            append: p(append),
+        }
+    }
+
+    #[test]
+    fn json_order_and_truthiness() {
+        let o = ops(
+            &["gone"],
+            &[("old", "new"), ("missing", "kept")],
+            &[("r", "R"), ("f", "F")],
+            &[("f", "added"), ("r", "no")],
+            &[("r", "A")],
+        );
+        let body = br#"{"gone":1,"old":"o","kept":2,"r":"x","f":false}"#;
+        let out = transform_json(&o, body).expect("changed");
+        let v: Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v, serde_json::json!({"new":"o","r":["R","A"],"f":"added"}));
+    }
+
+    #[test]
+    fn json_invalid_or_not_object_passes() {
+        let o = ops(&[], &[], &[], &[("a", "1")], &[]);
+        assert!(transform_json(&o, b"{not json").is_none());
+        assert!(transform_json(&o, b"[1,2]").is_none());
+        // An empty body gets the added keys (Kong's behaviour).
+        assert_eq!(
+            transform_json(&o, b"").expect("changed"),
+            br#"{"a":"1"}"#.to_vec()
+        );
+    }
+
+    #[test]
+    fn form_body() {
+        let o = ops(
+            &["x"],
+            &[("a", "b")],
+            &[("c", "C")],
+            &[("d", "D")],
+            &[("c", "2")],
+        );
+        let out = transform_form(&o, b"x=1&a=2&c=3").expect("changed");
+        assert_eq!(String::from_utf8_lossy(&out), "b=2&c=C&c=2&d=D");
+    }
+
+    #[test]
+    fn multipart_body() {
+        let b = "XyZ";
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"old\"\r\n\r\no\r\n--XyZ\r\nContent-Disposition: form-data; name=\"gone\"\r\n\r\ng\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nline1\r\nline2\r\n--XyZ\r\nContent-Disposition: form-data; name=\"r\"\r\n\r\nx\r\n--XyZ--\r\n";
+        let o = ops(
+            &["gone"],
+            &[("old", "new")],
+            &[("r", "R")],
+            &[("a", "1"), ("r", "no")],
+            &[],
+        );
+        let out = transform_multipart(&o, body.as_bytes(), b).expect("changed");
+        let parts = parse_multipart(&out, b).expect("parses");
+        let got: Vec<(Option<String>, String)> = parts
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    String::from_utf8_lossy(&p.value).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("file".into()), "line1\r\nline2".into()),
+                (Some("new".into()), "o".into()),
+                (Some("r".into()), "R".into()),
+                (Some("a".into()), "1".into()),
+            ]
+        );
+        assert!(
+            String::from_utf8_lossy(&out)
+                .contains("filename=\"a.txt\"\r\nContent-Type: text/plain")
+        );
+        // Malformed: left alone.
+        assert!(transform_multipart(&o, b"--XyZ\r\nbroken", b).is_none());
+        assert_eq!(
+            boundary("multipart/form-data; boundary=\"XyZ\""),
+            Some("XyZ".into())
+        );
+    }
+
+    #[test]
+    fn headers_order() {
+        let o = ops(
+            &["x-remove"],
+            &[("x-old", "x-new")],
+            &[("x-new", "replaced"), ("x-absent", "no")],
+            &[("x-new", "not-added"), ("x-added", "yes")],
+            &[("x-new", "appended")],
+        );
+        let table = vec![
+            ("x-remove".to_string(), vec!["1".to_string()]),
+            ("x-old".to_string(), vec!["o".to_string()]),
+        ];
+        let mut host = None;
+        let (cleared, written) = transform_headers(&o, table, &mut host);
+        assert_eq!(cleared, vec!["x-remove".to_string(), "x-old".to_string()]);
+        assert_eq!(
+            written,
+            vec![
+                (
+                    "x-new".to_string(),
+                    vec!["replaced".to_string(), "appended".to_string()]
+                ),
+                ("x-added".to_string(), vec!["yes".to_string()]),
+            ]
+        );
+        assert!(host.is_none());
+    }
+}

@@ -1,0 +1,429 @@
+//! `metrics-agent run`: wires config, WALs, senders, scrape loops, collectors and the HTTP
+//! endpoints together, and shuts down cleanly on SIGTERM/SIGINT.
+
+use crate::appender::{Appender, WriterSpec};
+use crate::collectors::{
+    Collector, ecs::EcsCollector, postgres::PostgresCollector, redis::RedisCollector,
+};
+use crate::config::{self, ConfigError};
+use crate::duration::parse_duration;
+use crate::labels::Labels;
+use crate::remote_write::Sender;
+use crate::scrape::{JobSettings, ScrapeLoop, ScrapeTarget, Source};
+use crate::self_metrics::AgentMetrics;
+use crate::sigv4::CredentialSource;
+use crate::wal::{Wal, WalError, WalOptions};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// prometheus.yml to load.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Directory of the write-ahead log (one sub-directory per remote_write endpoint).
+    #[arg(long, env = "METRICS_AGENT_WAL_DIR")]
+    pub wal_dir: PathBuf,
+    /// Address of the agent's own /metrics and /ready endpoints.
+    #[arg(long, env = "METRICS_AGENT_LISTEN", default_value = "127.0.0.1:9464")]
+    pub listen: String,
+    /// Maximum WAL size per endpoint (bytes, or with KiB/MiB/GiB suffix). Oldest data is dropped beyond it.
+    #[arg(long, env = "METRICS_AGENT_WAL_MAX_SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub wal_max_size: u64,
+    /// Maximum age of unsent samples (Prometheus duration). Older samples are dropped.
+    #[arg(long, env = "METRICS_AGENT_WAL_MAX_AGE", default_value = "6h", value_parser = parse_dur)]
+    pub wal_max_age: Duration,
+    /// WAL segment file size.
+    #[arg(long, env = "METRICS_AGENT_WAL_SEGMENT_SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub wal_segment_size: u64,
+    /// Group-commit window: appends within it share one WAL write and fsync (0s: every scrape
+    /// is written on its own).
+    #[arg(long, env = "METRICS_AGENT_WAL_COMMIT_WINDOW", default_value = "100ms", value_parser = parse_dur)]
+    pub wal_commit_window: Duration,
+    /// ECS Task Metadata Endpoint v4 base URI; enables the ECS collector.
+    #[arg(long, env = "ECS_CONTAINER_METADATA_URI_V4")]
+    pub ecs_metadata_uri: Option<String>,
+    /// Disable the ECS collector even when ECS_CONTAINER_METADATA_URI_V4 is set.
+    #[arg(long)]
+    pub no_ecs: bool,
+    /// PostgreSQL DSN to collect from (libpq key=value or postgres:// URL). Repeatable.
+    #[arg(long = "postgres", env = "METRICS_AGENT_POSTGRES_DSN")]
+    pub postgres: Vec<String>,
+    /// Redis address to collect from (host:port or redis://[:password@]host:port). Repeatable.
+    #[arg(
+        long = "redis",
+        env = "METRICS_AGENT_REDIS_ADDR",
+        value_delimiter = ','
+    )]
+    pub redis: Vec<String>,
+    /// Collection interval of the built-in collectors (default: global scrape_interval).
+    #[arg(long, env = "METRICS_AGENT_COLLECTOR_INTERVAL", value_parser = parse_dur)]
+    pub collector_interval: Option<Duration>,
+    /// How long to keep sending on shutdown before leaving the rest in the WAL.
+    #[arg(long, env = "METRICS_AGENT_FLUSH_TIMEOUT", default_value = "5s", value_parser = parse_dur)]
+    pub flush_timeout: Duration,
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+/// Parses `1048576`, `512KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => return Err(format!("invalid size unit {u:?} (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{file}: field `remote_write`: at least one endpoint is required")]
+    NoRemoteWrite { file: PathBuf },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("--{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP client: {0}")]
+    Client(String),
+}
+
+fn collector_target(
+    name: &str,
+    instance: String,
+    interval: Duration,
+    timeout: Duration,
+    c: Collector,
+) -> ScrapeTarget {
+    ScrapeTarget {
+        job: Arc::new(JobSettings {
+            name: name.to_string(),
+            interval,
+            timeout,
+            honor_labels: false,
+            honor_timestamps: true,
+            sample_limit: 0,
+            metric_relabel: Vec::new(),
+            auth: None,
+        }),
+        labels: Labels::from_pairs([("job", name.to_string()), ("instance", instance)]),
+        source: Source::Collector(Box::new(c)),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let cfg = config::load(&args.config)?;
+    if cfg.remote_writes.is_empty() {
+        return Err(RunError::NoRemoteWrite {
+            file: args.config.clone(),
+        });
+    }
+    if args.wal_segment_size < 4096 {
+        return Err(RunError::Flag {
+            flag: "wal-segment-size",
+            message: "must be at least 4KiB".into(),
+        });
+    }
+    if args.wal_max_size < args.wal_segment_size * 2 {
+        return Err(RunError::Flag {
+            flag: "wal-max-size",
+            message: "must be at least twice --wal-segment-size".into(),
+        });
+    }
+    let metrics = AgentMetrics::new();
+    let scrape_client = reqwest::Client::builder()
+        .pool_max_idle_per_host(4)
+        .build()
+        .map_err(|e| RunError::Client(e.to_string()))?;
+    let rw_client = reqwest::Client::builder()
+        .build()
+        .map_err(|e| RunError::Client(e.to_string()))?;
+
+    // Open one WAL per endpoint; replay starts from each shard's saved cursor.
+    let mut wals = Vec::new();
+    let mut writers = Vec::new();
+    for rw in &cfg.remote_writes {
+        let opts = WalOptions {
+            segment_bytes: args.wal_segment_size,
+            max_bytes: args.wal_max_size,
+            max_age: args.wal_max_age,
+            shards: rw.shards,
+        };
+        let (wal, rec) = Wal::open(
+            &args.wal_dir.join(&rw.name),
+            opts,
+            &rw.name,
+            metrics.clone(),
+        )?;
+        tracing::info!(
+            remote = %rw.name,
+            segments = rec.segments,
+            unsent_samples = rec.unsent_samples,
+            truncated_bytes = rec.truncated_bytes,
+            "WAL opened"
+        );
+        let writer = wal
+            .writer()
+            .ok_or_else(|| RunError::Client("WAL writer taken twice".into()))?;
+        writers.push(WriterSpec {
+            writer,
+            shards: rw.shards,
+            max_samples_per_send: rw.max_samples_per_send,
+        });
+        wals.push(Arc::new(wal));
+    }
+    let (appender, writer_thread) = Appender::start(
+        &cfg.external_labels,
+        &cfg.remote_writes,
+        writers,
+        args.wal_commit_window,
+    );
+
+    let (scrape_stop_tx, scrape_stop) = watch::channel(false);
+    let (send_stop_tx, send_stop) = watch::channel(false);
+    let mut sender_tasks = Vec::new();
+    for (rw, wal) in cfg.remote_writes.iter().zip(&wals) {
+        let creds = rw.sigv4.as_ref().map(|s| {
+            Arc::new(CredentialSource::new(
+                s.access_key.clone(),
+                s.secret_key.clone(),
+                rw_client.clone(),
+            ))
+        });
+        let sender = Arc::new(Sender {
+            rw: Arc::new(rw.clone()),
+            client: rw_client.clone(),
+            metrics: metrics.clone(),
+            creds,
+        });
+        for shard in 0..rw.shards {
+            sender_tasks.push(tokio::spawn(
+                sender
+                    .clone()
+                    .run_shard(wal.reader(shard), send_stop.clone()),
+            ));
+        }
+    }
+    // WAL maintenance: persist cursors, delete sent segments, apply the age bound.
+    let maint_wals = wals.clone();
+    let mut maint_stop = send_stop.clone();
+    let maintenance = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = maint_stop.changed() => return,
+            }
+            // fsync and unlink can block: keep them off the async worker threads.
+            let wals = maint_wals.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                for w in &wals {
+                    if let Err(e) = w.maintain() {
+                        tracing::error!("WAL maintenance: {e}");
+                    }
+                }
+            })
+            .await;
+            if let Err(e) = done {
+                tracing::error!("WAL maintenance task: {e}");
+            }
+        }
+    });
+
+    // Targets: scrape_configs, then built-in collectors.
+    let mut targets = Vec::new();
+    for job in &cfg.jobs {
+        let settings = Arc::new(JobSettings::from(job));
+        for t in &job.targets {
+            targets.push(ScrapeTarget {
+                job: settings.clone(),
+                labels: t.labels.clone(),
+                source: Source::Http {
+                    url: t.url.clone(),
+                    client: scrape_client.clone(),
+                },
+            });
+        }
+    }
+    let c_interval = args.collector_interval.unwrap_or(cfg.scrape_interval);
+    let c_timeout = cfg.scrape_timeout.min(c_interval);
+    if let (Some(uri), false) = (&args.ecs_metadata_uri, args.no_ecs) {
+        let instance = reqwest::Url::parse(uri)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| match u.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_string(),
+                })
+            })
+            .ok_or_else(|| RunError::Flag {
+                flag: "ecs-metadata-uri",
+                message: format!("{uri:?} is not a URL"),
+            })?;
+        targets.push(collector_target(
+            "ecs",
+            instance,
+            c_interval,
+            c_timeout,
+            Collector::Ecs(EcsCollector::new(uri, scrape_client.clone())),
+        ));
+    }
+    for dsn in &args.postgres {
+        let c = PostgresCollector::new(dsn).map_err(|message| RunError::Flag {
+            flag: "postgres",
+            message,
+        })?;
+        let instance = c.instance();
+        targets.push(collector_target(
+            "postgres",
+            instance,
+            c_interval,
+            c_timeout,
+            Collector::Postgres(Box::new(c)),
+        ));
+    }
+    for addr in &args.redis {
+        let c = RedisCollector::new(addr).map_err(|message| RunError::Flag {
+            flag: "redis",
+            message,
+        })?;
+        let instance = c.instance();
+        targets.push(collector_target(
+            "redis",
+            instance,
+            c_interval,
+            c_timeout,
+            Collector::Redis(c),
+        ));
+    }
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: args.listen.clone(),
+            source,
+        })?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        metrics.clone(),
+        ready.clone(),
+        scrape_stop.clone(),
+    ));
+
+    tracing::info!(targets = targets.len(), listen = %args.listen, "metrics-agent started");
+    let mut loops = Vec::new();
+    for t in targets {
+        let l = ScrapeLoop::new(t, appender.clone(), metrics.clone());
+        loops.push(tokio::spawn(l.run(scrape_stop.clone())));
+    }
+    drop(appender);
+    ready.store(true, Ordering::Release);
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: stopping scrapes");
+    ready.store(false, Ordering::Release);
+    let _ = scrape_stop_tx.send(true);
+    for mut l in loops {
+        if tokio::time::timeout(Duration::from_secs(15), &mut l)
+            .await
+            .is_err()
+        {
+            l.abort();
+            let _ = l.await;
+        }
+    }
+    let _ = server.await;
+    // Every appended sample is durable now; send what we can within the flush timeout, but
+    // stop early when the receiver makes no progress (it is down: the WAL keeps the rest).
+    let deadline = Instant::now() + args.flush_timeout;
+    let mut last = wals.iter().map(|w| w.progress()).collect::<Vec<_>>();
+    let mut last_change = Instant::now();
+    while Instant::now() < deadline && !wals.iter().all(|w| w.fully_sent()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = wals.iter().map(|w| w.progress()).collect::<Vec<_>>();
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > Duration::from_secs(1) {
+            tracing::warn!("receiver not accepting data; leaving the rest in the WAL");
+            break;
+        }
+    }
+    let _ = send_stop_tx.send(true);
+    for t in sender_tasks {
+        let _ = t.await;
+    }
+    let _ = maintenance.await;
+    for w in &wals {
+        w.maintain()?;
+    }
+    if writer_thread.join().is_err() {
+        tracing::error!("the WAL writer thread panicked");
+    }
+    tracing::info!("stopped; unsent samples stay in the WAL for the next start");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+}

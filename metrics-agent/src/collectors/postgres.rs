@@ -1,0 +1,411 @@
+//! PostgreSQL collector with postgres_exporter-compatible metric names.
+
+use super::exposition::Exposition;
+use std::str::FromStr;
+use std::time::Instant;
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+const ACTIVITY_STATES: [&str; 6] = [
+    "active",
+    "disabled",
+    "fastpath function call",
+    "idle",
+    "idle in transaction",
+    "idle in transaction (aborted)",
+];
+
+pub struct PostgresCollector {
+    config: tokio_postgres::Config,
+    client: Option<Client>,
+    statements_limit: usize,
+}
+
+/// Rows of a simple query as text cells.
+type Rows = Vec<Vec<Option<String>>>;
+
+async fn query(c: &Client, sql: &str) -> Result<Rows, tokio_postgres::Error> {
+    let msgs = c.simple_query(sql).await?;
+    let mut rows = Vec::new();
+    for m in msgs {
+        if let SimpleQueryMessage::Row(r) = m {
+            rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect());
+        }
+    }
+    Ok(rows)
+}
+
+fn num(cell: &Option<String>) -> f64 {
+    match cell.as_deref() {
+        Some("t") => 1.0,
+        Some("f") => 0.0,
+        Some(s) => s.parse().unwrap_or(f64::NAN),
+        None => 0.0,
+    }
+}
+
+fn text(cell: &Option<String>) -> &str {
+    cell.as_deref().unwrap_or("")
+}
+
+impl PostgresCollector {
+    /// `dsn` is a libpq key/value string or a `postgres://` URL.
+    pub fn new(dsn: &str) -> Result<Self, String> {
+        let config = tokio_postgres::Config::from_str(dsn)
+            .map_err(|e| format!("invalid PostgreSQL DSN: {e}"))?;
+        Ok(PostgresCollector {
+            config,
+            client: None,
+            statements_limit: 100,
+        })
+    }
+
+    /// `host:port` of the first configured host, used as the `instance` label.
+    pub fn instance(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}")
+    }
+
+    async fn connect(&mut self) -> Result<&Client, String> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            let (client, conn) = self
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!("postgres connection closed: {e}");
+                }
+            });
+            self.client = Some(client);
+        }
+        self.client
+            .as_ref()
+            .ok_or_else(|| "not connected".to_string())
+    }
+
+    pub async fn collect(&mut self) -> String {
+        let started = Instant::now();
+        let mut e = Exposition::new();
+        let res = self.collect_into(&mut e).await;
+        let mut out = Exposition::new();
+        match res {
+            Ok(()) => {
+                out.sample("pg_up", &[], 1.0);
+                out.sample("pg_exporter_last_scrape_error", &[], 0.0);
+            }
+            Err(err) => {
+                tracing::debug!("postgres collector: {err}");
+                self.client = None;
+                out.sample("pg_up", &[], 0.0);
+                out.sample("pg_exporter_last_scrape_error", &[], 1.0);
+                e = Exposition::new();
+            }
+        }
+        out.sample(
+            "pg_exporter_last_scrape_duration_seconds",
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+        let mut s = out.finish();
+        s.push_str(&e.finish());
+        s
+    }
+
+    async fn collect_into(&mut self, e: &mut Exposition) -> Result<(), String> {
+        let limit = self.statements_limit;
+        let c = self.connect().await?;
+        let q = |sql: &'static str| async move {
+            query(c, sql).await.map_err(|err| format!("{sql}: {err}"))
+        };
+
+        let info = q("SELECT current_setting('server_version_num'), current_setting('server_version'), \
+                      extract(epoch from pg_postmaster_start_time()), current_setting('max_connections'), \
+                      current_setting('superuser_reserved_connections'), pg_is_in_recovery(), \
+                      CASE WHEN NOT pg_is_in_recovery() THEN 0 \
+                           ELSE GREATEST(0, extract(epoch from now() - pg_last_xact_replay_timestamp())) END, \
+                      (SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements')")
+        .await?;
+        let row = info.first().ok_or("no version row")?;
+        let version_num = num(&row[0]);
+        let version = text(&row[1]).to_string();
+        let short = version.split_whitespace().next().unwrap_or("").to_string();
+        e.sample(
+            "pg_static",
+            &[("version", &version), ("short_version", &short)],
+            1.0,
+        );
+        e.sample("pg_postmaster_start_time_seconds", &[], num(&row[2]));
+        e.sample("pg_settings_max_connections", &[], num(&row[3]));
+        e.sample(
+            "pg_settings_superuser_reserved_connections",
+            &[],
+            num(&row[4]),
+        );
+        e.sample("pg_replication_is_replica", &[], num(&row[5]));
+        e.sample("pg_replication_lag_seconds", &[], num(&row[6]));
+        e.sample("pg_replication_lag", &[], num(&row[6]));
+        let has_statements = num(&row[7]) > 0.0;
+
+        for r in q("SELECT datid, datname, numbackends, xact_commit, xact_rollback, blks_read, blks_hit, \
+                    tup_returned, tup_fetched, tup_inserted, tup_updated, tup_deleted, conflicts, temp_files, \
+                    temp_bytes, deadlocks, blk_read_time, blk_write_time FROM pg_stat_database WHERE datname IS NOT NULL")
+        .await?
+        {
+            let l = [("datid", text(&r[0])), ("datname", text(&r[1]))];
+            let names = [
+                "numbackends",
+                "xact_commit",
+                "xact_rollback",
+                "blks_read",
+                "blks_hit",
+                "tup_returned",
+                "tup_fetched",
+                "tup_inserted",
+                "tup_updated",
+                "tup_deleted",
+                "conflicts",
+                "temp_files",
+                "temp_bytes",
+                "deadlocks",
+                "blk_read_time",
+                "blk_write_time",
+            ];
+            for (i, n) in names.iter().enumerate() {
+                e.sample(&format!("pg_stat_database_{n}"), &l, num(&r[i + 2]));
+            }
+            let (read, hit) = (num(&r[5]), num(&r[6]));
+            if read + hit > 0.0 {
+                e.sample("pg_stat_database_cache_hit_ratio", &l, hit / (read + hit));
+            }
+        }
+
+        let dbs = q("SELECT datname, pg_database_size(datname), datconnlimit FROM pg_database WHERE datallowconn").await?;
+        for r in &dbs {
+            let l = [("datname", text(&r[0]))];
+            e.sample("pg_database_size_bytes", &l, num(&r[1]));
+            e.sample("pg_database_connection_limit", &l, num(&r[2]));
+        }
+        let activity = q("SELECT datname, state, count(*), \
+                          coalesce(max(extract(epoch from now() - xact_start)), 0) \
+                          FROM pg_stat_activity WHERE datname IS NOT NULL GROUP BY datname, state")
+        .await?;
+        for db in &dbs {
+            let d = text(&db[0]);
+            for st in ACTIVITY_STATES {
+                let found = activity
+                    .iter()
+                    .find(|r| text(&r[0]) == d && text(&r[1]) == st);
+                let (count, max_tx) = found
+                    .map(|r| (num(&r[2]), num(&r[3])))
+                    .unwrap_or((0.0, 0.0));
+                e.sample(
+                    "pg_stat_activity_count",
+                    &[("datname", d), ("state", st)],
+                    count,
+                );
+                e.sample(
+                    "pg_stat_activity_max_tx_duration",
+                    &[("datname", d), ("state", st)],
+                    max_tx,
+                );
+            }
+        }
+        for r in q("SELECT d.datname, lower(l.mode), count(*) FROM pg_locks l \
+                    JOIN pg_database d ON d.oid = l.database GROUP BY 1, 2")
+        .await?
+        {
+            e.sample(
+                "pg_locks_count",
+                &[("datname", text(&r[0])), ("mode", text(&r[1]))],
+                num(&r[2]),
+            );
+        }
+        for r in q("SELECT coalesce(application_name, ''), coalesce(client_addr::text, ''), coalesce(state, ''), \
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) FROM pg_stat_replication \
+                    WHERE NOT pg_is_in_recovery()")
+        .await?
+        {
+            e.sample(
+                "pg_stat_replication_pg_wal_lsn_diff",
+                &[("application_name", text(&r[0])), ("client_addr", text(&r[1])), ("state", text(&r[2]))],
+                num(&r[3]),
+            );
+        }
+        if version_num < 170000.0 {
+            let bg = q("SELECT checkpoints_timed, checkpoints_req, buffers_checkpoint, buffers_clean, \
+                        buffers_backend, buffers_backend_fsync, buffers_alloc, maxwritten_clean FROM pg_stat_bgwriter")
+            .await?;
+            if let Some(r) = bg.first() {
+                let names = [
+                    "checkpoints_timed_total",
+                    "checkpoints_req_total",
+                    "buffers_checkpoint_total",
+                    "buffers_clean_total",
+                    "buffers_backend_total",
+                    "buffers_backend_fsync_total",
+                    "buffers_alloc_total",
+                    "maxwritten_clean_total",
+                ];
+                for (i, n) in names.iter().enumerate() {
+                    e.sample(&format!("pg_stat_bgwriter_{n}"), &[], num(&r[i]));
+                }
+            }
+        }
+        if has_statements {
+            let time_col = if version_num >= 130000.0 {
+                "total_exec_time"
+            } else {
+                "total_time"
+            };
+            let (rd, wr) = if version_num >= 170000.0 {
+                ("shared_blk_read_time", "shared_blk_write_time")
+            } else {
+                ("blk_read_time", "blk_write_time")
+            };
+            let sql = format!(
+                "SELECT pg_get_userbyid(s.userid), d.datname, s.queryid, s.calls, s.{time_col} / 1000.0, s.rows, \
+                 s.{rd} / 1000.0, s.{wr} / 1000.0 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+                 WHERE s.queryid IS NOT NULL ORDER BY s.{time_col} DESC LIMIT {limit}"
+            );
+            let rows = query(c, &sql)
+                .await
+                .map_err(|err| format!("pg_stat_statements: {err}"))?;
+            for r in rows {
+                let l = [
+                    ("user", text(&r[0])),
+                    ("datname", text(&r[1])),
+                    ("queryid", text(&r[2])),
+                ];
+                e.sample("pg_stat_statements_calls_total", &l, num(&r[3]));
+                e.sample("pg_stat_statements_seconds_total", &l, num(&r[4]));
+                e.sample("pg_stat_statements_rows_total", &l, num(&r[5]));
+                e.sample(
+                    "pg_stat_statements_block_read_seconds_total",
+                    &l,
+                    num(&r[6]),
+                );
+                e.sample(
+                    "pg_stat_statements_block_write_seconds_total",
+                    &l,
+                    num(&r[7]),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::{Format, parse, parse_series};
+    use crate::testutil::start_postgres;
+
+    type Sample = (String, Vec<(String, String)>, f64);
+
+    fn values(text: &str) -> Vec<Sample> {
+        parse(text, Format::Text)
+            .expect("exposition parses")
+            .iter()
+            .map(|s| {
+                let (n, l) = parse_series(s.series).expect("series");
+                (n, l, s.value)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn collects_from_a_real_server() {
+        let server = start_postgres();
+        let dsn = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            server.port
+        );
+        // Workload: a table, committed and rolled-back transactions, pg_stat_statements.
+        let (client, conn) = tokio_postgres::connect(&dsn, NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        for sql in [
+            "CREATE EXTENSION pg_stat_statements",
+            "CREATE TABLE t(i int)",
+            "INSERT INTO t SELECT generate_series(1, 1000)",
+            "BEGIN; INSERT INTO t VALUES (1); ROLLBACK",
+            "SELECT pg_sleep(0.05)",
+            "SELECT count(*) FROM t",
+        ] {
+            client
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        // A backend flushes its statistics when it exits.
+        drop(client);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+        let mut c = PostgresCollector::new(&dsn).expect("dsn");
+        assert_eq!(c.instance(), format!("127.0.0.1:{}", server.port));
+        let text = c.collect().await;
+        let v = values(&text);
+        let get = |name: &str, label: Option<(&str, &str)>| -> Vec<f64> {
+            v.iter()
+                .filter(|(n, l, _)| {
+                    n == name
+                        && label.is_none_or(|(k, val)| l.iter().any(|(a, b)| a == k && b == val))
+                })
+                .map(|(_, _, x)| *x)
+                .collect()
+        };
+        assert_eq!(get("pg_up", None), vec![1.0], "{text}");
+        assert_eq!(get("pg_settings_max_connections", None), vec![100.0]);
+        assert!(
+            get(
+                "pg_stat_database_xact_commit",
+                Some(("datname", "postgres"))
+            )[0] > 0.0
+        );
+        assert!(
+            get(
+                "pg_stat_database_xact_rollback",
+                Some(("datname", "postgres"))
+            )[0] >= 1.0
+        );
+        assert_eq!(
+            get("pg_stat_database_deadlocks", Some(("datname", "postgres"))),
+            vec![0.0]
+        );
+        let ratio = get(
+            "pg_stat_database_cache_hit_ratio",
+            Some(("datname", "postgres")),
+        )[0];
+        assert!((0.0..=1.0).contains(&ratio));
+        // Our own connection is active in 'postgres'; the workload connection is idle.
+        let active = get("pg_stat_activity_count", Some(("state", "active")));
+        assert!(active.iter().sum::<f64>() >= 1.0, "{text}");
+        assert_eq!(get("pg_replication_is_replica", None), vec![0.0]);
+        assert_eq!(get("pg_replication_lag_seconds", None), vec![0.0]);
+        assert!(get("pg_database_size_bytes", Some(("datname", "postgres")))[0] > 1e6);
+        assert!(
+            !get("pg_stat_statements_calls_total", None).is_empty(),
+            "{text}"
+        );
+        let slowest = get("pg_stat_statements_seconds_total", None);
+        assert!(
+            slowest.iter().cloned().fold(0.0, f64::max) >= 0.05,
+            "{text}"
+        );
+        drop(server);
+        // Server gone: pg_up drops to 0 and nothing else is reported.
+        let text = c.collect().await;
+        let v = values(&text);
+        assert!(
+            v.iter().any(|(n, _, x)| n == "pg_up" && *x == 0.0),
+            "{text}"
+        );
+        assert!(!v.iter().any(|(n, _, _)| n.starts_with("pg_stat_database")));
+    }
+}

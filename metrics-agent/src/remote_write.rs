@@ -1,0 +1,236 @@
+//! Remote-write 1.0 sender: one task per shard reads its records from the WAL in order, sends
+//! them (snappy + protobuf, reserved headers, optional SigV4), retries 5xx/429/network errors
+//! with exponential backoff, drops other 4xx, and only then advances the shard's cursor.
+
+use crate::config::{Auth, RemoteWrite};
+use crate::self_metrics::AgentMetrics;
+use crate::sigv4::{self, CredentialSource};
+use crate::wal::{Batch, WalReader};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub struct Sender {
+    pub rw: Arc<RemoteWrite>,
+    pub client: reqwest::Client,
+    pub metrics: AgentMetrics,
+    pub creds: Option<Arc<CredentialSource>>,
+}
+
+/// What to do with a response.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Sent,
+    Retry(Option<Duration>),
+    Reject,
+}
+
+/// Classifies an HTTP status per the remote-write 1.0 spec.
+pub fn classify(status: u16, retry_on_429: bool, retry_after: Option<Duration>) -> Verdict {
+    match status {
+        200..=299 => Verdict::Sent,
+        429 if retry_on_429 => Verdict::Retry(retry_after),
+        500..=599 => Verdict::Retry(None),
+        _ => Verdict::Reject,
+    }
+}
+
+fn now_ms() -> i64 {
+    crate::scrape::now_ms()
+}
+
+/// Merges several records into one request body (protobuf repeated fields concatenate).
+fn body_of(batch: &Batch) -> Result<Vec<u8>, snap::Error> {
+    if batch.records.len() == 1 {
+        return Ok(batch.records[0].payload.clone());
+    }
+    let mut dec = snap::raw::Decoder::new();
+    let mut raw = Vec::new();
+    for r in &batch.records {
+        raw.extend_from_slice(&dec.decompress_vec(&r.payload)?);
+    }
+    snap::raw::Encoder::new().compress_vec(&raw)
+}
+
+impl Sender {
+    /// Runs one shard until shutdown.
+    pub async fn run_shard(
+        self: Arc<Self>,
+        mut reader: WalReader,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let name = self.rw.name.clone();
+        let max = self.rw.max_samples_per_send as u64;
+        loop {
+            let batch = tokio::select! {
+                b = reader.next_batch(max) => b,
+                _ = shutdown.changed() => return,
+            };
+            let body = match body_of(&batch) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(remote = %name, "undecodable WAL batch dropped: {e}");
+                    reader.count_dropped("corrupt", batch.samples);
+                    reader.commit(batch.end);
+                    continue;
+                }
+            };
+            let max_ts = batch
+                .records
+                .iter()
+                .map(|r| r.max_ts)
+                .max()
+                .unwrap_or(i64::MIN);
+            let mut backoff = self.rw.min_backoff;
+            loop {
+                if max_ts < now_ms() - reader.max_age().as_millis() as i64 {
+                    reader.count_dropped("too_old", batch.samples);
+                    break;
+                }
+                let verdict = self.send_once(&body).await;
+                match verdict {
+                    Verdict::Sent => {
+                        self.metrics
+                            .rw_sent
+                            .with_label_values(&[&name])
+                            .inc_by(batch.samples);
+                        self.metrics
+                            .rw_highest_sent_ts
+                            .with_label_values(&[&name])
+                            .set(max_ts as f64 / 1000.0);
+                        break;
+                    }
+                    Verdict::Reject => {
+                        self.metrics
+                            .rw_rejected
+                            .with_label_values(&[&name])
+                            .inc_by(batch.samples);
+                        break;
+                    }
+                    Verdict::Retry(after) => {
+                        self.metrics.rw_retries.with_label_values(&[&name]).inc();
+                        let wait = after
+                            .unwrap_or(backoff)
+                            .min(self.rw.max_backoff.max(Duration::from_millis(1)) * 4);
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.changed() => return,
+                        }
+                        backoff = (backoff * 2).min(self.rw.max_backoff);
+                    }
+                }
+            }
+            reader.commit(batch.end);
+        }
+    }
+
+    async fn send_once(&self, body: &[u8]) -> Verdict {
+        let name = &self.rw.name;
+        let mut req = self
+            .client
+            .post(&self.rw.url)
+            .timeout(self.rw.timeout)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header(
+                "User-Agent",
+                concat!("metrics-agent/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+        for (k, v) in &self.rw.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        match &self.rw.auth {
+            Some(Auth::Basic { username, password }) => {
+                req = req.basic_auth(username, Some(password))
+            }
+            Some(Auth::Header(h)) => req = req.header("Authorization", h.as_str()),
+            None => {}
+        }
+        if let (Some(sv), Some(src)) = (&self.rw.sigv4, &self.creds) {
+            let creds = match src.get().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(remote = %name, "{e}");
+                    self.metrics
+                        .rw_requests
+                        .with_label_values(&[name, "error"])
+                        .inc();
+                    return Verdict::Retry(None);
+                }
+            };
+            let Ok(url) = reqwest::Url::parse(&self.rw.url) else {
+                return Verdict::Reject;
+            };
+            let host = match url.port() {
+                Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+                None => url.host_str().unwrap_or_default().to_string(),
+            };
+            let signed = sigv4::sign(
+                "POST",
+                &host,
+                url.path(),
+                url.query().unwrap_or(""),
+                &[],
+                body,
+                &creds,
+                &sv.region,
+                "aps",
+                sigv4::unix_now(),
+            );
+            for (k, v) in signed.headers {
+                req = req.header(k, v);
+            }
+        }
+        match req.body(body.to_vec()).send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                self.metrics
+                    .rw_requests
+                    .with_label_values(&[name, &status.to_string()])
+                    .inc();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let verdict = classify(status, self.rw.retry_on_429, retry_after);
+                if verdict != Verdict::Sent {
+                    let text = resp.text().await.unwrap_or_default();
+                    let text: String = text.chars().take(512).collect();
+                    tracing::warn!(remote = %name, status, "remote write failed: {}", text.trim());
+                }
+                verdict
+            }
+            Err(e) => {
+                self.metrics
+                    .rw_requests
+                    .with_label_values(&[name, "error"])
+                    .inc();
+                tracing::debug!(remote = %name, "remote write error: {e}");
+                Verdict::Retry(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classification_follows_the_spec() {
+        assert_eq!(classify(200, true, None), Verdict::Sent);
+        assert_eq!(classify(204, true, None), Verdict::Sent);
+        assert_eq!(classify(500, true, None), Verdict::Retry(None));
+        assert_eq!(classify(503, false, None), Verdict::Retry(None));
+        assert_eq!(
+            classify(429, true, Some(Duration::from_secs(2))),
+            Verdict::Retry(Some(Duration::from_secs(2)))
+        );
+        assert_eq!(classify(429, false, None), Verdict::Reject);
+        assert_eq!(classify(400, true, None), Verdict::Reject);
+        assert_eq!(classify(404, true, None), Verdict::Reject);
+    }
+}

@@ -1,0 +1,387 @@
+//! Scrape loops: one task per target (HTTP target or built-in collector). Each scrape is parsed,
+//! labeled, relabeled, checked for staleness and handed to the appender together with the
+//! `up`/`scrape_*` series Prometheus adds.
+
+use crate::appender::{Appender, Point, SeriesRef};
+use crate::collectors::Collector;
+use crate::config::{Auth, ScrapeJob};
+use crate::fasthash::FxHashMap;
+use crate::labels::{Labels, stale_nan};
+use crate::parser::{self, Format};
+use crate::relabel;
+use crate::self_metrics::AgentMetrics;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+const ACCEPT: &str =
+    "application/openmetrics-text;version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// Settings shared by all targets of a job.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub name: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub honor_labels: bool,
+    pub honor_timestamps: bool,
+    pub sample_limit: usize,
+    pub metric_relabel: Vec<relabel::Rule>,
+    pub auth: Option<Auth>,
+}
+
+impl From<&ScrapeJob> for JobSettings {
+    fn from(j: &ScrapeJob) -> Self {
+        JobSettings {
+            name: j.name.clone(),
+            interval: j.interval,
+            timeout: j.timeout,
+            honor_labels: j.honor_labels,
+            honor_timestamps: j.honor_timestamps,
+            sample_limit: j.sample_limit,
+            metric_relabel: j.metric_relabel.clone(),
+            auth: j.auth.clone(),
+        }
+    }
+}
+
+/// Where a target's exposition comes from.
+pub enum Source {
+    Http {
+        url: String,
+        client: reqwest::Client,
+    },
+    Collector(Box<Collector>),
+}
+
+pub struct ScrapeTarget {
+    pub job: Arc<JobSettings>,
+    pub labels: Labels,
+    pub source: Source,
+}
+
+const SYNTHETIC: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+/// Per-target state kept between scrapes.
+pub struct ScrapeLoop {
+    target: ScrapeTarget,
+    appender: Appender,
+    metrics: AgentMetrics,
+    /// Raw series text -> processed series (`None`: dropped by metric relabeling).
+    cache: FxHashMap<String, CacheEntry>,
+    generation: u64,
+    /// Series of the previous successful scrape, for staleness markers.
+    prev: FxHashMap<u64, Arc<SeriesRef>>,
+    synthetic: Vec<Arc<SeriesRef>>,
+}
+
+/// A cached series and the number of the scrape that last saw it.
+struct CacheEntry {
+    series: Option<Arc<SeriesRef>>,
+    generation: u64,
+}
+
+/// Outcome of fetching a target.
+struct Fetched {
+    body: Vec<u8>,
+    format: Format,
+}
+
+/// Combines exposed labels with target labels the way Prometheus does: with `honor_labels`
+/// the exposed value wins; otherwise the target value wins and the exposed one is kept as
+/// `exported_<name>`.
+pub fn merge_labels(target: &Labels, exposed: Vec<(String, String)>, honor_labels: bool) -> Labels {
+    let mut l = Labels::new();
+    if honor_labels {
+        for (k, v) in target.iter() {
+            l.set(k.to_string(), v.to_string());
+        }
+        for (k, v) in exposed {
+            l.set(k, v);
+        }
+    } else {
+        for (k, v) in exposed {
+            l.set(k, v);
+        }
+        for (k, v) in target.iter() {
+            if let Some(existing) = l.get(k).map(str::to_string) {
+                let mut nk = format!("exported_{k}");
+                while l.get(&nk).is_some() {
+                    nk = format!("exported_{nk}");
+                }
+                l.set(nk, existing);
+            }
+            l.set(k.to_string(), v.to_string());
+        }
+    }
+    l
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl ScrapeLoop {
+    pub fn new(target: ScrapeTarget, appender: Appender, metrics: AgentMetrics) -> Self {
+        let synthetic = SYNTHETIC
+            .iter()
+            .map(|n| {
+                let mut l = target.labels.clone();
+                l.set("__name__".into(), (*n).to_string());
+                appender.series(&l)
+            })
+            .collect();
+        ScrapeLoop {
+            target,
+            appender,
+            metrics,
+            cache: FxHashMap::default(),
+            generation: 0,
+            prev: FxHashMap::default(),
+            synthetic,
+        }
+    }
+
+    /// Runs until `shutdown` flips to true. Scrapes are spread over the interval by a
+    /// per-target offset, like Prometheus does.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let interval = self.target.job.interval;
+        let offset_ms = self.target.labels.hash64() % (interval.as_millis().max(1) as u64);
+        let start = tokio::time::Instant::now() + Duration::from_millis(offset_ms);
+        let mut ticker = tokio::time::interval_at(start, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let points = self.scrape_once().await;
+            if let Err(e) = self.appender.append(points).await {
+                tracing::error!(job = %self.target.job.name, "appending scrape: {e}");
+            }
+        }
+    }
+
+    async fn fetch(&mut self) -> Result<Fetched, String> {
+        let timeout = self.target.job.timeout;
+        match &mut self.target.source {
+            Source::Http { url, client } => {
+                let mut req = client
+                    .get(url.as_str())
+                    .timeout(timeout)
+                    .header("Accept", ACCEPT)
+                    .header("Accept-Encoding", "gzip")
+                    .header(
+                        "User-Agent",
+                        concat!("metrics-agent/", env!("CARGO_PKG_VERSION")),
+                    )
+                    .header(
+                        "X-Prometheus-Scrape-Timeout-Seconds",
+                        format!("{}", timeout.as_secs_f64()),
+                    );
+                match &self.target.job.auth {
+                    Some(Auth::Basic { username, password }) => {
+                        req = req.basic_auth(username, Some(password))
+                    }
+                    Some(Auth::Header(h)) => req = req.header("Authorization", h.as_str()),
+                    None => {}
+                }
+                let resp = req.send().await.map_err(|e| format!("GET {url}: {e}"))?;
+                let status = resp.status();
+                if !status.is_success() {
+                    return Err(format!("GET {url}: server returned HTTP status {status}"));
+                }
+                let headers = resp.headers().clone();
+                let raw = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("GET {url}: reading body: {e}"))?;
+                let gz = headers
+                    .get("content-encoding")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+                let body = if gz {
+                    let mut out = Vec::with_capacity(raw.len() * 4);
+                    flate2::read::GzDecoder::new(raw.as_ref())
+                        .read_to_end(&mut out)
+                        .map_err(|e| format!("GET {url}: gzip: {e}"))?;
+                    out
+                } else {
+                    Vec::from(raw)
+                };
+                let format = Format::from_content_type(
+                    headers.get("content-type").and_then(|v| v.to_str().ok()),
+                );
+                Ok(Fetched { body, format })
+            }
+            Source::Collector(c) => {
+                let body = tokio::time::timeout(timeout, c.collect())
+                    .await
+                    .map_err(|_| "collector timed out".to_string())??;
+                Ok(Fetched {
+                    body: body.into_bytes(),
+                    format: Format::Text,
+                })
+            }
+        }
+    }
+
+    /// Processes a scraped series on a cache miss.
+    fn build_series(&self, raw: &str) -> Result<Option<Arc<SeriesRef>>, String> {
+        let (name, pairs) = parser::parse_series(raw)?;
+        let job = &self.target.job;
+        let mut l = merge_labels(&self.target.labels, pairs, job.honor_labels);
+        l.set("__name__".into(), name);
+        Ok(relabel::apply(&job.metric_relabel, l).map(|l| self.appender.series(&l)))
+    }
+
+    /// One scrape: returns the points to append (samples, stale markers, report series).
+    pub async fn scrape_once(&mut self) -> Vec<Point> {
+        let ts = now_ms();
+        let started = Instant::now();
+        let job = self.target.job.name.clone();
+        self.metrics.scrapes.with_label_values(&[&job]).inc();
+        let fetched = self.fetch().await;
+        let mut points = Vec::new();
+        let mut cur: FxHashMap<u64, Arc<SeriesRef>> = FxHashMap::default();
+        cur.reserve(self.prev.len());
+        let mut scraped = 0usize;
+        let mut added = 0usize;
+        self.generation += 1;
+        let generation = self.generation;
+        let result = fetched.and_then(|f| {
+            let body = std::str::from_utf8(&f.body).map_err(|_| "body is not UTF-8".to_string())?;
+            let samples = parser::parse(body, f.format).map_err(|e| e.to_string())?;
+            scraped = samples.len();
+            let honor_ts = self.target.job.honor_timestamps;
+            let mut seen = 0usize;
+            for s in &samples {
+                let series = match self.cache.get_mut(s.series) {
+                    // The same line twice in one exposition: keep the first, like Prometheus.
+                    Some(e) if e.generation == generation => continue,
+                    Some(e) => {
+                        e.generation = generation;
+                        e.series.clone()
+                    }
+                    None => {
+                        let series = self.build_series(s.series)?;
+                        self.cache.insert(
+                            s.series.to_string(),
+                            CacheEntry {
+                                series: series.clone(),
+                                generation,
+                            },
+                        );
+                        series
+                    }
+                };
+                seen += 1;
+                let Some(series) = series else { continue };
+                if cur.contains_key(&series.hash) {
+                    continue; // two raw lines that relabel to the same series
+                }
+                if !self.prev.contains_key(&series.hash) {
+                    added += 1;
+                }
+                let t = match (honor_ts, s.timestamp_ms) {
+                    (true, Some(t)) => t,
+                    _ => ts,
+                };
+                cur.insert(series.hash, series.clone());
+                points.push(Point {
+                    series,
+                    value: s.value,
+                    ts: t,
+                });
+            }
+            if self.cache.len() > seen {
+                self.cache.retain(|_, e| e.generation == generation);
+            }
+            let limit = self.target.job.sample_limit;
+            if limit > 0 && points.len() > limit {
+                return Err(format!("sample_limit exceeded: {} > {limit}", points.len()));
+            }
+            Ok(())
+        });
+        let duration = started.elapsed().as_secs_f64();
+        let up = match &result {
+            Ok(()) => 1.0,
+            Err(e) => {
+                tracing::debug!(job = %job, labels = ?self.target.labels, "scrape failed: {e}");
+                self.metrics
+                    .scrape_failures
+                    .with_label_values(&[&job])
+                    .inc();
+                points.clear();
+                cur.clear();
+                0.0
+            }
+        };
+        let post_relabel = points.len();
+        // Every current series is either new (`added`) or was in `prev`; when nothing was added
+        // and the counts match, no previous series is missing and the scan can be skipped.
+        let unchanged = result.is_ok() && added == 0 && cur.len() == self.prev.len();
+        if !unchanged {
+            for (h, s) in &self.prev {
+                if !cur.contains_key(h) {
+                    points.push(Point {
+                        series: s.clone(),
+                        value: stale_nan(),
+                        ts,
+                    });
+                }
+            }
+        }
+        self.prev = cur;
+        let report = [
+            up,
+            duration,
+            scraped as f64,
+            post_relabel as f64,
+            added as f64,
+        ];
+        for (s, v) in self.synthetic.iter().zip(report) {
+            points.push(Point {
+                series: s.clone(),
+                value: v,
+                ts,
+            });
+        }
+        points
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_conflicts_follow_honor_labels() {
+        let target = Labels::from_pairs([("job", "gw"), ("instance", "a:1")]);
+        let exposed = vec![
+            ("job".to_string(), "inner".to_string()),
+            ("code".to_string(), "200".to_string()),
+        ];
+        let l = merge_labels(&target, exposed.clone(), false);
+        assert_eq!(l.get("job"), Some("gw"));
+        assert_eq!(l.get("exported_job"), Some("inner"));
+        assert_eq!(l.get("code"), Some("200"));
+        let l = merge_labels(&target, exposed, true);
+        assert_eq!(l.get("job"), Some("inner"));
+        assert_eq!(l.get("exported_job"), None);
+        assert_eq!(l.get("instance"), Some("a:1"));
+    }
+}

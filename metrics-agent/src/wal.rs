@@ -1,0 +1,1115 @@
+//! The on-disk write-ahead queue of encoded remote-write batches.
+//!
+//! Layout of `DIR`: `NNNNNNNNNNNNNNNNNNNN.seg` segment files and a `cursor` file.
+//!
+//! * A segment starts with the 8-byte magic `MAWALv01`, followed by records.
+//! * A record is a 32-byte header and a payload (a snappy-compressed `WriteRequest` holding
+//!   samples of one shard): `len u32 | crc32 u32 | shard u16 | flags u16 | samples u32 |
+//!   min_ts i64 | max_ts i64` (little endian). The CRC covers header bytes 8..32 and the payload.
+//! * Appends are fsync'd before they are acknowledged and before readers can see them.
+//! * The `cursor` file stores one send position per shard. It is replaced atomically
+//!   (write, fsync, rename, fsync dir). A lagging cursor only re-sends data (at least once).
+//! * At start-up the last segment is scanned and a torn tail is truncated; writing always
+//!   continues in a fresh segment.
+//! * The total size is capped (`max_bytes`, oldest segments dropped first) and so is the age
+//!   (`max_age`); every dropped unsent sample is counted in
+//!   `metrics_agent_wal_dropped_samples_total`.
+
+use crate::self_metrics::AgentMetrics;
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+
+const SEG_MAGIC: &[u8; 8] = b"MAWALv01";
+const CUR_MAGIC: &[u8; 8] = b"MACURv01";
+pub const HEADER_LEN: u64 = 32;
+const SEG_HEADER_LEN: u64 = SEG_MAGIC.len() as u64;
+/// Upper bound for a single record payload; larger lengths mean corruption.
+const MAX_RECORD: u32 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("WAL {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn ioerr(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A position in the log: segment id and byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub segment_bytes: u64,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+    pub shards: usize,
+}
+
+/// A record to append.
+pub struct RecordIn {
+    pub shard: u16,
+    pub samples: u32,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    len: u32,
+    crc: u32,
+    shard: u16,
+    samples: u32,
+    max_ts: i64,
+}
+
+fn encode_header(r: &RecordIn) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[0..4].copy_from_slice(&(r.payload.len() as u32).to_le_bytes());
+    h[8..10].copy_from_slice(&r.shard.to_le_bytes());
+    h[12..16].copy_from_slice(&r.samples.to_le_bytes());
+    h[16..24].copy_from_slice(&r.min_ts.to_le_bytes());
+    h[24..32].copy_from_slice(&r.max_ts.to_le_bytes());
+    let mut c = crc32fast::Hasher::new();
+    c.update(&h[8..32]);
+    c.update(&r.payload);
+    h[4..8].copy_from_slice(&c.finalize().to_le_bytes());
+    h
+}
+
+fn decode_header(h: &[u8; HEADER_LEN as usize]) -> Header {
+    let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(&h[24..32]);
+    Header {
+        len: u32_at(0),
+        crc: u32_at(4),
+        shard: u16::from_le_bytes([h[8], h[9]]),
+        samples: u32_at(12),
+        max_ts: i64::from_le_bytes(ts),
+    }
+}
+
+fn crc_ok(h: &[u8; HEADER_LEN as usize], hdr: &Header, payload: &[u8]) -> bool {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&h[8..32]);
+    c.update(payload);
+    c.finalize() == hdr.crc
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SegInfo {
+    size: u64,
+    max_ts: i64,
+}
+
+struct State {
+    segments: BTreeMap<u64, SegInfo>,
+    head: Position,
+    cursors: Vec<Position>,
+    cursors_dirty: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
+    opts: WalOptions,
+    remote: String,
+    metrics: AgentMetrics,
+    state: Mutex<State>,
+    head_tx: watch::Sender<Position>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn seg_path(&self, id: u64) -> PathBuf {
+        seg_path(&self.dir, id)
+    }
+
+    fn update_gauges(&self, st: &State) {
+        let total: u64 = st.segments.values().map(|s| s.size).sum();
+        self.metrics
+            .wal_bytes
+            .with_label_values(&[&self.remote])
+            .set(total as i64);
+        self.metrics
+            .wal_segments
+            .with_label_values(&[&self.remote])
+            .set(st.segments.len() as i64);
+    }
+
+    fn drop_count(&self, reason: &str, n: u64) {
+        if n > 0 {
+            self.metrics
+                .wal_dropped
+                .with_label_values(&[&self.remote, reason])
+                .inc_by(n);
+        }
+    }
+
+    /// Counts samples in `seg` that some shard has not sent yet.
+    fn unsent_in_segment(&self, seg: u64, cursors: &[Position]) -> u64 {
+        let Ok(f) = File::open(self.seg_path(seg)) else {
+            return 0;
+        };
+        let n = cursors.len().max(1);
+        let mut off = SEG_HEADER_LEN;
+        let mut unsent = 0u64;
+        let mut h = [0u8; HEADER_LEN as usize];
+        while f.read_exact_at(&mut h, off).is_ok() {
+            let hdr = decode_header(&h);
+            if hdr.len > MAX_RECORD {
+                break;
+            }
+            let shard = hdr.shard as usize % n;
+            let here = Position {
+                segment: seg,
+                offset: off,
+            };
+            if cursors.get(shard).is_none_or(|c| here >= *c) {
+                unsent += u64::from(hdr.samples);
+            }
+            off += HEADER_LEN + u64::from(hdr.len);
+        }
+        unsent
+    }
+
+    /// Removes segment `seg` (never the head), counting unsent samples as dropped for `reason`.
+    fn remove_segment(&self, st: &mut State, seg: u64, reason: &str) {
+        let unsent = self.unsent_in_segment(seg, &st.cursors);
+        self.drop_count(reason, unsent);
+        st.segments.remove(&seg);
+        if let Err(e) = fs::remove_file(self.seg_path(seg)) {
+            tracing::warn!(remote = %self.remote, "removing WAL segment {seg}: {e}");
+        }
+        let next = st
+            .segments
+            .range(seg + 1..)
+            .next()
+            .map(|(id, _)| *id)
+            .unwrap_or(st.head.segment);
+        let floor = Position {
+            segment: next,
+            offset: SEG_HEADER_LEN,
+        };
+        for c in st.cursors.iter_mut() {
+            if *c < floor {
+                *c = floor;
+                st.cursors_dirty = true;
+            }
+        }
+        if unsent > 0 {
+            tracing::warn!(remote = %self.remote, "WAL dropped segment {seg} with {unsent} unsent samples ({reason})");
+        }
+    }
+}
+
+fn seg_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.seg"))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Handle to an open WAL. Create readers with [`Wal::reader`] and one writer with
+/// [`Wal::writer`] (taken once).
+pub struct Wal {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<WalWriter>>,
+}
+
+/// What start-up recovery found.
+#[derive(Debug, Default, Clone)]
+pub struct Recovery {
+    pub segments: usize,
+    pub truncated_bytes: u64,
+    pub unsent_samples: u64,
+}
+
+impl Wal {
+    /// Opens (or creates) the WAL in `dir`, repairing a torn tail.
+    pub fn open(
+        dir: &Path,
+        opts: WalOptions,
+        remote: &str,
+        metrics: AgentMetrics,
+    ) -> Result<(Wal, Recovery), WalError> {
+        fs::create_dir_all(dir).map_err(ioerr(dir))?;
+        let mut ids: Vec<u64> = Vec::new();
+        for e in fs::read_dir(dir).map_err(ioerr(dir))? {
+            let e = e.map_err(ioerr(dir))?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(stem) = name.strip_suffix(".seg")
+                && let Ok(id) = stem.parse::<u64>()
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        let mut rec = Recovery::default();
+        let mut segments = BTreeMap::new();
+        let last = ids.last().copied();
+        for id in &ids {
+            let p = seg_path(dir, *id);
+            match scan_segment(&p, Some(*id) == last) {
+                Ok((info, truncated)) => {
+                    if truncated > 0 {
+                        rec.truncated_bytes += truncated;
+                        metrics
+                            .wal_repaired_bytes
+                            .with_label_values(&[remote])
+                            .inc_by(truncated);
+                        metrics.wal_corruptions.with_label_values(&[remote]).inc();
+                        tracing::warn!(
+                            "WAL {}: truncated {truncated} bytes of a torn write",
+                            p.display()
+                        );
+                    }
+                    segments.insert(*id, info);
+                }
+                Err(e) => {
+                    metrics.wal_corruptions.with_label_values(&[remote]).inc();
+                    tracing::error!("WAL {}: unreadable segment skipped: {e}", p.display());
+                    let bad = p.with_extension("corrupt");
+                    if let Err(e) = fs::rename(&p, &bad) {
+                        tracing::error!("WAL {}: cannot set aside: {e}", p.display());
+                    }
+                }
+            }
+        }
+        rec.segments = segments.len();
+        let head_id = ids.last().map(|i| i + 1).unwrap_or(1);
+        let first = segments.keys().next().copied().unwrap_or(head_id);
+        let start = Position {
+            segment: first,
+            offset: SEG_HEADER_LEN,
+        };
+        let mut cursors = match read_cursor(&dir.join("cursor")) {
+            Some(c) if c.len() == opts.shards => c,
+            Some(c) => {
+                // Shard count changed: restart every shard from the oldest saved position.
+                let min = c.iter().min().copied().unwrap_or(start);
+                vec![min; opts.shards]
+            }
+            None => vec![start; opts.shards],
+        };
+        for c in cursors.iter_mut() {
+            if let Some(info) = segments.get(&c.segment) {
+                c.offset = c.offset.clamp(SEG_HEADER_LEN, info.size);
+            } else {
+                // Segment gone (sent and removed, or dropped): continue at the next one.
+                let next = segments
+                    .range(c.segment..)
+                    .next()
+                    .map(|(i, _)| *i)
+                    .unwrap_or(head_id);
+                *c = Position {
+                    segment: next,
+                    offset: SEG_HEADER_LEN,
+                };
+            }
+        }
+        // Open the new head segment.
+        let head_path = seg_path(dir, head_id);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .read(true)
+            .open(&head_path)
+            .map_err(ioerr(&head_path))?;
+        file.write_all(SEG_MAGIC).map_err(ioerr(&head_path))?;
+        file.sync_all().map_err(ioerr(&head_path))?;
+        sync_dir(dir).map_err(ioerr(dir))?;
+        segments.insert(
+            head_id,
+            SegInfo {
+                size: SEG_HEADER_LEN,
+                max_ts: i64::MIN,
+            },
+        );
+        let head = Position {
+            segment: head_id,
+            offset: SEG_HEADER_LEN,
+        };
+        let (head_tx, _) = watch::channel(head);
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            opts,
+            remote: remote.to_string(),
+            metrics,
+            state: Mutex::new(State {
+                segments,
+                head,
+                cursors,
+                cursors_dirty: true,
+            }),
+            head_tx,
+        });
+        {
+            let st = shared.lock();
+            let mut unsent = 0;
+            for id in st.segments.keys() {
+                if *id != head_id {
+                    unsent += shared.unsent_in_segment(*id, &st.cursors);
+                }
+            }
+            rec.unsent_samples = unsent;
+            shared
+                .metrics
+                .wal_replayed_samples
+                .with_label_values(&[remote])
+                .inc_by(unsent);
+            shared.update_gauges(&st);
+        }
+        let writer = WalWriter {
+            shared: shared.clone(),
+            file,
+            head,
+        };
+        Ok((
+            Wal {
+                shared,
+                writer: Mutex::new(Some(writer)),
+            },
+            rec,
+        ))
+    }
+
+    /// Takes the single writer.
+    pub fn writer(&self) -> Option<WalWriter> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// A reader for `shard`, starting at that shard's saved cursor.
+    pub fn reader(&self, shard: usize) -> WalReader {
+        let pos = self
+            .shared
+            .lock()
+            .cursors
+            .get(shard)
+            .copied()
+            .unwrap_or_default();
+        WalReader {
+            shared: self.shared.clone(),
+            shard,
+            pos,
+            head_rx: self.shared.head_tx.subscribe(),
+            file: None,
+        }
+    }
+
+    /// Saves cursors if they changed and applies the age bound and cleanup of sent segments.
+    pub fn maintain(&self) -> Result<(), WalError> {
+        let sh = &self.shared;
+        let mut st = sh.lock();
+        let cutoff = now_ms() - sh.opts.max_age.as_millis() as i64;
+        let head_seg = st.head.segment;
+        let min_cursor = st.cursors.iter().min().copied().unwrap_or(st.head);
+        let ids: Vec<u64> = st.segments.keys().copied().collect();
+        for id in ids {
+            if id == head_seg {
+                continue;
+            }
+            let Some(info) = st.segments.get(&id).copied() else {
+                continue;
+            };
+            if min_cursor.segment > id {
+                // Fully sent by every shard.
+                st.segments.remove(&id);
+                if let Err(e) = fs::remove_file(sh.seg_path(id)) {
+                    tracing::warn!("removing sent WAL segment {id}: {e}");
+                }
+            } else if info.max_ts < cutoff {
+                sh.remove_segment(&mut st, id, "too_old");
+            }
+        }
+        sh.update_gauges(&st);
+        if st.cursors_dirty {
+            let cursors = st.cursors.clone();
+            st.cursors_dirty = false;
+            drop(st);
+            write_cursor(&sh.dir, &cursors)?;
+        }
+        Ok(())
+    }
+
+    /// The shards' send positions (changes whenever something was sent).
+    pub fn progress(&self) -> Vec<Position> {
+        self.shared.lock().cursors.clone()
+    }
+
+    /// True when every shard has sent everything appended so far.
+    pub fn fully_sent(&self) -> bool {
+        let st = self.shared.lock();
+        st.cursors.iter().all(|c| *c >= st.head)
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn read_cursor(path: &Path) -> Option<Vec<Position>> {
+    let b = fs::read(path).ok()?;
+    if b.len() < 16 || &b[0..8] != CUR_MAGIC {
+        tracing::warn!(
+            "{}: invalid cursor file, replaying from the oldest segment",
+            path.display()
+        );
+        return None;
+    }
+    let n = u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize;
+    let body_end = 12 + n * 16;
+    if b.len() != body_end + 4 {
+        tracing::warn!(
+            "{}: truncated cursor file, replaying from the oldest segment",
+            path.display()
+        );
+        return None;
+    }
+    let crc = u32::from_le_bytes([
+        b[body_end],
+        b[body_end + 1],
+        b[body_end + 2],
+        b[body_end + 3],
+    ]);
+    if crc32fast::hash(&b[..body_end]) != crc {
+        tracing::warn!(
+            "{}: cursor checksum mismatch, replaying from the oldest segment",
+            path.display()
+        );
+        return None;
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let o = 12 + i * 16;
+        let mut s = [0u8; 8];
+        let mut f = [0u8; 8];
+        s.copy_from_slice(&b[o..o + 8]);
+        f.copy_from_slice(&b[o + 8..o + 16]);
+        out.push(Position {
+            segment: u64::from_le_bytes(s),
+            offset: u64::from_le_bytes(f),
+        });
+    }
+    Some(out)
+}
+
+fn write_cursor(dir: &Path, cursors: &[Position]) -> Result<(), WalError> {
+    let mut b = Vec::with_capacity(16 + cursors.len() * 16);
+    b.extend_from_slice(CUR_MAGIC);
+    b.extend_from_slice(&(cursors.len() as u32).to_le_bytes());
+    for c in cursors {
+        b.extend_from_slice(&c.segment.to_le_bytes());
+        b.extend_from_slice(&c.offset.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    let tmp = dir.join("cursor.tmp");
+    let dst = dir.join("cursor");
+    let mut f = File::create(&tmp).map_err(ioerr(&tmp))?;
+    f.write_all(&b).map_err(ioerr(&tmp))?;
+    f.sync_all().map_err(ioerr(&tmp))?;
+    fs::rename(&tmp, &dst).map_err(ioerr(&dst))?;
+    sync_dir(dir).map_err(ioerr(dir))
+}
+
+/// Scans a segment. For the last segment (`repair`), a torn or corrupt tail is truncated.
+/// Returns the segment info and the number of bytes truncated.
+fn scan_segment(path: &Path, repair: bool) -> io::Result<(SegInfo, u64)> {
+    let f = OpenOptions::new().read(true).write(repair).open(path)?;
+    let len = f.metadata()?.len();
+    let mut magic = [0u8; 8];
+    if len < SEG_HEADER_LEN || f.read_exact_at(&mut magic, 0).is_err() || &magic != SEG_MAGIC {
+        if repair {
+            // A segment whose magic never reached the disk: rewrite it empty.
+            f.set_len(0)?;
+            f.write_all_at(SEG_MAGIC, 0)?;
+            f.sync_all()?;
+            return Ok((
+                SegInfo {
+                    size: SEG_HEADER_LEN,
+                    max_ts: i64::MIN,
+                },
+                len,
+            ));
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad segment magic",
+        ));
+    }
+    let mut off = SEG_HEADER_LEN;
+    let mut max_ts = i64::MIN;
+    let mut h = [0u8; HEADER_LEN as usize];
+    let mut payload = Vec::new();
+    while off < len {
+        if off + HEADER_LEN > len {
+            break;
+        }
+        f.read_exact_at(&mut h, off)?;
+        let hdr = decode_header(&h);
+        let end = off + HEADER_LEN + u64::from(hdr.len);
+        if hdr.len > MAX_RECORD || end > len {
+            break;
+        }
+        if repair {
+            payload.resize(hdr.len as usize, 0);
+            f.read_exact_at(&mut payload, off + HEADER_LEN)?;
+            if !crc_ok(&h, &hdr, &payload) {
+                break;
+            }
+        }
+        max_ts = max_ts.max(hdr.max_ts);
+        off = end;
+    }
+    let truncated = len - off;
+    if truncated > 0 {
+        if repair {
+            f.set_len(off)?;
+            f.sync_all()?;
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad record framing",
+            ));
+        }
+    }
+    Ok((SegInfo { size: off, max_ts }, truncated))
+}
+
+/// The single appender. Blocking I/O: run it on a dedicated thread.
+pub struct WalWriter {
+    shared: Arc<Shared>,
+    file: File,
+    head: Position,
+}
+
+impl WalWriter {
+    /// Appends `records`, fsyncs, then publishes them to readers.
+    pub fn append(&mut self, records: &[RecordIn]) -> Result<(), WalError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let sh = self.shared.clone();
+        if self.head.offset >= sh.opts.segment_bytes {
+            self.rotate()?;
+        }
+        let path = sh.seg_path(self.head.segment);
+        let mut buf = Vec::with_capacity(
+            records
+                .iter()
+                .map(|r| r.payload.len() + HEADER_LEN as usize)
+                .sum(),
+        );
+        let mut max_ts = i64::MIN;
+        let mut samples = 0u64;
+        for r in records {
+            buf.extend_from_slice(&encode_header(r));
+            buf.extend_from_slice(&r.payload);
+            max_ts = max_ts.max(r.max_ts);
+            samples += u64::from(r.samples);
+        }
+        self.file
+            .write_all_at(&buf, self.head.offset)
+            .map_err(ioerr(&path))?;
+        self.file.sync_data().map_err(ioerr(&path))?;
+        self.head.offset += buf.len() as u64;
+        {
+            let mut st = sh.lock();
+            st.head = self.head;
+            if let Some(info) = st.segments.get_mut(&self.head.segment) {
+                info.size = self.head.offset;
+                info.max_ts = info.max_ts.max(max_ts);
+            }
+            self.enforce_size(&mut st);
+            sh.update_gauges(&st);
+        }
+        sh.metrics
+            .samples_appended
+            .with_label_values(&[&sh.remote])
+            .inc_by(samples);
+        sh.metrics
+            .wal_highest_appended_ts
+            .with_label_values(&[&sh.remote])
+            .set(max_ts as f64 / 1000.0);
+        sh.head_tx.send_replace(self.head);
+        Ok(())
+    }
+
+    fn enforce_size(&self, st: &mut State) {
+        loop {
+            let total: u64 = st.segments.values().map(|s| s.size).sum();
+            if total <= self.shared.opts.max_bytes {
+                return;
+            }
+            let Some(oldest) = st.segments.keys().next().copied() else {
+                return;
+            };
+            if oldest == self.head.segment {
+                return;
+            }
+            self.shared.remove_segment(st, oldest, "wal_full");
+        }
+    }
+
+    fn rotate(&mut self) -> Result<(), WalError> {
+        let id = self.head.segment + 1;
+        let path = self.shared.seg_path(id);
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .read(true)
+            .open(&path)
+            .map_err(ioerr(&path))?;
+        f.write_all(SEG_MAGIC).map_err(ioerr(&path))?;
+        f.sync_all().map_err(ioerr(&path))?;
+        sync_dir(&self.shared.dir).map_err(ioerr(&self.shared.dir))?;
+        self.file = f;
+        self.head = Position {
+            segment: id,
+            offset: SEG_HEADER_LEN,
+        };
+        let mut st = self.shared.lock();
+        st.segments.insert(
+            id,
+            SegInfo {
+                size: SEG_HEADER_LEN,
+                max_ts: i64::MIN,
+            },
+        );
+        st.head = self.head;
+        Ok(())
+    }
+}
+
+/// One record read back for sending.
+#[derive(Debug, Clone)]
+pub struct RecordOut {
+    pub payload: Vec<u8>,
+    pub max_ts: i64,
+}
+
+/// Records read for one shard, and the position just past them.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<RecordOut>,
+    pub samples: u64,
+    pub end: Position,
+}
+
+/// Reads one shard's records in log order.
+pub struct WalReader {
+    shared: Arc<Shared>,
+    shard: usize,
+    pos: Position,
+    head_rx: watch::Receiver<Position>,
+    file: Option<(u64, File)>,
+}
+
+impl WalReader {
+    /// Waits until at least one record for this shard is available, then returns up to
+    /// `max_samples` samples worth of records (at least one record).
+    pub async fn next_batch(&mut self, max_samples: u64) -> Batch {
+        loop {
+            let head = *self.head_rx.borrow_and_update();
+            let batch = self.read_available(head, max_samples);
+            if !batch.records.is_empty() {
+                return batch;
+            }
+            // Nothing for this shard up to `head`: remember that we skipped it.
+            if batch.end > self.pos {
+                self.commit(batch.end);
+            }
+            if self.head_rx.changed().await.is_err() {
+                // Writer gone: nothing more will arrive.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn read_available(&mut self, head: Position, max_samples: u64) -> Batch {
+        let mut out = Batch {
+            end: self.pos,
+            ..Batch::default()
+        };
+        let cutoff = now_ms() - self.shared.opts.max_age.as_millis() as i64;
+        let nshards = self.shared.opts.shards.max(1);
+        let my_shard = self.shard;
+        let mut too_old = 0u64;
+        loop {
+            let mut pos = out.end;
+            if pos >= head {
+                break;
+            }
+            // Find where `pos` lives (the segment may have been removed).
+            let seg_size = {
+                let st = self.shared.lock();
+                match st.segments.get(&pos.segment) {
+                    Some(info) => Some(if pos.segment == head.segment {
+                        head.offset
+                    } else {
+                        info.size
+                    }),
+                    None => {
+                        let next = st.segments.range(pos.segment..).next().map(|(i, _)| *i);
+                        match next {
+                            Some(n) => {
+                                pos = Position {
+                                    segment: n,
+                                    offset: SEG_HEADER_LEN,
+                                };
+                                out.end = pos;
+                                continue;
+                            }
+                            None => None,
+                        }
+                    }
+                }
+            };
+            let Some(seg_size) = seg_size else { break };
+            if pos.offset < SEG_HEADER_LEN {
+                pos.offset = SEG_HEADER_LEN;
+            }
+            if pos.offset >= seg_size {
+                if pos.segment >= head.segment {
+                    break;
+                }
+                let next = self
+                    .shared
+                    .lock()
+                    .segments
+                    .range(pos.segment + 1..)
+                    .next()
+                    .map(|(i, _)| *i);
+                match next {
+                    Some(n) => {
+                        out.end = Position {
+                            segment: n,
+                            offset: SEG_HEADER_LEN,
+                        };
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let file = match self.open(pos.segment) {
+                Some(f) => f,
+                None => {
+                    // Segment vanished between the lookup and the open: retry the lookup.
+                    out.end = Position {
+                        segment: pos.segment + 1,
+                        offset: SEG_HEADER_LEN,
+                    };
+                    continue;
+                }
+            };
+            let mut h = [0u8; HEADER_LEN as usize];
+            let hdr = match file.read_exact_at(&mut h, pos.offset) {
+                Ok(()) => decode_header(&h),
+                Err(_) => {
+                    self.corrupt(&mut out, pos);
+                    continue;
+                }
+            };
+            let next = Position {
+                segment: pos.segment,
+                offset: pos.offset + HEADER_LEN + u64::from(hdr.len),
+            };
+            if hdr.len > MAX_RECORD || next.offset > seg_size {
+                self.corrupt(&mut out, pos);
+                continue;
+            }
+            if hdr.shard as usize % nshards != my_shard {
+                out.end = next;
+                continue;
+            }
+            if !out.records.is_empty() && out.samples + u64::from(hdr.samples) > max_samples {
+                break;
+            }
+            if hdr.max_ts < cutoff {
+                too_old += u64::from(hdr.samples);
+                out.end = next;
+                continue;
+            }
+            let mut payload = vec![0u8; hdr.len as usize];
+            if file
+                .read_exact_at(&mut payload, pos.offset + HEADER_LEN)
+                .is_err()
+                || !crc_ok(&h, &hdr, &payload)
+            {
+                self.corrupt(&mut out, pos);
+                continue;
+            }
+            out.samples += u64::from(hdr.samples);
+            out.records.push(RecordOut {
+                payload,
+                max_ts: hdr.max_ts,
+            });
+            out.end = next;
+        }
+        self.shared.drop_count("too_old", too_old);
+        out
+    }
+
+    fn corrupt(&mut self, out: &mut Batch, pos: Position) {
+        self.shared
+            .metrics
+            .wal_corruptions
+            .with_label_values(&[&self.shared.remote])
+            .inc();
+        tracing::error!(remote = %self.shared.remote, "corrupt WAL record at segment {} offset {}: skipping the rest of the segment", pos.segment, pos.offset);
+        let next = self
+            .shared
+            .lock()
+            .segments
+            .range(pos.segment + 1..)
+            .next()
+            .map(|(i, _)| *i)
+            .unwrap_or(pos.segment + 1);
+        out.end = Position {
+            segment: next,
+            offset: SEG_HEADER_LEN,
+        };
+    }
+
+    fn open(&mut self, seg: u64) -> Option<&File> {
+        if self.file.as_ref().is_none_or(|(id, _)| *id != seg) {
+            let f = File::open(self.shared.seg_path(seg)).ok()?;
+            self.file = Some((seg, f));
+        }
+        self.file.as_ref().map(|(_, f)| f)
+    }
+
+    /// Marks everything up to `end` as sent (or permanently failed) for this shard.
+    pub fn commit(&mut self, end: Position) {
+        self.pos = end;
+        let mut st = self.shared.lock();
+        if let Some(c) = st.cursors.get_mut(self.shard)
+            && end > *c
+        {
+            *c = end;
+            st.cursors_dirty = true;
+        }
+    }
+
+    /// Drops a batch that can never be sent because it is older than the WAL age bound.
+    pub fn max_age(&self) -> Duration {
+        self.shared.opts.max_age
+    }
+
+    /// Counts samples dropped for `reason` (used by the sender for too-old batches).
+    pub fn count_dropped(&self, reason: &str, n: u64) {
+        self.shared.drop_count(reason, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(shards: usize) -> WalOptions {
+        WalOptions {
+            segment_bytes: 4096,
+            max_bytes: 1 << 30,
+            max_age: Duration::from_secs(3600),
+            shards,
+        }
+    }
+
+    fn rec(shard: u16, n: u32, tag: u8) -> RecordIn {
+        RecordIn {
+            shard,
+            samples: n,
+            min_ts: now_ms(),
+            max_ts: now_ms(),
+            payload: vec![tag; 100],
+        }
+    }
+
+    async fn drain(r: &mut WalReader) -> Vec<u8> {
+        let mut tags = Vec::new();
+        loop {
+            let b = tokio::time::timeout(Duration::from_millis(100), r.next_batch(1_000_000)).await;
+            match b {
+                Ok(b) => {
+                    tags.extend(b.records.iter().map(|r| r.payload[0]));
+                    r.commit(b.end);
+                }
+                Err(_) => return tags,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn append_read_commit_and_restart_resumes_at_cursor() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = AgentMetrics::new();
+        {
+            let (wal, _) = Wal::open(dir.path(), opts(2), "t", m.clone()).expect("open");
+            let mut w = wal.writer().expect("writer");
+            for i in 0..60u8 {
+                w.append(&[rec(u16::from(i % 2), 10, i)]).expect("append");
+            }
+            let mut r0 = wal.reader(0);
+            let got = drain(&mut r0).await;
+            assert_eq!(got, (0..60).step_by(2).collect::<Vec<u8>>());
+            // Shard 1 reads only half before the "crash".
+            let mut r1 = wal.reader(1);
+            let b = r1.next_batch(150).await;
+            assert_eq!(b.records.len(), 15);
+            r1.commit(b.end);
+            wal.maintain().expect("maintain");
+        }
+        let (wal, rec) = Wal::open(dir.path(), opts(2), "t", m).expect("reopen");
+        assert_eq!(rec.unsent_samples, 150);
+        let mut r0 = wal.reader(0);
+        assert!(drain(&mut r0).await.is_empty());
+        let mut r1 = wal.reader(1);
+        assert_eq!(
+            drain(&mut r1).await,
+            (31..60).step_by(2).collect::<Vec<u8>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_truncated_and_earlier_records_survive() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = AgentMetrics::new();
+        let seg;
+        {
+            let (wal, _) = Wal::open(dir.path(), opts(1), "t", m.clone()).expect("open");
+            let mut w = wal.writer().expect("writer");
+            w.append(&[rec(0, 5, 1), rec(0, 5, 2)]).expect("append");
+            seg = seg_path(dir.path(), w.head.segment);
+        }
+        // Simulate a crash in the middle of a third record: header written, payload partial.
+        let mut torn = encode_header(&rec(0, 5, 3)).to_vec();
+        torn.extend_from_slice(&[3u8; 40]);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .expect("open seg");
+        f.write_all(&torn).expect("write");
+        drop(f);
+        // And a record with a flipped payload byte after it would also be cut.
+        let (wal, rec) = Wal::open(dir.path(), opts(1), "t", m.clone()).expect("reopen");
+        assert_eq!(rec.truncated_bytes, torn.len() as u64);
+        assert_eq!(
+            m.wal_repaired_bytes.with_label_values(&["t"]).get(),
+            torn.len() as u64
+        );
+        let mut r = wal.reader(0);
+        assert_eq!(drain(&mut r).await, vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn bit_flip_in_last_segment_truncates_from_that_record() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = AgentMetrics::new();
+        let seg;
+        {
+            let (wal, _) = Wal::open(dir.path(), opts(1), "t", m.clone()).expect("open");
+            let mut w = wal.writer().expect("writer");
+            w.append(&[rec(0, 5, 1), rec(0, 5, 2), rec(0, 5, 3)])
+                .expect("append");
+            seg = seg_path(dir.path(), w.head.segment);
+        }
+        let mut bytes = fs::read(&seg).expect("read");
+        let second_payload = (SEG_HEADER_LEN + HEADER_LEN + 100 + HEADER_LEN + 7) as usize;
+        bytes[second_payload] ^= 0xff;
+        fs::write(&seg, &bytes).expect("write");
+        let (wal, _) = Wal::open(dir.path(), opts(1), "t", m).expect("reopen");
+        let mut r = wal.reader(0);
+        assert_eq!(drain(&mut r).await, vec![1]);
+    }
+
+    #[tokio::test]
+    async fn size_cap_drops_oldest_unsent_and_counts_them() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = AgentMetrics::new();
+        let o = WalOptions {
+            segment_bytes: 1000,
+            max_bytes: 3000,
+            ..opts(1)
+        };
+        let (wal, _) = Wal::open(dir.path(), o, "t", m.clone()).expect("open");
+        let mut w = wal.writer().expect("writer");
+        for i in 0..100u8 {
+            w.append(&[rec(0, 7, i)]).expect("append");
+            let total: u64 = fs::read_dir(dir.path())
+                .expect("ls")
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum();
+            assert!(total <= 3000, "WAL is {total} bytes");
+        }
+        let dropped = m.wal_dropped.with_label_values(&["t", "wal_full"]).get();
+        assert!(dropped > 0);
+        let mut r = wal.reader(0);
+        let got = drain(&mut r).await;
+        assert_eq!(dropped + got.len() as u64 * 7, 700);
+        assert_eq!(*got.last().expect("some"), 99);
+    }
+
+    #[tokio::test]
+    async fn records_older_than_max_age_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = AgentMetrics::new();
+        let (wal, _) = Wal::open(dir.path(), opts(1), "t", m.clone()).expect("open");
+        let mut w = wal.writer().expect("writer");
+        let mut old = rec(0, 4, 1);
+        old.max_ts = now_ms() - 7_200_000;
+        w.append(&[old, rec(0, 3, 2)]).expect("append");
+        let mut r = wal.reader(0);
+        assert_eq!(drain(&mut r).await, vec![2]);
+        assert_eq!(m.wal_dropped.with_label_values(&["t", "too_old"]).get(), 4);
+    }
+
+    #[tokio::test]
+    async fn corrupt_cursor_replays_everything() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = AgentMetrics::new();
+        {
+            let (wal, _) = Wal::open(dir.path(), opts(1), "t", m.clone()).expect("open");
+            let mut w = wal.writer().expect("writer");
+            w.append(&[rec(0, 1, 1), rec(0, 1, 2)]).expect("append");
+            let mut r = wal.reader(0);
+            let b = r.next_batch(100).await;
+            r.commit(b.end);
+            wal.maintain().expect("maintain");
+        }
+        fs::write(dir.path().join("cursor"), b"garbage").expect("write");
+        let (wal, _) = Wal::open(dir.path(), opts(1), "t", m).expect("reopen");
+        let mut r = wal.reader(0);
+        assert_eq!(drain(&mut r).await, vec![1, 2]);
+    }
+}
