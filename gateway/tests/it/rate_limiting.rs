@@ -1,7 +1,7 @@
 //! Rate limiting against real processes: Kong's headers and 429s on the local policy,
-//! exact admission across three gateways sharing one Redis, a 3-master Redis Cluster,
-//! Redis failures (slow, killed, restarted) with and without `fault_tolerant`, AUTH and
-//! TLS. Windows are an hour long and the tests start away from an hour's end, so no
+//! exact admission across three gateways sharing one Redis, a 3-master Redis Cluster
+//! (and the loss of a master), Redis failures (slow, killed, restarted) with and without
+//! `fault_tolerant`, AUTH and TLS, tiers by consumer group (key-auth) and by JWT claim. Windows are an hour long and the tests start away from an hour's end, so no
 //! window rolls over mid-test.
 
 use std::collections::HashMap;
@@ -677,4 +677,159 @@ async fn redis_auth_and_tls() {
         (r.status, r.n("x-ratelimit-remaining-hour")),
         (200, Some(1))
     );
+}
+
+/// Requests until the first non-200 (at most `max`): how many were admitted.
+async fn admitted(
+    c: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    max: usize,
+) -> (usize, u16) {
+    for i in 0..max {
+        let r = get(c, url, headers).await;
+        if r.status != 200 {
+            return (i, r.status);
+        }
+    }
+    (max, 200)
+}
+
+#[tokio::test]
+async fn tiers_by_consumer_group_with_key_auth() {
+    away_from_window_end(3600, 30);
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&format!(
+        r#"_format_version: "3.0"
+consumer_groups:
+- name: free
+  plugins:
+  - name: rate-limiting
+    config: {{hour: 2, limit_by: consumer}}
+- name: pro
+  plugins:
+  - name: rate-limiting
+    config: {{hour: 4, limit_by: consumer}}
+consumers:
+- username: alice
+  groups: [{{name: pro}}]
+  keyauth_credentials: [{{key: alice-key}}]
+- username: bob
+  groups: [{{name: free}}]
+  keyauth_credentials: [{{key: bob-key}}]
+- username: carol
+  keyauth_credentials: [{{key: carol-key}}]
+services:
+- name: svc
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: api
+    paths: [/api]
+    plugins:
+    - name: key-auth
+plugins:
+- name: rate-limiting
+  config: {{hour: 1, limit_by: consumer}}
+"#
+    ));
+    let c = client();
+    let url = gw.url("/api");
+    for (key, want, limit) in [
+        ("alice-key", 4, "4"),
+        ("bob-key", 2, "2"),
+        ("carol-key", 1, "1"),
+    ] {
+        let first = get(&c, &url, &[("apikey", key)]).await;
+        assert_eq!(first.status, 200, "{key}: {}", first.body);
+        assert_eq!(first.h("x-ratelimit-limit-hour"), Some(limit), "{key}");
+        let (n, status) = admitted(&c, &url, &[("apikey", key)], 10).await;
+        assert_eq!((n + 1, status), (want, 429), "{key}");
+    }
+    // Unauthenticated requests stop at key-auth (401) before any counting.
+    assert_eq!(get(&c, &url, &[]).await.status, 401);
+    for (tier, n) in [("pro", 4.0), ("free", 2.0), ("default", 1.0)] {
+        let got = metric(
+            &gw,
+            "gateway_ratelimit_decisions_total",
+            &[("route", "api"), ("tier", tier), ("outcome", "allowed")],
+        )
+        .await;
+        assert_eq!(got, n, "{tier}");
+    }
+}
+
+#[tokio::test]
+async fn tiers_by_jwt_claim_keyed_by_sub() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    away_from_window_end(3600, 30);
+    let up = free_port();
+    let _u = upstream(up);
+    let secret = "auth-service-secret-0123456789abcdef";
+    let gw = gateway(&format!(
+        r#"_format_version: "3.0"
+consumers:
+- username: auth-service
+  jwt_secrets: [{{key: auth-service, secret: {secret}}}]
+services:
+- name: svc
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: api
+    paths: [/api]
+    plugins:
+    - name: jwt
+    - name: rate-limiting
+      config:
+        tier_claim: tier
+        limit_key_claim: sub
+        default_tier: free
+        tiers:
+          free: {{hour: 2}}
+          pro: {{hour: 4}}
+"#
+    ));
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 3600;
+    let token = |sub: &str, tier: Option<&str>| {
+        let mut claims = serde_json::json!({"iss": "auth-service", "sub": sub, "exp": exp});
+        if let Some(t) = tier {
+            claims["tier"] = serde_json::Value::String(t.to_string());
+        }
+        let t = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("sign");
+        format!("Bearer {t}")
+    };
+    let c = client();
+    let url = gw.url("/api");
+    // One consumer (the auth service), a counter per user, a limit per tier.
+    for (sub, tier, want) in [
+        ("u-pro", Some("pro"), 4),
+        ("u-free", Some("free"), 2),
+        ("u-gold", Some("gold"), 2),
+        ("u-none", None, 2),
+    ] {
+        let auth = token(sub, tier);
+        let (n, status) = admitted(&c, &url, &[("authorization", &auth)], 10).await;
+        assert_eq!((n, status), (want, 429), "{sub}");
+    }
+    // Another token for the same sub shares the counter.
+    let r = get(&c, &url, &[("authorization", &token("u-pro", Some("pro")))]).await;
+    assert_eq!((r.status, r.h("x-ratelimit-limit-hour")), (429, Some("4")));
+    for (tier, n) in [("pro", 4.0), ("free", 6.0)] {
+        let got = metric(
+            &gw,
+            "gateway_ratelimit_decisions_total",
+            &[("route", "api"), ("tier", tier), ("outcome", "allowed")],
+        )
+        .await;
+        assert_eq!(got, n, "{tier}");
+    }
 }
