@@ -1,8 +1,9 @@
 //! Rate limiting against real processes: Kong's headers and 429s on the local policy,
 //! exact admission across three gateways sharing one Redis, a 3-master Redis Cluster
 //! (and the loss of a master), Redis failures (slow, killed, restarted) with and without
-//! `fault_tolerant`, AUTH and TLS, tiers by consumer group (key-auth) and by JWT claim. Windows are an hour long and the tests start away from an hour's end, so no
-//! window rolls over mid-test.
+//! `fault_tolerant`, AUTH and TLS, tiers by consumer group (key-auth) and by JWT claim.
+//! Windows are an hour long and the tests start away from an hour's end, so no window
+//! rolls over mid-test.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
