@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 pub use config::Config;
@@ -245,11 +246,11 @@ impl Plugin for RateLimiting {
             .as_ref()
             .and_then(|h| req.headers.get(h))
             .and_then(|v| v.to_str().ok());
-        let accept = req
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let accept = || {
+            req.headers
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+        };
         let plan = self.plan(st, header, req.uri.path());
         if plan.limits.is_empty() {
             return Ok(Flow::Continue);
@@ -272,7 +273,7 @@ impl Plugin for RateLimiting {
                         500,
                         "An unexpected error occurred",
                         &st.request_id,
-                        accept.as_deref(),
+                        accept(),
                     )));
                 }
             },
@@ -291,7 +292,7 @@ impl Plugin for RateLimiting {
                 self.cfg.error_code,
                 &self.cfg.error_message,
                 &st.request_id,
-                accept.as_deref(),
+                accept(),
             );
             // Kong computes the reset only while building the client headers.
             let reset = headers
@@ -313,7 +314,38 @@ impl Plugin for RateLimiting {
         }
         Ok(Flow::Continue)
     }
+
+    /// The headers went out through `st.response_headers` (lowercase names); HTTP/1.1
+    /// clients get Kong's spelling, as some match header names case-sensitively.
+    fn response_header(&self, resp: &mut ResponseHeader, _st: &mut RequestState) {
+        if self.cfg.hide_client_headers {
+            return;
+        }
+        for name in KONG_HEADER_NAMES {
+            if let Some(v) = resp.headers.get(*name).cloned() {
+                let _ = resp.insert_header(*name, v);
+            }
+        }
+    }
 }
+
+const KONG_HEADER_NAMES: &[&str] = &[
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "X-RateLimit-Limit-Second",
+    "X-RateLimit-Remaining-Second",
+    "X-RateLimit-Limit-Minute",
+    "X-RateLimit-Remaining-Minute",
+    "X-RateLimit-Limit-Hour",
+    "X-RateLimit-Remaining-Hour",
+    "X-RateLimit-Limit-Day",
+    "X-RateLimit-Remaining-Day",
+    "X-RateLimit-Limit-Month",
+    "X-RateLimit-Remaining-Month",
+    "X-RateLimit-Limit-Year",
+    "X-RateLimit-Remaining-Year",
+];
 
 #[cfg(test)]
 mod tests;

@@ -291,36 +291,59 @@ pub fn free_cluster_port() -> u16 {
 }
 
 pub struct RedisCluster {
-    pub _nodes: Vec<Proc>,
+    pub nodes: Vec<Proc>,
     pub ports: Vec<u16>,
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
-/// A Redis Cluster of `masters` primaries and no replicas, made with
-/// `redis-cli --cluster create`, with every slot served when this returns.
-pub fn redis_cluster(masters: usize) -> RedisCluster {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut ports = Vec::new();
-    let mut nodes = Vec::new();
-    for _ in 0..masters {
-        let p = free_cluster_port();
-        let conf = dir.path().join(format!("nodes-{p}.conf"));
+impl RedisCluster {
+    /// Starts (again) the node on `ports[i]`; it keeps its identity and slots.
+    pub fn start_node(&self, i: usize) -> Proc {
+        let p = self.ports[i];
+        let conf = self.dir.path().join(format!("nodes-{p}.conf"));
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--port", &p.to_string(), "--cluster-enabled", "yes"])
+            .args(["--cluster-node-timeout", "1000"])
             .arg("--cluster-config-file")
             .arg(&conf)
             .arg("--dir")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
-        nodes.push(Proc { child });
         assert!(wait_port(p, Duration::from_secs(10)), "cluster node {p}");
-        ports.push(p);
+        Proc { child }
     }
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+
+    /// Waits until every node reports `cluster_state:ok`.
+    pub fn wait_ok(&self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self
+                .ports
+                .iter()
+                .all(|p| redis_cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+/// A Redis Cluster of `masters` primaries and no replicas (node timeout 1 s), made with
+/// `redis-cli --cluster create`, with every slot served when this returns.
+pub fn redis_cluster(masters: usize) -> RedisCluster {
+    let mut c = RedisCluster {
+        nodes: Vec::new(),
+        ports: (0..masters).map(|_| free_cluster_port()).collect(),
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    c.nodes = (0..masters).map(|i| c.start_node(i)).collect();
+    let addrs: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let out = Command::new("redis-cli")
         .arg("--cluster")
         .arg("create")
@@ -333,21 +356,11 @@ pub fn redis_cluster(masters: usize) -> RedisCluster {
         "cluster create: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if ports
-            .iter()
-            .all(|p| redis_cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
-        {
-            return RedisCluster {
-                _nodes: nodes,
-                ports,
-                _dir: dir,
-            };
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("redis cluster did not become ready");
+    assert!(
+        c.wait_ok(Duration::from_secs(20)),
+        "redis cluster did not become ready"
+    );
+    c
 }
 
 /// Waits, if needed, so that `window_secs`-long fixed windows do not roll over within

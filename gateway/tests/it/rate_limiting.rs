@@ -1,8 +1,9 @@
 //! Rate limiting against real processes: Kong's headers and 429s on the local policy,
-//! exact admission across three gateways sharing one Redis, a 3-master Redis Cluster,
-//! Redis failures (slow, killed, restarted) with and without `fault_tolerant`, AUTH and
-//! TLS. Windows are an hour long and the tests start away from an hour's end, so no
-//! window rolls over mid-test.
+//! exact admission across three gateways sharing one Redis, a 3-master Redis Cluster
+//! (and the loss of a master), Redis failures (slow, killed, restarted) with and without
+//! `fault_tolerant`, AUTH and TLS, tiers by consumer group (key-auth) and by JWT claim.
+//! Windows are an hour long and the tests start away from an hour's end, so no window
+//! rolls over mid-test.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -144,6 +145,22 @@ async fn local_policy_headers_and_429_match_kong() {
     ] {
         assert!(raw_429.contains(h), "{h} in {raw_429}");
     }
+    // Kong's spelling on proxied responses too.
+    let raw_ok = raw(
+        gw.port,
+        b"GET /kong HTTP/1.1\r\nHost: x\r\nx-user: spelled\r\nConnection: close\r\n\r\n",
+    );
+    assert!(raw_ok.starts_with("HTTP/1.1 200"), "{raw_ok}");
+    for h in [
+        "X-RateLimit-Limit-Hour: 3",
+        "X-RateLimit-Remaining-Hour: 2",
+        "X-RateLimit-Remaining-Day: 4",
+        "RateLimit-Limit: 3",
+        "RateLimit-Remaining: 2",
+        "RateLimit-Reset: ",
+    ] {
+        assert!(raw_ok.contains(h), "{h} in {raw_ok}");
+    }
     // Another identifier has its own counters.
     let r = get(&c, &url, &[("x-user", "b")]).await;
     assert_eq!(
@@ -205,6 +222,82 @@ async fn local_policy_headers_and_429_match_kong() {
         .await
             >= 40.0
     );
+
+    // Counters survive a configuration reload (as Kong's shared dict does).
+    let mut cfg = config(
+        up,
+        &[
+            (
+                "/kong",
+                "{hour: 3, day: 5, limit_by: header, header_name: x-user}",
+            ),
+            (
+                "/custom",
+                "{hour: 1, limit_by: ip, error_code: 403, error_message: slow down}",
+            ),
+            (
+                "/hidden",
+                "{hour: 1, limit_by: ip, hide_client_headers: true}",
+            ),
+            (
+                "/burst",
+                "{hour: 20, limit_by: header, header_name: x-user}",
+            ),
+        ],
+    );
+    cfg.push_str("  - name: added\n    paths: [/added]\n");
+    gw.write_config(&cfg);
+    gw.proc.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get(&client(), &gw.url("/added"), &[]).await.status == 200
+        })
+        .await,
+        "reload"
+    );
+    let r = get(&c, &url, &[("x-user", "b")]).await;
+    assert_eq!(
+        (r.status, r.n("x-ratelimit-remaining-hour")),
+        (200, Some(1))
+    );
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kong.yml");
+    std::fs::write(
+        &path,
+        config(
+            1,
+            &[
+                ("/a", "{minute: 10, hour: 5}"),
+                ("/b", "{minute: 10, limit_by: header}"),
+                ("/c", "{minute: 10, policy: redis}"),
+                ("/d", "{tiers: {free: {minute: 1}}, default_tier: gold}"),
+                ("/e", "{minute: 10, redis_hots: x}"),
+            ],
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run check");
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "routes[0].plugins[0].config.hour: The limit for hour(5.0) cannot be lower than the limit for minute(10.0)",
+        "routes[1].plugins[0].config.header_name: required field missing",
+        "routes[2].plugins[0].config.redis.host: required field missing",
+        "routes[3].plugins[0].config.default_tier: `gold` is not one of the configured tiers",
+        "routes[4].plugins[0].config.redis_hots: unknown field",
+    ] {
+        assert!(text.contains(want), "{want} in:\n{text}");
+    }
 }
 
 fn redis_cfg(limit: &str, redis: &str, extra: &str) -> String {
@@ -325,6 +418,81 @@ async fn redis_cluster_admits_exactly_and_spreads_keys() {
     assert!(
         sizes.iter().all(|s| s % 2 == 0),
         "windows split across slots: {sizes:?}"
+    );
+}
+
+#[tokio::test]
+async fn redis_cluster_node_loss_falls_back_and_recovers() {
+    away_from_window_end(3600, 40);
+    let up = free_port();
+    let _u = upstream(up);
+    let mut cluster = redis_cluster(3);
+    let nodes: Vec<String> = cluster
+        .ports
+        .iter()
+        .map(|p| format!("'127.0.0.1:{p}'"))
+        .collect();
+    let r = format!("cluster_nodes: [{}], timeout: 300", nodes.join(", "));
+    let gw = gateway(&config(
+        up,
+        &[
+            ("/ft", &redis_cfg("hour: 1000", &r, "")),
+            (
+                "/strict",
+                &redis_cfg("hour: 1000", &r, ", fault_tolerant: false"),
+            ),
+        ],
+    ));
+    let c = client();
+    let users: Vec<String> = (0..12).map(|u| format!("n-{u}")).collect();
+    for u in &users {
+        let r = get(&c, &gw.url("/strict"), &[("x-user", u)]).await;
+        assert_eq!(
+            (r.status, r.n("x-ratelimit-remaining-hour")),
+            (200, Some(999)),
+            "{u}"
+        );
+    }
+    // One master gone (its slots are unserved): fault tolerant requests are all served.
+    drop(cluster.nodes.remove(0));
+    let mut strict_codes = Vec::new();
+    for u in &users {
+        assert_eq!(
+            get(&c, &gw.url("/ft"), &[("x-user", u)]).await.status,
+            200,
+            "{u}"
+        );
+        strict_codes.push(get(&c, &gw.url("/strict"), &[("x-user", u)]).await.status);
+    }
+    assert!(strict_codes.contains(&500), "{strict_codes:?}");
+    assert!(
+        metric(
+            &gw,
+            "gateway_ratelimit_decisions_total",
+            &[("outcome", "fallback_allowed")]
+        )
+        .await
+            >= 1.0
+    );
+    // The node comes back with its slots (empty: no persistence here) and every user is
+    // decided by Redis again, without a gateway restart.
+    cluster.nodes.insert(0, cluster.start_node(0));
+    assert!(
+        cluster.wait_ok(Duration::from_secs(20)),
+        "cluster did not recover"
+    );
+    let strict = gw.url("/strict");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let c = client();
+            let mut ok = true;
+            for u in &users {
+                ok &= get(&c, &strict, &[("x-user", u)]).await.status == 200;
+            }
+            ok
+        })
+        .await,
+        "no recovery"
     );
 }
 
@@ -510,4 +678,159 @@ async fn redis_auth_and_tls() {
         (r.status, r.n("x-ratelimit-remaining-hour")),
         (200, Some(1))
     );
+}
+
+/// Requests until the first non-200 (at most `max`): how many were admitted.
+async fn admitted(
+    c: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    max: usize,
+) -> (usize, u16) {
+    for i in 0..max {
+        let r = get(c, url, headers).await;
+        if r.status != 200 {
+            return (i, r.status);
+        }
+    }
+    (max, 200)
+}
+
+#[tokio::test]
+async fn tiers_by_consumer_group_with_key_auth() {
+    away_from_window_end(3600, 30);
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&format!(
+        r#"_format_version: "3.0"
+consumer_groups:
+- name: free
+  plugins:
+  - name: rate-limiting
+    config: {{hour: 2, limit_by: consumer}}
+- name: pro
+  plugins:
+  - name: rate-limiting
+    config: {{hour: 4, limit_by: consumer}}
+consumers:
+- username: alice
+  groups: [{{name: pro}}]
+  keyauth_credentials: [{{key: alice-key}}]
+- username: bob
+  groups: [{{name: free}}]
+  keyauth_credentials: [{{key: bob-key}}]
+- username: carol
+  keyauth_credentials: [{{key: carol-key}}]
+services:
+- name: svc
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: api
+    paths: [/api]
+    plugins:
+    - name: key-auth
+plugins:
+- name: rate-limiting
+  config: {{hour: 1, limit_by: consumer}}
+"#
+    ));
+    let c = client();
+    let url = gw.url("/api");
+    for (key, want, limit) in [
+        ("alice-key", 4, "4"),
+        ("bob-key", 2, "2"),
+        ("carol-key", 1, "1"),
+    ] {
+        let first = get(&c, &url, &[("apikey", key)]).await;
+        assert_eq!(first.status, 200, "{key}: {}", first.body);
+        assert_eq!(first.h("x-ratelimit-limit-hour"), Some(limit), "{key}");
+        let (n, status) = admitted(&c, &url, &[("apikey", key)], 10).await;
+        assert_eq!((n + 1, status), (want, 429), "{key}");
+    }
+    // Unauthenticated requests stop at key-auth (401) before any counting.
+    assert_eq!(get(&c, &url, &[]).await.status, 401);
+    for (tier, n) in [("pro", 4.0), ("free", 2.0), ("default", 1.0)] {
+        let got = metric(
+            &gw,
+            "gateway_ratelimit_decisions_total",
+            &[("route", "api"), ("tier", tier), ("outcome", "allowed")],
+        )
+        .await;
+        assert_eq!(got, n, "{tier}");
+    }
+}
+
+#[tokio::test]
+async fn tiers_by_jwt_claim_keyed_by_sub() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    away_from_window_end(3600, 30);
+    let up = free_port();
+    let _u = upstream(up);
+    let secret = "auth-service-secret-0123456789abcdef";
+    let gw = gateway(&format!(
+        r#"_format_version: "3.0"
+consumers:
+- username: auth-service
+  jwt_secrets: [{{key: auth-service, secret: {secret}}}]
+services:
+- name: svc
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: api
+    paths: [/api]
+    plugins:
+    - name: jwt
+    - name: rate-limiting
+      config:
+        tier_claim: tier
+        limit_key_claim: sub
+        default_tier: free
+        tiers:
+          free: {{hour: 2}}
+          pro: {{hour: 4}}
+"#
+    ));
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 3600;
+    let token = |sub: &str, tier: Option<&str>| {
+        let mut claims = serde_json::json!({"iss": "auth-service", "sub": sub, "exp": exp});
+        if let Some(t) = tier {
+            claims["tier"] = serde_json::Value::String(t.to_string());
+        }
+        let t = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("sign");
+        format!("Bearer {t}")
+    };
+    let c = client();
+    let url = gw.url("/api");
+    // One consumer (the auth service), a counter per user, a limit per tier.
+    for (sub, tier, want) in [
+        ("u-pro", Some("pro"), 4),
+        ("u-free", Some("free"), 2),
+        ("u-gold", Some("gold"), 2),
+        ("u-none", None, 2),
+    ] {
+        let auth = token(sub, tier);
+        let (n, status) = admitted(&c, &url, &[("authorization", &auth)], 10).await;
+        assert_eq!((n, status), (want, 429), "{sub}");
+    }
+    // Another token for the same sub shares the counter.
+    let r = get(&c, &url, &[("authorization", &token("u-pro", Some("pro")))]).await;
+    assert_eq!((r.status, r.h("x-ratelimit-limit-hour")), (429, Some("4")));
+    for (tier, n) in [("pro", 4.0), ("free", 6.0)] {
+        let got = metric(
+            &gw,
+            "gateway_ratelimit_decisions_total",
+            &[("route", "api"), ("tier", tier), ("outcome", "allowed")],
+        )
+        .await;
+        assert_eq!(got, n, "{tier}");
+    }
 }

@@ -210,7 +210,7 @@ pub struct RedisTarget {
     pub connect_timeout_ms: u64,
 }
 
-/// Identity of the counter set: what `limit_by` and the extensions chose.
+/// A checked configuration: limits (or tiers) and the resolved Redis target.
 #[derive(Debug, Clone)]
 pub struct Checked {
     /// Limits when no tiers are configured.
