@@ -12,7 +12,7 @@
 mod config;
 mod local;
 mod redis_store;
-mod window;
+pub mod window;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
