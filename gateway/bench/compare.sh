@@ -18,7 +18,7 @@ OUT="${OUT:-/tmp/gateway-bench}"
 mkdir -p "$OUT"
 cd "$ROOT"
 bash "$PEERS_DIR/setup.sh"
-cargo build --release -p gateway --bins >&2
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -p gateway --bins >&2
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys;print(json.load(sys.stdin)["target_directory"])')"
 BIN="$TARGET_DIR/release/gateway"
 
