@@ -74,6 +74,7 @@ class Targets:
         self.port = free_port()
         self.lock = threading.Lock()
         self.cached = (None, b"")
+        self.served = 0  # scrapes answered (for samples-scraped accounting)
         self.prefixes = [
             f'bench_metric{{idx="{i}",handler="/api/v{i % 7}/items",method="{("GET", "POST", "PUT")[i % 3]}"}} '
             for i in range(series)
@@ -117,6 +118,8 @@ class Targets:
                     buf += chunk
                 _, buf = buf.split(b"\r\n\r\n", 1)
                 conn.sendall(self.response())
+                with self.lock:
+                    self.served += 1
         except OSError:
             pass
         finally:
@@ -257,12 +260,12 @@ def throughput(kind, args, targets, receiver, root):
     write_config(cfg, kind, targets.addresses(), receiver.url())
     agent = AgentProc(kind, cfg, d, args.agent_bin, args.prometheus)
     time.sleep(args.warmup)
-    t0, c0 = time.time(), agent.cpu_seconds()
+    t0, c0, s0 = time.time(), agent.cpu_seconds(), targets.served
     rss = []
     while time.time() - t0 < args.duration:
         time.sleep(1)
         rss.append(agent.rss_bytes())
-    t1, c1 = time.time(), agent.cpu_seconds()
+    t1, c1, s1 = time.time(), agent.cpu_seconds(), targets.served
     # Let the queue drain, then count what the receiver got inside [t0, t1].
     time.sleep(args.drain)
     agent.stop()
@@ -270,14 +273,17 @@ def throughput(kind, args, targets, receiver, root):
     res = receiver.query(f'sum(count_over_time(bench_metric{{agent="{kind}"}}[{window}s]))', at=t1)
     delivered = float(res[0]["value"][1]) if res else 0.0
     expected = args.targets * args.series * window / 1.0
+    scraped = (s1 - s0) * args.series
     cpu = c1 - c0
     return {
         "agent": kind,
         "window_s": window,
         "cpu_s": round(cpu, 2),
+        "samples_scraped": scraped,
         "samples_delivered": int(delivered),
         "samples_expected": int(expected),
-        "cpu_s_per_million": round(cpu / (delivered / 1e6), 3) if delivered else None,
+        "delivered_ratio": round(delivered / scraped, 3) if scraped else None,
+        "cpu_s_per_million": round(cpu / (scraped / 1e6), 3) if scraped else None,
         "rss_median_mib": round(statistics.median(rss) / 2**20, 1),
         "rss_max_mib": round(max(rss) / 2**20, 1),
     }
@@ -330,7 +336,7 @@ def main():
     p.add_argument("--series", type=int, default=2000)
     p.add_argument("--duration", type=int, default=60, help="measured seconds per agent")
     p.add_argument("--warmup", type=int, default=15)
-    p.add_argument("--drain", type=int, default=10)
+    p.add_argument("--drain", type=int, default=20)
     p.add_argument("--rounds", type=int, default=1, help="repeat phase 1 and report medians")
     p.add_argument("--restart-targets", type=int, default=5)
     p.add_argument("--outage", type=int, default=20)

@@ -40,16 +40,20 @@ fn now_ms() -> i64 {
 }
 
 /// Merges several records into one request body (protobuf repeated fields concatenate).
-fn body_of(batch: &Batch) -> Result<Vec<u8>, snap::Error> {
+fn body_of(batch: &mut Batch) -> Result<bytes::Bytes, snap::Error> {
     if batch.records.len() == 1 {
-        return Ok(batch.records[0].payload.clone());
+        return Ok(bytes::Bytes::from(std::mem::take(
+            &mut batch.records[0].payload,
+        )));
     }
     let mut dec = snap::raw::Decoder::new();
     let mut raw = Vec::new();
     for r in &batch.records {
         raw.extend_from_slice(&dec.decompress_vec(&r.payload)?);
     }
-    snap::raw::Encoder::new().compress_vec(&raw)
+    snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .map(bytes::Bytes::from)
 }
 
 impl Sender {
@@ -62,11 +66,11 @@ impl Sender {
         let name = self.rw.name.clone();
         let max = self.rw.max_samples_per_send as u64;
         loop {
-            let batch = tokio::select! {
+            let mut batch = tokio::select! {
                 b = reader.next_batch(max) => b,
                 _ = shutdown.changed() => return,
             };
-            let body = match body_of(&batch) {
+            let body = match body_of(&mut batch) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(remote = %name, "undecodable WAL batch dropped: {e}");
@@ -124,7 +128,7 @@ impl Sender {
         }
     }
 
-    async fn send_once(&self, body: &[u8]) -> Verdict {
+    async fn send_once(&self, body: &bytes::Bytes) -> Verdict {
         let name = &self.rw.name;
         let mut req = self
             .client
@@ -182,7 +186,7 @@ impl Sender {
                 req = req.header(k, v);
             }
         }
-        match req.body(body.to_vec()).send().await {
+        match req.body(body.clone()).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 self.metrics

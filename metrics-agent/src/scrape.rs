@@ -90,7 +90,7 @@ struct CacheEntry {
 
 /// Outcome of fetching a target.
 struct Fetched {
-    body: Vec<u8>,
+    body: bytes::Bytes,
     format: Format,
 }
 
@@ -218,9 +218,9 @@ impl ScrapeLoop {
                     flate2::read::GzDecoder::new(raw.as_ref())
                         .read_to_end(&mut out)
                         .map_err(|e| format!("GET {url}: gzip: {e}"))?;
-                    out
+                    bytes::Bytes::from(out)
                 } else {
-                    Vec::from(raw)
+                    raw
                 };
                 let format = Format::from_content_type(
                     headers.get("content-type").and_then(|v| v.to_str().ok()),
@@ -232,7 +232,7 @@ impl ScrapeLoop {
                     .await
                     .map_err(|_| "collector timed out".to_string())??;
                 Ok(Fetched {
-                    body: body.into_bytes(),
+                    body: bytes::Bytes::from(body),
                     format: Format::Text,
                 })
             }
