@@ -253,30 +253,31 @@ impl ProxyHttp for Proxy {
         }
         st.body_limit = Some(self.gw.limits.max_body_bytes);
 
-        let raw_path = req.uri.path();
-        let path = normalize_path(raw_path);
+        let path = normalize_path(req.uri.path());
         let host = header_str(req, "host")
             .map(str::to_string)
             .or_else(|| req.uri.authority().map(|a| a.to_string()))
             .unwrap_or_default();
-        let method = req.method.as_str().to_string();
-        let headers = req.headers.clone();
-        let lookup = move |name: &str| -> Vec<String> {
-            headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(',').map(|s| s.trim().to_string()))
-                .collect()
+        let found = {
+            let headers = &req.headers;
+            let lookup = |name: &str| -> Vec<String> {
+                headers
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(',').map(|s| s.trim().to_string()))
+                    .collect()
+            };
+            let view = RequestView {
+                method: req.method.as_str(),
+                host: &host,
+                path: &path,
+                tls: st.tls,
+                header: &lookup,
+            };
+            rt.router.route(&view)
         };
-        let view = RequestView {
-            method: &method,
-            host: &host,
-            path: &path,
-            tls: st.tls,
-            header: &lookup,
-        };
-        let Some(m) = rt.router.route(&view) else {
+        let Some(m) = found else {
             let r = self.error(session, st, 404, "no Route matched with those values");
             return self.answer(session, st, r).await;
         };
