@@ -9,7 +9,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 echo "== deploy files (compose, Dockerfiles, workflows; no Docker engine)"
 CHECK_DEPLOY_NO_BUILD=1 bash scripts/check-deploy-files.sh
 echo "== dev stack end to end (scripts/dev-up.sh)"
