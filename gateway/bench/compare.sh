@@ -88,7 +88,8 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 start() { # name port config status-port
-    GATEWAY_LOG=warn "$BIN" run --config "$3" --proxy-listen "127.0.0.1:$2" \
+    # Pinned at launch so every thread (not only the main one) stays on the proxy core.
+    GATEWAY_LOG=warn taskset -c "${PROXY_CPUS:-1}" "$BIN" run --config "$3" --proxy-listen "127.0.0.1:$2" \
         --status-listen "127.0.0.1:$4" --workers 1 --access-log off >"$OUT/$1.log" 2>&1 &
     pids+=($!)
 }
