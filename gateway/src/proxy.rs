@@ -137,8 +137,21 @@ impl Proxy {
     }
 }
 
-/// The plugins of the request's route, chosen for its final consumer.
-pub fn active_plugins(st: &RequestState) -> Vec<Arc<dyn Plugin>> {
+/// The plugins of the request's route, chosen for its final consumer. Once the access
+/// phase is over the consumer cannot change, so the choice is made once and reused by
+/// every later phase.
+pub fn active_plugins(st: &mut RequestState) -> Arc<[Arc<dyn Plugin>]> {
+    if let Some(c) = &st.plugin_cache {
+        return c.clone();
+    }
+    let list: Arc<[Arc<dyn Plugin>]> = select_plugins(st).into();
+    if st.access_done {
+        st.plugin_cache = Some(list.clone());
+    }
+    list
+}
+
+fn select_plugins(st: &RequestState) -> Vec<Arc<dyn Plugin>> {
     let Some(rt) = &st.rt else {
         return Vec::new();
     };
@@ -168,7 +181,7 @@ pub fn finish_response_headers(h: &mut ResponseHeader, st: &mut RequestState) {
     for (k, v) in std::mem::take(&mut st.response_headers) {
         let _ = h.append_header(k, v.as_str());
     }
-    for p in active_plugins(st) {
+    for p in active_plugins(st).iter() {
         p.response_header(h, st);
     }
 }
@@ -330,6 +343,7 @@ impl ProxyHttp for Proxy {
         if let Some(r) = self.run_access(session, st, ri).await? {
             return self.answer(session, st, r).await;
         }
+        st.access_done = true;
         let plugins = active_plugins(st);
         let req = session.req_header();
         st.request_buffering = plugins.iter().any(|p| p.buffers_request(req, st));
@@ -362,7 +376,7 @@ impl ProxyHttp for Proxy {
             *body = Some(Bytes::new());
             if end_of_stream {
                 let mut whole = st.request_buffer.take().unwrap_or_default();
-                for p in active_plugins(st) {
+                for p in active_plugins(st).iter() {
                     p.request_body(&mut whole, st);
                 }
                 *body = Some(whole.freeze());
@@ -569,7 +583,7 @@ impl ProxyHttp for Proxy {
             session.req_header().uri.path().to_string(),
         )?;
         req.insert_header("x-request-id", st.request_id.as_str())?;
-        for p in active_plugins(st) {
+        for p in active_plugins(st).iter() {
             p.upstream_request(req, st);
         }
         if st.request_buffering {
@@ -646,7 +660,7 @@ impl ProxyHttp for Proxy {
             }
             if end_of_stream && st.response_buffer.is_some() {
                 let mut whole = st.response_buffer.take().unwrap_or_default();
-                for p in active_plugins(st) {
+                for p in active_plugins(st).iter() {
                     p.response_body(&mut whole, st);
                 }
                 *body = Some(whole.freeze());
@@ -737,7 +751,7 @@ impl ProxyHttp for Proxy {
             .map(|r| r.status.as_u16())
             .or(st.local_status)
             .unwrap_or(0);
-        for p in active_plugins(st) {
+        for p in active_plugins(st).iter() {
             p.log(st, status);
         }
         crate::access_log::record(&self.gw, session, st, status, e);

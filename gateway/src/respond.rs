@@ -139,7 +139,7 @@ pub async fn write(
     let plugins = crate::proxy::active_plugins(st);
     if plugins.iter().any(|p| p.buffers_response(&h)) {
         let mut body = bytes::BytesMut::from(&resp.body[..]);
-        for p in &plugins {
+        for p in plugins.iter() {
             p.response_body(&mut body, st);
         }
         resp.body = body.freeze();

@@ -78,6 +78,10 @@ pub struct RequestState {
     pub body_limit_response: Option<crate::respond::LocalResponse>,
     /// Set once a response body went over the buffering limit: passed through as is.
     pub response_passthrough: bool,
+    /// Set when the access phase finished (the consumer is final).
+    pub access_done: bool,
+    /// The request's plugins, chosen once after the access phase.
+    pub plugin_cache: Option<Arc<[Arc<dyn crate::plugins::Plugin>]>>,
     /// Buffer for plugins that rewrite the whole response body.
     pub response_buffer: Option<bytes::BytesMut>,
 }
