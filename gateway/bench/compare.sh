@@ -22,19 +22,7 @@ bash "$PEERS_DIR/setup.sh"
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys;print(json.load(sys.stdin)["target_directory"])')"
 BIN="$TARGET_DIR/release/gateway"
 
-cat > "$OUT/plain.yml" <<'YAML'
-_format_version: "3.0"
-upstreams:
-- name: echo
-  targets: [{target: "127.0.0.1:18081"}, {target: "127.0.0.1:18082"}]
-services:
-- name: echo
-  url: http://echo
-  routes:
-  - name: echo
-    paths: [/api]
-    strip_path: false
-YAML
+cp gateway/bench/configs/plain.yml "$OUT/plain.yml"
 
 RL_PLUGIN=""
 if "$BIN" check --config /dev/stdin >/dev/null 2>&1 <<'YAML'
@@ -48,39 +36,7 @@ RL_PLUGIN='- name: rate-limiting
   config: {second: 100000, limit_by: consumer, policy: local}'
 fi
 
-cat > "$OUT/policy.yml" <<YAML
-_format_version: "3.0"
-consumers:
-- username: bench-user
-  jwt_secrets:
-  - key: bench-peers
-    secret: bench-peers-hs256-test-secret-0123456789abcdef
-upstreams:
-- name: echo
-  healthchecks:
-    active:
-      http_path: /healthz
-      healthy: {interval: 2, successes: 2}
-      unhealthy: {interval: 2, http_failures: 3, tcp_failures: 3, timeouts: 3}
-  targets: [{target: "127.0.0.1:18081"}, {target: "127.0.0.1:18082"}]
-services:
-- name: echo
-  url: http://echo
-  routes:
-  - name: echo
-    paths: [/api]
-    strip_path: false
-plugins:
-- name: cors
-  config:
-    origins: [https://app.example.com, https://admin.example.com]
-    headers: [Authorization, Content-Type]
-    max_age: 600
-- name: jwt
-  config:
-    claims_to_verify: [exp]
-$RL_PLUGIN
-YAML
+{ cat gateway/bench/configs/policy.yml; [ -z "$RL_PLUGIN" ] || echo "$RL_PLUGIN"; } > "$OUT/policy.yml"
 "$BIN" check --config "$OUT/plain.yml" >&2
 "$BIN" check --config "$OUT/policy.yml" >&2
 

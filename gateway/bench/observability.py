@@ -4,11 +4,13 @@
 One gateway process (pinned to core 1, one worker) serves the same upstream on four
 routes, all with the policy path (JWT HS256 + CORS + load balancing):
   /base      policy path only
+  /control   the same as /base: the spread between the two is the noise floor
   /metrics   + prometheus plugin (status, latency, bandwidth, per-consumer series)
   /otel1     + prometheus + opentelemetry sampling 1%
   /otel100   + prometheus + opentelemetry sampling 100%
 Spans go by OTLP/HTTP to a sink on core 0 that answers 200. wrk (core 0) runs each route
-in interleaved rounds; the table reports medians and ratios to /base.
+in interleaved rounds (shuffled order in each round); the table reports medians and
+ratios to /base.
 
 Usage (repository root, after `cargo build --release -p gateway --bins`):
     python3 gateway/bench/observability.py --bin "$CARGO_TARGET_DIR/release"
@@ -17,6 +19,7 @@ Usage (repository root, after `cargo build --release -p gateway --bins`):
 import argparse
 import http.server
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -63,7 +66,7 @@ def config(up_a, up_b, sink):
         return f"""    - name: opentelemetry
       config: {{traces_endpoint: "http://127.0.0.1:{sink}/v1/traces", sampling_rate: {rate}}}"""
 
-    routes = [("base", policy), ("metrics", policy + "\n" + prom),
+    routes = [("base", policy), ("control", policy), ("metrics", policy + "\n" + prom),
               ("otel1", policy + "\n" + prom + "\n" + otel(0.01)),
               ("otel100", policy + "\n" + prom + "\n" + otel(1.0))]
     out = f"""_format_version: "3.0"
@@ -88,9 +91,10 @@ services:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release"))
-    ap.add_argument("--duration", default="10s")
+    ap.add_argument("--duration", default="3s")
     ap.add_argument("--conns", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     token = open(TOKEN_FILE).read().strip()
     procs = Procs()
@@ -106,12 +110,15 @@ def main():
             port, _status = start_gateway(procs, args.bin, config(ups[0], ups[1], sink_port), work, cpu=1, workers=1)
             gw_pid = procs.procs[-1].pid
             headers = [f"Authorization: Bearer {token}", "Origin: https://app.example.com"]
-            names = ["base", "metrics", "otel1", "otel100"]
+            names = ["base", "control", "metrics", "otel1", "otel100"]
             results = {n: [] for n in names}
             for n in names:  # warm-up
                 wrk(f"http://127.0.0.1:{port}/{n}/echo", "2s", args.conns, headers)
+            rng = random.Random(args.seed)
             for r in range(args.rounds):
-                for n in names:
+                order = names[:]
+                rng.shuffle(order)  # no variant always runs first or last in a round
+                for n in order:
                     c0 = cpu_seconds(gw_pid)
                     res = wrk(f"http://127.0.0.1:{port}/{n}/echo", args.duration, args.conns, headers)
                     res["cpu_us_per_req"] = (cpu_seconds(gw_pid) - c0) * 1e6 / max(res["requests"], 1)
@@ -119,13 +126,18 @@ def main():
                     print(f"round {r + 1} {n}: {res['rps']:.0f} req/s p99 {res['p99_ms']:.2f} ms "
                           f"cpu {res['cpu_us_per_req']:.1f} us/req non2xx {res['non2xx']}", flush=True)
             base_rps = statistics.median(x["rps"] for x in results["base"])
-            print("\nvariant   req/s(median)  vs base  p99 ms  cpu us/req  non2xx")
+            base_cpu = statistics.median(x["cpu_us_per_req"] for x in results["base"])
+            print("\nvariant   req/s(median)  vs base  paired  p99 ms  cpu us/req  cpu vs base  non2xx")
             for n in names:
                 rps = statistics.median(x["rps"] for x in results[n])
+                # Each round's ratio to the same round's /base, then the median: slow drifts
+                # of the machine cancel out.
+                paired = statistics.median(x["rps"] / b["rps"] for x, b in zip(results[n], results["base"]))
                 p99 = statistics.median(x["p99_ms"] for x in results[n])
                 cpu = statistics.median(x["cpu_us_per_req"] for x in results[n])
                 bad = sum(x["non2xx"] for x in results[n])
-                print(f"{n:9} {rps:13.0f}  {rps / base_rps:7.3f}  {p99:6.2f}  {cpu:10.1f}  {bad}")
+                print(f"{n:9} {rps:13.0f}  {rps / base_rps:7.3f}  {paired:6.3f}  {p99:6.2f}  {cpu:10.1f}"
+                      f"  {cpu / base_cpu:11.3f}  {bad}")
     finally:
         procs.stop()
         server.shutdown()

@@ -89,12 +89,7 @@ pub fn record(
     let total_ms = st.elapsed_ms();
     let upstream_ms = st.upstream_latency_ms;
     let req = session.req_header();
-    let bytes_in = st.bytes_in
-        + req
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum::<usize>() as u64;
+    let bytes_in = st.bytes_in + st.request_header_bytes;
     if !gw.access_log.enabled() {
         return;
     }
@@ -104,7 +99,7 @@ pub fn record(
         "time_ms": st.start_wall_ms as u64,
         "request_id": st.request_id,
         "correlation_id": st.correlation_id.as_ref().map(|(_, v)| v.as_str()),
-        "trace_id": st.trace_id,
+        "trace_id": st.trace_id_hex(),
         "client_ip": st.client_addr,
         "method": req.method.as_str(),
         "path": req.uri.path(),

@@ -1,11 +1,12 @@
 //! Prometheus series with Kong's prometheus-plugin names and labels, plus the gateway's
 //! own. Label sets are bounded by the configuration (route and service names).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -183,43 +184,40 @@ impl Metrics {
         self
     }
 
-    pub fn status(&self, service: &str, route: &str, status: u16, consumer: &str, local: bool) {
-        let code = status.to_string();
-        let source = if local { "kong" } else { "service" };
-        self.requests
-            .with_label_values(&[service, route, &code, source, "default", consumer])
-            .inc();
-    }
-
-    pub fn latency(&self, service: &str, route: &str, total_ms: u64, upstream_ms: Option<u64>) {
-        let labels = [service, route, "default"];
-        self.request_latency
-            .with_label_values(&labels)
-            .observe(total_ms as f64);
-        if let Some(u) = upstream_ms {
-            self.upstream_latency
-                .with_label_values(&labels)
-                .observe(u as f64);
-        }
-        self.kong_latency
-            .with_label_values(&labels)
-            .observe(total_ms.saturating_sub(upstream_ms.unwrap_or(0)) as f64);
-    }
-
-    pub fn bandwidth(
-        &self,
+    /// The per-request series of one (service, route, consumer), resolved once so that
+    /// recording a request is a handful of atomic adds. Only the series whose flag is on
+    /// are created (Kong exports none of them by default).
+    pub fn route_series(
+        &'static self,
         service: &str,
         route: &str,
         consumer: &str,
-        bytes_in: u64,
-        bytes_out: u64,
-    ) {
-        self.bandwidth
-            .with_label_values(&[service, route, "ingress", "default", consumer])
-            .inc_by(bytes_in);
-        self.bandwidth
-            .with_label_values(&[service, route, "egress", "default", consumer])
-            .inc_by(bytes_out);
+        latency: bool,
+        bandwidth: bool,
+    ) -> RouteSeries {
+        let labels = [service, route, "default"];
+        RouteSeries {
+            metrics: self,
+            service: service.to_string(),
+            route: route.to_string(),
+            consumer: consumer.to_string(),
+            latency: latency.then(|| {
+                [
+                    self.request_latency.with_label_values(&labels),
+                    self.upstream_latency.with_label_values(&labels),
+                    self.kong_latency.with_label_values(&labels),
+                ]
+            }),
+            bandwidth: bandwidth.then(|| {
+                [
+                    self.bandwidth
+                        .with_label_values(&[service, route, "ingress", "default", consumer]),
+                    self.bandwidth
+                        .with_label_values(&[service, route, "egress", "default", consumer]),
+                ]
+            }),
+            codes: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The process-wide metrics (one registry, served on the status listener).
@@ -251,6 +249,63 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+/// Pre-resolved series of one (service, route, consumer); see [`Metrics::route_series`].
+pub struct RouteSeries {
+    metrics: &'static Metrics,
+    service: String,
+    route: String,
+    consumer: String,
+    /// request, upstream and gateway latency histograms
+    latency: Option<[Histogram; 3]>,
+    /// ingress and egress byte counters
+    bandwidth: Option<[IntCounter; 2]>,
+    /// `kong_http_requests_total` by (status, answered by the gateway itself)
+    codes: RwLock<HashMap<(u16, bool), IntCounter>>,
+}
+
+impl RouteSeries {
+    pub fn status(&self, status: u16, local: bool) {
+        let key = (status, local);
+        if let Ok(codes) = self.codes.read()
+            && let Some(c) = codes.get(&key)
+        {
+            c.inc();
+            return;
+        }
+        let code = status.to_string();
+        let source = if local { "kong" } else { "service" };
+        let c = self.metrics.requests.with_label_values(&[
+            &self.service,
+            &self.route,
+            &code,
+            source,
+            "default",
+            &self.consumer,
+        ]);
+        c.inc();
+        if let Ok(mut codes) = self.codes.write() {
+            codes.insert(key, c);
+        }
+    }
+
+    pub fn latency(&self, total_ms: u64, upstream_ms: Option<u64>) {
+        if let Some([request, upstream, gateway]) = &self.latency {
+            request.observe(total_ms as f64);
+            if let Some(u) = upstream_ms {
+                upstream.observe(u as f64);
+            }
+            gateway.observe(total_ms.saturating_sub(upstream_ms.unwrap_or(0)) as f64);
+        }
+    }
+
+    pub fn bandwidth(&self, bytes_in: u64, bytes_out: u64) {
+        if let Some([ingress, egress]) = &self.bandwidth {
+            ingress.inc_by(bytes_in);
+            egress.inc_by(bytes_out);
+        }
     }
 }
 

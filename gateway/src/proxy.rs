@@ -30,6 +30,11 @@ pub const CONSUMER_HEADERS: &[&str] = &[
     "x-authenticated-groups",
 ];
 
+/// Whether a (lowercase) header name is one of [`CONSUMER_HEADERS`].
+fn is_consumer_header(name: &str) -> bool {
+    CONSUMER_HEADERS.contains(&name)
+}
+
 /// Largest response body buffered for plugins that rewrite it; larger ones pass through.
 pub const RESPONSE_BUFFER_LIMIT: usize = 16 * 1024 * 1024;
 
@@ -113,9 +118,16 @@ impl Proxy {
         let Some(rt) = st.rt.clone() else {
             return Ok(None);
         };
-        let traced = rt.route_plugins[ri]
-            .iter()
-            .any(|s| s.name == "opentelemetry");
+        for slot in &rt.route_plugins[ri] {
+            if let Some(p) = slot.select(None, &[]) {
+                p.start_trace(session.req_header(), st);
+            }
+        }
+        // Phase timings feed spans: only worth taking when the trace is sampled.
+        let traced = st.trace.as_ref().is_some_and(|t| t.sampled);
+        if traced {
+            st.plugin_spans.reserve(rt.route_plugins[ri].len());
+        }
         for slot in &rt.route_plugins[ri] {
             let groups = st
                 .consumer
@@ -207,17 +219,24 @@ impl ProxyHttp for Proxy {
             .map(|d| d.as_millis())
             .unwrap_or(0);
         st.tls = self.tls || session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        st.peer_addr = session
+        if let Some(peer) = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        st.client_addr = session.client_addr().and_then(|a| a.as_inet()).map(|a| {
-            self.gw
+            .map(|a| a.ip())
+        {
+            let real = self
+                .gw
                 .limits
                 .real_ip
-                .resolve(a.ip(), &session.req_header().headers)
-                .to_string()
-        });
+                .resolve(peer, &session.req_header().headers);
+            let peer_s = peer.to_string();
+            st.client_addr = Some(if real == peer {
+                peer_s.clone()
+            } else {
+                real.to_string()
+            });
+            st.peer_addr = Some(peer_s);
+        }
         let limits = &self.gw.limits;
         session.set_read_timeout(Some(limits.client_body_timeout));
         session.set_write_timeout(Some(limits.client_send_timeout));
@@ -231,7 +250,7 @@ impl ProxyHttp for Proxy {
         st.request_id = header_str(req, "x-request-id")
             .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+            .unwrap_or_else(new_request_id);
 
         // Defensive checks before anything reads the body.
         let smuggled_cl = req.headers.contains_key(http::header::TRANSFER_ENCODING)
@@ -265,11 +284,11 @@ impl ProxyHttp for Proxy {
             return self.answer(session, st, r).await;
         }
         st.body_limit = Some(self.gw.limits.max_body_bytes);
+        st.request_header_bytes = header_bytes as u64;
 
         let path = normalize_path(req.uri.path());
         let host = header_str(req, "host")
-            .map(str::to_string)
-            .or_else(|| req.uri.authority().map(|a| a.to_string()))
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default();
         let found = {
             let headers = &req.headers;
@@ -283,7 +302,7 @@ impl ProxyHttp for Proxy {
             };
             let view = RequestView {
                 method: req.method.as_str(),
-                host: &host,
+                host,
                 path: &path,
                 tls: st.tls,
                 header: &lookup,
@@ -315,7 +334,7 @@ impl ProxyHttp for Proxy {
             return self.answer(session, st, r).await;
         }
         st.request_origin = header_str(session.req_header(), "origin").map(str::to_string);
-        let query = session.req_header().uri.query().map(str::to_string);
+        let query = req.uri.query();
         let Some(si) = route.service else {
             st.route = Some(m);
             let r = self.error(session, st, 503, "no Service found with those values");
@@ -330,7 +349,7 @@ impl ProxyHttp for Proxy {
         );
         if let Some(q) = query {
             up.push('?');
-            up.push_str(&q);
+            up.push_str(q);
         }
         st.upstream_uri = Some(up);
         st.service = Some(si);
@@ -404,12 +423,12 @@ impl ProxyHttp for Proxy {
             b.targets[prev].active.fetch_sub(1, Ordering::Relaxed);
         }
         let req = session.req_header();
-        let consumer_id = st.consumer.map(|c| rt.decl.consumers[c].id.clone());
+        let consumer_id = st.consumer.map(|c| rt.decl.consumers[c].id.as_str());
         let header_lookup = |name: &str| header_str(req, name).map(str::to_string);
         let inputs = HashInputs {
             header: &header_lookup,
-            ip: st.client_addr.clone(),
-            consumer: consumer_id.as_deref(),
+            ip: st.client_addr.as_deref(),
+            consumer: consumer_id,
             path: req.uri.path(),
         };
         let Some(i) = b.select(&inputs, &st.tried) else {
@@ -547,8 +566,10 @@ impl ProxyHttp for Proxy {
             });
             req.insert_header("host", host)?;
         }
-        for h in CONSUMER_HEADERS {
-            req.remove_header(*h);
+        if req.headers.keys().any(|k| is_consumer_header(k.as_str())) {
+            for h in CONSUMER_HEADERS {
+                req.remove_header(*h);
+            }
         }
         for h in &st.strip_upstream {
             req.remove_header(h);
@@ -626,8 +647,11 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let up = st.upstream_latency_ms.unwrap_or(0);
         let total = st.elapsed_ms();
-        resp.insert_header("x-kong-upstream-latency", up.to_string())?;
-        resp.insert_header("x-kong-proxy-latency", total.saturating_sub(up).to_string())?;
+        resp.insert_header("x-kong-upstream-latency", http::HeaderValue::from(up))?;
+        resp.insert_header(
+            "x-kong-proxy-latency",
+            http::HeaderValue::from(total.saturating_sub(up)),
+        )?;
         resp.append_header("via", concat!("1.1 gateway/", env!("CARGO_PKG_VERSION")))?;
         finish_response_headers(resp, st);
         let plugins = active_plugins(st);
@@ -791,4 +815,14 @@ fn req_uri_string(req: &RequestHeader) -> String {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into())
+}
+
+/// A fresh request id: 32 lowercase hex digits of a random (v4) UUID, drawn from a
+/// thread-local generator (no system call per request).
+fn new_request_id() -> String {
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    uuid::Uuid::new_v4()
+        .simple()
+        .encode_lower(&mut buf)
+        .to_string()
 }

@@ -5,6 +5,7 @@
 //! path, `regex_priority`, longest plain path. Candidates are checked in priority
 //! order; ties keep declaration order.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 
 use regex::Regex;
@@ -253,7 +254,36 @@ fn strip_port(host: &str) -> &str {
 
 /// Normalizes a request path as Kong does before matching: percent-encodings upper-cased,
 /// unreserved characters decoded, dot segments removed and repeated slashes merged.
-pub fn normalize_path(raw: &str) -> String {
+pub fn normalize_path(raw: &str) -> Cow<'_, str> {
+    if is_normal_path(raw) {
+        Cow::Borrowed(raw)
+    } else {
+        Cow::Owned(normalize_path_owned(raw))
+    }
+}
+
+/// True when normalizing would not change the path: it starts with `/`, has no percent
+/// escapes, no empty, `.` or `..` segments (a trailing `/` is kept as is).
+fn is_normal_path(raw: &str) -> bool {
+    let Some(rest) = raw.strip_prefix('/') else {
+        return false;
+    };
+    if raw.contains('%') {
+        return false;
+    }
+    let mut segs = rest.split('/').peekable();
+    while let Some(seg) = segs.next() {
+        let last = segs.peek().is_none();
+        match seg {
+            "." | ".." => return false,
+            "" if !last => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+fn normalize_path_owned(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut decoded = String::with_capacity(raw.len());
     let mut i = 0;
@@ -361,6 +391,15 @@ mod tests {
         assert_eq!(normalize_path(""), "/");
         assert_eq!(normalize_path("/a/"), "/a/");
         assert_eq!(normalize_path("/../.."), "/");
+        for p in ["/a/b", "/a/b/", "/", "/api/echo", "/a.b/c..d/.e"] {
+            assert!(matches!(normalize_path(p), Cow::Borrowed(_)), "{p}");
+            assert_eq!(normalize_path(p), normalize_path_owned(p), "{p}");
+        }
+        for p in [
+            "//", "/a//b", "/a/.", "/a/..", "/./a", "a", "/%41", "/a/../",
+        ] {
+            assert!(matches!(normalize_path(p), Cow::Owned(_)), "{p}");
+        }
     }
 
     #[test]

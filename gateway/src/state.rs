@@ -53,12 +53,14 @@ pub struct RequestState {
     /// Set when the gateway answered itself (no upstream).
     pub local_response: bool,
     pub local_status: Option<u16>,
+    /// Request body bytes read so far.
     pub bytes_in: u64,
+    /// Size of the request's header block (approximate: names, values, separators).
+    pub request_header_bytes: u64,
     pub bytes_out: u64,
     /// Limit on the request body, checked as it streams.
     pub body_limit: Option<u64>,
     pub rate_limit_tier: Option<String>,
-    pub trace_id: Option<String>,
     /// Trace context of this request when the opentelemetry plugin runs.
     pub trace: Option<crate::plugins::opentelemetry::TraceCtx>,
     /// Phase timestamps for spans: routing done, each plugin's access (name, start, end),
@@ -87,6 +89,11 @@ pub struct RequestState {
 }
 
 impl RequestState {
+    /// The trace id (32 hex digits) when the opentelemetry plugin runs on this request.
+    pub fn trace_id_hex(&self) -> Option<String> {
+        self.trace.as_ref().map(|t| t.trace_id_hex())
+    }
+
     pub fn elapsed_ms(&self) -> u64 {
         self.start
             .map(|s| s.elapsed().as_millis() as u64)

@@ -34,7 +34,7 @@ pub enum HashOn {
 /// The values a request offers as hash input.
 pub struct HashInputs<'a> {
     pub header: &'a (dyn Fn(&str) -> Option<String> + Sync),
-    pub ip: Option<String>,
+    pub ip: Option<&'a str>,
     pub consumer: Option<&'a str>,
     pub path: &'a str,
 }
@@ -305,7 +305,7 @@ impl Balancer {
         match on {
             HashOn::None => None,
             HashOn::Header(h) => (inputs.header)(h),
-            HashOn::Ip => inputs.ip.clone(),
+            HashOn::Ip => inputs.ip.map(str::to_string),
             HashOn::Consumer => inputs.consumer.map(str::to_string),
             HashOn::Path => Some(inputs.path.to_string()),
             HashOn::Cookie(name) => (inputs.header)("cookie").and_then(|c| {
@@ -390,7 +390,7 @@ mod tests {
     fn inputs() -> HashInputs<'static> {
         HashInputs {
             header: &|_| None,
-            ip: Some("10.0.0.1".into()),
+            ip: Some("10.0.0.1"),
             consumer: None,
             path: "/",
         }

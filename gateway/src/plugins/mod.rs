@@ -215,6 +215,11 @@ pub trait Plugin: Send + Sync {
     /// Kong's PRIORITY: higher runs first.
     fn priority(&self) -> i32;
 
+    /// Called for every plugin of the route before any access phase runs, with the
+    /// consumer not yet known: the opentelemetry plugin starts (or continues) the trace
+    /// here, so the other plugins' access phases are timed only when it is sampled.
+    fn start_trace(&self, _req: &RequestHeader, _st: &mut RequestState) {}
+
     /// Before routing-dependent work: may answer the request itself.
     async fn access(
         &self,

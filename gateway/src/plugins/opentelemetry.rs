@@ -164,6 +164,12 @@ pub struct TraceCtx {
     pub tracestate: Option<String>,
 }
 
+impl TraceCtx {
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+}
+
 /// Parses a W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`).
 pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8], bool)> {
     let mut it = v.trim().split('-');
@@ -206,8 +212,20 @@ fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends the lowercase hex digits of `b` to `out`.
+fn push_hex(out: &mut String, b: &[u8]) {
+    for x in b {
+        out.push(HEX[usize::from(x >> 4)] as char);
+        out.push(HEX[usize::from(x & 0xf)] as char);
+    }
+}
+
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let mut s = String::with_capacity(b.len() * 2);
+    push_hex(&mut s, b);
+    s
 }
 
 pub struct OpenTelemetry {
@@ -330,18 +348,15 @@ impl Plugin for OpenTelemetry {
         14
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
-        let req = session.req_header();
+    fn start_trace(&self, req: &RequestHeader, st: &mut RequestState) {
+        if st.trace.is_some() {
+            return;
+        }
         let incoming = req
             .headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_traceparent);
-        let tracestate = req
-            .headers
-            .get("tracestate")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         let (trace_id, remote_parent, sampled) = match incoming {
             Some((t, p, s)) => (t, Some(p), s),
             None => (
@@ -350,7 +365,11 @@ impl Plugin for OpenTelemetry {
                 rand::random::<f64>() < self.rate,
             ),
         };
-        st.trace_id = Some(hex(&trace_id));
+        let tracestate = req
+            .headers
+            .get("tracestate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         st.trace = Some(TraceCtx {
             trace_id,
             root_span: rand::random::<u64>().max(1).to_be_bytes(),
@@ -359,6 +378,12 @@ impl Plugin for OpenTelemetry {
             sampled,
             tracestate,
         });
+    }
+
+    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+        // Normally started before the access phases; a route whose plugins did not run
+        // start_trace (none today) still gets its trace here.
+        self.start_trace(session.req_header(), st);
         Ok(Flow::Continue)
     }
 
@@ -369,12 +394,13 @@ impl Plugin for OpenTelemetry {
         } else {
             t.remote_parent.unwrap_or(t.upstream_span)
         };
-        let tp = format!(
-            "00-{}-{}-{}",
-            hex(&t.trace_id),
-            hex(&parent),
-            if t.sampled { "01" } else { "00" }
-        );
+        // 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>
+        let mut tp = String::with_capacity(55);
+        tp.push_str("00-");
+        push_hex(&mut tp, &t.trace_id);
+        tp.push('-');
+        push_hex(&mut tp, &parent);
+        tp.push_str(if t.sampled { "-01" } else { "-00" });
         let _ = req.insert_header("traceparent", tp);
         if let Some(ts) = &t.tracestate {
             let _ = req.insert_header("tracestate", ts.as_str());
@@ -382,8 +408,8 @@ impl Plugin for OpenTelemetry {
     }
 
     fn response_header(&self, resp: &mut ResponseHeader, st: &mut RequestState) {
-        if let (Some(h), Some(id)) = (&self.response_header, &st.trace_id) {
-            let _ = resp.insert_header(h.clone(), id.as_str());
+        if let (Some(h), Some(t)) = (&self.response_header, &st.trace) {
+            let _ = resp.insert_header(h.clone(), t.trace_id_hex());
         }
     }
 

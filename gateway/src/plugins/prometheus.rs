@@ -2,11 +2,14 @@
 //! only as the plugin's flags ask (Kong exports none of them by default). Served on the
 //! status listener's `/metrics`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::Plugin;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteSeries};
 use crate::state::RequestState;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -28,13 +31,61 @@ pub struct Config {
     pub wasm_metrics: bool,
 }
 
+/// (route, service, consumer) indexes in the runtime this plugin instance was built for.
+type SeriesKey = (Option<usize>, Option<usize>, Option<usize>);
+
 pub struct Prometheus {
     cfg: Config,
+    /// Series resolved per (route, service, consumer): label hashing and registry lookups
+    /// happen once per combination, not per request. Bounded by the configuration (routes,
+    /// services, consumers); a reload builds a new plugin instance and a new cache.
+    series: RwLock<HashMap<SeriesKey, Arc<RouteSeries>>>,
 }
 
 impl Prometheus {
     pub fn new(cfg: Config) -> Prometheus {
-        Prometheus { cfg }
+        Prometheus {
+            cfg,
+            series: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn series(&self, st: &RequestState) -> Arc<RouteSeries> {
+        let consumer = if self.cfg.per_consumer {
+            st.consumer
+        } else {
+            None
+        };
+        let key = (st.route.as_ref().map(|m| m.route), st.service, consumer);
+        if let Ok(map) = self.series.read()
+            && let Some(s) = map.get(&key)
+        {
+            return s.clone();
+        }
+        let rt = st.rt.as_ref();
+        let route = rt
+            .zip(key.0)
+            .map(|(rt, r)| rt.decl.routes[r].name.as_str())
+            .unwrap_or("");
+        let service = rt
+            .zip(key.1)
+            .map(|(rt, s)| rt.services[s].name.as_str())
+            .unwrap_or("");
+        let consumer = rt
+            .zip(key.2)
+            .and_then(|(rt, c)| rt.decl.consumers[c].username.as_deref())
+            .unwrap_or("");
+        let s = Arc::new(Metrics::global().route_series(
+            service,
+            route,
+            consumer,
+            self.cfg.latency_metrics,
+            self.cfg.bandwidth_metrics,
+        ));
+        if let Ok(mut map) = self.series.write() {
+            map.insert(key, s.clone());
+        }
+        s
     }
 }
 
@@ -49,37 +100,16 @@ impl Plugin for Prometheus {
     }
 
     fn log(&self, st: &RequestState, status: u16) {
-        let rt = st.rt.as_ref();
-        let route = rt
-            .zip(st.route.as_ref())
-            .map(|(rt, m)| rt.decl.routes[m.route].name.as_str())
-            .unwrap_or("");
-        let service = rt
-            .zip(st.service)
-            .map(|(rt, s)| rt.services[s].name.as_str())
-            .unwrap_or("");
-        let consumer = if self.cfg.per_consumer {
-            rt.zip(st.consumer)
-                .and_then(|(rt, c)| rt.decl.consumers[c].username.as_deref())
-                .unwrap_or("")
-        } else {
-            ""
-        };
-        let m = Metrics::global();
+        let series = self.series(st);
         if self.cfg.status_code_metrics {
-            m.status(
-                service,
-                route,
-                status,
-                consumer,
-                st.local_response || st.target.is_none(),
-            );
+            series.status(status, st.local_response || st.target.is_none());
         }
         if self.cfg.latency_metrics {
-            m.latency(service, route, st.elapsed_ms(), st.upstream_latency_ms);
+            series.latency(st.elapsed_ms(), st.upstream_latency_ms);
         }
         if self.cfg.bandwidth_metrics {
-            m.bandwidth(service, route, consumer, st.bytes_in, st.bytes_out);
+            // Kong counts the whole request (its request_length): headers and body.
+            series.bandwidth(st.bytes_in + st.request_header_bytes, st.bytes_out);
         }
     }
 }

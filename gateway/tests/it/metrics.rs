@@ -77,6 +77,17 @@ async fn kong_series_follow_the_plugin_flags() {
     ] {
         assert!(t.contains(want), "missing `{want}` in:\n{t}");
     }
+    // Ingress counts the whole request as Kong does (headers too), not only a body.
+    let ingress: u64 = t
+        .lines()
+        .find(|l| l.starts_with("kong_bandwidth_bytes{consumer=\"alice\",direction=\"ingress\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("ingress series");
+    assert!(
+        ingress > 3 * 40,
+        "ingress bytes {ingress} do not include the request headers"
+    );
 }
 
 #[tokio::test]
