@@ -136,6 +136,11 @@ impl Proxy {
             let Some(p) = slot.select(st.consumer, &groups) else {
                 continue;
             };
+            if !p.has_access() {
+                // A consumer-scoped opentelemetry instance starts its trace here.
+                p.start_trace(session.req_header(), st);
+                continue;
+            }
             let t0 = Instant::now();
             let flow = p.access(session, st).await?;
             if traced {

@@ -220,6 +220,12 @@ pub trait Plugin: Send + Sync {
     /// here, so the other plugins' access phases are timed only when it is sampled.
     fn start_trace(&self, _req: &RequestHeader, _st: &mut RequestState) {}
 
+    /// False for plugins without an access phase: the proxy then skips the call (and the
+    /// boxed future it costs).
+    fn has_access(&self) -> bool {
+        true
+    }
+
     /// Before routing-dependent work: may answer the request itself.
     async fn access(
         &self,

@@ -15,10 +15,9 @@ use opentelemetry::trace::{
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::Session;
 use serde::Deserialize;
 
-use super::{BuildContext, Flow, Plugin, SpecError};
+use super::{BuildContext, Plugin, SpecError};
 use crate::otel_export::{ExportConfig, Pipeline, Protocol};
 use crate::state::RequestState;
 
@@ -212,6 +211,9 @@ fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends the lowercase hex digits of `b` to `out`.
@@ -352,39 +354,40 @@ impl Plugin for OpenTelemetry {
         if st.trace.is_some() {
             return;
         }
+        // One draw from the thread-local generator: trace id, two span ids, the dice.
+        let [a, b, c, d, e]: [u64; 5] = rand::random();
         let incoming = req
             .headers
-            .get("traceparent")
+            .get(&TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_traceparent);
         let (trace_id, remote_parent, sampled) = match incoming {
             Some((t, p, s)) => (t, Some(p), s),
             None => (
-                rand::random::<u128>().max(1).to_be_bytes(),
+                ((u128::from(a) << 64) | u128::from(b)).max(1).to_be_bytes(),
                 None,
-                rand::random::<f64>() < self.rate,
+                // 53 random bits as a uniform value in [0, 1)
+                ((d >> 11) as f64 / (1u64 << 53) as f64) < self.rate,
             ),
         };
         let tracestate = req
             .headers
-            .get("tracestate")
+            .get(&TRACESTATE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         st.trace = Some(TraceCtx {
             trace_id,
-            root_span: rand::random::<u64>().max(1).to_be_bytes(),
+            root_span: c.max(1).to_be_bytes(),
             remote_parent,
-            upstream_span: rand::random::<u64>().max(1).to_be_bytes(),
+            upstream_span: e.max(1).to_be_bytes(),
             sampled,
             tracestate,
         });
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
-        // Normally started before the access phases; a route whose plugins did not run
-        // start_trace (none today) still gets its trace here.
-        self.start_trace(session.req_header(), st);
-        Ok(Flow::Continue)
+    fn has_access(&self) -> bool {
+        // The trace starts in start_trace, before the access phases.
+        false
     }
 
     fn upstream_request(&self, req: &mut RequestHeader, st: &mut RequestState) {

@@ -99,6 +99,10 @@ impl Plugin for Prometheus {
         13
     }
 
+    fn has_access(&self) -> bool {
+        false
+    }
+
     fn log(&self, st: &RequestState, status: u16) {
         let series = self.series(st);
         if self.cfg.status_code_metrics {

@@ -254,6 +254,10 @@ impl Plugin for ResponseTransformer {
         800
     }
 
+    fn has_access(&self) -> bool {
+        false
+    }
+
     fn response_header(&self, resp: &mut ResponseHeader, _st: &mut RequestState) {
         // Kong checks presence against the headers as they were before the transform
         // (`kong.response.get_headers()` is a copy), not as each step leaves them.
