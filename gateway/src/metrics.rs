@@ -216,7 +216,7 @@ impl Metrics {
                         .with_label_values(&[service, route, "egress", "default", consumer]),
                 ]
             }),
-            codes: RwLock::new(HashMap::new()),
+            codes: RwLock::new(SmallKeyMap::default()),
         }
     }
 
@@ -252,6 +252,43 @@ impl Metrics {
     }
 }
 
+/// A hasher for small integer keys (indexes, status codes) of the per-request metric
+/// caches: one multiply per word instead of SipHash. The keys come from the
+/// configuration, not from clients, so flooding is not a concern.
+#[derive(Default, Clone, Copy)]
+pub struct SmallKeyHasher(u64);
+
+impl std::hash::Hasher for SmallKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+/// A map keyed by small integers, hashed with [`SmallKeyHasher`].
+pub type SmallKeyMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<SmallKeyHasher>>;
+
 /// Pre-resolved series of one (service, route, consumer); see [`Metrics::route_series`].
 pub struct RouteSeries {
     metrics: &'static Metrics,
@@ -263,7 +300,7 @@ pub struct RouteSeries {
     /// ingress and egress byte counters
     bandwidth: Option<[IntCounter; 2]>,
     /// `kong_http_requests_total` by (status, answered by the gateway itself)
-    codes: RwLock<HashMap<(u16, bool), IntCounter>>,
+    codes: RwLock<SmallKeyMap<(u16, bool), IntCounter>>,
 }
 
 impl RouteSeries {

@@ -216,18 +216,18 @@ static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate"
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Appends the lowercase hex digits of `b` to `out`.
-fn push_hex(out: &mut String, b: &[u8]) {
-    for x in b {
-        out.push(HEX[usize::from(x >> 4)] as char);
-        out.push(HEX[usize::from(x & 0xf)] as char);
+/// Writes the lowercase hex digits of `b` into `out` (twice its length).
+fn hex_into_slice(b: &[u8], out: &mut [u8]) {
+    for (x, o) in b.iter().zip(out.chunks_exact_mut(2)) {
+        o[0] = HEX[usize::from(x >> 4)];
+        o[1] = HEX[usize::from(x & 0xf)];
     }
 }
 
 fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    push_hex(&mut s, b);
-    s
+    let mut out = vec![0u8; b.len() * 2];
+    hex_into_slice(b, &mut out);
+    out.into_iter().map(char::from).collect()
 }
 
 pub struct OpenTelemetry {
@@ -397,14 +397,16 @@ impl Plugin for OpenTelemetry {
         } else {
             t.remote_parent.unwrap_or(t.upstream_span)
         };
-        // 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>
-        let mut tp = String::with_capacity(55);
-        tp.push_str("00-");
-        push_hex(&mut tp, &t.trace_id);
-        tp.push('-');
-        push_hex(&mut tp, &parent);
-        tp.push_str(if t.sampled { "-01" } else { "-00" });
-        let _ = req.insert_header("traceparent", tp);
+        // 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, built in place
+        let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into_slice(&t.trace_id, &mut tp[3..35]);
+        hex_into_slice(&parent, &mut tp[36..52]);
+        if t.sampled {
+            tp[54] = b'1';
+        }
+        if let Ok(v) = http::HeaderValue::from_bytes(&tp) {
+            let _ = req.insert_header("traceparent", v);
+        }
         if let Some(ts) = &t.tracestate {
             let _ = req.insert_header("tracestate", ts.as_str());
         }

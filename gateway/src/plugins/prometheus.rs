@@ -2,14 +2,13 @@
 //! only as the plugin's flags ask (Kong exports none of them by default). Served on the
 //! status listener's `/metrics`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::Plugin;
-use crate::metrics::{Metrics, RouteSeries};
+use crate::metrics::{Metrics, RouteSeries, SmallKeyMap};
 use crate::state::RequestState;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,29 +38,28 @@ pub struct Prometheus {
     /// Series resolved per (route, service, consumer): label hashing and registry lookups
     /// happen once per combination, not per request. Bounded by the configuration (routes,
     /// services, consumers); a reload builds a new plugin instance and a new cache.
-    series: RwLock<HashMap<SeriesKey, Arc<RouteSeries>>>,
+    series: RwLock<SmallKeyMap<SeriesKey, Arc<RouteSeries>>>,
 }
 
 impl Prometheus {
     pub fn new(cfg: Config) -> Prometheus {
         Prometheus {
             cfg,
-            series: RwLock::new(HashMap::new()),
+            series: RwLock::new(SmallKeyMap::default()),
         }
     }
 
-    fn series(&self, st: &RequestState) -> Arc<RouteSeries> {
+    fn key(&self, st: &RequestState) -> SeriesKey {
         let consumer = if self.cfg.per_consumer {
             st.consumer
         } else {
             None
         };
-        let key = (st.route.as_ref().map(|m| m.route), st.service, consumer);
-        if let Ok(map) = self.series.read()
-            && let Some(s) = map.get(&key)
-        {
-            return s.clone();
-        }
+        (st.route.as_ref().map(|m| m.route), st.service, consumer)
+    }
+
+    /// Resolves and caches the series of a (route, service, consumer) seen the first time.
+    fn resolve(&self, key: SeriesKey, st: &RequestState) -> Arc<RouteSeries> {
         let rt = st.rt.as_ref();
         let route = rt
             .zip(key.0)
@@ -87,6 +85,19 @@ impl Prometheus {
         }
         s
     }
+
+    fn record(&self, series: &RouteSeries, st: &RequestState, status: u16) {
+        if self.cfg.status_code_metrics {
+            series.status(status, st.local_response || st.target.is_none());
+        }
+        if self.cfg.latency_metrics {
+            series.latency(st.elapsed_ms(), st.upstream_latency_ms);
+        }
+        if self.cfg.bandwidth_metrics {
+            // Kong counts the whole request (its request_length): headers and body.
+            series.bandwidth(st.bytes_in + st.request_header_bytes, st.bytes_out);
+        }
+    }
 }
 
 #[async_trait]
@@ -104,16 +115,14 @@ impl Plugin for Prometheus {
     }
 
     fn log(&self, st: &RequestState, status: u16) {
-        let series = self.series(st);
-        if self.cfg.status_code_metrics {
-            series.status(status, st.local_response || st.target.is_none());
+        let key = self.key(st);
+        if let Ok(map) = self.series.read()
+            && let Some(series) = map.get(&key)
+        {
+            self.record(series, st, status);
+            return;
         }
-        if self.cfg.latency_metrics {
-            series.latency(st.elapsed_ms(), st.upstream_latency_ms);
-        }
-        if self.cfg.bandwidth_metrics {
-            // Kong counts the whole request (its request_length): headers and body.
-            series.bandwidth(st.bytes_in + st.request_header_bytes, st.bytes_out);
-        }
+        let series = self.resolve(key, st);
+        self.record(&series, st, status);
     }
 }
