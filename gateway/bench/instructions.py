@@ -11,8 +11,9 @@ Two comparisons:
   observability  one gateway, the policy path (JWT HS256 + CORS + round-robin) on four
                  routes: base, + prometheus plugin (all flags), + opentelemetry sampling
                  1%, + opentelemetry 100% (spans exported by OTLP/HTTP to a sink)
-  core           the gateway's plain proxy path against bare Pingora
-                 (gateway/examples/bare_pingora.rs) and HAProxy (bench-peers config)
+  core           the gateway's plain and policy paths (gateway/bench/configs) against bare
+                 Pingora (gateway/examples/bare_pingora.rs) and HAProxy's plain and full
+                 configs from bench-peers
 
 Usage (repository root, after
 `cargo build --release -p gateway --bins --example bare_pingora`; needs valgrind):
@@ -145,37 +146,45 @@ def main():
                     print(f"observability {name:8} {ir:10.0f} instructions/request  {ir / base:.4f} x base",
                           flush=True)
             if args.only in (None, "core"):
-                targets = []
-                cfg = os.path.join(work, "plain.yml")
-                with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "plain.yml")) as f:
-                    text = f.read()
-                with open(cfg, "w") as f:
-                    f.write(text.replace("127.0.0.1:18081", f"127.0.0.1:{ups[0]}")
+                targets = []  # (name, process, port, headers)
+                policy_headers = {"Authorization": f"Bearer {token}", "Origin": "https://app.example.com"}
+
+                def with_upstreams(text):
+                    return (text.replace("127.0.0.1:18081", f"127.0.0.1:{ups[0]}")
                             .replace("127.0.0.1:18082", f"127.0.0.1:{ups[1]}"))
-                port, status = free_port(), free_port()
-                targets.append(("gateway-plain", Counted(procs, gateway_argv(args.bin, cfg, port, status),
-                                                         work, "plain", env), port))
+
+                for name in ("plain", "policy"):
+                    cfg = os.path.join(work, f"{name}.yml")
+                    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", f"{name}.yml")) as f:
+                        text = with_upstreams(f.read())
+                    with open(cfg, "w") as f:
+                        f.write(text)
+                    port, status = free_port(), free_port()
+                    targets.append((f"gateway-{name}", Counted(procs, gateway_argv(args.bin, cfg, port, status),
+                                                               work, name, env), port,
+                                    policy_headers if name == "policy" else {}))
                 port = free_port()
                 targets.append(("pingora-bare", Counted(
                     procs, [os.path.join(args.bin, "examples", "bare_pingora"), f"127.0.0.1:{port}",
-                            f"127.0.0.1:{ups[0]}", f"127.0.0.1:{ups[1]}"], work, "bare"), port))
+                            f"127.0.0.1:{ups[0]}", f"127.0.0.1:{ups[1]}"], work, "bare"), port, {}))
                 if shutil.which("haproxy"):
-                    hcfg = os.path.join(work, "haproxy.cfg")
-                    text = open(os.path.join(PEERS, "haproxy-plain.cfg")).read()
-                    port = free_port()
-                    text = text.replace("127.0.0.1:18100", f"127.0.0.1:{port}")
-                    text = text.replace("127.0.0.1:18081", f"127.0.0.1:{ups[0]}")
-                    text = text.replace("127.0.0.1:18082", f"127.0.0.1:{ups[1]}")
-                    with open(hcfg, "w") as f:
-                        f.write(text)
-                    targets.append(("haproxy-plain", Counted(procs, ["haproxy", "-db", "-f", hcfg], work,
-                                                             "haproxy"), port))
-                for name, counted, port in targets:
+                    for name in ("plain", "full"):
+                        hcfg = os.path.join(work, f"haproxy-{name}.cfg")
+                        text = with_upstreams(open(os.path.join(PEERS, f"haproxy-{name}.cfg")).read())
+                        port = free_port()
+                        text = text.replace("127.0.0.1:18100", f"127.0.0.1:{port}")
+                        with open(hcfg, "w") as f:
+                            f.write(text)
+                        henv = dict(os.environ, FULL_PORT=str(port), FULL_STATS_SOCK=os.path.join(work, "full.sock"))
+                        targets.append((f"haproxy-{name}", Counted(procs, ["haproxy", "-db", "-f", hcfg], work,
+                                                                   f"haproxy-{name}", henv), port,
+                                        policy_headers if name == "full" else {}))
+                for name, counted, port, _ in targets:
                     if not wait_port(port, timeout=120):
                         sys.exit(f"{name} under valgrind did not start")
                 ref = None
-                for name, counted, port in targets:
-                    ir = measure(counted, port, "/api/echo", args.requests, {}, args.warmup)
+                for name, counted, port, headers in targets:
+                    ir = measure(counted, port, "/api/echo", args.requests, headers, args.warmup)
                     rows.append(("core", name, ir, None))
                     if name == "pingora-bare":
                         ref = ir

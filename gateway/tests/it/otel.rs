@@ -140,6 +140,21 @@ async fn traces_propagate_and_export() {
             .is_some_and(|t| t.starts_with("00-") && t.ends_with("-01"))
     );
 
+    // A client's unsampled trace stays unsampled: passed on unchanged, never exported.
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    let r = c
+        .get(gw.url("/api/z"))
+        .header("traceparent", format!("00-{unsampled}-b7ad6b7169203331-00"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.headers()["x-trace-id"], unsampled);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(
+        v["headers"]["traceparent"],
+        format!("00-{unsampled}-b7ad6b7169203331-00")
+    );
+
     let got = eventually(Duration::from_secs(10), || {
         let spans = spans.clone();
         let t = client_trace.to_string();
@@ -171,6 +186,13 @@ async fn traces_propagate_and_export() {
             .cloned()
             .unwrap_or_else(|| panic!("no span {n}: {all:?}"))
     };
+    assert!(
+        spans
+            .lock()
+            .map(|s| s.iter().all(|x| x.trace_id != unsampled))
+            .unwrap_or(false),
+        "an unsampled trace was exported"
+    );
     let root = find("kong");
     assert_eq!(root.parent, "00f067aa0ba902b7");
     for n in [
