@@ -138,6 +138,10 @@ fi
 if [ -x "$BIN/metrics-agent" ]; then
     run "configs: metrics-agent check docker/metrics-agent/prometheus.yml" \
         "$BIN/metrics-agent" check --config docker/metrics-agent/prometheus.yml
+    run "configs: metrics-agent check docker/metrics-agent/ecs.yml (the task definition's environment)" \
+        env ECS_TASK_ID=0123456789abcdef0123456789abcdef DEPLOY_ENV=staging AWS_REGION=eu-west-1 \
+        AMP_REMOTE_WRITE_URL=https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-0/api/v1/remote_write \
+        "$BIN/metrics-agent" check --config docker/metrics-agent/ecs.yml
 else
     failed=$((failed + 1)); echo "FAIL $BIN/metrics-agent is missing"
 fi
@@ -661,10 +665,12 @@ if exists(desired) and "gateway" in IMAGES:
             probs.append(f"{desired}: ECS does not set {r}, which docker/gateway/kong.yml needs and the image does not default")
     agent_env = set(re.findall(r'agent_env\.insert\(\s*"(\w+)"', dsrc))
     agent_reads = envs_of(HELP.get(("metrics-agent", "run"))) | READS["metrics-agent"]
+    if exists("docker/metrics-agent/ecs.yml"):  # ${NAME} references of the ECS config
+        agent_reads |= set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", open("docker/metrics-agent/ecs.yml").read()))
     for k in sorted(agent_env - agent_reads):
         if not k.startswith("AWS_"):
             notes.append(f"NOTE {desired}: ECS sets {k} for the metrics-agent, which neither its flags nor "
-                         "its prometheus.yml read (the image's config is the compose one)")
+                         "docker/metrics-agent/ecs.yml reads")
 check("provisioner task definition: entry points, config paths and flags exist in the images", probs)
 
 # ---------------------------------------------------------------- runbooks

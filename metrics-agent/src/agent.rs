@@ -159,8 +159,37 @@ async fn wait_for_signal() {
     }
 }
 
+/// The ECS task id for `${ECS_TASK_ID}` in the config: the environment's when set,
+/// else read from the task metadata endpoint (three tries; the endpoint is up when the
+/// container starts).
+async fn ecs_task_id(args: &RunArgs) -> Option<String> {
+    if let Ok(id) = std::env::var("ECS_TASK_ID") {
+        return Some(id);
+    }
+    let uri = args.ecs_metadata_uri.as_deref().filter(|_| !args.no_ecs)?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let ecs = EcsCollector::new(uri, client);
+    for attempt in 1..=3 {
+        match ecs.task_id().await {
+            Ok(id) => return Some(id),
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "cannot read the ECS task id");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    None
+}
+
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    let cfg = config::load(&args.config)?;
+    let task_id = ecs_task_id(&args).await;
+    let cfg = config::load_with(&args.config, |name| match name {
+        "ECS_TASK_ID" => task_id.clone(),
+        _ => std::env::var(name).ok(),
+    })?;
     if cfg.remote_writes.is_empty() {
         return Err(RunError::NoRemoteWrite {
             file: args.config.clone(),

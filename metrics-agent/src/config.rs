@@ -16,6 +16,14 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{file}:{line}: ${{{name}}} is not set (give it a value, or a default with ${{{name}:-value}}; $$ is a literal $)"
+    )]
+    Env {
+        file: PathBuf,
+        line: usize,
+        name: String,
+    },
     #[error("{file}: field `{path}`: {message}")]
     Parse {
         file: PathBuf,
@@ -366,11 +374,25 @@ fn valid_label_name(s: &str) -> bool {
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
-/// Reads, parses and validates a config file.
+/// Reads, expands (`${NAME}`, `${NAME:-default}` from the process environment), parses
+/// and validates a config file.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
+    load_with(file, |name| std::env::var(name).ok())
+}
+
+/// [`load`] with its own variable lookup.
+pub fn load_with(
+    file: &Path,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
         file: file.to_path_buf(),
         source,
+    })?;
+    let text = crate::env_expand::expand(&text, lookup).map_err(|u| ConfigError::Env {
+        file: file.to_path_buf(),
+        line: u.line,
+        name: u.name,
     })?;
     parse(file, &text)
 }

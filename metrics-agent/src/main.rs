@@ -6,6 +6,7 @@ mod appender;
 mod collectors;
 mod config;
 mod duration;
+mod env_expand;
 mod fasthash;
 mod labels;
 mod parser;

@@ -109,6 +109,13 @@ fn ships_scraped_collected_and_synthetic_series_with_labels() {
         &[("synthetic", text.port), ("openmetrics", om.port)],
         &prom_job,
     );
+    // Environment references: the task id comes from the ECS metadata endpoint, a variable
+    // that is not set falls back to its default.
+    let text_cfg = std::fs::read_to_string(&cfg).expect("read config").replace(
+        "external_labels: {cluster: e2e}",
+        "external_labels: {cluster: e2e, ecs_task_id: '${ECS_TASK_ID}', zone: '${E2E_ZONE_UNSET:-local}'}",
+    );
+    std::fs::write(&cfg, text_cfg).expect("write config");
     let agent = Agent::start(
         &cfg,
         &dir.path().join("wal"),
@@ -138,6 +145,8 @@ fn ships_scraped_collected_and_synthetic_series_with_labels() {
     assert_eq!(m["instance"], format!("127.0.0.1:{}", text.port));
     assert_eq!(m["tier"], "test");
     assert_eq!(m["cluster"], "e2e");
+    assert_eq!(m["ecs_task_id"], "04d558ed038d41bb9de115aab248e4f9");
+    assert_eq!(m["zone"], "local");
     assert_eq!(m["path"], "/a");
     let temp = prom.query("synthetic_temperature_celsius{job=\"synthetic\"}");
     assert_eq!(temp[0]["metric"]["room"], "lab \"1\"");
@@ -372,6 +381,16 @@ fn wal_size_cap_is_respected_and_drops_are_reported() {
     );
 }
 
+/// `metrics-agent check --config <file>`, with E2E_REMOTE_URL_UNSET removed from its environment.
+fn check(file: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_metrics-agent"))
+        .args(["check", "--config"])
+        .arg(file)
+        .env_remove("E2E_REMOTE_URL_UNSET")
+        .output()
+        .expect("run check")
+}
+
 #[test]
 fn check_command_validates_and_names_the_field() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -381,11 +400,7 @@ fn check_command_validates_and_names_the_field() {
         &[("a", 1)],
         "",
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_metrics-agent"))
-        .args(["check", "--config"])
-        .arg(&good)
-        .output()
-        .expect("run check");
+    let out = check(&good);
     assert!(
         out.status.success(),
         "{}",
@@ -397,15 +412,25 @@ fn check_command_validates_and_names_the_field() {
         "scrape_configs:\n  - job_name: a\n    ec2_sd_configs: []\n",
     )
     .expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_metrics-agent"))
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .expect("run check");
+    let out = check(&bad);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("scrape_configs[0]") && err.contains("ec2_sd_configs"),
+        "{err}"
+    );
+    // An unset environment reference without a default names its line.
+    let unset = dir.path().join("unset.yml");
+    std::fs::write(
+        &unset,
+        "scrape_configs: []\nremote_write:\n  - url: ${E2E_REMOTE_URL_UNSET}\n",
+    )
+    .expect("write");
+    let out = check(&unset);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unset.yml:3") && err.contains("${E2E_REMOTE_URL_UNSET} is not set"),
         "{err}"
     );
 }

@@ -690,6 +690,8 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
         ),
     );
     agent_env.insert("AWS_REGION".to_string(), ctx.region.clone());
+    // docker/metrics-agent/ecs.yml: the `env` external label of every series.
+    agent_env.insert("DEPLOY_ENV".to_string(), cfg.name.clone());
     let mut gateway_secrets = BTreeMap::new();
     gateway_secrets.insert("JWT_SECRET".to_string(), secret_arn("jwt"));
     gateway_secrets.insert("REDIS_PASSWORD".to_string(), secret_arn("redis-token"));

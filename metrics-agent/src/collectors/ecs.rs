@@ -213,6 +213,15 @@ impl EcsCollector {
         resp.text().await.map_err(|e| format!("GET {url}: {e}"))
     }
 
+    /// The task's id (the last part of its ARN), for the `${ECS_TASK_ID}` config reference.
+    pub async fn task_id(&self) -> Result<String, String> {
+        let task: TaskMetadata = decode("/task", &self.get("/task").await?)?;
+        match task.task_arn.rsplit('/').next() {
+            Some(id) if !id.is_empty() => Ok(id.to_string()),
+            _ => Err(format!("/task: no task id in TaskARN {:?}", task.task_arn)),
+        }
+    }
+
     pub async fn collect(&mut self) -> Result<String, String> {
         let task_json = self.get("/task").await?;
         let stats_json = self.get("/task/stats").await?;

@@ -225,7 +225,7 @@ pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<Contain
         .entry_point("/usr/local/bin/metrics-agent")
         .command("run")
         .command("--config")
-        .command("/etc/metrics-agent/prometheus.yml")
+        .command("/etc/metrics-agent/ecs.yml")
         .command("--wal-dir")
         .command("/var/lib/metrics-agent")
         .set_environment(Some(kv(&spec.agent_environment)))

@@ -1,0 +1,123 @@
+//! Environment references in the config file: `${NAME}` and `${NAME:-default}`, so one
+//! image serves every environment (the remote-write URL, the region and a per-task label
+//! come from the container's environment). `$$` is a literal `$`. Only names that start
+//! with a letter or `_` are references: relabel replacements such as `${1}` or `$1` pass
+//! through untouched.
+
+/// A reference to a variable that is not set and has no default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unset {
+    /// 1-based line of the reference.
+    pub line: usize,
+    pub name: String,
+}
+
+/// Expands the references in `text`, looking names up with `lookup`. Comment lines
+/// (first non-blank character `#`) are kept as they are.
+pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, Unset> {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+        } else {
+            expand_line(line, &lookup, &mut out).map_err(|name| Unset { line: i + 1, name })?;
+        }
+    }
+    Ok(out)
+}
+
+/// Expands one line into `out`; the error is the name of an unset variable.
+fn expand_line(
+    line: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+    out: &mut String,
+) -> Result<(), String> {
+    let mut rest = line;
+    while let Some(i) = rest.find('$') {
+        let (before, from) = rest.split_at(i);
+        out.push_str(before);
+        if let Some(after) = from.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        match reference(from) {
+            Some((name, default, len)) => {
+                match lookup(name).filter(|v| !v.is_empty() || default.is_none()) {
+                    Some(v) => out.push_str(&v),
+                    None => out.push_str(default.ok_or_else(|| name.to_string())?),
+                }
+                rest = &from[len..];
+            }
+            None => {
+                out.push('$');
+                rest = &from[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(())
+}
+
+/// Parses `${NAME}` or `${NAME:-default}` at the start of `s`: (name, default, length).
+fn reference(s: &str) -> Option<(&str, Option<&str>, usize)> {
+    let body = s.strip_prefix("${")?;
+    let end = body.find('}')?;
+    let inner = &body[..end];
+    if inner.contains('\n') {
+        return None;
+    }
+    let (name, default) = match inner.split_once(":-") {
+        Some((n, d)) => (n, Some(d)),
+        None => (inner, None),
+    };
+    let mut chars = name.chars();
+    let valid = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then_some((name, default, end + 3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "URL" => Some("https://aps.example/api/v1/remote_write".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_names_and_defaults() {
+        let got = expand(
+            "url: ${URL}\nregion: ${REGION:-eu-west-1}\ne: '${EMPTY:-x}'\n",
+            env,
+        );
+        assert_eq!(
+            got.as_deref(),
+            Ok("url: https://aps.example/api/v1/remote_write\nregion: eu-west-1\ne: 'x'\n")
+        );
+    }
+
+    #[test]
+    fn leaves_relabel_replacements_and_escapes() {
+        let text = "replacement: ${1}:$2\nprice: $$5\nlone: $ and ${ unclosed\n  # ${NOPE} here\n";
+        assert_eq!(
+            expand(text, env).as_deref(),
+            Ok("replacement: ${1}:$2\nprice: $5\nlone: $ and ${ unclosed\n  # ${NOPE} here\n")
+        );
+    }
+
+    #[test]
+    fn names_the_line_of_an_unset_variable() {
+        assert_eq!(
+            expand("a: 1\nb: 2\nurl: ${NOPE}\n", env),
+            Err(Unset {
+                line: 3,
+                name: "NOPE".into()
+            })
+        );
+    }
+}
