@@ -27,13 +27,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rate_limiting import Procs, free_port, wait_port, wrk  # noqa: E402
+from rate_limiting import Procs, cpu_seconds, free_port, start_gateway, wait_port, wrk  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PEERS = os.path.join(ROOT, "..", "shared", "bench-peers")
@@ -44,13 +43,6 @@ CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 def read_config(name):
     with open(os.path.join(CONFIGS, name)) as f:
         return f.read()
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of a process and all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
 NGINX_MASTERS = []
@@ -92,17 +84,6 @@ def nginx_worker(master_pid):
     return master_pid
 
 
-def gateway(procs, binary, work, name, text, port):
-    cfg = os.path.join(work, f"{name}.yml")
-    with open(cfg, "w") as f:
-        f.write(text)
-    status = free_port()
-    env = dict(os.environ, GATEWAY_LOG="warn")
-    procs.start([os.path.join(binary, "gateway"), "run", "--config", cfg, "--proxy-listen", f"127.0.0.1:{port}",
-                 "--status-listen", f"127.0.0.1:{status}", "--workers", "1", "--access-log", "off"], cpu=1, env=env)
-    return procs.procs[-1].pid
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release"))
@@ -140,8 +121,8 @@ def main():
                              "127.0.0.1:18081", "127.0.0.1:18082"], cpu=1)
                 targets["pingora-bare"] = (f"http://127.0.0.1:{port}/api/echo", procs.procs[-1].pid, [])
             if "gateway-plain" in wanted:
-                port = free_port()
-                pid = gateway(procs, args.bin, work, "plain", read_config("plain.yml"), port)
+                port, _ = start_gateway(procs, args.bin, read_config("plain.yml"), work, cpu=1, workers=1)
+                pid = procs.procs[-1].pid
                 targets["gateway-plain"] = (f"http://127.0.0.1:{port}/api/echo", pid, [])
             if "haproxy-full" in wanted:
                 sock = os.path.join(work, "full.sock")
@@ -149,8 +130,8 @@ def main():
                             env=dict(os.environ, FULL_STATS_SOCK=sock))
                 targets["haproxy-full"] = ("http://127.0.0.1:18101/api/echo", procs.procs[-1].pid, policy_headers)
             if "gateway-policy" in wanted:
-                port = free_port()
-                pid = gateway(procs, args.bin, work, "policy", read_config("policy.yml"), port)
+                port, _ = start_gateway(procs, args.bin, read_config("policy.yml"), work, cpu=1, workers=1)
+                pid = procs.procs[-1].pid
                 targets["gateway-policy"] = (f"http://127.0.0.1:{port}/api/echo", pid, policy_headers)
             for url, _, _ in targets.values():
                 wait_port(int(url.split(":")[2].split("/")[0]))

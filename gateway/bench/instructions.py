@@ -35,7 +35,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from observability import Sink, config as observability_config  # noqa: E402
-from rate_limiting import Procs, free_port, wait_port  # noqa: E402
+from rate_limiting import Procs, free_port, gateway_argv, wait_port  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PEERS = os.path.join(ROOT, "..", "shared", "bench-peers")
@@ -99,11 +99,6 @@ def measure(counted, port, path, n, headers, warmup):
     counted.zero()
     send(port, path, n, headers)
     return counted.read() / n
-
-
-def gateway_argv(binary, cfg, port, status):
-    return [os.path.join(binary, "gateway"), "run", "--config", cfg, "--proxy-listen", f"127.0.0.1:{port}",
-            "--status-listen", f"127.0.0.1:{status}", "--workers", "1", "--access-log", "off"]
 
 
 def main():

@@ -24,10 +24,9 @@ import statistics
 import sys
 import tempfile
 import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rate_limiting import Procs, free_port, start_gateway, wait_port, wrk  # noqa: E402
+from rate_limiting import Procs, cpu_seconds, free_port, start_gateway, wait_port, wrk  # noqa: E402
 
 SECRET = "bench-peers-hs256-test-secret-0123456789abcdef"
 TOKEN_FILE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "bench-peers", "token.txt")
@@ -46,12 +45,6 @@ class Sink(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *a):
         pass
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def config(up_a, up_b, sink):

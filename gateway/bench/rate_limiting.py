@@ -81,21 +81,30 @@ def gateway_config(upstream, redis_port, routes):
     return "\n".join(out) + "\n"
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process and all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def gateway_argv(binary, cfg, port, status, workers=1):
+    """The benchmark gateway's command line: loopback listeners, no access log."""
+    return [
+        os.path.join(binary, "gateway"), "run", "--config", cfg,
+        "--proxy-listen", f"127.0.0.1:{port}",
+        "--status-listen", f"127.0.0.1:{status}",
+        "--workers", str(workers), "--access-log", "off",
+    ]
+
+
 def start_gateway(procs, binary, cfg_text, workdir, cpu, workers):
     path = os.path.join(workdir, f"gw-{len(procs.procs)}.yml")
     with open(path, "w") as f:
         f.write(cfg_text)
     port, status = free_port(), free_port()
-    procs.start(
-        [
-            os.path.join(binary, "gateway"), "run", "--config", path,
-            "--proxy-listen", f"127.0.0.1:{port}",
-            "--status-listen", f"127.0.0.1:{status}",
-            "--workers", str(workers), "--access-log", "off",
-        ],
-        cpu=cpu,
-        env=dict(os.environ, GATEWAY_LOG="warn"),
-    )
+    procs.start(gateway_argv(binary, path, port, status, workers), cpu=cpu,
+                env=dict(os.environ, GATEWAY_LOG="warn"))
     if not wait_port(status) or not wait_port(port):
         sys.exit("gateway did not start")
     return port, status

@@ -1,7 +1,6 @@
 //! Prometheus series with Kong's prometheus-plugin names and labels, plus the gateway's
 //! own. Label sets are bounded by the configuration (route and service names).
 
-use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 
 use prometheus::{
@@ -252,42 +251,9 @@ impl Metrics {
     }
 }
 
-/// A hasher for small integer keys (indexes, status codes) of the per-request metric
-/// caches: one multiply per word instead of SipHash. The keys come from the
-/// configuration, not from clients, so flooding is not a concern.
-#[derive(Default, Clone, Copy)]
-pub struct SmallKeyHasher(u64);
-
-impl std::hash::Hasher for SmallKeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(u64::from(n));
-    }
-}
-
-/// A map keyed by small integers, hashed with [`SmallKeyHasher`].
-pub type SmallKeyMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<SmallKeyHasher>>;
+/// The per-request metric caches are keyed by small integers from the configuration
+/// (indexes, status codes): Fx hashing, one multiply per word instead of SipHash.
+pub type SmallKeyMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// Pre-resolved series of one (service, route, consumer); see [`Metrics::route_series`].
 pub struct RouteSeries {
