@@ -64,9 +64,6 @@ fn reference(s: &str) -> Option<(&str, Option<&str>, usize)> {
     let body = s.strip_prefix("${")?;
     let end = body.find('}')?;
     let inner = &body[..end];
-    if inner.contains('\n') {
-        return None;
-    }
     let (name, default) = match inner.split_once(":-") {
         Some((n, d)) => (n, Some(d)),
         None => (inner, None),
