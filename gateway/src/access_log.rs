@@ -6,9 +6,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
-use pingora::prelude::*;
-use pingora::proxy::Session;
-
 use crate::gateway::Gateway;
 use crate::state::RequestState;
 
@@ -68,13 +65,20 @@ impl Sink {
     }
 }
 
-/// Records metrics and the access log line for a finished request.
+/// The client's request line, as the access log shows it.
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub version: http::Version,
+}
+
+/// Records the access log line for a finished request.
 pub fn record(
     gw: &Gateway,
-    session: &Session,
+    req: &RequestLine<'_>,
     st: &RequestState,
     status: u16,
-    err: Option<&Error>,
+    err: Option<&str>,
 ) {
     let rt = st.rt.as_ref();
     let route = rt
@@ -88,7 +92,6 @@ pub fn record(
         .and_then(|(rt, c)| rt.decl.consumers[c].username.as_deref());
     let total_ms = st.elapsed_ms();
     let upstream_ms = st.upstream_latency_ms;
-    let req = session.req_header();
     let bytes_in = st.bytes_in + st.request_header_bytes;
     if !gw.access_log.enabled() {
         return;
@@ -101,8 +104,8 @@ pub fn record(
         "correlation_id": st.correlation_id.as_ref().map(|(_, v)| v.as_str()),
         "trace_id": st.trace_id_hex(),
         "client_ip": st.client_addr,
-        "method": req.method.as_str(),
-        "path": req.uri.path(),
+        "method": req.method,
+        "path": req.path,
         "protocol": format!("{:?}", req.version),
         "route": route,
         "service": service,
@@ -118,7 +121,7 @@ pub fn record(
         },
         "bytes_in": bytes_in,
         "bytes_out": st.bytes_out,
-        "error": err.map(|e| e.etype().as_str()),
+        "error": err,
     });
     let mut s = line.to_string();
     s.push('\n');

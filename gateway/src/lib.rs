@@ -1,9 +1,10 @@
-//! Kong-compatible API gateway on Pingora: configuration, routing, load balancing,
+//! Kong-compatible API gateway on hyper: configuration, routing, load balancing,
 //! plugins and the status listener. The `gateway` binary wires these together.
 
 pub mod access_log;
 pub mod balancer;
 pub mod config;
+pub mod core;
 pub mod gateway;
 pub mod metrics;
 pub mod otel_export;
@@ -13,5 +14,6 @@ pub mod realip;
 pub mod respond;
 pub mod router;
 pub mod runtime;
+pub mod server;
 pub mod state;
 pub mod status;

@@ -1,4 +1,4 @@
-//! `gateway`: a Kong-compatible API gateway on Pingora.
+//! `gateway`: a Kong-compatible API gateway on hyper.
 //!
 //! `gateway run --config kong.yml` serves traffic; `gateway check --config kong.yml`
 //! validates a file and prints every error with its file, line and field path.
@@ -9,17 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use clap::{Args, Parser, Subcommand};
-use pingora::apps::http_app::HttpServer;
-use pingora::listeners::tls::TlsSettings;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::listening::Service;
 
 use gateway::config::{self, LoadOptions};
 use gateway::gateway::{Gateway, Limits};
-use gateway::proxy::Proxy;
+use gateway::server::guard::Deadlines;
+use gateway::server::{self, ListenSpec, ServerOptions};
 use gateway::status::StatusApp;
 
 /// mimalloc: the proxy path allocates per request (headers, buffers); glibc malloc showed
@@ -28,11 +23,7 @@ use gateway::status::StatusApp;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "gateway",
-    version,
-    about = "Kong-compatible API gateway on Pingora"
-)]
+#[command(name = "gateway", version, about = "Kong-compatible API gateway")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -113,6 +104,16 @@ struct RunArgsCli {
     /// Accept `POST /config` from non-loopback addresses.
     #[arg(long, env = "GATEWAY_ALLOW_REMOTE_CONFIG")]
     allow_remote_config: bool,
+    /// Seconds a client has to send a whole request head, from its first byte.
+    #[arg(long, env = "GATEWAY_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds an idle keep-alive client connection stays open (above the ALB's 60 s
+    /// idle timeout, so the ALB closes first).
+    #[arg(long, env = "GATEWAY_KEEPALIVE_TIMEOUT", default_value_t = 75)]
+    keepalive_timeout: u64,
+    /// Concurrent client connections per worker; more wait in the listen queue.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 16384)]
+    max_connections: usize,
 }
 
 fn main() -> ExitCode {
@@ -126,7 +127,7 @@ fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .json()
         .with_writer(std::io::stderr)
@@ -187,54 +188,61 @@ fn check(a: &CheckArgs) -> ExitCode {
 
 /// SIGTERM: mark draining (readiness fails), stop accepting, exit once in-flight
 /// requests finish or the drain timeout passes. SIGINT: exit now.
-struct DrainWatch {
+async fn wait_for_signals(
     gw: Arc<Gateway>,
+    stop: tokio::sync::watch::Sender<bool>,
     timeout: Duration,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => std::process::exit(0),
+    }
+    gw.draining.store(true, Ordering::Relaxed);
+    tracing::info!(
+        timeout_s = timeout.as_secs(),
+        "SIGTERM: draining in-flight requests"
+    );
+    let _ = stop.send(true);
+    let start = std::time::Instant::now();
+    // Let the listeners close first, then wait for the in-flight count to reach zero.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    while start.elapsed() < timeout {
+        if gw.inflight.load(Ordering::Relaxed) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = gw.inflight.load(Ordering::Relaxed);
+    tracing::info!(
+        in_flight = left,
+        elapsed_ms = start.elapsed().as_millis() as u64,
+        "drain finished, exiting"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    std::process::exit(0);
 }
 
-#[async_trait]
-impl ShutdownSignalWatch for DrainWatch {
-    async fn recv(&self) -> ShutdownSignal {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return ShutdownSignal::FastShutdown;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => return ShutdownSignal::FastShutdown,
-        }
-        self.gw.draining.store(true, Ordering::Relaxed);
-        tracing::info!(
-            timeout_s = self.timeout.as_secs(),
-            "SIGTERM: draining in-flight requests"
-        );
-        let gw = self.gw.clone();
-        let timeout = self.timeout;
-        std::thread::spawn(move || {
-            let start = std::time::Instant::now();
-            // Let the listeners close first, then wait for the in-flight count to reach zero.
-            std::thread::sleep(Duration::from_millis(100));
-            while start.elapsed() < timeout {
-                if gw.inflight.load(Ordering::Relaxed) == 0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+/// Socket addresses of a listener given as `host:port`.
+fn resolve_listen(spec: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    spec.to_socket_addrs()
+        .map(|it| it.collect::<Vec<_>>())
+        .map_err(|e| format!("listener `{spec}`: {e}"))
+        .and_then(|v| {
+            if v.is_empty() {
+                Err(format!("listener `{spec}`: no address"))
+            } else {
+                Ok(v)
             }
-            let left = gw.inflight.load(Ordering::Relaxed);
-            tracing::info!(
-                in_flight = left,
-                elapsed_ms = start.elapsed().as_millis() as u64,
-                "drain finished, exiting"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-            std::process::exit(0);
-        });
-        ShutdownSignal::GracefulTerminate
-    }
+        })
 }
 
 fn run(a: RunArgsCli) -> ExitCode {
@@ -330,61 +338,94 @@ fn run(a: RunArgsCli) -> ExitCode {
                 .unwrap_or(1)
         })
         .max(1);
-    let conf = ServerConf {
-        threads: workers,
-        grace_period_seconds: Some(a.drain_timeout + 1),
-        graceful_shutdown_timeout_seconds: Some(1),
-        upstream_keepalive_pool_size: 1024,
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy {
-            gw: gw.clone(),
-            tls: false,
+    let tls = match (&a.ssl_cert, &a.ssl_cert_key) {
+        (Some(c), Some(k)) => match server::tls_config(c, k) {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
         },
-        "proxy",
-    );
+        _ => None,
+    };
+    let mut listeners = Vec::new();
     for l in a
         .proxy_listen
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        if let Some(addr) = l.strip_suffix(" ssl") {
-            let (Some(c), Some(k)) = (&a.ssl_cert, &a.ssl_cert_key) else {
-                eprintln!("listener `{l}` needs --ssl-cert and --ssl-cert-key");
+        let (spec, is_tls) = match l.strip_suffix(" ssl") {
+            Some(addr) => (addr.trim(), true),
+            None => (l, false),
+        };
+        if is_tls && tls.is_none() {
+            eprintln!("listener `{l}` needs --ssl-cert and --ssl-cert-key");
+            return ExitCode::FAILURE;
+        }
+        match resolve_listen(spec) {
+            Ok(addrs) => listeners.extend(
+                addrs
+                    .into_iter()
+                    .map(|addr| ListenSpec { addr, tls: is_tls }),
+            ),
+            Err(e) => {
+                eprintln!("{e}");
                 return ExitCode::FAILURE;
-            };
-            if let Err(code) = add_tls(&mut proxy, addr.trim(), c, k) {
-                return code;
             }
-        } else {
-            proxy.add_tcp(l);
         }
     }
-    if let (Some(c), Some(k)) = (&a.ssl_cert, &a.ssl_cert_key)
-        && !a.proxy_listen.contains(" ssl")
-        && let Err(code) = add_tls(&mut proxy, &a.proxy_ssl_listen, c, k)
-    {
-        return code;
+    if tls.is_some() && !a.proxy_listen.contains(" ssl") {
+        match resolve_listen(&a.proxy_ssl_listen) {
+            Ok(addrs) => {
+                listeners.extend(addrs.into_iter().map(|addr| ListenSpec { addr, tls: true }))
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
-    server.add_service(proxy);
-
-    let mut status = Service::new(
-        "status".to_string(),
-        HttpServer::new_app(StatusApp {
-            gw: gw.clone(),
-            allow_remote_config: a.allow_remote_config,
-            max_config_bytes: 16 * 1024 * 1024,
-        }),
-    );
-    status.threads = Some(1);
-    status.add_tcp(&a.status_listen);
-    server.add_service(status);
+    let status_listener = match resolve_listen(&a.status_listen)
+        .and_then(|addrs| std::net::TcpListener::bind(&addrs[..]).map_err(|e| e.to_string()))
+        .and_then(|l| {
+            l.set_nonblocking(true)
+                .map(|_| l)
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("status listener {}: {e}", a.status_listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let opts = ServerOptions {
+        listeners,
+        tls,
+        workers,
+        deadlines: Deadlines {
+            header: Duration::from_secs(a.header_timeout.max(1)),
+            client: Duration::from_secs(a.client_timeout.max(1)),
+            keepalive: Duration::from_secs(a.keepalive_timeout.max(1)),
+        },
+        max_connections: a.max_connections,
+    };
+    if let Err(e) = server::start(gw.clone(), opts, stop_rx) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let app = Arc::new(StatusApp {
+        gw: gw.clone(),
+        allow_remote_config: a.allow_remote_config,
+        max_config_bytes: 16 * 1024 * 1024,
+    });
+    bg.spawn(async move {
+        match tokio::net::TcpListener::from_std(status_listener) {
+            Ok(l) => gateway::status::serve(app, l).await,
+            Err(e) => tracing::error!(error = %e, "cannot register the status listener"),
+        }
+    });
 
     tracing::info!(
         proxy = %a.proxy_listen,
@@ -393,34 +434,10 @@ fn run(a: RunArgsCli) -> ExitCode {
         hash = %gw.current.load().decl.hash,
         "gateway started"
     );
-    server.run(RunArgs {
-        shutdown_signal: Box::new(DrainWatch {
-            gw,
-            timeout: Duration::from_secs(a.drain_timeout),
-        }),
-    });
+    bg.block_on(wait_for_signals(
+        gw,
+        stop_tx,
+        Duration::from_secs(a.drain_timeout),
+    ));
     ExitCode::SUCCESS
-}
-
-fn add_tls<A: pingora::apps::ServerApp + Send + Sync + 'static>(
-    svc: &mut Service<A>,
-    addr: &str,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<(), ExitCode> {
-    let (Some(c), Some(k)) = (cert.to_str(), key.to_str()) else {
-        eprintln!("certificate paths must be UTF-8");
-        return Err(ExitCode::FAILURE);
-    };
-    match TlsSettings::intermediate(c, k) {
-        Ok(mut tls) => {
-            tls.enable_h2();
-            svc.add_tls_with_settings(addr, None, tls);
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!("cannot load TLS certificate {c} / key {k}: {e}");
-            Err(ExitCode::FAILURE)
-        }
-    }
 }

@@ -1,8 +1,7 @@
 //! Responses the gateway writes itself: Kong's error bodies and headers.
 
+use crate::core::ResponseHeader;
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 
 use crate::state::RequestState;
 
@@ -119,39 +118,39 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Writes a local response, with the gateway's headers and the plugins' header hooks.
-pub async fn write(
-    session: &mut Session,
-    st: &mut RequestState,
-    resp: LocalResponse,
-) -> pingora::Result<()> {
-    let mut h = ResponseHeader::build(resp.status, Some(resp.headers.len() + 6))?;
+/// Renders a local response: the gateway's headers and the plugins' header and body
+/// hooks (response-transformer sees local answers too, as in Kong).
+pub fn render(st: &mut RequestState, resp: LocalResponse) -> (ResponseHeader, Bytes) {
+    let mut h =
+        ResponseHeader::build(resp.status, Some(resp.headers.len() + 6)).unwrap_or_else(|_| {
+            ResponseHeader {
+                status: http::StatusCode::INTERNAL_SERVER_ERROR,
+                version: http::Version::HTTP_11,
+                headers: http::HeaderMap::new(),
+            }
+        });
     for (k, v) in &resp.headers {
-        h.insert_header(k.clone(), v.as_str())?;
+        if let Err(e) = h.insert_header(k.as_str(), v.as_str()) {
+            tracing::debug!(header = %k, error = %e, "local response header dropped");
+        }
     }
-    h.insert_header("server", SERVER_TOKEN)?;
-    h.insert_header("x-kong-response-latency", st.elapsed_ms().to_string())?;
+    let _ = h.insert_header("server", http::HeaderValue::from_static(SERVER_TOKEN));
+    let _ = h.insert_header(
+        "x-kong-response-latency",
+        http::HeaderValue::from(st.elapsed_ms()),
+    );
     st.local_response = true;
     st.local_status = Some(resp.status);
-    crate::proxy::finish_response_headers(&mut h, st);
-    // Body plugins (response-transformer) see local answers too, as in Kong.
-    let mut resp = resp;
-    let plugins = crate::proxy::active_plugins(st);
+    crate::plugins::chain::finish_response_headers(&mut h, st);
+    let mut body = resp.body;
+    let plugins = crate::plugins::chain::active_plugins(st);
     if plugins.iter().any(|p| p.buffers_response(&h)) {
-        let mut body = bytes::BytesMut::from(&resp.body[..]);
+        let mut b = bytes::BytesMut::from(&body[..]);
         for p in plugins.iter() {
-            p.response_body(&mut body, st);
+            p.response_body(&mut b, st);
         }
-        resp.body = body.freeze();
+        body = b.freeze();
     }
-    h.insert_header("content-length", resp.body.len().to_string())?;
-    let is_head = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(h), is_head).await?;
-    if !is_head {
-        session
-            .write_response_body(Some(resp.body.clone()), true)
-            .await?;
-    }
-    st.bytes_out += resp.body.len() as u64;
-    Ok(())
+    h.headers.remove(http::header::CONTENT_LENGTH);
+    (h, body)
 }

@@ -4,10 +4,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use async_trait::async_trait;
-use http::Response;
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 
 use crate::gateway::Gateway;
 
@@ -19,18 +22,20 @@ pub struct StatusApp {
     pub max_config_bytes: usize,
 }
 
-fn json(status: u16, body: serde_json::Value) -> Response<Vec<u8>> {
+type Reply = Response<Full<Bytes>>;
+
+fn json(status: u16, body: serde_json::Value) -> Reply {
     let body = body.to_string().into_bytes();
     Response::builder()
         .status(status)
         .header("content-type", "application/json; charset=utf-8")
         .header("content-length", body.len())
-        .body(body)
+        .body(Full::new(Bytes::from(body)))
         .unwrap_or_default()
 }
 
 impl StatusApp {
-    fn status(&self) -> Response<Vec<u8>> {
+    fn status(&self) -> Reply {
         let rt = self.gw.current.load();
         let inflight = self.gw.inflight.load(Ordering::Relaxed);
         json(
@@ -49,7 +54,7 @@ impl StatusApp {
         )
     }
 
-    fn metrics(&self) -> Response<Vec<u8>> {
+    fn metrics(&self) -> Reply {
         let m = &self.gw.metrics;
         let rt = self.gw.current.load();
         m.target_health.reset();
@@ -89,42 +94,35 @@ impl StatusApp {
             .status(200)
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
             .header("content-length", body.len())
-            .body(body)
+            .body(Full::new(Bytes::from(body)))
             .unwrap_or_default()
     }
 
-    async fn post_config(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let loopback = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .is_some_and(|a| a.ip().is_loopback());
+    async fn post_config(&self, peer: SocketAddr, body: Incoming) -> Reply {
+        let loopback = peer.ip().to_canonical().is_loopback();
         if !loopback && !self.allow_remote_config {
             return json(
                 403,
                 serde_json::json!({"message": "POST /config is only accepted from loopback"}),
             );
         }
-        let mut body = Vec::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > self.max_config_bytes {
-                        return json(
-                            413,
-                            serde_json::json!({"message": "configuration too large"}),
-                        );
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
+        let body = match Limited::new(body, self.max_config_bytes).collect().await {
+            Ok(b) => b.to_bytes().to_vec(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     return json(
-                        400,
-                        serde_json::json!({"message": format!("cannot read body: {e}")}),
+                        413,
+                        serde_json::json!({"message": "configuration too large"}),
                     );
                 }
+                return json(
+                    400,
+                    serde_json::json!({"message": format!("cannot read body: {e}")}),
+                );
             }
-        }
+        };
         let Ok(text) = String::from_utf8(body) else {
             return json(
                 400,
@@ -166,11 +164,11 @@ impl StatusApp {
     }
 }
 
-#[async_trait]
-impl ServeHttp for StatusApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let method = session.req_header().method.clone();
-        let path = session.req_header().uri.path().to_string();
+impl StatusApp {
+    /// Answers one request on the status listener.
+    pub async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Reply {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
         match (method.as_str(), path.as_str()) {
             ("GET", "/health") => json(200, serde_json::json!({"status": "ok"})),
             ("GET", "/status") => self.status(),
@@ -179,11 +177,40 @@ impl ServeHttp for StatusApp {
                 Err(why) => json(503, serde_json::json!({"message": why})),
             },
             ("GET", "/metrics") => self.metrics(),
-            ("POST", "/config") => self.post_config(session).await,
+            ("POST", "/config") => self.post_config(peer, req.into_body()).await,
             (_, "/health" | "/status" | "/status/ready" | "/metrics" | "/config") => {
                 json(405, serde_json::json!({"message": "Method not allowed"}))
             }
             _ => json(404, serde_json::json!({"message": "Not found"})),
         }
+    }
+}
+
+/// Serves the status listener until the process exits (on the background runtime).
+pub async fn serve(app: Arc<StatusApp>, listener: tokio::net::TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "status listener: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.handle(peer, req).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(io, svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "status connection ended with an error");
+            }
+        });
     }
 }

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
+use crate::core::Session;
 use async_trait::async_trait;
-use pingora::proxy::Session;
 use serde::Deserialize;
 
 use super::{BuildContext, Flow, Plugin, SpecError};
@@ -87,7 +87,11 @@ impl Plugin for Acl {
         950
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+    async fn access(
+        &self,
+        session: &mut Session,
+        st: &mut RequestState,
+    ) -> crate::core::Result<Flow> {
         let accept = session
             .req_header()
             .headers

@@ -3,11 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pingora::http::{RequestHeader, ResponseHeader};
+use crate::core::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 
+use crate::core::Session;
 use async_trait::async_trait;
-use pingora::proxy::Session;
 
 use super::{Flow, Plugin};
 use crate::state::RequestState;
@@ -86,7 +86,11 @@ impl Plugin for CorrelationId {
         100_001
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+    async fn access(
+        &self,
+        session: &mut Session,
+        st: &mut RequestState,
+    ) -> crate::core::Result<Flow> {
         let existing = session
             .req_header()
             .headers

@@ -2,9 +2,9 @@
 //! CORS headers on every response for allowed origins, `Vary: Origin`, and never
 //! `Access-Control-Allow-Origin: *` together with credentials.
 
+use crate::core::ResponseHeader;
+use crate::core::Session;
 use async_trait::async_trait;
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 use regex::Regex;
 use serde::Deserialize;
 
@@ -257,7 +257,11 @@ impl Plugin for Cors {
         2000
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+    async fn access(
+        &self,
+        session: &mut Session,
+        st: &mut RequestState,
+    ) -> crate::core::Result<Flow> {
         let req = session.req_header();
         let origin = req
             .headers

@@ -5,8 +5,8 @@
 
 use std::net::IpAddr;
 
+use crate::core::Session;
 use async_trait::async_trait;
-use pingora::proxy::Session;
 use serde::Deserialize;
 
 use super::{Flow, Plugin, SpecError};
@@ -146,7 +146,11 @@ impl Plugin for IpRestriction {
         990
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+    async fn access(
+        &self,
+        session: &mut Session,
+        st: &mut RequestState,
+    ) -> crate::core::Result<Flow> {
         let accept = session
             .req_header()
             .headers

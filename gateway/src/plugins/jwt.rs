@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::core::Session;
 use async_trait::async_trait;
 use base64::Engine;
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use pingora::proxy::Session;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
@@ -638,7 +638,11 @@ impl Plugin for Jwt {
         1450
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+    async fn access(
+        &self,
+        session: &mut Session,
+        st: &mut RequestState,
+    ) -> crate::core::Result<Flow> {
         // Claim headers are ours alone: a client copy never reaches the upstream.
         for (_, h) in &self.claim_headers {
             st.strip_upstream.push(h.clone());

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
+use crate::core::Session;
 use async_trait::async_trait;
 use http::HeaderName;
-use pingora::proxy::Session;
 use serde::Deserialize;
 
 use super::auth::{self, set_consumer};
@@ -187,7 +187,11 @@ impl Plugin for KeyAuth {
         1250
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+    async fn access(
+        &self,
+        session: &mut Session,
+        st: &mut RequestState,
+    ) -> crate::core::Result<Flow> {
         if !self.cfg.run_on_preflight && session.req_header().method == http::Method::OPTIONS {
             return Ok(Flow::Continue);
         }

@@ -6,6 +6,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod chain;
 pub mod correlation_id;
 pub mod cors;
 pub mod ip_restriction;
@@ -23,9 +24,9 @@ pub mod transform;
 
 use std::sync::Arc;
 
+use crate::core::Session;
+use crate::core::{RequestHeader, ResponseHeader};
 use async_trait::async_trait;
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::Session;
 use serde::de::DeserializeOwned;
 
 use crate::respond::LocalResponse;
@@ -231,7 +232,7 @@ pub trait Plugin: Send + Sync {
         &self,
         _session: &mut Session,
         _st: &mut RequestState,
-    ) -> pingora::Result<Flow> {
+    ) -> crate::core::Result<Flow> {
         Ok(Flow::Continue)
     }
 

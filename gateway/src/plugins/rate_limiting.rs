@@ -17,9 +17,9 @@ pub mod window;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::core::ResponseHeader;
+use crate::core::Session;
 use async_trait::async_trait;
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
 
 pub use config::Config;
 use config::{Checked, LimitBy};
@@ -239,7 +239,11 @@ impl Plugin for RateLimiting {
         910
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+    async fn access(
+        &self,
+        session: &mut Session,
+        st: &mut RequestState,
+    ) -> crate::core::Result<Flow> {
         let req = session.req_header();
         let header = self
             .header

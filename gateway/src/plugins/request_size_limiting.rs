@@ -3,8 +3,8 @@
 //! `require_content_length` is set and none was sent. A body without Content-Length
 //! (chunked) is counted as it streams and cut at the limit with the same answer.
 
+use crate::core::Session;
 use async_trait::async_trait;
-use pingora::proxy::Session;
 use serde::Deserialize;
 
 use super::{Flow, Plugin, SpecError};
@@ -82,7 +82,11 @@ impl Plugin for RequestSizeLimiting {
         951
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+    async fn access(
+        &self,
+        session: &mut Session,
+        st: &mut RequestState,
+    ) -> crate::core::Result<Flow> {
         let req = session.req_header();
         let header = |n: http::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
         let accept = header(http::header::ACCEPT);

@@ -2,9 +2,9 @@
 //! `trigger` header or query parameter) with a fixed status and message or body, or, with
 //! `echo`, with a JSON description of the request.
 
+use crate::core::Session;
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::proxy::Session;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -103,7 +103,7 @@ impl RequestTermination {
             .or_else(|| default_message(self.cfg.status_code).map(str::to_string))
     }
 
-    async fn echo(&self, session: &mut Session, st: &RequestState) -> pingora::Result<Value> {
+    async fn echo(&self, session: &mut Session, st: &RequestState) -> crate::core::Result<Value> {
         let limit = st.body_limit.unwrap_or(u64::MAX);
         let mut raw = Vec::new();
         while let Some(chunk) = session.read_request_body().await? {
@@ -234,7 +234,11 @@ impl Plugin for RequestTermination {
         2
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+    async fn access(
+        &self,
+        session: &mut Session,
+        st: &mut RequestState,
+    ) -> crate::core::Result<Flow> {
         let status = self.cfg.status_code;
         if let Some(t) = &self.cfg.trigger {
             let req = session.req_header();

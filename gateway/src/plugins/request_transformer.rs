@@ -9,11 +9,11 @@
 
 use std::sync::Arc;
 
+use crate::core::RequestHeader;
+use crate::core::Session;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use pingora::http::RequestHeader;
-use pingora::proxy::Session;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -280,7 +280,7 @@ impl RequestTransformer {
         &self,
         session: &mut Session,
         query: &Args,
-    ) -> pingora::Result<Option<Args>> {
+    ) -> crate::core::Result<Option<Args>> {
         let req = session.req_header();
         let header = |n: http::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
         if body_kind(header(http::header::CONTENT_TYPE)) != Some(BodyKind::Form) {
@@ -747,7 +747,11 @@ impl Plugin for RequestTransformer {
         801
     }
 
-    async fn access(&self, session: &mut Session, st: &mut RequestState) -> pingora::Result<Flow> {
+    async fn access(
+        &self,
+        session: &mut Session,
+        st: &mut RequestState,
+    ) -> crate::core::Result<Flow> {
         let req = session.req_header();
         let orig_headers = req.headers.clone();
         let query = decode_args(req.uri.query().unwrap_or(""));

@@ -3,9 +3,9 @@
 //! Content-Type is `application/json`. A body that does not parse as a JSON object is
 //! passed through unchanged.
 
+use crate::core::ResponseHeader;
 use async_trait::async_trait;
 use bytes::BytesMut;
-use pingora::http::ResponseHeader;
 use serde::Deserialize;
 use serde_json::Value;
 

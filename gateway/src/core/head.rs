@@ -1,0 +1,155 @@
+//! Request and response heads: `http`'s method, URI, version, status and header map, with
+//! the edits the gateway and its plugins make (insert, append, remove; URI and method).
+
+use http::header::AsHeaderName;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+
+use super::{Error, Result};
+
+/// A header name given as text or as a `HeaderName`.
+pub trait IntoHeaderName {
+    fn into_header_name(self) -> Result<HeaderName>;
+}
+
+impl IntoHeaderName for HeaderName {
+    fn into_header_name(self) -> Result<HeaderName> {
+        Ok(self)
+    }
+}
+
+impl IntoHeaderName for &HeaderName {
+    fn into_header_name(self) -> Result<HeaderName> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoHeaderName for &str {
+    fn into_header_name(self) -> Result<HeaderName> {
+        HeaderName::from_bytes(self.as_bytes()).map_err(|_| Error::HeaderName)
+    }
+}
+
+impl IntoHeaderName for String {
+    fn into_header_name(self) -> Result<HeaderName> {
+        self.as_str().into_header_name()
+    }
+}
+
+impl IntoHeaderName for &String {
+    fn into_header_name(self) -> Result<HeaderName> {
+        self.as_str().into_header_name()
+    }
+}
+
+fn value<V: TryInto<HeaderValue>>(v: V) -> Result<HeaderValue> {
+    v.try_into().map_err(|_| Error::HeaderValue)
+}
+
+/// The request head: as received from the client, then edited on its way upstream.
+#[derive(Debug, Clone)]
+pub struct RequestHeader {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+impl RequestHeader {
+    pub fn from_parts(p: http::request::Parts) -> RequestHeader {
+        RequestHeader {
+            method: p.method,
+            uri: p.uri,
+            version: p.version,
+            headers: p.headers,
+        }
+    }
+
+    /// Replaces every value of `name` with `value`.
+    pub fn insert_header<N: IntoHeaderName, V: TryInto<HeaderValue>>(
+        &mut self,
+        name: N,
+        value_: V,
+    ) -> Result<()> {
+        self.headers
+            .insert(name.into_header_name()?, value(value_)?);
+        Ok(())
+    }
+
+    /// Adds a value to `name`, keeping the ones already there.
+    pub fn append_header<N: IntoHeaderName, V: TryInto<HeaderValue>>(
+        &mut self,
+        name: N,
+        value_: V,
+    ) -> Result<bool> {
+        Ok(self
+            .headers
+            .append(name.into_header_name()?, value(value_)?))
+    }
+
+    pub fn remove_header<N: AsHeaderName>(&mut self, name: N) -> Option<HeaderValue> {
+        self.headers.remove(name)
+    }
+
+    pub fn set_uri(&mut self, uri: Uri) {
+        self.uri = uri;
+    }
+
+    pub fn set_method(&mut self, method: Method) {
+        self.method = method;
+    }
+}
+
+/// The response head: from the upstream or built by the gateway.
+#[derive(Debug, Clone)]
+pub struct ResponseHeader {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+}
+
+impl ResponseHeader {
+    pub fn build(status: u16, capacity: Option<usize>) -> Result<ResponseHeader> {
+        Ok(ResponseHeader {
+            status: StatusCode::from_u16(status).map_err(|_| Error::Status(status))?,
+            version: Version::HTTP_11,
+            headers: HeaderMap::with_capacity(capacity.unwrap_or(8)),
+        })
+    }
+
+    pub fn from_parts(p: http::response::Parts) -> ResponseHeader {
+        ResponseHeader {
+            status: p.status,
+            version: p.version,
+            headers: p.headers,
+        }
+    }
+
+    pub fn set_status(&mut self, status: u16) -> Result<()> {
+        self.status = StatusCode::from_u16(status).map_err(|_| Error::Status(status))?;
+        Ok(())
+    }
+
+    pub fn insert_header<N: IntoHeaderName, V: TryInto<HeaderValue>>(
+        &mut self,
+        name: N,
+        value_: V,
+    ) -> Result<()> {
+        self.headers
+            .insert(name.into_header_name()?, value(value_)?);
+        Ok(())
+    }
+
+    pub fn append_header<N: IntoHeaderName, V: TryInto<HeaderValue>>(
+        &mut self,
+        name: N,
+        value_: V,
+    ) -> Result<bool> {
+        Ok(self
+            .headers
+            .append(name.into_header_name()?, value(value_)?))
+    }
+
+    pub fn remove_header<N: AsHeaderName>(&mut self, name: N) -> Option<HeaderValue> {
+        self.headers.remove(name)
+    }
+}

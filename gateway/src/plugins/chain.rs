@@ -1,0 +1,74 @@
+//! The plugin chain of one request: which plugin instances run (Kong's precedence for the
+//! final consumer), chosen once after the access phase, and the response headers every
+//! response gets.
+
+use std::sync::Arc;
+
+use super::Plugin;
+use crate::core::ResponseHeader;
+use crate::state::RequestState;
+
+/// Headers an auth plugin sets upstream; any client-sent copy is removed first.
+pub const CONSUMER_HEADERS: &[&str] = &[
+    "x-consumer-id",
+    "x-consumer-custom-id",
+    "x-consumer-username",
+    "x-credential-identifier",
+    "x-anonymous-consumer",
+    "x-consumer-groups",
+    "x-authenticated-groups",
+];
+
+/// Whether a (lowercase) header name is one of [`CONSUMER_HEADERS`].
+pub fn is_consumer_header(name: &str) -> bool {
+    CONSUMER_HEADERS.contains(&name)
+}
+
+/// The plugins of the request's route, chosen for its final consumer. Once the access
+/// phase is over the consumer cannot change, so the choice is made once and reused by
+/// every later phase.
+pub fn active_plugins(st: &mut RequestState) -> Arc<[Arc<dyn Plugin>]> {
+    if let Some(c) = &st.plugin_cache {
+        return c.clone();
+    }
+    let list: Arc<[Arc<dyn Plugin>]> = select_plugins(st).into();
+    if st.access_done {
+        st.plugin_cache = Some(list.clone());
+    }
+    list
+}
+
+fn select_plugins(st: &RequestState) -> Vec<Arc<dyn Plugin>> {
+    let Some(rt) = &st.rt else {
+        return Vec::new();
+    };
+    let Some(m) = &st.route else {
+        return rt
+            .global_plugins
+            .iter()
+            .filter_map(|s| s.select(None, &[]).cloned())
+            .collect();
+    };
+    let groups = st
+        .consumer
+        .map(|c| rt.decl.consumers[c].groups.clone())
+        .unwrap_or_default();
+    rt.route_plugins[m.route]
+        .iter()
+        .filter_map(|s| s.select(st.consumer, &groups).cloned())
+        .collect()
+}
+
+/// Headers every response gets (request id, plugin headers, plugin header hooks).
+pub fn finish_response_headers(h: &mut ResponseHeader, st: &mut RequestState) {
+    if !st.request_id.is_empty() {
+        let _ = h.insert_header("x-request-id", st.request_id.as_str());
+        let _ = h.insert_header("x-kong-request-id", st.request_id.as_str());
+    }
+    for (k, v) in std::mem::take(&mut st.response_headers) {
+        let _ = h.append_header(k, v.as_str());
+    }
+    for p in active_plugins(st).iter() {
+        p.response_header(h, st);
+    }
+}

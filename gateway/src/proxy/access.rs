@@ -1,0 +1,167 @@
+//! Rewrite and access phases: request checks (limits), routing, the upstream path, then
+//! the route's plugins in priority order. A `Some(response)` answers the request here.
+
+use std::time::Instant;
+
+use super::Ctx;
+use crate::core::{RequestHeader, Result};
+use crate::plugins::Flow;
+use crate::respond::LocalResponse;
+use crate::router::{RequestView, normalize_path, upstream_path};
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl Ctx<'_> {
+    pub(super) async fn access_phase(&mut self) -> Result<Option<LocalResponse>> {
+        let gw = &self.w.gw;
+        let rt = gw.current.load_full();
+        self.st.rt = Some(rt.clone());
+        let req = self.session.req_header();
+        self.st.request_id = header_str(req, "x-request-id")
+            .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_string)
+            .unwrap_or_else(super::new_request_id);
+
+        let limits = &gw.limits;
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if req.headers.len() > limits.max_header_count || header_bytes > limits.max_header_bytes {
+            self.close = true;
+            return Ok(Some(self.error(431, "Request Header Fields Too Large")));
+        }
+        if let Some(cl) = header_str(req, "content-length").and_then(|v| v.parse::<u64>().ok())
+            && cl > limits.max_body_bytes
+        {
+            self.close = true;
+            return Ok(Some(self.error(413, "Request Entity Too Large")));
+        }
+        self.st.body_limit = Some(limits.max_body_bytes);
+        self.st.request_header_bytes = header_bytes as u64;
+
+        let path = normalize_path(req.uri.path());
+        let host = header_str(req, "host")
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
+            .unwrap_or_default();
+        let found = {
+            let headers = &req.headers;
+            let lookup = |name: &str| -> Vec<String> {
+                headers
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(',').map(|s| s.trim().to_string()))
+                    .collect()
+            };
+            let view = RequestView {
+                method: req.method.as_str(),
+                host,
+                path: &path,
+                tls: self.st.tls,
+                header: &lookup,
+            };
+            rt.router.route(&view)
+        };
+        let Some(m) = found else {
+            return Ok(Some(self.error(404, "no Route matched with those values")));
+        };
+        self.st.routed_at = Some(Instant::now());
+        let route = &rt.decl.routes[m.route];
+        if m.protocol_mismatch {
+            let code = route.https_redirect_status_code;
+            let loc = format!(
+                "https://{}{}",
+                host.split(':').next().unwrap_or(""),
+                req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+            );
+            self.st.route = Some(m);
+            let r = if code == 426 {
+                self.error(426, "Please use HTTPS protocol")
+                    .with_header("connection", "Upgrade")
+                    .with_header("upgrade", "TLS/1.2, HTTP/1.1")
+            } else {
+                LocalResponse::error(code, "Moved", &self.st.request_id, None)
+                    .with_header("location", loc)
+            };
+            return Ok(Some(r));
+        }
+        self.st.request_origin = header_str(req, "origin").map(str::to_string);
+        let query = req.uri.query();
+        let Some(si) = route.service else {
+            self.st.route = Some(m);
+            return Ok(Some(self.error(503, "no Service found with those values")));
+        };
+        let svc = &rt.services[si];
+        let mut up = upstream_path(
+            svc.path.as_deref(),
+            route.strip_path,
+            &m.matched_path,
+            &path,
+        );
+        if let Some(q) = query {
+            up.push('?');
+            up.push_str(q);
+        }
+        self.st.upstream_uri = Some(up);
+        self.st.service = Some(si);
+        let ri = m.route;
+        self.st.route = Some(m);
+        if !svc.enabled {
+            return Ok(Some(self.error(503, "Service unavailable")));
+        }
+        if let Some(r) = self.run_access(ri).await? {
+            return Ok(Some(r));
+        }
+        self.st.access_done = true;
+        let plugins = super::active_plugins(&mut self.st);
+        let req = self.session.req_header();
+        self.st.request_buffering = plugins.iter().any(|p| p.buffers_request(req, &self.st));
+        Ok(None)
+    }
+
+    /// Runs the access phase of the route's plugins in priority order.
+    async fn run_access(&mut self, ri: usize) -> Result<Option<LocalResponse>> {
+        let Some(rt) = self.st.rt.clone() else {
+            return Ok(None);
+        };
+        let st = &mut self.st;
+        let session = &mut self.session;
+        for slot in &rt.route_plugins[ri] {
+            if let Some(p) = slot.select(None, &[]) {
+                p.start_trace(session.req_header(), st);
+            }
+        }
+        // Phase timings feed spans: only worth taking when the trace is sampled.
+        let traced = st.trace.as_ref().is_some_and(|t| t.sampled);
+        if traced {
+            st.plugin_spans.reserve(rt.route_plugins[ri].len());
+        }
+        for slot in &rt.route_plugins[ri] {
+            let groups = st
+                .consumer
+                .map(|c| rt.decl.consumers[c].groups.clone())
+                .unwrap_or_default();
+            let Some(p) = slot.select(st.consumer, &groups) else {
+                continue;
+            };
+            if !p.has_access() {
+                // A consumer-scoped opentelemetry instance starts its trace here.
+                p.start_trace(session.req_header(), st);
+                continue;
+            }
+            let t0 = Instant::now();
+            let flow = p.access(session, st).await?;
+            if traced {
+                st.plugin_spans.push((p.name(), t0, Instant::now()));
+            }
+            if let Flow::Respond(r) = flow {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+}

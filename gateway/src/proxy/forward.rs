@@ -1,0 +1,507 @@
+//! Balancer and proxy phases: the upstream request (URI, Host, X-Forwarded-*, consumer
+//! headers, plugin hooks), target choice with retries and passive health, the upstream
+//! response (latency headers, plugin hooks, body rewriting) and upgrades.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+
+use super::body::{BodyReport, PoolReturn, RespBody, UpBody};
+use super::upstream::PoolKey;
+use super::{Ctx, RESPONSE_BUFFER_LIMIT, active_plugins, finish_response_headers, hop};
+use crate::balancer::{HashInputs, Outcome};
+use crate::core::{RequestHeader, ResponseHeader};
+use crate::plugins::chain::{CONSUMER_HEADERS, is_consumer_header};
+
+const VIA: &str = concat!("1.1 gateway/", env!("CARGO_PKG_VERSION"));
+
+/// Why an attempt failed.
+enum Failure {
+    /// No target to send to (503).
+    NoPeer(&'static str),
+    Connect {
+        timeout: bool,
+    },
+    /// The upstream did not answer in time.
+    Timeout,
+    /// The exchange broke; `unsent`: the request never left.
+    Broken {
+        unsent: bool,
+    },
+    /// The client's body went over the limit or broke.
+    BodyLimit,
+    ClientBody,
+}
+
+impl Ctx<'_> {
+    pub(super) async fn forward(&mut self) -> Response<RespBody> {
+        let Some(rt) = self.st.rt.clone() else {
+            let r = self.error(500, "An unexpected error occurred");
+            return self.local(r);
+        };
+        let Some(si) = self.st.service else {
+            let r = self.error(500, "An unexpected error occurred");
+            return self.local(r);
+        };
+        let svc = &rt.services[si];
+        let mut head = match self.upstream_head() {
+            Ok(h) => h,
+            Err(_) => {
+                let r = self.error(400, "Bad request");
+                return self.local(r);
+            }
+        };
+        let upgrade = self.client_upgrade.is_some();
+        hop::strip(&mut head.headers, upgrade);
+
+        // The body: rewritten whole by a plugin, or streamed.
+        let report = Rc::new(BodyReport::default());
+        let mut body = if self.st.request_buffering {
+            let mut whole = match self.session.read_whole_body().await {
+                Ok(b) => b,
+                Err(e) => {
+                    let r = self.core_error(&e);
+                    return self.local(r);
+                }
+            };
+            for p in active_plugins(&mut self.st).iter() {
+                p.request_body(&mut whole, &mut self.st);
+            }
+            head.headers.remove(http::header::CONTENT_LENGTH);
+            self.st.bytes_in = self.session.body_bytes_read();
+            Some(UpBody::rewritten(whole.freeze()))
+        } else {
+            let (read, rest, already) = self.session.take_body();
+            let limit = self.st.body_limit.unwrap_or(u64::MAX);
+            Some(UpBody::stream(read, rest, already, limit, report.clone()))
+        };
+        let idempotent = self.session.req_header().method.is_idempotent();
+
+        loop {
+            let (key, tx) = match self.connect_target(&rt, si).await {
+                Ok(x) => x,
+                Err(f) => {
+                    // Nothing was sent: another target may be tried.
+                    if matches!(f, Failure::Connect { .. }) && self.st.attempts <= svc.retries {
+                        continue;
+                    }
+                    return self.fail(f);
+                }
+            };
+            let this_body = match body.as_ref().and_then(UpBody::replay) {
+                Some(copy) => copy,
+                None => match body.take() {
+                    Some(b) => b,
+                    None => return self.fail(Failure::Broken { unsent: false }),
+                },
+            };
+            // A streamed body goes with this attempt; only a whole one can be sent again.
+            let replayable = body.is_some();
+            match self.send(&rt, si, key, tx, &head, this_body, &report).await {
+                Ok((resp, key, tx)) => return self.respond_upstream(resp, key, tx).await,
+                Err(f) => {
+                    self.st.bytes_in = report.bytes.get().max(self.st.bytes_in);
+                    let within = self.st.attempts <= svc.retries;
+                    let retry = within
+                        && replayable
+                        && match f {
+                            Failure::Broken { unsent: true } => true,
+                            Failure::Timeout | Failure::Broken { .. } => idempotent,
+                            _ => false,
+                        };
+                    if !retry {
+                        return self.fail(f);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picks a target (skipping ones this request tried) and connects to it, or reuses a
+    /// pooled connection.
+    async fn connect_target(
+        &mut self,
+        rt: &crate::runtime::Runtime,
+        si: usize,
+    ) -> Result<(PoolKey, SendRequest<UpBody>), Failure> {
+        let svc = &rt.services[si];
+        let b = &svc.balancer;
+        if let Some(prev) = self.st.target.take() {
+            b.targets[prev].active.fetch_sub(1, Ordering::Relaxed);
+        }
+        let i = {
+            let req = self.session.req_header();
+            let consumer_id = self.st.consumer.map(|c| rt.decl.consumers[c].id.as_str());
+            let header_lookup = |name: &str| {
+                req.headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let inputs = HashInputs {
+                header: &header_lookup,
+                ip: self.st.client_addr.as_deref(),
+                consumer: consumer_id,
+                path: req.uri.path(),
+            };
+            b.select(&inputs, &self.st.tried)
+        };
+        let Some(i) = i else {
+            return Err(Failure::NoPeer(
+                "failure to get a peer from the ring-balancer",
+            ));
+        };
+        let t = &b.targets[i];
+        let Some(addr) = t.addr() else {
+            return Err(Failure::NoPeer("name resolution failed"));
+        };
+        t.active.fetch_add(1, Ordering::Relaxed);
+        self.st.target = Some(i);
+        self.st.tried.push(i);
+        self.st.attempts += 1;
+        self.st.target_name = Some(t.name.clone());
+        self.st.upstream_start = Some(Instant::now());
+        let key = PoolKey {
+            addr,
+            tls_name: svc.tls.then(|| svc.host.as_str().into()),
+        };
+        let pool = self.w.pool.clone();
+        let tx = match pool.checkout(&key) {
+            Some(tx) => tx,
+            None => match pool.connect(&key, svc.connect_timeout).await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    let timeout = matches!(e, super::upstream::ConnectError::Timeout);
+                    tracing::debug!(target_addr = %addr, error = %e, "upstream connect failed");
+                    b.passive(
+                        i,
+                        if timeout {
+                            Outcome::Timeout
+                        } else {
+                            Outcome::TcpFailure
+                        },
+                    );
+                    return Err(Failure::Connect { timeout });
+                }
+            },
+        };
+        self.st.connected_at = Some(Instant::now());
+        Ok((key, tx))
+    }
+
+    /// Sends the request on `tx` and waits for the response head.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &mut self,
+        rt: &crate::runtime::Runtime,
+        si: usize,
+        key: PoolKey,
+        mut tx: SendRequest<UpBody>,
+        head: &RequestHeader,
+        body: UpBody,
+        report: &BodyReport,
+    ) -> Result<(Response<Incoming>, PoolKey, SendRequest<UpBody>), Failure> {
+        let svc = &rt.services[si];
+        let b = &svc.balancer;
+        let (Some(i), addr) = (self.st.target, key.addr) else {
+            return Err(Failure::NoPeer(
+                "failure to get a peer from the ring-balancer",
+            ));
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = head.method.clone();
+        *req.uri_mut() = head.uri.clone();
+        *req.version_mut() = http::Version::HTTP_11;
+        *req.headers_mut() = head.headers.clone();
+        let wait = svc.read_timeout.max(svc.write_timeout);
+        let sent = tokio::time::timeout(wait, tx.send_request(req)).await;
+        match sent {
+            Ok(Ok(resp)) => Ok((resp, key, tx)),
+            Ok(Err(e)) => {
+                if report.over_limit.get() {
+                    return Err(Failure::BodyLimit);
+                }
+                if report.client_error.get() {
+                    return Err(Failure::ClientBody);
+                }
+                tracing::debug!(target_addr = %addr, error = %e, "upstream exchange failed");
+                let unsent = e.is_canceled();
+                if !unsent {
+                    b.passive(i, Outcome::TcpFailure);
+                }
+                Err(Failure::Broken { unsent })
+            }
+            Err(_) => {
+                b.passive(i, Outcome::Timeout);
+                Err(Failure::Timeout)
+            }
+        }
+    }
+
+    /// The answer when no attempt succeeded.
+    fn fail(&mut self, f: Failure) -> Response<RespBody> {
+        let (code, msg, err): (u16, &str, &'static str) = match f {
+            Failure::NoPeer(m) => (503, m, "no_peer"),
+            Failure::Connect { timeout: true } | Failure::Timeout => {
+                (504, "The upstream server is timing out", "upstream_timeout")
+            }
+            Failure::Connect { timeout: false } | Failure::Broken { .. } => (
+                502,
+                "An invalid response was received from the upstream server",
+                "upstream_error",
+            ),
+            Failure::BodyLimit => {
+                self.close = true;
+                let r = match self.st.body_limit_response.take() {
+                    Some(r) => r,
+                    None => self.error(413, "Request Entity Too Large"),
+                };
+                let (mut head, body) = crate::respond::render(&mut self.st, r);
+                let _ = head.insert_header("connection", "close");
+                let status = head.status.as_u16();
+                return self.respond(head, RespBody::full(body), status, Some("body_too_large"));
+            }
+            Failure::ClientBody => {
+                self.close = true;
+                (400, "Bad request", "client_body")
+            }
+        };
+        let r = self.error(code, msg);
+        let (mut head, body) = crate::respond::render(&mut self.st, r);
+        if self.close {
+            let _ = head.insert_header("connection", "close");
+        }
+        self.respond(head, RespBody::full(body), code, Some(err))
+    }
+
+    /// The request head sent upstream.
+    fn upstream_head(&mut self) -> crate::core::Result<RequestHeader> {
+        let Some(rt) = self.st.rt.clone() else {
+            return Err(crate::core::Error::Uri);
+        };
+        let (Some(m), Some(si)) = (&self.st.route, self.st.service) else {
+            return Err(crate::core::Error::Uri);
+        };
+        let route = &rt.decl.routes[m.route];
+        let svc = &rt.services[si];
+        let st = &mut self.st;
+        let client = self.session.req_header();
+        let mut req = client.clone();
+        if !st.strip_query.is_empty()
+            && let Some(uri) = st.upstream_uri.as_mut()
+            && let Some((path, q)) = uri.split_once('?')
+        {
+            let kept: Vec<&str> = q
+                .split('&')
+                .filter(|kv| {
+                    let k = kv.split('=').next().unwrap_or("");
+                    let k = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
+                    !st.strip_query.iter().any(|s| s == k.as_ref())
+                })
+                .collect();
+            *uri = if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            };
+        }
+        if let Some(uri) = &st.upstream_uri {
+            req.set_uri(
+                uri.parse::<http::Uri>()
+                    .map_err(|_| crate::core::Error::Uri)?,
+            );
+        }
+        let client_host = client
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| client.uri.authority().map(|a| a.as_str()))
+            .map(str::to_string);
+        if !route.preserve_host {
+            let host = svc.balancer.host_header.clone().unwrap_or_else(|| {
+                let port = rt.decl.services[si].port;
+                if (svc.tls && port == 443) || (!svc.tls && port == 80) {
+                    svc.host.clone()
+                } else {
+                    format!("{}:{port}", svc.host)
+                }
+            });
+            req.insert_header(http::header::HOST, host)?;
+        } else if let Some(h) = &client_host
+            && !req.headers.contains_key(http::header::HOST)
+        {
+            // An HTTP/2 client names the host in :authority only.
+            req.insert_header(http::header::HOST, h.as_str())?;
+        }
+        if req.headers.keys().any(|k| is_consumer_header(k.as_str())) {
+            for h in CONSUMER_HEADERS {
+                req.remove_header(*h);
+            }
+        }
+        for h in &st.strip_upstream {
+            req.remove_header(h);
+        }
+        for (k, v) in &st.upstream_headers {
+            req.insert_header(k, v.as_str())?;
+        }
+        let ip = st.client_addr.clone().unwrap_or_default();
+        // Kong appends the connection's peer (realip_remote_addr) to a client-sent
+        // X-Forwarded-For, and sends the resolved client address otherwise.
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.is_empty() => {
+                format!("{prev}, {}", st.peer_addr.as_deref().unwrap_or(&ip))
+            }
+            _ => ip.clone(),
+        };
+        req.insert_header("x-forwarded-for", xff)?;
+        req.insert_header("x-real-ip", ip)?;
+        req.insert_header(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if st.tls { "https" } else { "http" }),
+        )?;
+        if let Some(h) = client_host {
+            let (hn, port) = match h.rsplit_once(':') {
+                Some((a, p)) if !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()) => {
+                    (a.to_string(), p.to_string())
+                }
+                _ => (h.clone(), if st.tls { "443".into() } else { "80".into() }),
+            };
+            req.insert_header("x-forwarded-host", hn)?;
+            req.insert_header("x-forwarded-port", port)?;
+        }
+        req.insert_header("x-forwarded-path", client.uri.path())?;
+        req.insert_header("x-request-id", st.request_id.as_str())?;
+        for p in active_plugins(st).iter() {
+            p.upstream_request(&mut req, st);
+        }
+        if st.request_buffering {
+            req.remove_header(http::header::CONTENT_LENGTH);
+        }
+        req.version = http::Version::HTTP_11;
+        Ok(req)
+    }
+
+    /// The upstream answered: passive health, response headers, the body.
+    async fn respond_upstream(
+        &mut self,
+        mut resp: Response<Incoming>,
+        key: PoolKey,
+        tx: SendRequest<UpBody>,
+    ) -> Response<RespBody> {
+        let status = resp.status().as_u16();
+        let st = &mut self.st;
+        st.upstream_status = Some(status);
+        st.upstream_headers_at = Some(Instant::now());
+        if let Some(t0) = st.upstream_start {
+            st.upstream_latency_ms = Some(t0.elapsed().as_millis() as u64);
+        }
+        if let (Some(rt), Some(si), Some(ti)) = (&st.rt, st.service, st.target) {
+            let b = &rt.services[si].balancer;
+            b.passive_status(ti, status);
+            if let Some(t0) = st.upstream_start {
+                b.targets[ti].observe_latency(t0.elapsed().as_micros() as u64);
+            }
+        }
+        let upgraded = status == 101 && self.client_upgrade.is_some();
+        if upgraded {
+            self.start_tunnel(&mut resp);
+        }
+        let (parts, incoming) = resp.into_parts();
+        let mut head = ResponseHeader::from_parts(parts);
+        hop::strip(&mut head.headers, upgraded);
+        let up = self.st.upstream_latency_ms.unwrap_or(0);
+        let total = self.st.elapsed_ms();
+        let _ = head.insert_header("x-kong-upstream-latency", HeaderValue::from(up));
+        let _ = head.insert_header(
+            "x-kong-proxy-latency",
+            HeaderValue::from(total.saturating_sub(up)),
+        );
+        let _ = head.append_header("via", HeaderValue::from_static(VIA));
+        finish_response_headers(&mut head, &mut self.st);
+        let plugins = active_plugins(&mut self.st);
+        let back = PoolReturn {
+            pool: self.w.pool.clone(),
+            key,
+            tx,
+        };
+        if upgraded {
+            return self.respond(head, RespBody::empty(), status, None);
+        }
+        if !plugins.iter().any(|p| p.buffers_response(&head)) {
+            let body = RespBody::stream(Vec::new(), incoming, Some(back));
+            return self.respond(head, body, status, None);
+        }
+        // A plugin rewrites the whole body: collect it, up to the buffering limit.
+        head.headers.remove(http::header::CONTENT_LENGTH);
+        let mut incoming = incoming;
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut size = 0usize;
+        let wait = self
+            .st
+            .rt
+            .as_ref()
+            .zip(self.st.service)
+            .map(|(rt, si)| rt.services[si].read_timeout)
+            .unwrap_or(Duration::from_secs(60));
+        loop {
+            let frame = match tokio::time::timeout(wait, incoming.frame()).await {
+                Ok(Some(Ok(f))) => f,
+                Ok(None) => break,
+                Ok(Some(Err(_))) | Err(_) => {
+                    return self.fail(Failure::Broken { unsent: false });
+                }
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            size += data.len();
+            chunks.push(data);
+            if size > RESPONSE_BUFFER_LIMIT {
+                // Too large to rewrite: pass it through untouched, never half-rewritten.
+                self.st.response_passthrough = true;
+                tracing::debug!("response body over the buffering limit, passed through");
+                let body = RespBody::stream(chunks, incoming, Some(back));
+                return self.respond(head, body, status, None);
+            }
+        }
+        self.w.pool.put(back.key, back.tx);
+        let mut whole = BytesMut::with_capacity(size);
+        for c in chunks {
+            whole.extend_from_slice(&c);
+        }
+        for p in plugins.iter() {
+            p.response_body(&mut whole, &mut self.st);
+        }
+        self.respond(head, RespBody::rewritten(whole.freeze()), status, None)
+    }
+
+    /// 101 from the upstream: once both sides have switched, bytes flow both ways.
+    fn start_tunnel(&mut self, resp: &mut Response<Incoming>) {
+        let Some(client) = self.client_upgrade.take() else {
+            return;
+        };
+        let upstream = hyper::upgrade::on(resp);
+        self.conn.shared.set_tunnel();
+        tokio::task::spawn_local(async move {
+            let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
+                tracing::debug!("upgrade did not complete");
+                return;
+            };
+            let mut c = hyper_util::rt::TokioIo::new(c);
+            let mut u = hyper_util::rt::TokioIo::new(u);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut u).await {
+                tracing::debug!(error = %e, "tunnel closed");
+            }
+        });
+    }
+}
