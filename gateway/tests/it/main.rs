@@ -6,6 +6,7 @@ mod harness;
 mod auth;
 mod balancing;
 mod check;
+mod dataplane;
 mod framing;
 mod lifecycle;
 mod metrics;
