@@ -17,7 +17,7 @@ fn main() {
     let cfg = format!(
         "_format_version: \"3.0\"\nconsumers:\n- username: bench\n  jwt_secrets:\n  - key: bench-peers\n    secret: {SECRET}\n"
     );
-    let decl = load_str(&cfg, "bench", &LoadOptions::default()).expect("config");
+    let decl = load_str(&cfg, "bench", &gateway::plugins::load_options(Vec::new())).expect("config");
     let conf: Config = serde_norway::from_str("claims_to_verify: [exp]").expect("jwt config");
     let jwt = Jwt::new(
         conf,

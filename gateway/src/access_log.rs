@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
 use crate::gateway::Gateway;
-use crate::state::RequestState;
+use crate::core::state::RequestState;
 
 pub struct Sink {
     tx: Option<SyncSender<String>>,

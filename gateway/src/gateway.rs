@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use crate::balancer::{TargetRegistry, active};
 use crate::config::{self, ConfigErrors, Declarative, LoadOptions};
 use crate::metrics::Metrics;
-use crate::runtime::Runtime;
+use crate::core::runtime::Runtime;
 
 /// Defensive limits applied to every request.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ impl Gateway {
         access_log: crate::access_log::Sink,
     ) -> Result<Arc<Gateway>, String> {
         let registry = TargetRegistry::default();
-        let rt = Runtime::build(decl, &registry, Some(&bg))?;
+        let rt = Runtime::build(decl, &registry, Some(&bg), &crate::plugins::REGISTRY)?;
         let gw = Arc::new(Gateway {
             current: ArcSwap::from_pointee(rt),
             registry,
@@ -89,7 +89,7 @@ impl Gateway {
     /// Swaps in a new configuration; requests in flight finish on the old one.
     pub fn apply(&self, decl: Declarative) -> Result<String, String> {
         let hash = decl.hash.clone();
-        let rt = Runtime::build(decl, &self.registry, Some(&self.bg))?;
+        let rt = Runtime::build(decl, &self.registry, Some(&self.bg), &crate::plugins::REGISTRY)?;
         let old = self.current.swap(Arc::new(rt));
         old.retire();
         self.start_probes();

@@ -136,21 +136,20 @@ fn init_logging() {
 }
 
 fn load_options(a: &CheckArgs) -> LoadOptions {
-    LoadOptions {
-        ignore_plugins: a
-            .ignore_plugin
+    gateway::plugins::load_options(
+        a.ignore_plugin
             .iter()
             .filter(|s| !s.is_empty())
             .cloned()
             .collect(),
-    }
+    )
 }
 
 fn check(a: &CheckArgs) -> ExitCode {
     let loaded = config::load_file(&a.config, &load_options(a)).and_then(|d| {
         // Build it as `run` would (plugins, keys), without starting anything.
         let registry = gateway::balancer::TargetRegistry::default();
-        match gateway::runtime::Runtime::build(d, &registry, None) {
+        match gateway::core::runtime::Runtime::build(d, &registry, None, &gateway::plugins::REGISTRY) {
             Ok(rt) => Ok(rt.decl),
             Err(m) => Err(config::ConfigErrors {
                 source_name: a.config.display().to_string(),

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::plugins::ip_restriction::{Cidr, canonical};
+use crate::net::cidr::{Cidr, canonical};
 
 #[derive(Debug, Clone)]
 pub struct RealIp {

@@ -85,22 +85,31 @@ impl<'a> Builder<'a> {
     fn check_credentials(&mut self) {
         let mut errs = Vec::new();
         for c in &self.out.jwt_secrets {
-            if let Err(crate::plugins::SpecError::Invalid { path, message }) =
-                crate::plugins::jwt::check_secret(&c.value)
+            if let Err(super::SpecError::Invalid { path, message }) = self
+                .opts
+                .catalog
+                .0
+                .check_credential(super::CredentialKind::JwtSecret, &c.value)
             {
                 errs.push((join_path(&c.path, &path), message));
             }
         }
         for c in &self.out.keyauth_credentials {
-            if let Err(crate::plugins::SpecError::Invalid { path, message }) =
-                crate::plugins::key_auth::check_key(&c.value)
+            if let Err(super::SpecError::Invalid { path, message }) = self
+                .opts
+                .catalog
+                .0
+                .check_credential(super::CredentialKind::KeyAuth, &c.value)
             {
                 errs.push((join_path(&c.path, &path), message));
             }
         }
         for c in &self.out.acls {
-            if let Err(crate::plugins::SpecError::Invalid { path, message }) =
-                crate::plugins::acl::check_acl(&c.value)
+            if let Err(super::SpecError::Invalid { path, message }) = self
+                .opts
+                .catalog
+                .0
+                .check_credential(super::CredentialKind::Acl, &c.value)
             {
                 errs.push((join_path(&c.path, &path), message));
             }

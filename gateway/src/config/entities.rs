@@ -358,7 +358,7 @@ impl Builder<'_> {
         }
         for (j, p) in r.paths.iter().enumerate() {
             if let Some(re) = p.strip_prefix('~') {
-                if let Err(e) = crate::router::compile_path_regex(re) {
+                if let Err(e) = crate::net::path::compile_path_regex(re) {
                     self.err(format!("{path}.paths[{j}]"), format!("invalid regex: {e}"));
                 }
             } else if !p.starts_with('/') {
@@ -536,21 +536,21 @@ impl Builder<'_> {
                 }
             }
         }
-        match PluginSpec::parse(&entry.name, &entry.config) {
+        match self.opts.catalog.0.parse(&entry.name, &entry.config) {
             Ok(spec) => self.out.plugins.push(PluginDef {
                 name: entry.name.clone(),
                 path: path.to_string(),
                 scope,
                 spec,
             }),
-            Err(crate::plugins::SpecError::Unknown) => self.err(
+            Err(super::SpecError::Unknown) => self.err(
                 format!("{path}.name"),
                 format!(
                     "plugin `{}` is not implemented by this gateway; remove it or start with `--ignore-plugin {}` to skip it",
                     entry.name, entry.name
                 ),
             ),
-            Err(crate::plugins::SpecError::Invalid { path: inner, message }) => {
+            Err(super::SpecError::Invalid { path: inner, message }) => {
                 self.err(join_path(&format!("{path}.config"), &inner), message)
             }
         }

@@ -3,6 +3,8 @@
 //! the file, the line and the field path; loading never stops at the first one.
 
 mod build;
+mod catalog;
+pub use catalog::{Catalog, CredentialKind, ParsedPlugin, PluginCatalog, SpecError};
 mod entities;
 pub use entities::{split_host_port, stable_id};
 mod env;
@@ -15,7 +17,6 @@ use std::path::Path;
 
 use serde_norway::Value;
 
-use crate::plugins::PluginSpec;
 use build::Builder;
 use locate::LineIndex;
 use model::*;
@@ -60,6 +61,8 @@ impl fmt::Display for ConfigErrors {
 pub struct LoadOptions {
     /// Plugins the user asked to skip (`--ignore-plugin`): accepted and not run.
     pub ignore_plugins: Vec<String>,
+    /// Parses plugin configurations and checks credentials (the plugin layer's).
+    pub catalog: Catalog,
 }
 
 /// Where a plugin instance applies.
@@ -71,12 +74,23 @@ pub struct PluginScope {
     pub consumer_group: Option<usize>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PluginDef {
     pub name: String,
     pub path: String,
     pub scope: PluginScope,
-    pub spec: PluginSpec,
+    /// The configuration as the plugin layer parsed it.
+    pub spec: ParsedPlugin,
+}
+
+impl std::fmt::Debug for PluginDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginDef")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]

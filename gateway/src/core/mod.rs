@@ -1,10 +1,18 @@
-//! The core layer: what one request is while the gateway handles it. Request and response
-//! heads with the edits a gateway makes, the client-side session plugins read from, and
-//! the error type of the request path. It knows nothing of plugins, routing or sockets.
+//! The core layer: what one request is while the gateway handles it, and the model every
+//! plugin is written against. Request and response heads with the edits a gateway makes,
+//! the client session plugins read from, the per-request state, the plugin trait and the
+//! per-request chain, responses the gateway writes itself, and the compiled configuration
+//! a request runs under. It names no concrete plugin and no socket.
 
 pub mod case;
+pub mod chain;
 pub mod head;
+pub mod plugin;
+pub mod respond;
+pub mod runtime;
 pub mod session;
+pub mod state;
+pub mod trace;
 
 pub use head::{RequestHeader, ResponseHeader};
 pub use session::Session;

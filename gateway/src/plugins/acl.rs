@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{BuildContext, Flow, Plugin, SpecError};
-use crate::respond::LocalResponse;
-use crate::state::RequestState;
+use crate::core::respond::LocalResponse;
+use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,7 +3,7 @@
 
 use http::HeaderName;
 
-use crate::state::RequestState;
+use crate::core::state::RequestState;
 
 pub const CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 pub const CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");

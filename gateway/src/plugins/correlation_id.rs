@@ -10,7 +10,7 @@ use crate::core::Session;
 use async_trait::async_trait;
 
 use super::{Flow, Plugin};
-use crate::state::RequestState;
+use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

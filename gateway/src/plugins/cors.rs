@@ -9,8 +9,8 @@ use regex::Regex;
 use serde::Deserialize;
 
 use super::{Flow, Plugin, SpecError};
-use crate::respond::LocalResponse;
-use crate::state::RequestState;
+use crate::core::respond::LocalResponse;
+use crate::core::state::RequestState;
 
 const DEFAULT_METHODS: &str = "GET,HEAD,PUT,PATCH,POST,DELETE,OPTIONS,TRACE,CONNECT";
 

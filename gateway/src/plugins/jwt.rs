@@ -21,8 +21,8 @@ use serde_json::{Map, Value as Json};
 use super::auth::{self, set_consumer};
 use super::jwks::Jwks;
 use super::{BuildContext, Flow, Plugin, SpecError};
-use crate::respond::LocalResponse;
-use crate::state::RequestState;
+use crate::core::respond::LocalResponse;
+use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::auth::{self, set_consumer};
 use super::{BuildContext, Flow, Plugin, SpecError};
-use crate::respond::LocalResponse;
-use crate::state::RequestState;
+use crate::core::respond::LocalResponse;
+use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

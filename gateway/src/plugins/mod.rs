@@ -6,7 +6,6 @@
 
 pub mod acl;
 pub mod auth;
-pub mod chain;
 pub mod correlation_id;
 pub mod cors;
 pub mod ip_restriction;
@@ -29,26 +28,8 @@ use crate::core::{RequestHeader, ResponseHeader};
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
-use crate::respond::LocalResponse;
-use crate::state::RequestState;
-
-/// A configuration error inside a plugin's `config`.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SpecError {
-    #[error("unknown plugin")]
-    Unknown,
-    #[error("{message}")]
-    Invalid { path: String, message: String },
-}
-
-impl SpecError {
-    pub fn at(path: impl Into<String>, message: impl Into<String>) -> SpecError {
-        SpecError::Invalid {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
+use crate::core::respond::LocalResponse;
+use crate::core::state::RequestState;
 
 /// Parses a plugin's `config` into its typed form, with the failing field's path.
 pub fn parse_config<T: DeserializeOwned>(v: &serde_norway::Value) -> Result<T, SpecError> {
@@ -194,72 +175,60 @@ impl PluginSpec {
     }
 }
 
-/// What plugins may need from the whole configuration when they are built.
-pub struct BuildContext<'a> {
-    pub decl: &'a crate::config::Declarative,
-    /// The background runtime for plugin tasks (JWKS refresh); None in `gateway check`.
-    pub bg: Option<&'a tokio::runtime::Handle>,
-    /// Where the instance being built is configured.
-    pub scope: &'a crate::config::PluginScope,
-}
 
-/// What the access phase decided.
-pub enum Flow {
-    Continue,
-    Respond(LocalResponse),
-}
+/// The plugins this gateway implements: parses their configurations for the loader and
+/// builds running instances for the runtime.
+pub struct Registry;
 
-/// One running plugin instance. Every hook has a no-op default.
-#[async_trait]
-pub trait Plugin: Send + Sync {
-    fn name(&self) -> &'static str;
-    /// Kong's PRIORITY: higher runs first.
-    fn priority(&self) -> i32;
+/// The registry, as the loader and the runtime take it.
+pub static REGISTRY: Registry = Registry;
 
-    /// Called for every plugin of the route before any access phase runs, with the
-    /// consumer not yet known: the opentelemetry plugin starts (or continues) the trace
-    /// here, so the other plugins' access phases are timed only when it is sampled.
-    fn start_trace(&self, _req: &RequestHeader, _st: &mut RequestState) {}
-
-    /// False for plugins without an access phase: the proxy then skips the call (and the
-    /// boxed future it costs).
-    fn has_access(&self) -> bool {
-        true
-    }
-
-    /// Before routing-dependent work: may answer the request itself.
-    async fn access(
+impl crate::config::PluginCatalog for Registry {
+    fn parse(
         &self,
-        _session: &mut Session,
-        _st: &mut RequestState,
-    ) -> crate::core::Result<Flow> {
-        Ok(Flow::Continue)
+        name: &str,
+        config: &serde_norway::Value,
+    ) -> Result<crate::config::ParsedPlugin, SpecError> {
+        Ok(Arc::new(PluginSpec::parse(name, config)?))
     }
 
-    /// Edits the request sent upstream.
-    fn upstream_request(&self, _req: &mut RequestHeader, _st: &mut RequestState) {}
+    fn check_credential(
+        &self,
+        kind: crate::config::CredentialKind,
+        value: &serde_norway::Value,
+    ) -> Result<(), SpecError> {
+        use crate::config::CredentialKind;
+        match kind {
+            CredentialKind::JwtSecret => jwt::check_secret(value),
+            CredentialKind::KeyAuth => key_auth::check_key(value),
+            CredentialKind::Acl => acl::check_acl(value),
+        }
+    }
+}
 
-    /// Edits the response headers sent to the client (proxied and local responses).
-    fn response_header(&self, _resp: &mut ResponseHeader, _st: &mut RequestState) {}
-
-    /// Edits the response body; `body` is the whole body when the plugin asked for buffering.
-    fn response_body(&self, _body: &mut bytes::BytesMut, _st: &mut RequestState) {}
-
-    /// After the response went out (Kong's log phase): metrics, traces.
-    fn log(&self, _st: &RequestState, _status: u16) {}
-    /// True when the plugin needs the whole request body in `request_body` (asked once,
-    /// after the access phase). The proxy then buffers the body up to the gateway's body
-    /// limit and sends it upstream chunked, since its length may change.
-    fn buffers_request(&self, _req: &RequestHeader, _st: &RequestState) -> bool {
-        false
+impl PluginFactory for Registry {
+    fn build(
+        &self,
+        def: &crate::config::PluginDef,
+        ctx: &BuildContext<'_>,
+    ) -> Result<Arc<dyn Plugin>, String> {
+        let Some(spec) = def.spec.downcast_ref::<PluginSpec>() else {
+            return Err(format!("{}: plugin `{}` was not parsed by this gateway", def.path, def.name));
+        };
+        spec.build(ctx)
     }
 
-    /// Edits the request body; `body` is the whole body when the plugin asked for buffering.
-    /// A plugin either rewrites it completely or leaves it untouched.
-    fn request_body(&self, _body: &mut bytes::BytesMut, _st: &mut RequestState) {}
+    fn health_metrics(&self, decl: &crate::config::Declarative) -> bool {
+        decl.plugins.iter().any(|p| {
+            matches!(p.spec.downcast_ref::<PluginSpec>(), Some(PluginSpec::Prometheus(c)) if c.upstream_health_metrics)
+        })
+    }
+}
 
-    /// True when the plugin needs the whole response body in `response_body`.
-    fn buffers_response(&self, _resp: &ResponseHeader) -> bool {
-        false
+/// Load options with this gateway's plugins, skipping the ones named.
+pub fn load_options(ignore_plugins: Vec<String>) -> crate::config::LoadOptions {
+    crate::config::LoadOptions {
+        ignore_plugins,
+        catalog: crate::config::Catalog(Arc::new(Registry)),
     }
 }

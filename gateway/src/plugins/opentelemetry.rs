@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::{BuildContext, Plugin, SpecError};
 use crate::otel_export::{ExportConfig, Pipeline, Protocol};
-use crate::state::RequestState;
+use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,23 +151,8 @@ impl Config {
     }
 }
 
-/// The trace context of one request.
-#[derive(Debug, Clone)]
-pub struct TraceCtx {
-    pub trace_id: [u8; 16],
-    pub root_span: [u8; 8],
-    pub remote_parent: Option<[u8; 8]>,
-    /// The span the upstream sees as its parent.
-    pub upstream_span: [u8; 8],
-    pub sampled: bool,
-    pub tracestate: Option<String>,
-}
+pub use crate::core::trace::TraceCtx;
 
-impl TraceCtx {
-    pub fn trace_id_hex(&self) -> String {
-        hex(&self.trace_id)
-    }
-}
 
 /// Parses a W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`).
 pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8], bool)> {

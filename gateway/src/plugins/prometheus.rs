@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::Plugin;
 use crate::metrics::{Metrics, RouteSeries, SmallKeyMap};
-use crate::state::RequestState;
+use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -28,8 +28,8 @@ use redis_store::RedisStore;
 use window::{Decision, Limit};
 
 use super::{BuildContext, Flow, Plugin};
-use crate::respond::LocalResponse;
-use crate::state::RequestState;
+use crate::core::respond::LocalResponse;
+use crate::core::state::RequestState;
 
 enum Backend {
     Local,

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{Flow, Plugin, SpecError};
-use crate::respond::LocalResponse;
-use crate::state::RequestState;
+use crate::core::respond::LocalResponse;
+use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 
 use super::transform::{ArgValue, decode_args};
 use super::{Flow, Plugin, SpecError};
-use crate::respond::LocalResponse;
-use crate::state::RequestState;
+use crate::core::respond::LocalResponse;
+use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

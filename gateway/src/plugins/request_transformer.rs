@@ -22,8 +22,8 @@ use super::transform::{
     encode_args, split_entry,
 };
 use super::{Flow, Plugin, SpecError};
-use crate::respond::LocalResponse;
-use crate::state::RequestState;
+use crate::core::respond::LocalResponse;
+use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -868,13 +868,13 @@ impl Plugin for RequestTransformer {
             None => path,
         });
         if pending.method.is_some() || pending.host.is_some() || pending.body.is_some() {
-            st.request_transform = Some(Arc::new(pending));
+            st.ext.insert(Arc::new(pending));
         }
         Ok(Flow::Continue)
     }
 
     fn upstream_request(&self, req: &mut RequestHeader, st: &mut RequestState) {
-        let Some(p) = st.request_transform.clone() else {
+        let Some(p) = st.ext.get::<Arc<Pending>>().cloned() else {
             return;
         };
         if let Some(m) = &p.method {
@@ -888,13 +888,13 @@ impl Plugin for RequestTransformer {
     }
 
     fn buffers_request(&self, _req: &RequestHeader, st: &RequestState) -> bool {
-        st.request_transform
-            .as_ref()
+        st.ext
+            .get::<Arc<Pending>>()
             .is_some_and(|p| p.body.is_some())
     }
 
     fn request_body(&self, body: &mut BytesMut, st: &mut RequestState) {
-        let Some(p) = st.request_transform.clone() else {
+        let Some(p) = st.ext.get::<Arc<Pending>>().cloned() else {
             return;
         };
         let Some((kind, ops)) = &p.body else {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::transform::{check_header_name, check_pair, is_media, split_entry};
 use super::{Plugin, SpecError};
-use crate::state::RequestState;
+use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -17,7 +17,7 @@ use super::upstream::PoolKey;
 use super::{Ctx, RESPONSE_BUFFER_LIMIT, active_plugins, finish_response_headers, hop};
 use crate::balancer::{HashInputs, Outcome};
 use crate::core::{RequestHeader, ResponseHeader};
-use crate::plugins::chain::{CONSUMER_HEADERS, is_consumer_header};
+use crate::core::chain::{CONSUMER_HEADERS, is_consumer_header};
 
 const VIA: &str = concat!("1.1 gateway/", env!("CARGO_PKG_VERSION"));
 
@@ -127,7 +127,7 @@ impl Ctx<'_> {
     /// pooled connection.
     async fn connect_target(
         &mut self,
-        rt: &crate::runtime::Runtime,
+        rt: &crate::core::runtime::Runtime,
         si: usize,
     ) -> Result<(PoolKey, SendRequest<UpBody>), Failure> {
         let svc = &rt.services[si];
@@ -199,7 +199,7 @@ impl Ctx<'_> {
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &mut self,
-        rt: &crate::runtime::Runtime,
+        rt: &crate::core::runtime::Runtime,
         si: usize,
         key: PoolKey,
         mut tx: SendRequest<UpBody>,
@@ -262,7 +262,7 @@ impl Ctx<'_> {
                     Some(r) => r,
                     None => self.error(413, "Request Entity Too Large"),
                 };
-                let (mut head, body) = crate::respond::render(&mut self.st, r);
+                let (mut head, body) = crate::core::respond::render(&mut self.st, r);
                 let _ = head.insert_header("connection", "close");
                 let status = head.status.as_u16();
                 return self.respond(head, RespBody::full(body), status, Some("body_too_large"));
@@ -273,7 +273,7 @@ impl Ctx<'_> {
             }
         };
         let r = self.error(code, msg);
-        let (mut head, body) = crate::respond::render(&mut self.st, r);
+        let (mut head, body) = crate::core::respond::render(&mut self.st, r);
         if self.close {
             let _ = head.insert_header("connection", "close");
         }

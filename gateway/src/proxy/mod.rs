@@ -25,12 +25,12 @@ use hyper::body::Incoming;
 use crate::core::{RequestHeader, ResponseHeader, Session};
 use crate::gateway::Gateway;
 use crate::plugins::Plugin;
-use crate::respond::LocalResponse;
+use crate::core::respond::LocalResponse;
 use crate::server::guard::ConnShared;
-use crate::state::RequestState;
+use crate::core::state::RequestState;
 use body::{OnDone, RespBody};
 
-pub use crate::plugins::chain::CONSUMER_HEADERS;
+pub use crate::core::chain::CONSUMER_HEADERS;
 
 /// Largest response body buffered for plugins that rewrite it; larger ones pass through.
 pub const RESPONSE_BUFFER_LIMIT: usize = 16 * 1024 * 1024;
@@ -172,7 +172,7 @@ impl Ctx<'_> {
 
     /// Writes a response the gateway produced itself.
     pub(crate) fn local(&mut self, resp: LocalResponse) -> Response<RespBody> {
-        let (mut head, body) = crate::respond::render(&mut self.st, resp);
+        let (mut head, body) = crate::core::respond::render(&mut self.st, resp);
         if self.close {
             let _ = head.insert_header("connection", "close");
         }
@@ -241,7 +241,7 @@ impl OnDone for Finish {
     }
 }
 
-pub use crate::plugins::chain::{active_plugins, finish_response_headers};
+pub use crate::core::chain::{active_plugins, finish_response_headers};
 
 /// A fresh request id: 32 lowercase hex digits of a random (v4) UUID, drawn from a
 /// thread-local generator (no system call per request).

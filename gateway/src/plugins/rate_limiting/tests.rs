@@ -8,7 +8,7 @@ use super::*;
 use crate::balancer::TargetRegistry;
 use crate::config::{Declarative, LoadOptions, load_str};
 use crate::plugins::PluginSpec;
-use crate::runtime::Runtime;
+use crate::core::runtime::Runtime;
 
 const TIERS_BY_GROUP: &str = r#"
 _format_version: "3.0"
@@ -43,7 +43,7 @@ plugins:
 "#;
 
 fn load(text: &str) -> Declarative {
-    match load_str(text, "test.yml", &LoadOptions::default()) {
+    match load_str(text, "test.yml", &crate::plugins::load_options(Vec::new())) {
         Ok(d) => d,
         Err(e) => panic!("config: {e}"),
     }
@@ -78,7 +78,7 @@ fn state(rt: Option<Arc<Runtime>>, consumer: Option<usize>) -> RequestState {
 #[test]
 fn consumer_group_plugins_are_tiers() {
     let decl = load(TIERS_BY_GROUP);
-    let rt = match Runtime::build(decl.clone(), &TargetRegistry::default(), None) {
+    let rt = match Runtime::build(decl.clone(), &TargetRegistry::default(), None, &crate::plugins::REGISTRY) {
         Ok(rt) => Arc::new(rt),
         Err(e) => panic!("{e}"),
     };
@@ -161,7 +161,7 @@ fn claims(v: serde_json::Value) -> Option<Arc<serde_json::Map<String, serde_json
 #[test]
 fn tiers_from_jwt_claims_with_default() {
     let decl = load(TIERS_BY_CLAIM);
-    let rt = Runtime::build(decl.clone(), &TargetRegistry::default(), None)
+    let rt = Runtime::build(decl.clone(), &TargetRegistry::default(), None, &crate::plugins::REGISTRY)
         .ok()
         .map(Arc::new);
     let p = instance(&decl, 0);

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::router::RouteMatch;
-use crate::runtime::Runtime;
+use crate::core::runtime::Runtime;
 
 #[derive(Default)]
 pub struct RequestState {
@@ -62,28 +62,28 @@ pub struct RequestState {
     pub body_limit: Option<u64>,
     pub rate_limit_tier: Option<String>,
     /// Trace context of this request when the opentelemetry plugin runs.
-    pub trace: Option<crate::plugins::opentelemetry::TraceCtx>,
+    pub trace: Option<super::trace::TraceCtx>,
     /// Phase timestamps for spans: routing done, each plugin's access (name, start, end),
     /// connected to the upstream, upstream response headers received.
     pub routed_at: Option<Instant>,
     pub plugin_spans: Vec<(&'static str, Instant, Instant)>,
     pub connected_at: Option<Instant>,
     pub upstream_headers_at: Option<Instant>,
-    /// Set by request-transformer in access: edits applied upstream and the body plan.
-    pub request_transform: Option<Arc<crate::plugins::request_transformer::Pending>>,
+    /// Plugin-private per-request values, by type (each plugin defines its own type).
+    pub ext: http::Extensions,
     /// Set after access when a plugin rewrites the whole request body.
     pub request_buffering: bool,
     /// Request body being collected for `Plugin::request_body` (per upstream attempt).
     pub request_buffer: Option<bytes::BytesMut>,
     /// The answer when the body goes over `body_limit` (request-size-limiting's), instead
     /// of the gateway's own 413.
-    pub body_limit_response: Option<crate::respond::LocalResponse>,
+    pub body_limit_response: Option<crate::core::respond::LocalResponse>,
     /// Set once a response body went over the buffering limit: passed through as is.
     pub response_passthrough: bool,
     /// Set when the access phase finished (the consumer is final).
     pub access_done: bool,
     /// The request's plugins, chosen once after the access phase.
-    pub plugin_cache: Option<Arc<[Arc<dyn crate::plugins::Plugin>]>>,
+    pub plugin_cache: Option<Arc<[Arc<dyn super::plugin::Plugin>]>>,
     /// Buffer for plugins that rewrite the whole response body.
     pub response_buffer: Option<bytes::BytesMut>,
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use crate::balancer::{Balancer, TargetRegistry};
 use crate::config::{Declarative, PluginScope};
-use crate::plugins::{BuildContext, Plugin};
+use super::plugin::{BuildContext, Plugin, PluginFactory};
 use crate::router::Router;
 
 pub struct ServiceRt {
@@ -89,6 +89,7 @@ impl Runtime {
         decl: Declarative,
         registry: &TargetRegistry,
         bg: Option<&tokio::runtime::Handle>,
+        factory: &dyn PluginFactory,
     ) -> Result<Runtime, String> {
         let router = Router::new(&decl.routes)?;
         let mut balancers: Vec<Arc<Balancer>> = decl
@@ -131,7 +132,9 @@ impl Runtime {
                 bg,
                 scope: &p.scope,
             };
-            let inst = p.spec.build(&ctx).map_err(|e| format!("{}: {e}", p.path))?;
+            let inst = factory
+                .build(p, &ctx)
+                .map_err(|e| format!("{}: {e}", p.path))?;
             built.push((p.name.clone(), p.scope.clone(), inst));
         }
         let mut route_plugins = Vec::new();
@@ -166,9 +169,7 @@ impl Runtime {
             }
         }
         global_plugins.sort_by_key(|s| std::cmp::Reverse(s.priority));
-        let health_metrics = decl.plugins.iter().any(|p| {
-            matches!(&p.spec, crate::plugins::PluginSpec::Prometheus(c) if c.upstream_health_metrics)
-        });
+        let health_metrics = factory.health_metrics(&decl);
         let keep: Vec<(String, String)> = decl
             .upstreams
             .iter()

@@ -3,7 +3,7 @@
 use crate::core::ResponseHeader;
 use bytes::Bytes;
 
-use crate::state::RequestState;
+use crate::core::state::RequestState;
 
 pub const SERVER_TOKEN: &str = concat!("gateway/", env!("CARGO_PKG_VERSION"));
 
@@ -141,9 +141,9 @@ pub fn render(st: &mut RequestState, resp: LocalResponse) -> (ResponseHeader, By
     );
     st.local_response = true;
     st.local_status = Some(resp.status);
-    crate::plugins::chain::finish_response_headers(&mut h, st);
+    crate::core::chain::finish_response_headers(&mut h, st);
     let mut body = resp.body;
-    let plugins = crate::plugins::chain::active_plugins(st);
+    let plugins = crate::core::chain::active_plugins(st);
     if plugins.iter().any(|p| p.buffers_response(&h)) {
         let mut b = bytes::BytesMut::from(&body[..]);
         for p in plugins.iter() {

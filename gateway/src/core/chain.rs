@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use super::Plugin;
+use super::plugin::Plugin;
 use crate::core::ResponseHeader;
-use crate::state::RequestState;
+use crate::core::state::RequestState;
 
 /// Headers an auth plugin sets upstream; any client-sent copy is removed first.
 pub const CONSUMER_HEADERS: &[&str] = &[

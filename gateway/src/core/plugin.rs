@@ -1,0 +1,89 @@
+//! The plugin model: Kong's phases as hooks on one trait, what a plugin gets when it is
+//! built, and the factory through which the runtime gets instances (implemented by the
+//! plugin layer, so this layer names no plugin).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::respond::LocalResponse;
+use super::state::RequestState;
+use super::{RequestHeader, ResponseHeader, Session};
+use crate::config::{Declarative, PluginDef, PluginScope};
+
+/// Builds running plugin instances from parsed configurations.
+pub trait PluginFactory: Sync {
+    fn build(&self, def: &PluginDef, ctx: &BuildContext<'_>) -> Result<Arc<dyn Plugin>, String>;
+    /// Whether target health is exported (a prometheus plugin asks for it).
+    fn health_metrics(&self, decl: &Declarative) -> bool;
+}
+
+/// What plugins may need from the whole configuration when they are built.
+pub struct BuildContext<'a> {
+    pub decl: &'a Declarative,
+    /// The background runtime for plugin tasks (JWKS refresh); None in `gateway check`.
+    pub bg: Option<&'a tokio::runtime::Handle>,
+    /// Where the instance being built is configured.
+    pub scope: &'a PluginScope,
+}
+
+/// What the access phase decided.
+pub enum Flow {
+    Continue,
+    Respond(LocalResponse),
+}
+
+/// One running plugin instance. Every hook has a no-op default.
+#[async_trait]
+pub trait Plugin: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Kong's PRIORITY: higher runs first.
+    fn priority(&self) -> i32;
+
+    /// Called for every plugin of the route before any access phase runs, with the
+    /// consumer not yet known: the opentelemetry plugin starts (or continues) the trace
+    /// here, so the other plugins' access phases are timed only when it is sampled.
+    fn start_trace(&self, _req: &RequestHeader, _st: &mut RequestState) {}
+
+    /// False for plugins without an access phase: the proxy then skips the call (and the
+    /// boxed future it costs).
+    fn has_access(&self) -> bool {
+        true
+    }
+
+    /// Before routing-dependent work: may answer the request itself.
+    async fn access(
+        &self,
+        _session: &mut Session,
+        _st: &mut RequestState,
+    ) -> crate::core::Result<Flow> {
+        Ok(Flow::Continue)
+    }
+
+    /// Edits the request sent upstream.
+    fn upstream_request(&self, _req: &mut RequestHeader, _st: &mut RequestState) {}
+
+    /// Edits the response headers sent to the client (proxied and local responses).
+    fn response_header(&self, _resp: &mut ResponseHeader, _st: &mut RequestState) {}
+
+    /// Edits the response body; `body` is the whole body when the plugin asked for buffering.
+    fn response_body(&self, _body: &mut bytes::BytesMut, _st: &mut RequestState) {}
+
+    /// After the response went out (Kong's log phase): metrics, traces.
+    fn log(&self, _st: &RequestState, _status: u16) {}
+    /// True when the plugin needs the whole request body in `request_body` (asked once,
+    /// after the access phase). The proxy then buffers the body up to the gateway's body
+    /// limit and sends it upstream chunked, since its length may change.
+    fn buffers_request(&self, _req: &RequestHeader, _st: &RequestState) -> bool {
+        false
+    }
+
+    /// Edits the request body; `body` is the whole body when the plugin asked for buffering.
+    /// A plugin either rewrites it completely or leaves it untouched.
+    fn request_body(&self, _body: &mut bytes::BytesMut, _st: &mut RequestState) {}
+
+    /// True when the plugin needs the whole response body in `response_body`.
+    fn buffers_response(&self, _resp: &ResponseHeader) -> bool {
+        false
+    }
+}
