@@ -6,6 +6,8 @@ bash scripts/install-deps.sh
 [ -f "$HOME/.cache/edge-suite/env" ] && . "$HOME/.cache/edge-suite/env"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== gateway layers (ARCHITECTURE.md)"
+python3 scripts/check-layers.py
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"

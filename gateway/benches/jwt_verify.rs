@@ -7,7 +7,7 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use gateway::config::{LoadOptions, load_str};
+use gateway::config::load_str;
 use gateway::plugins::BuildContext;
 use gateway::plugins::jwt::{Config, Jwt};
 
@@ -17,7 +17,8 @@ fn main() {
     let cfg = format!(
         "_format_version: \"3.0\"\nconsumers:\n- username: bench\n  jwt_secrets:\n  - key: bench-peers\n    secret: {SECRET}\n"
     );
-    let decl = load_str(&cfg, "bench", &gateway::plugins::load_options(Vec::new())).expect("config");
+    let decl =
+        load_str(&cfg, "bench", &gateway::plugins::load_options(Vec::new())).expect("config");
     let conf: Config = serde_norway::from_str("claims_to_verify: [exp]").expect("jwt config");
     let jwt = Jwt::new(
         conf,

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
-use crate::gateway::Gateway;
 use crate::core::state::RequestState;
+use crate::gateway::Gateway;
 
 pub struct Sink {
     tx: Option<SyncSender<String>>,

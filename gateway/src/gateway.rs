@@ -10,8 +10,8 @@ use arc_swap::ArcSwap;
 
 use crate::balancer::{TargetRegistry, active};
 use crate::config::{self, ConfigErrors, Declarative, LoadOptions};
-use crate::metrics::Metrics;
 use crate::core::runtime::Runtime;
+use crate::metrics::Metrics;
 
 /// Defensive limits applied to every request.
 #[derive(Debug, Clone)]
@@ -89,7 +89,12 @@ impl Gateway {
     /// Swaps in a new configuration; requests in flight finish on the old one.
     pub fn apply(&self, decl: Declarative) -> Result<String, String> {
         let hash = decl.hash.clone();
-        let rt = Runtime::build(decl, &self.registry, Some(&self.bg), &crate::plugins::REGISTRY)?;
+        let rt = Runtime::build(
+            decl,
+            &self.registry,
+            Some(&self.bg),
+            &crate::plugins::REGISTRY,
+        )?;
         let old = self.current.swap(Arc::new(rt));
         old.retire();
         self.start_probes();

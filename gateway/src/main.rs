@@ -149,7 +149,12 @@ fn check(a: &CheckArgs) -> ExitCode {
     let loaded = config::load_file(&a.config, &load_options(a)).and_then(|d| {
         // Build it as `run` would (plugins, keys), without starting anything.
         let registry = gateway::balancer::TargetRegistry::default();
-        match gateway::core::runtime::Runtime::build(d, &registry, None, &gateway::plugins::REGISTRY) {
+        match gateway::core::runtime::Runtime::build(
+            d,
+            &registry,
+            None,
+            &gateway::plugins::REGISTRY,
+        ) {
             Ok(rt) => Ok(rt.decl),
             Err(m) => Err(config::ConfigErrors {
                 source_name: a.config.display().to_string(),

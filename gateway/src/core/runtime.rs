@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::plugin::{BuildContext, Plugin, PluginFactory};
 use crate::balancer::{Balancer, TargetRegistry};
 use crate::config::{Declarative, PluginScope};
-use super::plugin::{BuildContext, Plugin, PluginFactory};
 use crate::router::Router;
 
 pub struct ServiceRt {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::router::RouteMatch;
 use crate::core::runtime::Runtime;
+use crate::router::RouteMatch;
 
 #[derive(Default)]
 pub struct RequestState {

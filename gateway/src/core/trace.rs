@@ -17,10 +17,12 @@ pub struct TraceCtx {
 
 impl TraceCtx {
     pub fn trace_id_hex(&self) -> String {
-        self.trace_id.iter().fold(String::with_capacity(32), |mut s, b| {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0xf)]));
-            s
-        })
+        self.trace_id
+            .iter()
+            .fold(String::with_capacity(32), |mut s, b| {
+                s.push(char::from(HEX[usize::from(b >> 4)]));
+                s.push(char::from(HEX[usize::from(b & 0xf)]));
+                s
+            })
     }
 }

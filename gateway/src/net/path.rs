@@ -85,3 +85,27 @@ fn normalize_path_owned(raw: &str) -> String {
     }
     path
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes() {
+        assert_eq!(normalize_path("/a//b/./c/../d"), "/a/b/d");
+        assert_eq!(normalize_path("/%7euser/%2f"), "/~user/%2F");
+        assert_eq!(normalize_path("/"), "/");
+        assert_eq!(normalize_path(""), "/");
+        assert_eq!(normalize_path("/a/"), "/a/");
+        assert_eq!(normalize_path("/../.."), "/");
+        for p in ["/a/b", "/a/b/", "/", "/api/echo", "/a.b/c..d/.e"] {
+            assert!(matches!(normalize_path(p), Cow::Borrowed(_)), "{p}");
+            assert_eq!(normalize_path(p), normalize_path_owned(p), "{p}");
+        }
+        for p in [
+            "//", "/a//b", "/a/.", "/a/..", "/./a", "a", "/%41", "/a/../",
+        ] {
+            assert!(matches!(normalize_path(p), Cow::Owned(_)), "{p}");
+        }
+    }
+}

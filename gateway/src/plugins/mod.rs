@@ -23,13 +23,10 @@ pub mod transform;
 
 use std::sync::Arc;
 
-use crate::core::Session;
-use crate::core::{RequestHeader, ResponseHeader};
-use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
-use crate::core::respond::LocalResponse;
-use crate::core::state::RequestState;
+pub use crate::config::SpecError;
+pub use crate::core::plugin::{BuildContext, Flow, Plugin, PluginFactory};
 
 /// Parses a plugin's `config` into its typed form, with the failing field's path.
 pub fn parse_config<T: DeserializeOwned>(v: &serde_norway::Value) -> Result<T, SpecError> {
@@ -175,7 +172,6 @@ impl PluginSpec {
     }
 }
 
-
 /// The plugins this gateway implements: parses their configurations for the loader and
 /// builds running instances for the runtime.
 pub struct Registry;
@@ -199,9 +195,9 @@ impl crate::config::PluginCatalog for Registry {
     ) -> Result<(), SpecError> {
         use crate::config::CredentialKind;
         match kind {
-            CredentialKind::JwtSecret => jwt::check_secret(value),
-            CredentialKind::KeyAuth => key_auth::check_key(value),
-            CredentialKind::Acl => acl::check_acl(value),
+            CredentialKind::JwtSecret => jwt::check_secret(value).map(|_| ()),
+            CredentialKind::KeyAuth => key_auth::check_key(value).map(|_| ()),
+            CredentialKind::Acl => acl::check_acl(value).map(|_| ()),
         }
     }
 }
@@ -213,7 +209,10 @@ impl PluginFactory for Registry {
         ctx: &BuildContext<'_>,
     ) -> Result<Arc<dyn Plugin>, String> {
         let Some(spec) = def.spec.downcast_ref::<PluginSpec>() else {
-            return Err(format!("{}: plugin `{}` was not parsed by this gateway", def.path, def.name));
+            return Err(format!(
+                "{}: plugin `{}` was not parsed by this gateway",
+                def.path, def.name
+            ));
         };
         spec.build(ctx)
     }

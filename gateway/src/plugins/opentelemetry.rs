@@ -18,8 +18,8 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use serde::Deserialize;
 
 use super::{BuildContext, Plugin, SpecError};
-use crate::otel_export::{ExportConfig, Pipeline, Protocol};
 use crate::core::state::RequestState;
+use crate::otel_export::{ExportConfig, Pipeline, Protocol};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,7 +153,6 @@ impl Config {
 
 pub use crate::core::trace::TraceCtx;
 
-
 /// Parses a W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`).
 pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8], bool)> {
     let mut it = v.trim().split('-');
@@ -209,6 +208,7 @@ fn hex_into_slice(b: &[u8], out: &mut [u8]) {
     }
 }
 
+#[cfg(test)]
 fn hex(b: &[u8]) -> String {
     let mut out = vec![0u8; b.len() * 2];
     hex_into_slice(b, &mut out);

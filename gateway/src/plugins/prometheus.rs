@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::Plugin;
-use crate::metrics::{Metrics, RouteSeries, SmallKeyMap};
 use crate::core::state::RequestState;
+use crate::metrics::{Metrics, RouteSeries, SmallKeyMap};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

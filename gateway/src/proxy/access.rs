@@ -4,9 +4,9 @@
 use std::time::Instant;
 
 use super::Ctx;
+use crate::core::respond::LocalResponse;
 use crate::core::{RequestHeader, Result};
 use crate::plugins::Flow;
-use crate::core::respond::LocalResponse;
 use crate::router::{RequestView, normalize_path, upstream_path};
 
 fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {

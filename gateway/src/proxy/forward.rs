@@ -16,8 +16,8 @@ use super::body::{BodyReport, PoolReturn, RespBody, UpBody};
 use super::upstream::PoolKey;
 use super::{Ctx, RESPONSE_BUFFER_LIMIT, active_plugins, finish_response_headers, hop};
 use crate::balancer::{HashInputs, Outcome};
-use crate::core::{RequestHeader, ResponseHeader};
 use crate::core::chain::{CONSUMER_HEADERS, is_consumer_header};
+use crate::core::{RequestHeader, ResponseHeader};
 
 const VIA: &str = concat!("1.1 gateway/", env!("CARGO_PKG_VERSION"));
 

@@ -22,12 +22,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::core::respond::LocalResponse;
+use crate::core::state::RequestState;
 use crate::core::{RequestHeader, ResponseHeader, Session};
 use crate::gateway::Gateway;
 use crate::plugins::Plugin;
-use crate::core::respond::LocalResponse;
 use crate::server::guard::ConnShared;
-use crate::core::state::RequestState;
 use body::{OnDone, RespBody};
 
 pub use crate::core::chain::CONSUMER_HEADERS;

@@ -122,7 +122,11 @@ fn bad_framing_is_refused_closed_and_never_forwarded() {
         assert!(closed, "{name}: connection left open");
         assert_eq!(resp.matches("HTTP/1.1 ").count(), 1, "{name}: {resp}");
     }
-    assert_eq!(up.connections.load(Ordering::SeqCst), 0, "upstream was reached");
+    assert_eq!(
+        up.connections.load(Ordering::SeqCst),
+        0,
+        "upstream was reached"
+    );
 }
 
 #[test]
@@ -155,7 +159,8 @@ fn slowloris_is_cut_off_at_the_header_deadline() {
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_millis(200))).ok();
     let t0 = Instant::now();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").expect("write");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
     let mut closed_at = None;
     for i in 0..8 {
         // One header line per second, never the end of the head.
@@ -163,7 +168,8 @@ fn slowloris_is_cut_off_at_the_header_deadline() {
         let line = format!("x-slow-{i}: 1\r\n");
         let wrote = s.write_all(line.as_bytes()).is_ok();
         let mut buf = [0u8; 64];
-        let eof = matches!(s.read(&mut buf), Ok(0)) || matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+        let eof = matches!(s.read(&mut buf), Ok(0))
+            || matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
         if !wrote || eof {
             closed_at = Some(t0.elapsed());
             break;
@@ -213,7 +219,13 @@ fn hop_by_hop_headers_are_removed_both_ways() {
         assert!(!body.contains(gone), "upstream got {gone}: {body}");
     }
     assert!(body.contains("x-client-kept: yes"), "{body}");
-    for gone in ["x-up-private", "keep-alive", "proxy-connection", "trailer", "upgrade"] {
+    for gone in [
+        "x-up-private",
+        "keep-alive",
+        "proxy-connection",
+        "trailer",
+        "upgrade",
+    ] {
         assert!(!head.contains(gone), "client got {gone}: {head}");
     }
     assert!(head.contains("x-up-kept: yes"), "{head}");
@@ -309,7 +321,8 @@ fn upstream_connection_close_is_honoured_and_pooled_connections_are_reused() {
     let closing = scripted_upstream(|s| {
         let mut r = BufReader::new(s.try_clone().expect("clone"));
         if read_head(&mut r).is_some() {
-            let _ = (&s).write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 2\r\n\r\nok");
+            let _ = (&s)
+                .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 2\r\n\r\nok");
         }
     });
     let gw = gateway(&config(closing.port));
@@ -370,7 +383,9 @@ fn large_bodies_stream_with_bounded_memory() {
         while let Some(head) = read_head(&mut r) {
             let mut w = &s;
             if head.starts_with("get /down") {
-                let _ = w.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\n\r\n").as_bytes());
+                let _ = w.write_all(
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\n\r\n").as_bytes(),
+                );
                 let chunk = vec![b'd'; 64 * 1024];
                 for _ in 0..SIZE / chunk.len() {
                     if w.write_all(&chunk).is_err() {
@@ -387,7 +402,13 @@ fn large_bodies_stream_with_bounded_memory() {
                     }
                 }
                 let msg = format!("{}", content_length(&head));
-                let _ = w.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{msg}", msg.len()).as_bytes());
+                let _ = w.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{msg}",
+                        msg.len()
+                    )
+                    .as_bytes(),
+                );
             }
         }
     });
@@ -401,7 +422,13 @@ fn large_bodies_stream_with_bounded_memory() {
     // Upload.
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    s.write_all(format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n").as_bytes()).expect("head");
+    s.write_all(
+        format!(
+            "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("head");
     let chunk = vec![b'u'; 256 * 1024];
     for _ in 0..SIZE / chunk.len() {
         s.write_all(&chunk).expect("upload");
@@ -413,7 +440,8 @@ fn large_bodies_stream_with_bounded_memory() {
     // Download.
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    s.write_all(b"GET /down HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("head");
+    s.write_all(b"GET /down HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("head");
     let mut total = 0usize;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -455,7 +483,8 @@ fn server_sent_events_reach_the_client_as_flushed() {
     let gw = gateway(&config(up.port));
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
     let t0 = Instant::now();
     let mut seen = String::new();
     let mut buf = [0u8; 1024];
@@ -465,6 +494,10 @@ fn server_sent_events_reach_the_client_as_flushed() {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     // The first event arrived before the upstream sent the second.
-    assert!(t0.elapsed() < Duration::from_millis(500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
     assert!(!seen.contains("event 1"), "{seen}");
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::window::{Usage, Window};
 use super::*;
 use crate::balancer::TargetRegistry;
-use crate::config::{Declarative, LoadOptions, load_str};
-use crate::plugins::PluginSpec;
+use crate::config::{Declarative, load_str};
 use crate::core::runtime::Runtime;
+use crate::plugins::PluginSpec;
 
 const TIERS_BY_GROUP: &str = r#"
 _format_version: "3.0"
@@ -52,7 +52,7 @@ fn load(text: &str) -> Declarative {
 /// Builds the instance of `decl.plugins[i]` the way the runtime does.
 fn instance(decl: &Declarative, i: usize) -> RateLimiting {
     let p = &decl.plugins[i];
-    let PluginSpec::RateLimiting(c) = &p.spec else {
+    let Some(PluginSpec::RateLimiting(c)) = p.spec.downcast_ref::<PluginSpec>() else {
         panic!("not rate-limiting");
     };
     let ctx = BuildContext {
@@ -78,7 +78,12 @@ fn state(rt: Option<Arc<Runtime>>, consumer: Option<usize>) -> RequestState {
 #[test]
 fn consumer_group_plugins_are_tiers() {
     let decl = load(TIERS_BY_GROUP);
-    let rt = match Runtime::build(decl.clone(), &TargetRegistry::default(), None, &crate::plugins::REGISTRY) {
+    let rt = match Runtime::build(
+        decl.clone(),
+        &TargetRegistry::default(),
+        None,
+        &crate::plugins::REGISTRY,
+    ) {
         Ok(rt) => Arc::new(rt),
         Err(e) => panic!("{e}"),
     };
@@ -161,9 +166,14 @@ fn claims(v: serde_json::Value) -> Option<Arc<serde_json::Map<String, serde_json
 #[test]
 fn tiers_from_jwt_claims_with_default() {
     let decl = load(TIERS_BY_CLAIM);
-    let rt = Runtime::build(decl.clone(), &TargetRegistry::default(), None, &crate::plugins::REGISTRY)
-        .ok()
-        .map(Arc::new);
+    let rt = Runtime::build(
+        decl.clone(),
+        &TargetRegistry::default(),
+        None,
+        &crate::plugins::REGISTRY,
+    )
+    .ok()
+    .map(Arc::new);
     let p = instance(&decl, 0);
     let mut st = state(rt, None);
     let cases = [
