@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The gateway's core proxy path against HAProxy, nginx and bare Pingora, interleaved.
+"""The gateway's core proxy path against HAProxy, nginx and a bare hyper proxy, interleaved.
 
 Every proxy runs at the same time, pinned to core 1 (one worker/thread each); the nginx
 echo upstream and wrk share core 0. Targets are measured in interleaved rounds (A B C D,
@@ -11,15 +11,18 @@ Targets:
   direct          wrk straight to the echo upstream (the ceiling)
   haproxy-plain   ../shared/bench-peers/haproxy-plain.cfg
   nginx-plain     ../shared/bench-peers/nginx-plain.conf
-  pingora-bare    gateway/examples/bare_pingora.rs: Pingora's proxy with nothing of the
-                  gateway (round-robin over fixed targets): the framework's own cost
+  hyper-floor     ../shared/bench-peers/hyper-proto (with --hyper-floor BIN): a minimal hyper
+                  proxy with nothing of the gateway: the floor of the engine the gateway uses
   gateway-plain   the gateway, plain proxy config (one route, round-robin upstream)
   haproxy-full    ../shared/bench-peers/haproxy-full.cfg (JWT + rate limit + CORS + LB)
   gateway-policy  the gateway with JWT HS256 + CORS + round-robin with health checks
 
-Usage (repository root, after
-`cargo build --release -p gateway --bins --example bare_pingora`):
-    python3 gateway/bench/core_path.py --bin "$CARGO_TARGET_DIR/release" --rounds 5
+Usage (repository root, after `cargo build --release -p gateway --bins`):
+    python3 gateway/bench/core_path.py --bin "$CARGO_TARGET_DIR/release" --rounds 5 \
+        [--hyper-floor /tmp/hyper-proto/target/release/hyperproxy] [--conns 64] [--body-kib 64]
+
+`--body-kib N` sends POSTs with an N KiB body instead of GETs. The idle RSS of each
+gateway process is printed after start-up.
 """
 
 import argparse
@@ -90,8 +93,10 @@ def main():
     ap.add_argument("--duration", default="4s")
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--targets", default="direct,haproxy-plain,nginx-plain,pingora-bare,gateway-plain,"
+    ap.add_argument("--targets", default="direct,haproxy-plain,nginx-plain,hyper-floor,gateway-plain,"
                                          "haproxy-full,gateway-policy")
+    ap.add_argument("--hyper-floor", help="the hyper-proto binary (target hyper-floor)")
+    ap.add_argument("--body-kib", type=int, default=0, help="POST bodies of this many KiB")
     ap.add_argument("--json", help="write the raw rounds and the summary here")
     args = ap.parse_args()
     wanted = args.targets.split(",")
@@ -115,11 +120,11 @@ def main():
             if "nginx-plain" in wanted:
                 m = nginx(procs, work, "nginx-plain", os.path.join(PEERS, "nginx-plain.conf"), cpu=1)
                 targets["nginx-plain"] = ("http://127.0.0.1:18200/api/echo", m, [])
-            if "pingora-bare" in wanted:
+            if "hyper-floor" in wanted and args.hyper_floor:
                 port = free_port()
-                procs.start([os.path.join(args.bin, "examples", "bare_pingora"), f"127.0.0.1:{port}",
-                             "127.0.0.1:18081", "127.0.0.1:18082"], cpu=1)
-                targets["pingora-bare"] = (f"http://127.0.0.1:{port}/api/echo", procs.procs[-1].pid, [])
+                procs.start([args.hyper_floor, f"127.0.0.1:{port}", "127.0.0.1:18081", "127.0.0.1:18082"],
+                            cpu=1, env=dict(os.environ, MODE="conn"))
+                targets["hyper-floor"] = (f"http://127.0.0.1:{port}/api/echo", procs.procs[-1].pid, [])
             if "gateway-plain" in wanted:
                 port, _ = start_gateway(procs, args.bin, read_config("plain.yml"), work, cpu=1, workers=1)
                 pid = procs.procs[-1].pid
@@ -136,9 +141,21 @@ def main():
             for url, _, _ in targets.values():
                 wait_port(int(url.split(":")[2].split("/")[0]))
             time.sleep(2.5)  # health checks settle
+            for n, (_, pid, _) in targets.items():
+                if n.startswith("gateway"):
+                    rss = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status")
+                               if line.startswith("VmRSS:"))
+                    print(f"idle RSS {n}: {rss / 1024:.1f} MiB", flush=True)
+            script = None
+            if args.body_kib:
+                script = os.path.join(work, "post.lua")
+                with open(script, "w") as f:
+                    f.write('wrk.method = "POST"\n'
+                            f'wrk.body = string.rep("x", {args.body_kib * 1024})\n'
+                            'wrk.headers["Content-Type"] = "application/octet-stream"\n')
             pids = {n: (nginx_worker(p) if n.startswith("nginx") else p) for n, (_, p, _) in targets.items()}
             for n, (url, _, hdrs) in targets.items():  # warm-up, and a functional check
-                res = wrk(url, "1s", args.conns, hdrs)
+                res = wrk(url, "1s", args.conns, hdrs, script=script)
                 if res["non2xx"] or res["requests"] == 0:
                     sys.exit(f"{n}: {res['non2xx']} non-2xx of {res['requests']} in the warm-up")
             rounds = {n: [] for n in targets}
@@ -146,7 +163,7 @@ def main():
                 for n, (url, _, hdrs) in targets.items():
                     pid = pids[n]
                     c0 = cpu_seconds(pid) if pid else 0.0
-                    res = wrk(url, args.duration, args.conns, hdrs)
+                    res = wrk(url, args.duration, args.conns, hdrs, script=script)
                     res["cpu_us_per_req"] = ((cpu_seconds(pid) - c0) * 1e6 / max(res["requests"], 1)) if pid else None
                     rounds[n].append(res)
                     cpu = f"{res['cpu_us_per_req']:.1f}" if pid else "-"
@@ -162,17 +179,18 @@ def main():
                     "cpu_us_per_req": statistics.median(cpus) if cpus else None,
                     "non2xx": sum(x["non2xx"] for x in rs),
                 }
-            ref = summary.get("haproxy-plain")
-            bare = summary.get("pingora-bare")
-            print(f"\nmedians of {args.rounds} interleaved rounds, wrk -t1 -c{args.conns} -d{args.duration}")
-            print("target            req/s  p50 ms  p99 ms  cpu us/req  rps/haproxy  cpu/haproxy  cpu/bare")
+            ref = summary.get("nginx-plain")
+            full = summary.get("haproxy-full")
+            body = f", POST {args.body_kib} KiB" if args.body_kib else ""
+            print(f"\nmedians of {args.rounds} interleaved rounds, wrk -t1 -c{args.conns} -d{args.duration}{body}")
+            print("target            req/s  p50 ms  p99 ms  cpu us/req    rps/nginx    cpu/nginx  rps/hap-full")
             for n, s in summary.items():
                 cpu = s["cpu_us_per_req"]
                 rel = lambda a, b: f"{a / b:11.2f}" if a and b else f"{'-':>11}"  # noqa: E731
                 print(f"{n:15} {s['rps']:8.0f} {s['p50_ms']:7.2f} {s['p99_ms']:7.2f} "
                       f"{(f'{cpu:.1f}' if cpu else '-'):>11}  "
                       f"{rel(s['rps'], ref and ref['rps'])}  {rel(cpu, ref and ref['cpu_us_per_req'])}  "
-                      f"{rel(cpu, bare and bare['cpu_us_per_req'])}")
+                      f"{rel(s['rps'], full and full['rps'])}")
             if args.json:
                 with open(args.json, "w") as f:
                     json.dump({"rounds": rounds, "summary": summary}, f, indent=1)

@@ -11,13 +11,14 @@ Two comparisons:
   observability  one gateway, the policy path (JWT HS256 + CORS + round-robin) on four
                  routes: base, + prometheus plugin (all flags), + opentelemetry sampling
                  1%, + opentelemetry 100% (spans exported by OTLP/HTTP to a sink)
-  core           the gateway's plain and policy paths (gateway/bench/configs) against bare
-                 Pingora (gateway/examples/bare_pingora.rs) and HAProxy's plain and full
-                 configs from bench-peers
+  core           the gateway's plain and policy paths (gateway/bench/configs) against nginx
+                 (bench-peers nginx-plain.conf, one process), HAProxy's plain and full configs
+                 from bench-peers, and with --hyper-floor BIN the minimal hyper proxy
+                 (bench-peers hyper-proto): the engine's own floor
 
-Usage (repository root, after
-`cargo build --release -p gateway --bins --example bare_pingora`; needs valgrind):
-    python3 gateway/bench/instructions.py --bin "$CARGO_TARGET_DIR/release" [--requests 3000]
+Usage (repository root, after `cargo build --release -p gateway --bins`; needs valgrind):
+    python3 gateway/bench/instructions.py --bin "$CARGO_TARGET_DIR/release" [--requests 3000] \
+        [--hyper-floor /tmp/hyper-proto/target/release/hyperproxy]
 """
 
 import argparse
@@ -107,6 +108,7 @@ def main():
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--only", choices=["observability", "core"])
+    ap.add_argument("--hyper-floor", help="the hyper-proto binary")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if not shutil.which(tool):
@@ -158,10 +160,24 @@ def main():
                     targets.append((f"gateway-{name}", Counted(procs, gateway_argv(args.bin, cfg, port, status),
                                                                work, name, env), port,
                                     policy_headers if name == "policy" else {}))
-                port = free_port()
-                targets.append(("pingora-bare", Counted(
-                    procs, [os.path.join(args.bin, "examples", "bare_pingora"), f"127.0.0.1:{port}",
-                            f"127.0.0.1:{ups[0]}", f"127.0.0.1:{ups[1]}"], work, "bare"), port, {}))
+                if args.hyper_floor:
+                    port = free_port()
+                    targets.append(("hyper-floor", Counted(
+                        procs, [args.hyper_floor, f"127.0.0.1:{port}", f"127.0.0.1:{ups[0]}",
+                                f"127.0.0.1:{ups[1]}"], work, "hyper", dict(os.environ, MODE="conn")), port, {}))
+                if shutil.which("nginx"):
+                    port = free_port()
+                    prefix = os.path.join(work, "nginx")
+                    for d in ("logs", "tmp/client_body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
+                        os.makedirs(os.path.join(prefix, d), exist_ok=True)
+                    text = with_upstreams(open(os.path.join(PEERS, "nginx-plain.conf")).read())
+                    text = text.replace("127.0.0.1:18200", f"127.0.0.1:{port}")
+                    ncfg = os.path.join(work, "nginx-plain.conf")
+                    with open(ncfg, "w") as f:
+                        f.write(text)
+                    targets.append(("nginx-plain", Counted(
+                        procs, ["nginx", "-p", prefix + "/", "-e", "logs/error.log", "-c", ncfg,
+                                "-g", "daemon off; master_process off;"], work, "nginx"), port, {}))
                 if shutil.which("haproxy"):
                     for name in ("plain", "full"):
                         hcfg = os.path.join(work, f"haproxy-{name}.cfg")
@@ -181,12 +197,12 @@ def main():
                 for name, counted, port, headers in targets:
                     ir = measure(counted, port, "/api/echo", args.requests, headers, args.warmup)
                     rows.append(("core", name, ir, None))
-                    if name == "pingora-bare":
+                    if name == "nginx-plain":
                         ref = ir
                     print(f"core {name:14} {ir:10.0f} instructions/request", flush=True)
                 if ref:
                     for _, name, ir, _ in [r for r in rows if r[0] == "core"]:
-                        print(f"core {name:14} {ir / ref:.3f} x pingora-bare")
+                        print(f"core {name:14} {ir / ref:.3f} x nginx-plain")
     finally:
         procs.stop()
         sink.shutdown()

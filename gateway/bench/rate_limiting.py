@@ -127,10 +127,12 @@ def parse_wrk(text):
     }
 
 
-def wrk(url, duration, conns, headers=(), cpu=0):
+def wrk(url, duration, conns, headers=(), cpu=0, script=None):
     args = ["wrk", "-t1", f"-c{conns}", f"-d{duration}", "--latency"]
     for h in headers:
         args += ["-H", h]
+    if script:
+        args += ["-s", script]
     args.append(url)
     if shutil.which("taskset"):
         args = ["taskset", "-c", str(cpu)] + args

@@ -96,34 +96,85 @@ pub fn record(
     if !gw.access_log.enabled() {
         return;
     }
-    let now = httpdate::fmt_http_date(std::time::SystemTime::now());
-    let line = serde_json::json!({
-        "time": now,
-        "time_ms": st.start_wall_ms as u64,
-        "request_id": st.request_id,
-        "correlation_id": st.correlation_id.as_ref().map(|(_, v)| v.as_str()),
-        "trace_id": st.trace_id_hex(),
-        "client_ip": st.client_addr,
-        "method": req.method,
-        "path": req.path,
-        "protocol": format!("{:?}", req.version),
-        "route": route,
-        "service": service,
-        "consumer": consumer,
-        "upstream_target": st.target_name,
-        "attempts": st.attempts,
-        "status": status,
-        "upstream_status": st.upstream_status,
-        "latencies": {
-            "request_ms": total_ms,
-            "upstream_ms": upstream_ms,
-            "gateway_ms": total_ms.saturating_sub(upstream_ms.unwrap_or(0)),
+    let trace_id = st.trace_id_hex();
+    let protocol = match req.version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    };
+    // Fields in alphabetical order (the order of the earlier JSON-object lines), written
+    // straight into the line's buffer: no JSON tree per request.
+    let line = Line {
+        attempts: st.attempts,
+        bytes_in,
+        bytes_out: st.bytes_out,
+        client_ip: st.client_addr.as_deref(),
+        consumer,
+        correlation_id: st.correlation_id.as_ref().map(|(_, v)| v.as_str()),
+        error: err,
+        latencies: Latencies {
+            gateway_ms: total_ms.saturating_sub(upstream_ms.unwrap_or(0)),
+            request_ms: total_ms,
+            upstream_ms,
         },
-        "bytes_in": bytes_in,
-        "bytes_out": st.bytes_out,
-        "error": err,
-    });
-    let mut s = line.to_string();
-    s.push('\n');
+        method: req.method,
+        path: req.path,
+        protocol,
+        request_id: &st.request_id,
+        route,
+        service,
+        status,
+        time: httpdate::HttpDate::from(std::time::SystemTime::now()),
+        time_ms: st.start_wall_ms as u64,
+        trace_id: trace_id.as_deref(),
+        upstream_status: st.upstream_status,
+        upstream_target: st.target_name.as_deref(),
+    };
+    let mut buf = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut buf, &line).is_err() {
+        return;
+    }
+    buf.push(b'\n');
+    let Ok(s) = String::from_utf8(buf) else {
+        return;
+    };
     gw.access_log.send(s);
+}
+
+#[derive(serde::Serialize)]
+struct Latencies {
+    gateway_ms: u64,
+    request_ms: u64,
+    upstream_ms: Option<u64>,
+}
+
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    attempts: u32,
+    bytes_in: u64,
+    bytes_out: u64,
+    client_ip: Option<&'a str>,
+    consumer: Option<&'a str>,
+    correlation_id: Option<&'a str>,
+    error: Option<&'a str>,
+    latencies: Latencies,
+    method: &'a str,
+    path: &'a str,
+    protocol: &'a str,
+    request_id: &'a str,
+    route: Option<&'a str>,
+    service: Option<&'a str>,
+    status: u16,
+    #[serde(serialize_with = "http_date")]
+    time: httpdate::HttpDate,
+    time_ms: u64,
+    trace_id: Option<&'a str>,
+    upstream_status: Option<u16>,
+    upstream_target: Option<&'a str>,
+}
+
+fn http_date<S: serde::Serializer>(d: &httpdate::HttpDate, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(d)
 }

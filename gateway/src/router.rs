@@ -70,6 +70,67 @@ pub struct RouteMatch {
 pub struct Router {
     candidates: Vec<Candidate>,
     matchers: Vec<RouteMatchers>,
+    /// For large configurations: plain path prefixes by their exact text, so a request
+    /// checks only the candidates whose prefix its path starts with.
+    index: Option<PrefixIndex>,
+}
+
+/// Candidates with a plain path prefix, by prefix; the others in a list of their own.
+/// Positions are indexes into the priority-sorted candidate list, so merging the two
+/// keeps Kong's order.
+#[derive(Debug, Default)]
+struct PrefixIndex {
+    /// The distinct prefix lengths, shortest first.
+    lengths: Vec<usize>,
+    by_prefix: rustc_hash::FxHashMap<Box<str>, Vec<u32>>,
+    unindexed: Vec<u32>,
+}
+
+/// Below this many candidates a linear scan is cheaper than the index lookups.
+const INDEX_FROM: usize = 64;
+
+impl PrefixIndex {
+    fn new(candidates: &[Candidate]) -> PrefixIndex {
+        let mut ix = PrefixIndex::default();
+        for (pos, c) in candidates.iter().enumerate() {
+            match &c.path {
+                PathMatcher::Prefix(p) => {
+                    ix.by_prefix
+                        .entry(p.as_str().into())
+                        .or_default()
+                        .push(pos as u32);
+                    if !ix.lengths.contains(&p.len()) {
+                        ix.lengths.push(p.len());
+                    }
+                }
+                _ => ix.unindexed.push(pos as u32),
+            }
+        }
+        ix.lengths.sort_unstable();
+        ix
+    }
+
+    /// Positions of the candidates that may match `path`, in priority order.
+    fn positions(&self, path: &str) -> Vec<u32> {
+        let mut hits: Vec<u32> = Vec::new();
+        for &l in &self.lengths {
+            if l > path.len() {
+                break;
+            }
+            if let Some(key) = path.get(..l)
+                && let Some(v) = self.by_prefix.get(key)
+            {
+                hits.extend_from_slice(v);
+            }
+        }
+        if self.unindexed.is_empty() {
+            hits.sort_unstable();
+            return hits;
+        }
+        hits.extend_from_slice(&self.unindexed);
+        hits.sort_unstable();
+        hits
+    }
 }
 
 impl Router {
@@ -146,9 +207,11 @@ impl Router {
             c.order = i;
         }
         candidates.sort_by_key(|c| (Reverse(c.priority), c.order));
+        let index = (candidates.len() >= INDEX_FROM).then(|| PrefixIndex::new(&candidates));
         Ok(Router {
             candidates,
             matchers,
+            index,
         })
     }
 
@@ -156,66 +219,93 @@ impl Router {
     pub fn route(&self, req: &RequestView<'_>) -> Option<RouteMatch> {
         let host = strip_port(req.host).to_ascii_lowercase();
         let mut mismatch: Option<RouteMatch> = None;
-        for c in &self.candidates {
-            let m = &self.matchers[c.route];
-            if !m.methods.is_empty() && !m.methods.iter().any(|x| x == req.method) {
-                continue;
-            }
-            if !m.hosts.is_empty() && !m.hosts.iter().any(|h| host_matches(h, &host, req.host)) {
-                continue;
-            }
-            if !m.headers.iter().all(|(name, values)| {
-                (req.header)(name).iter().any(|v| {
-                    values
-                        .iter()
-                        .any(|want| want.eq_ignore_ascii_case(v.trim()))
-                })
-            }) {
-                continue;
-            }
-            let (matched_path, captures) = match &c.path {
-                PathMatcher::Any => (String::new(), Vec::new()),
-                PathMatcher::Prefix(p) => {
-                    if !req.path.starts_with(p.as_str()) {
-                        continue;
-                    }
-                    (p.clone(), Vec::new())
-                }
-                PathMatcher::Regex(re) => {
-                    let Some(caps) = re.captures(req.path) else {
-                        continue;
-                    };
-                    let whole = caps
-                        .get(0)
-                        .map(|m| m.as_str().to_string())
-                        .unwrap_or_default();
-                    let mut out = Vec::new();
-                    for (i, name) in re.capture_names().enumerate().skip(1) {
-                        if let Some(v) = caps.get(i) {
-                            out.push((i.to_string(), v.as_str().to_string()));
-                            if let Some(n) = name {
-                                out.push((n.to_string(), v.as_str().to_string()));
-                            }
-                        }
-                    }
-                    (whole, out)
-                }
-            };
-            let proto_ok = if req.tls { m.https } else { m.http };
-            let found = RouteMatch {
-                route: c.route,
-                matched_path,
-                captures,
-                protocol_mismatch: !proto_ok,
-            };
-            if proto_ok {
+        let mut consider = |c: &Candidate| -> Option<RouteMatch> {
+            let found = self.try_candidate(c, req, &host)?;
+            if !found.protocol_mismatch {
                 return Some(found);
             }
             if mismatch.is_none() {
                 mismatch = Some(found);
             }
+            None
+        };
+        match &self.index {
+            Some(ix) => {
+                for pos in ix.positions(req.path) {
+                    if let Some(c) = self.candidates.get(pos as usize)
+                        && let Some(found) = consider(c)
+                    {
+                        return Some(found);
+                    }
+                }
+            }
+            None => {
+                for c in &self.candidates {
+                    if let Some(found) = consider(c) {
+                        return Some(found);
+                    }
+                }
+            }
         }
         mismatch
+    }
+
+    /// The match of one candidate (protocol mismatches included, flagged), or None.
+    fn try_candidate(
+        &self,
+        c: &Candidate,
+        req: &RequestView<'_>,
+        host: &str,
+    ) -> Option<RouteMatch> {
+        let m = &self.matchers[c.route];
+        if !m.methods.is_empty() && !m.methods.iter().any(|x| x == req.method) {
+            return None;
+        }
+        if !m.hosts.is_empty() && !m.hosts.iter().any(|h| host_matches(h, host, req.host)) {
+            return None;
+        }
+        if !m.headers.iter().all(|(name, values)| {
+            (req.header)(name).iter().any(|v| {
+                values
+                    .iter()
+                    .any(|want| want.eq_ignore_ascii_case(v.trim()))
+            })
+        }) {
+            return None;
+        }
+        let (matched_path, captures) = match &c.path {
+            PathMatcher::Any => (String::new(), Vec::new()),
+            PathMatcher::Prefix(p) => {
+                if !req.path.starts_with(p.as_str()) {
+                    return None;
+                }
+                (p.clone(), Vec::new())
+            }
+            PathMatcher::Regex(re) => {
+                let caps = re.captures(req.path)?;
+                let whole = caps
+                    .get(0)
+                    .map(|m| m.as_str().to_string())
+                    .unwrap_or_default();
+                let mut out = Vec::new();
+                for (i, name) in re.capture_names().enumerate().skip(1) {
+                    if let Some(v) = caps.get(i) {
+                        out.push((i.to_string(), v.as_str().to_string()));
+                        if let Some(n) = name {
+                            out.push((n.to_string(), v.as_str().to_string()));
+                        }
+                    }
+                }
+                (whole, out)
+            }
+        };
+        let proto_ok = if req.tls { m.https } else { m.http };
+        Some(RouteMatch {
+            route: c.route,
+            matched_path,
+            captures,
+            protocol_mismatch: !proto_ok,
+        })
     }
 }
 
@@ -318,5 +408,88 @@ mod tests {
             "/api/users"
         );
         assert_eq!(upstream_path(Some("/s"), true, "/r", "/re"), "/s/e");
+    }
+
+    fn route_def(
+        i: usize,
+        paths: Vec<String>,
+        hosts: Vec<String>,
+        methods: Vec<String>,
+    ) -> RouteDef {
+        RouteDef {
+            name: format!("r{i}"),
+            id: None,
+            path: format!("routes[{i}]"),
+            service: None,
+            paths,
+            hosts,
+            methods,
+            headers: Default::default(),
+            protocols: vec!["http".into(), "https".into()],
+            strip_path: true,
+            preserve_host: false,
+            regex_priority: (i % 3) as i64,
+            path_handling: "v0".into(),
+            https_redirect_status_code: 426,
+        }
+    }
+
+    #[test]
+    fn the_prefix_index_picks_what_a_linear_scan_picks() {
+        let mut routes = Vec::new();
+        for i in 0..300 {
+            let paths = match i % 6 {
+                0 => vec![format!("/svc{}", i / 6)],
+                1 => vec![format!("/svc{}/v{}", i / 6, i % 4), "/shared".into()],
+                2 => vec![format!("~/svc{}/[0-9]+$", i / 6)],
+                3 => vec![],
+                4 => vec!["/".into()],
+                _ => vec![format!("/svc{}/x", i / 12)],
+            };
+            let hosts = if i % 5 == 0 {
+                vec![format!("h{}.example.com", i % 7)]
+            } else {
+                vec![]
+            };
+            let methods = if i % 4 == 0 {
+                vec!["POST".into()]
+            } else {
+                vec![]
+            };
+            routes.push(route_def(i, paths, hosts, methods));
+        }
+        let indexed = Router::new(&routes).expect("router");
+        assert!(indexed.index.is_some());
+        let mut linear = Router::new(&routes).expect("router");
+        linear.index = None;
+        let no_headers = |_: &str| Vec::new();
+        for path in [
+            "/",
+            "/svc1",
+            "/svc1/v1",
+            "/svc10/123",
+            "/svc3/x/y",
+            "/shared/a",
+            "/none",
+            "/svc",
+            "/svc49/v2",
+        ] {
+            for host in ["h0.example.com", "h3.example.com", "other"] {
+                for method in ["GET", "POST"] {
+                    let view = RequestView {
+                        method,
+                        host,
+                        path,
+                        tls: false,
+                        header: &no_headers,
+                    };
+                    assert_eq!(
+                        indexed.route(&view),
+                        linear.route(&view),
+                        "{method} {host}{path}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
-use super::locate::LineIndex;
+use super::locate::LazyIndex;
 use super::model::*;
 use super::*;
 
@@ -21,7 +21,8 @@ pub(super) fn join_path(base: &str, inner: &str) -> String {
 }
 
 pub(super) struct Builder<'a> {
-    pub(super) index: &'a LineIndex,
+    /// Built on the first error: a file without errors never pays for it.
+    pub(super) index: LazyIndex<'a>,
     pub(super) opts: &'a LoadOptions,
     pub(super) errors: Vec<ConfigError>,
     pub(super) out: Declarative,
@@ -40,7 +41,7 @@ pub(super) struct Refs {
 }
 
 impl<'a> Builder<'a> {
-    pub(super) fn new(index: &'a LineIndex, opts: &'a LoadOptions) -> Self {
+    pub(super) fn new(index: LazyIndex<'a>, opts: &'a LoadOptions) -> Self {
         Builder {
             index,
             opts,
@@ -53,7 +54,7 @@ impl<'a> Builder<'a> {
 
     pub(super) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
-        let line = self.index.line_of(&path);
+        let line = self.index.get().line_of(&path);
         self.errors.push(ConfigError {
             path,
             line,

@@ -6,6 +6,25 @@
 
 use std::collections::HashMap;
 
+/// A [`LineIndex`] of a text, built when first asked for.
+pub struct LazyIndex<'a> {
+    text: &'a str,
+    index: std::cell::OnceCell<LineIndex>,
+}
+
+impl<'a> LazyIndex<'a> {
+    pub fn new(text: &'a str) -> LazyIndex<'a> {
+        LazyIndex {
+            text,
+            index: std::cell::OnceCell::new(),
+        }
+    }
+
+    pub fn get(&self) -> &LineIndex {
+        self.index.get_or_init(|| LineIndex::build(self.text))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct LineIndex {
     lines: HashMap<String, usize>,

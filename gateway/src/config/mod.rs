@@ -18,7 +18,7 @@ use std::path::Path;
 use serde_norway::Value;
 
 use build::Builder;
-use locate::LineIndex;
+use locate::LazyIndex;
 use model::*;
 
 /// One problem in a configuration.
@@ -224,8 +224,7 @@ pub fn load_str(
             }]));
         }
     };
-    let index = LineIndex::build(&text);
-    let mut b = Builder::new(&index, opts);
+    let mut b = Builder::new(LazyIndex::new(&text), opts);
     b.build(raw);
     if b.errors.is_empty() {
         let mut decl = b.out;

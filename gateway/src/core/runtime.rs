@@ -23,6 +23,9 @@ pub struct ServiceRt {
     pub write_timeout: std::time::Duration,
     pub balancer: Arc<Balancer>,
     pub enabled: bool,
+    /// The Host header sent upstream (unless a route preserves the client's), computed
+    /// once: the upstream's `host_header`, or host with the port when not the default.
+    pub host_header: Option<http::HeaderValue>,
 }
 
 /// All instances of one plugin that can apply to a route, with their scopes.
@@ -120,6 +123,18 @@ impl Runtime {
                 connect_timeout: std::time::Duration::from_millis(s.connect_timeout_ms),
                 read_timeout: std::time::Duration::from_millis(s.read_timeout_ms),
                 write_timeout: std::time::Duration::from_millis(s.write_timeout_ms),
+                host_header: {
+                    let default_port = (s.protocol == "https" && s.port == 443)
+                        || (s.protocol != "https" && s.port == 80);
+                    let text = balancer.host_header.clone().unwrap_or_else(|| {
+                        if default_port {
+                            s.host.clone()
+                        } else {
+                            format!("{}:{}", s.host, s.port)
+                        }
+                    });
+                    http::HeaderValue::from_str(&text).ok()
+                },
                 balancer,
                 enabled: s.enabled,
             });

@@ -312,10 +312,14 @@ impl Ctx<'_> {
             };
         }
         if let Some(uri) = &st.upstream_uri {
-            req.set_uri(
-                uri.parse::<http::Uri>()
-                    .map_err(|_| crate::core::Error::Uri)?,
-            );
+            let same = client.uri.scheme().is_none()
+                && client.uri.path_and_query().map(|p| p.as_str()) == Some(uri.as_str());
+            if !same {
+                req.set_uri(
+                    uri.parse::<http::Uri>()
+                        .map_err(|_| crate::core::Error::Uri)?,
+                );
+            }
         }
         let client_host = client
             .headers
@@ -324,15 +328,10 @@ impl Ctx<'_> {
             .or_else(|| client.uri.authority().map(|a| a.as_str()))
             .map(str::to_string);
         if !route.preserve_host {
-            let host = svc.balancer.host_header.clone().unwrap_or_else(|| {
-                let port = rt.decl.services[si].port;
-                if (svc.tls && port == 443) || (!svc.tls && port == 80) {
-                    svc.host.clone()
-                } else {
-                    format!("{}:{port}", svc.host)
-                }
-            });
-            req.insert_header(http::header::HOST, host)?;
+            let Some(host) = svc.host_header.clone() else {
+                return Err(crate::core::Error::HeaderValue);
+            };
+            req.headers.insert(http::header::HOST, host);
         } else if let Some(h) = &client_host
             && !req.headers.contains_key(http::header::HOST)
         {
