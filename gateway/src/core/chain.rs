@@ -59,11 +59,15 @@ fn select_plugins(st: &RequestState) -> Vec<Arc<dyn Plugin>> {
         .collect()
 }
 
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+const X_KONG_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-kong-request-id");
+
 /// Headers every response gets (request id, plugin headers, plugin header hooks).
 pub fn finish_response_headers(h: &mut ResponseHeader, st: &mut RequestState) {
     if !st.request_id.is_empty() {
-        let _ = h.insert_header("x-request-id", st.request_id.as_str());
-        let _ = h.insert_header("x-kong-request-id", st.request_id.as_str());
+        let v = st.request_id_value();
+        h.headers.insert(X_REQUEST_ID, v.clone());
+        h.headers.insert(X_KONG_REQUEST_ID, v);
     }
     for (k, v) in std::mem::take(&mut st.response_headers) {
         let _ = h.append_header(k, v.as_str());

@@ -101,7 +101,9 @@ impl Session {
     /// Hands the body over for the upstream: the chunks read so far, the unread rest
     /// (`None` when the body was read to its end) and the bytes counted so far.
     pub fn take_body(&mut self) -> (Vec<Bytes>, Option<Incoming>, u64) {
-        let rest = if self.body_done {
+        use hyper::body::Body;
+        // A body already read to its end (or empty, as for most GETs) is replayable.
+        let rest = if self.body_done || self.body.as_ref().is_some_and(|b| b.is_end_stream()) {
             None
         } else {
             self.body.take()

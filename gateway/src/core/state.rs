@@ -14,6 +14,8 @@ pub struct RequestState {
     pub start_wall_ms: u128,
     /// The request id (`X-Request-ID`): the client's when it sent one.
     pub request_id: String,
+    /// `request_id` as a header value, once computed.
+    pub request_id_header: Option<http::HeaderValue>,
     /// The client address (the peer, or from a trusted peer's real-ip header).
     pub client_addr: Option<String>,
     /// The connection's peer address.
@@ -92,6 +94,17 @@ impl RequestState {
     /// The trace id (32 hex digits) when the opentelemetry plugin runs on this request.
     pub fn trace_id_hex(&self) -> Option<String> {
         self.trace.as_ref().map(|t| t.trace_id_hex())
+    }
+
+    /// The request id as a header value (parsed once per request).
+    pub fn request_id_value(&mut self) -> http::HeaderValue {
+        if let Some(v) = &self.request_id_header {
+            return v.clone();
+        }
+        let v = http::HeaderValue::from_str(&self.request_id)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
+        self.request_id_header = Some(v.clone());
+        v
     }
 
     pub fn elapsed_ms(&self) -> u64 {

@@ -21,6 +21,21 @@ use crate::core::{RequestHeader, ResponseHeader};
 
 const VIA: &str = concat!("1.1 gateway/", env!("CARGO_PKG_VERSION"));
 
+/// Header names the proxy sets on every request or response, parsed once.
+mod names {
+    use http::HeaderName;
+    pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+    pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+    pub const X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const X_KONG_UPSTREAM_LATENCY: HeaderName =
+        HeaderName::from_static("x-kong-upstream-latency");
+    pub const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+}
+
 /// Why an attempt failed.
 enum Failure {
     /// No target to send to (503).
@@ -50,15 +65,13 @@ impl Ctx<'_> {
             return self.local(r);
         };
         let svc = &rt.services[si];
-        let mut head = match self.upstream_head() {
-            Ok(h) => h,
+        let mut head = match self.prepared_head() {
+            Ok(h) => Some(h),
             Err(_) => {
                 let r = self.error(400, "Bad request");
                 return self.local(r);
             }
         };
-        let upgrade = self.client_upgrade.is_some();
-        hop::strip(&mut head.headers, upgrade);
 
         // The body: rewritten whole by a plugin, or streamed.
         let report = Rc::new(BodyReport::default());
@@ -73,7 +86,6 @@ impl Ctx<'_> {
             for p in active_plugins(&mut self.st).iter() {
                 p.request_body(&mut whole, &mut self.st);
             }
-            head.headers.remove(http::header::CONTENT_LENGTH);
             self.st.bytes_in = self.session.body_bytes_read();
             Some(UpBody::rewritten(whole.freeze()))
         } else {
@@ -103,7 +115,18 @@ impl Ctx<'_> {
             };
             // A streamed body goes with this attempt; only a whole one can be sent again.
             let replayable = body.is_some();
-            match self.send(&rt, si, key, tx, &head, this_body, &report).await {
+            // The first attempt takes the head; a retry builds it again.
+            let this_head = match head.take() {
+                Some(h) => h,
+                None => match self.prepared_head() {
+                    Ok(h) => h,
+                    Err(_) => return self.fail(Failure::Broken { unsent: false }),
+                },
+            };
+            match self
+                .send(&rt, si, key, tx, this_head, this_body, &report)
+                .await
+            {
                 Ok((resp, key, tx)) => return self.respond_upstream(resp, key, tx).await,
                 Err(f) => {
                     self.st.bytes_in = report.bytes.get().max(self.st.bytes_in);
@@ -203,7 +226,7 @@ impl Ctx<'_> {
         si: usize,
         key: PoolKey,
         mut tx: SendRequest<UpBody>,
-        head: &RequestHeader,
+        head: RequestHeader,
         body: UpBody,
         report: &BodyReport,
     ) -> Result<(Response<Incoming>, PoolKey, SendRequest<UpBody>), Failure> {
@@ -215,10 +238,10 @@ impl Ctx<'_> {
             ));
         };
         let mut req = Request::new(body);
-        *req.method_mut() = head.method.clone();
-        *req.uri_mut() = head.uri.clone();
+        *req.method_mut() = head.method;
+        *req.uri_mut() = head.uri;
         *req.version_mut() = http::Version::HTTP_11;
-        *req.headers_mut() = head.headers.clone();
+        *req.headers_mut() = head.headers;
         let wait = svc.read_timeout.max(svc.write_timeout);
         let sent = tokio::time::timeout(wait, tx.send_request(req)).await;
         match sent {
@@ -278,6 +301,17 @@ impl Ctx<'_> {
             let _ = head.insert_header("connection", "close");
         }
         self.respond(head, RespBody::full(body), code, Some(err))
+    }
+
+    /// The upstream head without hop-by-hop headers (and without Content-Length when a
+    /// plugin rewrites the body).
+    fn prepared_head(&mut self) -> crate::core::Result<RequestHeader> {
+        let mut head = self.upstream_head()?;
+        hop::strip(&mut head.headers, self.client_upgrade.is_some());
+        if self.st.request_buffering {
+            head.headers.remove(http::header::CONTENT_LENGTH);
+        }
+        Ok(head)
     }
 
     /// The request head sent upstream.
@@ -349,37 +383,48 @@ impl Ctx<'_> {
         for (k, v) in &st.upstream_headers {
             req.insert_header(k, v.as_str())?;
         }
-        let ip = st.client_addr.clone().unwrap_or_default();
+        let bad = |_| crate::core::Error::HeaderValue;
+        let ip = st.client_addr.as_deref().unwrap_or_default();
+        let ip_value = HeaderValue::from_str(ip).map_err(bad)?;
         // Kong appends the connection's peer (realip_remote_addr) to a client-sent
         // X-Forwarded-For, and sends the resolved client address otherwise.
         let xff = match req
             .headers
-            .get("x-forwarded-for")
+            .get(&names::X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
-            Some(prev) if !prev.is_empty() => {
-                format!("{prev}, {}", st.peer_addr.as_deref().unwrap_or(&ip))
-            }
-            _ => ip.clone(),
+            Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!(
+                "{prev}, {}",
+                st.peer_addr.as_deref().unwrap_or(ip)
+            ))
+            .map_err(bad)?,
+            _ => ip_value.clone(),
         };
-        req.insert_header("x-forwarded-for", xff)?;
-        req.insert_header("x-real-ip", ip)?;
-        req.insert_header(
-            "x-forwarded-proto",
+        let h = &mut req.headers;
+        h.insert(names::X_FORWARDED_FOR, xff);
+        h.insert(names::X_REAL_IP, ip_value);
+        h.insert(
+            names::X_FORWARDED_PROTO,
             HeaderValue::from_static(if st.tls { "https" } else { "http" }),
-        )?;
-        if let Some(h) = client_host {
-            let (hn, port) = match h.rsplit_once(':') {
+        );
+        if let Some(host) = client_host {
+            let (hn, port) = match host.rsplit_once(':') {
                 Some((a, p)) if !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()) => {
-                    (a.to_string(), p.to_string())
+                    (HeaderValue::from_str(a), HeaderValue::from_str(p))
                 }
-                _ => (h.clone(), if st.tls { "443".into() } else { "80".into() }),
+                _ => (
+                    HeaderValue::from_str(&host),
+                    Ok(HeaderValue::from_static(if st.tls { "443" } else { "80" })),
+                ),
             };
-            req.insert_header("x-forwarded-host", hn)?;
-            req.insert_header("x-forwarded-port", port)?;
+            h.insert(names::X_FORWARDED_HOST, hn.map_err(bad)?);
+            h.insert(names::X_FORWARDED_PORT, port.map_err(bad)?);
         }
-        req.insert_header("x-forwarded-path", client.uri.path())?;
-        req.insert_header("x-request-id", st.request_id.as_str())?;
+        h.insert(
+            names::X_FORWARDED_PATH,
+            HeaderValue::from_str(client.uri.path()).map_err(bad)?,
+        );
+        h.insert(names::X_REQUEST_ID, st.request_id_value());
         for p in active_plugins(st).iter() {
             p.upstream_request(&mut req, st);
         }
@@ -420,12 +465,14 @@ impl Ctx<'_> {
         hop::strip(&mut head.headers, upgraded);
         let up = self.st.upstream_latency_ms.unwrap_or(0);
         let total = self.st.elapsed_ms();
-        let _ = head.insert_header("x-kong-upstream-latency", HeaderValue::from(up));
-        let _ = head.insert_header(
-            "x-kong-proxy-latency",
+        head.headers
+            .insert(names::X_KONG_UPSTREAM_LATENCY, HeaderValue::from(up));
+        head.headers.insert(
+            names::X_KONG_PROXY_LATENCY,
             HeaderValue::from(total.saturating_sub(up)),
         );
-        let _ = head.append_header("via", HeaderValue::from_static(VIA));
+        head.headers
+            .append(http::header::VIA, HeaderValue::from_static(VIA));
         finish_response_headers(&mut head, &mut self.st);
         let plugins = active_plugins(&mut self.st);
         let back = PoolReturn {

@@ -15,6 +15,10 @@ const HOP: &[HeaderName] = &[
 /// Headers that are hop-by-hop but have no constant in `http`.
 const HOP_NAMES: &[&str] = &["keep-alive", "proxy-connection", "proxy"];
 
+fn is_hop(name: &HeaderName) -> bool {
+    HOP.contains(name) || HOP_NAMES.contains(&name.as_str())
+}
+
 /// Whether the request asks to switch protocols (WebSocket and the like): HTTP/1.1 with
 /// `Upgrade` and `Connection: upgrade`.
 pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
@@ -34,6 +38,10 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers; with `upgrade`, keeps `Upgrade` and sends
 /// `Connection: upgrade`.
 pub fn strip(h: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none: one pass over the names instead of a lookup per name.
+    if !upgrade && !h.keys().any(is_hop) {
+        return;
+    }
     let listed = h.contains_key(header::CONNECTION);
     if listed {
         let names: Vec<HeaderName> = h

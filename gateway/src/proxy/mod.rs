@@ -63,7 +63,8 @@ pub struct ConnInfo {
 pub(crate) struct Ctx<'a> {
     pub w: &'a Worker,
     pub conn: &'a ConnInfo,
-    pub st: RequestState,
+    /// Boxed: it moves into the log phase at the end without copying.
+    pub st: Box<RequestState>,
     pub session: Session,
     pub client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// Close the client connection after this response.
@@ -80,7 +81,7 @@ pub async fn handle(
     let gw = &w.gw;
     gw.inflight.fetch_add(1, Ordering::Relaxed);
     gw.total_requests.fetch_add(1, Ordering::Relaxed);
-    let mut st = RequestState {
+    let mut st = Box::new(RequestState {
         start: Some(Instant::now()),
         start_wall_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -88,7 +89,7 @@ pub async fn handle(
             .unwrap_or(0),
         tls: conn.tls,
         ..RequestState::default()
-    };
+    });
     let peer = conn.peer.ip().to_canonical();
     let real = gw.limits.real_ip.resolve(peer, req.headers());
     let peer_s = peer.to_string();
@@ -210,7 +211,7 @@ impl Ctx<'_> {
 /// body is done.
 struct Finish {
     gw: Arc<Gateway>,
-    st: RequestState,
+    st: Box<RequestState>,
     method: http::Method,
     path: String,
     version: http::Version,
@@ -221,7 +222,7 @@ struct Finish {
 impl OnDone for Finish {
     fn done(self: Box<Self>, bytes_out: u64, _completed: bool) {
         let mut f = *self;
-        let st = &mut f.st;
+        let st = &mut *f.st;
         st.bytes_out += bytes_out;
         f.gw.inflight.fetch_sub(1, Ordering::Relaxed);
         if let (Some(rt), Some(si), Some(ti)) = (&st.rt, st.service, st.target) {
