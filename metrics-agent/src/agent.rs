@@ -65,6 +65,38 @@ pub struct RunArgs {
     /// How long to keep sending on shutdown before leaving the rest in the WAL.
     #[arg(long, env = "METRICS_AGENT_FLUSH_TIMEOUT", default_value = "5s", value_parser = parse_dur)]
     pub flush_timeout: Duration,
+    /// Replace `${NAME}` / `${NAME:-default}` anywhere in the config from the environment
+    /// (unset without default is an error). Off: Prometheus' behaviour (only
+    /// external_labels are expanded).
+    #[command(flatten)]
+    pub env: EnvArgs,
+}
+
+/// `--expand-env`, shared by `run` and `check`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct EnvArgs {
+    /// Expand `${NAME}` and `${NAME:-default}` everywhere in the config (the ECS sidecar
+    /// image sets METRICS_AGENT_EXPAND_ENV=true). Default: as Prometheus, only
+    /// external_labels values are expanded.
+    #[arg(
+        long = "expand-env",
+        env = "METRICS_AGENT_EXPAND_ENV",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub expand_env: bool,
+}
+
+impl EnvArgs {
+    pub fn mode(&self) -> config::EnvMode {
+        if self.expand_env {
+            config::EnvMode::ExpandAll
+        } else {
+            config::EnvMode::Prometheus
+        }
+    }
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -109,6 +141,13 @@ pub enum RunError {
     },
     #[error("HTTP client: {0}")]
     Client(String),
+    #[error("{file}: {what}: {source}")]
+    HttpClient {
+        file: PathBuf,
+        what: String,
+        #[source]
+        source: crate::http_client::ClientError,
+    },
 }
 
 fn collector_target(
@@ -119,16 +158,7 @@ fn collector_target(
     c: Collector,
 ) -> ScrapeTarget {
     ScrapeTarget {
-        job: Arc::new(JobSettings {
-            name: name.to_string(),
-            interval,
-            timeout,
-            honor_labels: false,
-            honor_timestamps: true,
-            sample_limit: 0,
-            metric_relabel: Vec::new(),
-            auth: None,
-        }),
+        job: Arc::new(JobSettings::collector(name, interval, timeout)),
         labels: Labels::from_pairs([("job", name.to_string()), ("instance", instance)]),
         source: Source::Collector(Box::new(c)),
     }
@@ -163,6 +193,9 @@ async fn wait_for_signal() {
 /// else read from the task metadata endpoint (three tries; the endpoint is up when the
 /// container starts).
 async fn ecs_task_id(args: &RunArgs) -> Option<String> {
+    if !args.env.expand_env {
+        return None; // only the whole-file expansion reads ${ECS_TASK_ID}
+    }
     if let Ok(id) = std::env::var("ECS_TASK_ID") {
         return Some(id);
     }
@@ -186,10 +219,13 @@ async fn ecs_task_id(args: &RunArgs) -> Option<String> {
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let task_id = ecs_task_id(&args).await;
-    let cfg = config::load_with(&args.config, |name| match name {
+    let cfg = config::load_with(&args.config, args.env.mode(), |name| match name {
         "ECS_TASK_ID" => task_id.clone(),
         _ => std::env::var(name).ok(),
     })?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     if cfg.remote_writes.is_empty() {
         return Err(RunError::NoRemoteWrite {
             file: args.config.clone(),
@@ -215,6 +251,34 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let rw_client = reqwest::Client::builder()
         .build()
         .map_err(|e| RunError::Client(e.to_string()))?;
+    // One client per scrape job and per endpoint: each has its own TLS, proxy and
+    // redirect settings.
+    let mut job_clients = Vec::new();
+    for job in &cfg.jobs {
+        job_clients.push(
+            crate::http_client::build(
+                &job.http,
+                reqwest::Client::builder().pool_max_idle_per_host(4),
+            )
+            .map_err(|source| RunError::HttpClient {
+                file: args.config.clone(),
+                what: format!("scrape job {:?}", job.name),
+                source,
+            })?,
+        );
+    }
+    let mut rw_clients = Vec::new();
+    for rw in &cfg.remote_writes {
+        rw_clients.push(
+            crate::http_client::build(&rw.http, reqwest::Client::builder()).map_err(|source| {
+                RunError::HttpClient {
+                    file: args.config.clone(),
+                    what: format!("remote_write {:?}", rw.name),
+                    source,
+                }
+            })?,
+        );
+    }
 
     // Open one WAL per endpoint; replay starts from each shard's saved cursor.
     let mut wals = Vec::new();
@@ -259,7 +323,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (scrape_stop_tx, scrape_stop) = watch::channel(false);
     let (send_stop_tx, send_stop) = watch::channel(false);
     let mut sender_tasks = Vec::new();
-    for (rw, wal) in cfg.remote_writes.iter().zip(&wals) {
+    for ((rw, wal), client) in cfg.remote_writes.iter().zip(&wals).zip(&rw_clients) {
         let creds = rw.sigv4.as_ref().map(|s| {
             Arc::new(CredentialSource::new(
                 s.access_key.clone(),
@@ -269,7 +333,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         });
         let sender = Arc::new(Sender {
             rw: Arc::new(rw.clone()),
-            client: rw_client.clone(),
+            client: client.clone(),
             metrics: metrics.clone(),
             creds,
         });
@@ -307,21 +371,19 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     });
 
-    // Targets: scrape_configs, then built-in collectors.
-    let mut targets = Vec::new();
-    for job in &cfg.jobs {
-        let settings = Arc::new(JobSettings::from(job));
-        for t in &job.targets {
-            targets.push(ScrapeTarget {
-                job: settings.clone(),
-                labels: t.labels.clone(),
-                source: Source::Http {
-                    url: t.url.clone(),
-                    client: scrape_client.clone(),
-                },
-            });
-        }
+    // Targets: scrape_configs (each job's manager follows its discovery), then built-in
+    // collectors.
+    let mut managers = Vec::new();
+    for (job, client) in cfg.jobs.iter().zip(job_clients) {
+        managers.push(crate::discovery::JobManager {
+            job: Arc::new(job.clone()),
+            settings: Arc::new(JobSettings::from(job)),
+            client,
+            appender: appender.clone(),
+            metrics: metrics.clone(),
+        });
     }
+    let mut targets = Vec::new();
     let c_interval = args.collector_interval.unwrap_or(cfg.scrape_interval);
     let c_timeout = cfg.scrape_timeout.min(c_interval);
     if let (Some(uri), false) = (&args.ecs_metadata_uri, args.no_ecs) {
@@ -388,8 +450,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         scrape_stop.clone(),
     ));
 
-    tracing::info!(targets = targets.len(), listen = %args.listen, "metrics-agent started");
+    tracing::info!(
+        jobs = managers.len(),
+        collectors = targets.len(),
+        listen = %args.listen,
+        "metrics-agent started"
+    );
     let mut loops = Vec::new();
+    for m in managers {
+        loops.push(tokio::spawn(m.run(scrape_stop.clone())));
+    }
     for t in targets {
         let l = ScrapeLoop::new(t, appender.clone(), metrics.clone());
         loops.push(tokio::spawn(l.run(scrape_stop.clone())));
