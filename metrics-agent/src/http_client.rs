@@ -214,3 +214,65 @@ impl ServerCertVerifier for NoVerify {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pki() -> (String, String, String) {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = p.self_signed(&ca_key).expect("ca");
+        let issuer = rcgen::Issuer::new(p, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["client.test".to_string()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("cert");
+        (ca.pem(), cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn builds_every_tls_variant() {
+        let (ca, cert, key) = pki();
+        let variants = [
+            Tls {
+                ca_pem: Some(ca.clone().into_bytes()),
+                cert_pem: Some(cert.clone().into_bytes()),
+                key_pem: Some(key.clone().into_bytes()),
+                server_name: Some("metrics.test".into()),
+                ..Tls::default()
+            },
+            Tls {
+                insecure_skip_verify: true,
+                min_version: Some(TlsVersion::Tls12),
+                ..Tls::default()
+            },
+            Tls {
+                cert_pem: Some(cert.into_bytes()),
+                key_pem: Some(key.into_bytes()),
+                server_name: Some("metrics.test".into()),
+                ..Tls::default()
+            },
+            Tls {
+                min_version: Some(TlsVersion::Tls13),
+                ..Tls::default()
+            },
+        ];
+        for (i, t) in variants.iter().enumerate() {
+            let s = HttpClient {
+                tls: t.clone(),
+                ..HttpClient::default()
+            };
+            if let Err(e) = build(&s, reqwest::Client::builder()) {
+                panic!("variant {i}: {e}");
+            }
+        }
+        let bad = Tls {
+            ca_pem: Some(b"not pem".to_vec()),
+            ..Tls::default()
+        };
+        assert!(rustls_config(&bad).is_err());
+    }
+}

@@ -441,9 +441,15 @@ impl Agent {
             .expect("spawn agent");
         self.child = Some(child);
         let port = self.listen_port;
-        wait_until("agent ready", Duration::from_secs(30), || {
-            matches!(http_get(port, "/ready"), Some((200, _)))
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(http_get(port, "/ready"), Some((200, _))) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for agent ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// SIGKILL: no chance to flush or save anything.
