@@ -84,7 +84,7 @@ fn name_matches(pattern: &str, name: &str) -> bool {
 }
 
 /// The files a pattern names right now, sorted.
-fn expand(pattern: &Path) -> Vec<PathBuf> {
+pub fn expand(pattern: &Path) -> Vec<PathBuf> {
     let name = pattern
         .file_name()
         .and_then(|n| n.to_str())
@@ -107,6 +107,25 @@ fn expand(pattern: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     out.sort();
     out
+}
+
+/// For `check`: reads every file the job's `file_sd_configs` name now (as promtool does).
+/// Returns the number of targets in them.
+pub fn check_file_sd(job: &ScrapeJob) -> Result<usize, String> {
+    let mut n = 0;
+    for sd in &job.file_sd {
+        for pattern in &sd.files {
+            for f in expand(pattern) {
+                if !f.exists() {
+                    continue; // may appear later; Prometheus waits for it too
+                }
+                let groups = read_file_groups(&f)
+                    .map_err(|e| format!("checking SD file {}: {e}", f.display()))?;
+                n += groups.iter().map(|g| g.targets.len()).sum::<usize>();
+            }
+        }
+    }
+    Ok(n)
 }
 
 type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;

@@ -68,6 +68,12 @@ fn main() -> ExitCode {
                 for w in &c.warnings {
                     eprintln!("warning: {w}");
                 }
+                for j in &c.jobs {
+                    if let Err(e) = discovery::check_file_sd(j) {
+                        eprintln!("{}: job {:?}: {e}", config.display(), j.name);
+                        return ExitCode::FAILURE;
+                    }
+                }
                 let targets: usize = c.jobs.iter().map(|j| j.targets.len()).sum();
                 let discovery: usize = c
                     .jobs
