@@ -785,12 +785,25 @@ pub enum EnvMode {
     ExpandAll,
 }
 
-const RESERVED_HEADERS: [&str; 5] = [
+/// Headers remote_write may not set (Prometheus' list).
+const RESERVED_HEADERS: [&str; 17] = [
+    "authorization",
+    "host",
     "content-encoding",
+    "content-length",
     "content-type",
     "user-agent",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "www-authenticate",
+    "accept-encoding",
     "x-prometheus-remote-write-version",
-    "host",
+    "x-prometheus-remote-read-version",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
 ];
 
 struct Ctx<'a> {
@@ -1711,9 +1724,7 @@ fn remote_write(
     };
     let mut headers = Vec::new();
     for (k, v) in rw.headers.iter().flatten() {
-        if RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str())
-            || k.eq_ignore_ascii_case("authorization")
-        {
+        if RESERVED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
             return Err(cx.err(
                 format!("{f}.headers.{k}"),
                 format!("{k} is a reserved header. It must not be changed"),

@@ -352,7 +352,11 @@ pub async fn run(
             _ = stop.changed() => return,
         }
         for name in &sd.names {
-            match lookup(&conf, name, sd.kind).await {
+            let result = tokio::select! {
+                r = lookup(&conf, name, sd.kind) => r,
+                _ = stop.changed() => return,
+            };
+            match result {
                 Ok(records) => {
                     groups.insert(name.clone(), group(name, sd.kind, sd.port, &records));
                 }
