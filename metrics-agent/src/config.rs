@@ -1127,11 +1127,30 @@ pub fn parse_with(
 ) -> Result<Config, ConfigError> {
     let index = LineIndex::build(text);
     // An empty file is a valid (empty) configuration, as in Prometheus.
-    let raw: FileConfig = if text.trim().is_empty()
-        || text
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
+    let syntax = |e: serde_norway::Error| {
+        let mut message = e.to_string();
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        ConfigError::Parse {
+            file: file.to_path_buf(),
+            line: e.location().map(|l| l.line()),
+            path: ".".into(),
+            message,
+        }
+    };
+    // YAML first, so merge keys (`<<: *defaults`) apply as in Prometheus' YAML library.
+    let mut value: serde_norway::Value = if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
     {
+        serde_norway::Value::Null
+    } else {
+        serde_norway::from_str(text).map_err(syntax)?
+    };
+    value.apply_merge().map_err(syntax)?;
+    let raw: FileConfig = if value.is_null() {
+        // An empty file is a valid (empty) configuration, as in Prometheus.
         FileConfig {
             global: None,
             scrape_configs: None,
@@ -1145,16 +1164,9 @@ pub fn parse_with(
             runtime: None,
         }
     } else {
-        let de = serde_norway::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        serde_path_to_error::deserialize(value).map_err(|e| {
             let mut path = e.path().to_string();
-            let inner = e.inner();
-            let mut message = inner.to_string();
-            // serde_norway appends " at line L column C"; the line goes up front instead.
-            let mut line = inner.location().map(|l| l.line());
-            if let Some(i) = message.find(" at line ") {
-                message.truncate(i);
-            }
+            let mut message = e.inner().to_string();
             if let Some(m) = message.strip_prefix(&format!("{path}: ")) {
                 message = m.to_string();
             }
@@ -1167,11 +1179,20 @@ pub fn parse_with(
                     format!("{path}.{field}")
                 };
                 message = why;
-                line = index.line_of(&path).or(line);
+            } else if let Some(f) = message
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+                .filter(|f| !path.ends_with(&format!(".{f}")) && path != *f)
+            {
+                path = if path == "." {
+                    f.to_string()
+                } else {
+                    format!("{path}.{f}")
+                };
             }
             ConfigError::Parse {
                 file: file.to_path_buf(),
-                line,
+                line: index.line_of(&path),
                 path,
                 message,
             }
@@ -2239,6 +2260,17 @@ scrape_configs:
             "{:?}",
             c.warnings
         );
+    }
+
+    #[test]
+    fn merge_keys_apply() {
+        let c = p("scrape_configs:\n  - &job\n    job_name: a\n    scrape_interval: 5s\n    static_configs: [{targets: ['a:1']}]\n  - <<: *job\n    job_name: b\n")
+            .expect("valid");
+        assert_eq!(c.jobs[1].name, "b");
+        assert_eq!(c.jobs[1].interval, Duration::from_secs(5));
+        assert_eq!(c.jobs[1].targets.len(), 1);
+        let e = err("global:\n  scrape_interval: [1\n");
+        assert!(e.starts_with("prometheus.yml:"), "{e}");
     }
 
     #[test]
