@@ -6,6 +6,7 @@ use crate::collectors::{
     Collector, ecs::EcsCollector, postgres::PostgresCollector, redis::RedisCollector,
 };
 use crate::config::{self, ConfigError};
+use crate::discovery::Control;
 use crate::duration::parse_duration;
 use crate::labels::Labels;
 use crate::remote_write::Sender;
@@ -164,6 +165,181 @@ fn collector_target(
     }
 }
 
+fn job_client(job: &config::ScrapeJob) -> Result<reqwest::Client, crate::http_client::ClientError> {
+    crate::http_client::build(
+        &job.http,
+        reqwest::Client::builder().pool_max_idle_per_host(4),
+    )
+}
+
+/// The running scrape jobs, by name.
+#[derive(Default)]
+struct JobSet {
+    jobs: std::collections::HashMap<String, RunningJob>,
+}
+
+struct RunningJob {
+    /// The job's settings as text: a reload restarts the job when they differ.
+    fingerprint: String,
+    control: watch::Sender<Control>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl JobSet {
+    fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    fn start(
+        &mut self,
+        job: &config::ScrapeJob,
+        client: reqwest::Client,
+        appender: &Appender,
+        metrics: &AgentMetrics,
+    ) {
+        let (control, rx) = watch::channel(Control::Run);
+        let manager = crate::discovery::JobManager {
+            job: Arc::new(job.clone()),
+            settings: Arc::new(JobSettings::from(job)),
+            client,
+            appender: appender.clone(),
+            metrics: metrics.clone(),
+        };
+        let handle = tokio::spawn(manager.run(rx));
+        self.jobs.insert(
+            job.name.clone(),
+            RunningJob {
+                fingerprint: format!("{job:?}"),
+                control,
+                handle,
+            },
+        );
+    }
+
+    /// Stops a job: `Retire` gives its series stale markers, `Stop` does not.
+    async fn stop(&mut self, name: &str, how: Control) {
+        if let Some(j) = self.jobs.remove(name) {
+            let _ = j.control.send(how);
+            let mut h = j.handle;
+            if tokio::time::timeout(Duration::from_secs(20), &mut h)
+                .await
+                .is_err()
+            {
+                h.abort();
+                let _ = h.await;
+            }
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        for j in self.jobs.values() {
+            let _ = j.control.send(Control::Stop);
+        }
+        for n in names {
+            self.stop(&n, Control::Stop).await;
+        }
+    }
+}
+
+/// Applies a newly loaded configuration: jobs that are new start, removed jobs stop (their
+/// series get stale markers), changed jobs restart, unchanged jobs keep running. The WAL,
+/// its send positions and the remote_write senders are untouched; a change of
+/// `remote_write` or `external_labels` is refused (it needs a restart).
+fn reload(
+    cur: &mut config::Config,
+    new: Result<config::Config, ConfigError>,
+    jobs: &mut JobSet,
+    appender: &Appender,
+    metrics: &AgentMetrics,
+) -> Result<String, String> {
+    let new = new.map_err(|e| e.to_string())?;
+    if format!("{:?}", new.remote_writes) != format!("{:?}", cur.remote_writes) {
+        return Err("field `remote_write`: changing remote_write needs a restart".into());
+    }
+    if new.external_labels != cur.external_labels {
+        return Err(
+            "field `global.external_labels`: changing external_labels needs a restart".into(),
+        );
+    }
+    for w in &new.warnings {
+        tracing::warn!("{w}");
+    }
+    // Build every new client first, so a bad tls_config leaves everything as it was.
+    let mut clients = std::collections::HashMap::new();
+    for job in &new.jobs {
+        let unchanged = jobs
+            .jobs
+            .get(&job.name)
+            .is_some_and(|r| r.fingerprint == format!("{job:?}"));
+        if !unchanged {
+            let c = job_client(job).map_err(|e| format!("scrape job {:?}: {e}", job.name))?;
+            clients.insert(job.name.clone(), c);
+        }
+    }
+    let wanted: std::collections::HashSet<&str> =
+        new.jobs.iter().map(|j| j.name.as_str()).collect();
+    let (mut added, mut changed, mut removed) = (0, 0, 0);
+    let gone: Vec<String> = jobs
+        .jobs
+        .keys()
+        .filter(|n| !wanted.contains(n.as_str()))
+        .cloned()
+        .collect();
+    for name in gone {
+        if let Some(j) = jobs.jobs.remove(&name) {
+            let _ = j.control.send(Control::Retire);
+            removed += 1;
+        }
+    }
+    for job in &new.jobs {
+        let Some(client) = clients.remove(&job.name) else {
+            continue;
+        };
+        if let Some(old) = jobs.jobs.remove(&job.name) {
+            let _ = old.control.send(Control::Stop);
+            changed += 1;
+        } else {
+            added += 1;
+        }
+        jobs.start(job, client, appender, metrics);
+    }
+    *cur = new;
+    Ok(format!(
+        "{added} jobs added, {changed} changed, {removed} removed, {} running",
+        jobs.len()
+    ))
+}
+
+/// SIGHUP as a stream (never fires where signals are unavailable).
+struct Hangups {
+    #[cfg(unix)]
+    inner: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.inner {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+fn hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        Hangups {
+            inner: signal(SignalKind::hangup()).ok(),
+        }
+    }
+    #[cfg(not(unix))]
+    Hangups {}
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -219,10 +395,13 @@ async fn ecs_task_id(args: &RunArgs) -> Option<String> {
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let task_id = ecs_task_id(&args).await;
-    let cfg = config::load_with(&args.config, args.env.mode(), |name| match name {
-        "ECS_TASK_ID" => task_id.clone(),
-        _ => std::env::var(name).ok(),
-    })?;
+    let load = || {
+        config::load_with(&args.config, args.env.mode(), |name| match name {
+            "ECS_TASK_ID" => task_id.clone(),
+            _ => std::env::var(name).ok(),
+        })
+    };
+    let cfg = load()?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -255,17 +434,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // redirect settings.
     let mut job_clients = Vec::new();
     for job in &cfg.jobs {
-        job_clients.push(
-            crate::http_client::build(
-                &job.http,
-                reqwest::Client::builder().pool_max_idle_per_host(4),
-            )
-            .map_err(|source| RunError::HttpClient {
-                file: args.config.clone(),
-                what: format!("scrape job {:?}", job.name),
-                source,
-            })?,
-        );
+        job_clients.push(job_client(job).map_err(|source| RunError::HttpClient {
+            file: args.config.clone(),
+            what: format!("scrape job {:?}", job.name),
+            source,
+        })?);
     }
     let mut rw_clients = Vec::new();
     for rw in &cfg.remote_writes {
@@ -373,15 +546,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     // Targets: scrape_configs (each job's manager follows its discovery), then built-in
     // collectors.
-    let mut managers = Vec::new();
+    let mut jobs = JobSet::default();
     for (job, client) in cfg.jobs.iter().zip(job_clients) {
-        managers.push(crate::discovery::JobManager {
-            job: Arc::new(job.clone()),
-            settings: Arc::new(JobSettings::from(job)),
-            client,
-            appender: appender.clone(),
-            metrics: metrics.clone(),
-        });
+        jobs.start(job, client, &appender, &metrics);
     }
     let mut targets = Vec::new();
     let c_interval = args.collector_interval.unwrap_or(cfg.scrape_interval);
@@ -443,34 +610,56 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             source,
         })?;
     let ready = Arc::new(AtomicBool::new(false));
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::server::ReloadRequest>(4);
     let server = tokio::spawn(crate::server::serve(
         listener,
         metrics.clone(),
         ready.clone(),
+        reload_tx,
         scrape_stop.clone(),
     ));
 
     tracing::info!(
-        jobs = managers.len(),
+        jobs = jobs.len(),
         collectors = targets.len(),
         listen = %args.listen,
         "metrics-agent started"
     );
     let mut loops = Vec::new();
-    for m in managers {
-        loops.push(tokio::spawn(m.run(scrape_stop.clone())));
-    }
     for t in targets {
         let l = ScrapeLoop::new(t, appender.clone(), metrics.clone());
         loops.push(tokio::spawn(l.run(scrape_stop.clone())));
     }
-    drop(appender);
     ready.store(true, Ordering::Release);
 
-    wait_for_signal().await;
+    // Run until SIGTERM/SIGINT; SIGHUP and POST /-/reload re-read the file.
+    let mut cfg = cfg;
+    let mut hup = hangups();
+    let term = wait_for_signal();
+    tokio::pin!(term);
+    loop {
+        let reply = tokio::select! {
+            _ = &mut term => break,
+            _ = hup.recv() => None,
+            r = reload_rx.recv() => match r {
+                Some(reply) => Some(reply),
+                None => continue,
+            },
+        };
+        let result = reload(&mut cfg, load(), &mut jobs, &appender, &metrics);
+        match &result {
+            Ok(summary) => tracing::info!("configuration reloaded: {summary}"),
+            Err(e) => tracing::error!("reload failed, the running configuration stays: {e}"),
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    }
     tracing::info!("shutting down: stopping scrapes");
     ready.store(false, Ordering::Release);
     let _ = scrape_stop_tx.send(true);
+    jobs.stop_all().await;
+    drop(appender);
     for mut l in loops {
         if tokio::time::timeout(Duration::from_secs(15), &mut l)
             .await

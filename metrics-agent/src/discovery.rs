@@ -209,9 +209,20 @@ pub struct JobManager {
     pub metrics: AgentMetrics,
 }
 
+/// What a job manager is told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Run,
+    /// Agent shutdown or the job changed on reload: stop scraping, no stale markers.
+    Stop,
+    /// The job was removed on reload: its series get stale markers.
+    Retire,
+}
+
 impl JobManager {
-    /// Starts the job's providers and manages its targets until `shutdown`.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+    /// Starts the job's providers and manages its targets until `control` leaves `Run`.
+    pub async fn run(self, mut control: watch::Receiver<Control>) {
+        let (stop_tx, stop) = watch::channel(false);
         let (tx, mut rx) = mpsc::channel::<Update>(16);
         let mut providers = Vec::new();
         for (i, sd) in self.job.file_sd.iter().enumerate() {
@@ -219,7 +230,7 @@ impl JobManager {
                 format!("file_sd/{i}"),
                 sd.clone(),
                 tx.clone(),
-                shutdown.clone(),
+                stop.clone(),
             )));
         }
         for (i, sd) in self.job.dns_sd.iter().enumerate() {
@@ -227,32 +238,41 @@ impl JobManager {
                 format!("dns_sd/{i}"),
                 sd.clone(),
                 tx.clone(),
-                shutdown.clone(),
+                stop.clone(),
             )));
         }
         drop(tx);
         let mut groups: BTreeMap<String, Vec<TargetGroup>> = BTreeMap::new();
         groups.insert("static".into(), self.job.static_groups.clone());
         let mut running: HashMap<Target, Running> = HashMap::new();
-        self.sync(&groups, &mut running, &shutdown);
-        let mut stop = shutdown.clone();
-        loop {
+        self.sync(&groups, &mut running, &stop);
+        let mut providers_done = false;
+        while *control.borrow() == Control::Run {
             tokio::select! {
-                u = rx.recv() => match u {
+                u = rx.recv(), if !providers_done => match u {
                     Some((key, g)) => {
                         groups.insert(key, g);
-                        self.sync(&groups, &mut running, &shutdown);
+                        self.sync(&groups, &mut running, &stop);
                     }
-                    // Static only (or every provider ended): wait for shutdown.
-                    None => { let _ = stop.changed().await; break; }
+                    // Static only (or every provider ended): wait for the control.
+                    None => providers_done = true,
                 },
-                _ = stop.changed() => break,
+                r = control.changed() => if r.is_err() { break },
             }
         }
+        let retire = *control.borrow() == Control::Retire;
+        if !retire {
+            // (a send wakes the loops even with an unchanged value: only on Stop)
+            let _ = stop_tx.send(true);
+        }
         for p in providers {
+            p.abort();
             let _ = p.await;
         }
         for (_, r) in running {
+            if retire {
+                let _ = r.removed.send(true);
+            }
             let mut h = r.handle;
             if tokio::time::timeout(Duration::from_secs(15), &mut h)
                 .await

@@ -248,7 +248,12 @@ impl ScrapeLoop {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                    continue;
+                }
                 r = removed.changed() => {
                     if r.is_ok() && *removed.borrow() {
                         self.end_of_run().await;

@@ -469,3 +469,107 @@ fn tls_scrapes_with_a_test_ca_and_client_certificates() {
     );
     assert_eq!(prom.scalar("tls_probe_value{job=\"verified\"}"), Some(42.0));
 }
+
+#[test]
+fn reload_by_sighup_and_http_keeps_unchanged_jobs_without_a_gap() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let prom = Prometheus::start(&dir.path().join("prom"));
+    let a = Target::start(Flavor::TextGzip);
+    let b = Target::start(Flavor::TextGzip);
+    let job = |name: &str, port: u16| {
+        format!("  - job_name: {name}\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")
+    };
+    let v1 = format!(
+        "scrape_configs:\n{}{}",
+        job("keep", a.port),
+        job("old", b.port)
+    );
+    let cfg = write_config(dir.path(), &prom.write_url(), &v1);
+    let agent = Agent::start(
+        &cfg,
+        &dir.path().join("wal"),
+        &["--no-ecs"],
+        &[("RUST_LOG", "info")],
+    );
+    let start_ms = now_ms();
+    wait_until("both jobs scraped", Duration::from_secs(30), || {
+        up(&prom, "job=\"keep\"") == Some(1.0) && up(&prom, "job=\"old\"") == Some(1.0)
+    });
+    // SIGHUP: `old` goes (stale markers), `new` comes, `keep` runs on.
+    let v2 = format!(
+        "scrape_configs:\n{}{}",
+        job("keep", a.port),
+        job("new", b.port)
+    );
+    write_config(dir.path(), &prom.write_url(), &v2);
+    agent.hangup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(up(&prom, "job=\"new\"") == Some(1.0) && up(&prom, "job=\"old\"").is_none()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not reloaded by SIGHUP: new {:?} old {:?}\n{}",
+            up(&prom, "job=\"new\""),
+            up(&prom, "job=\"old\""),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // POST /-/reload with a broken file: 500 naming the field; the running config stays.
+    std::fs::write(
+        &cfg,
+        format!(
+            "scrape_configs:\n{}    scrape_intervall: 5s\n",
+            job("keep", a.port)
+        ),
+    )
+    .expect("write");
+    let (status, body) = agent.reload();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("scrape_intervall"), "{body}");
+    // A remote_write change needs a restart: refused, the running config stays.
+    let v3 = v2.replace("job_name: new", "job_name: newer");
+    write_config(dir.path(), &prom.write_url(), &v3);
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(&cfg, text.replace("name: prom", "name: other")).expect("write");
+    let (status, body) = agent.reload();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("needs a restart"), "{body}");
+    // A good file over HTTP.
+    write_config(dir.path(), &prom.write_url(), &v3);
+    let (status, body) = agent.reload();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("1 jobs added"), "{body}");
+    wait_until("reloaded over HTTP", Duration::from_secs(30), || {
+        up(&prom, "job=\"newer\"") == Some(1.0) && up(&prom, "job=\"new\"").is_none()
+    });
+    let reloaded_ms = now_ms();
+    wait_until(
+        "keep scraped after the reloads",
+        Duration::from_secs(10),
+        || {
+            prom.raw_samples("up{job=\"keep\"}", "5m")
+                .last()
+                .is_some_and(|(t, _)| *t > reloaded_ms + 1000)
+        },
+    );
+    // `keep` was never interrupted: one sample per second all along.
+    let samples: Vec<(i64, f64)> = prom
+        .raw_samples("up{job=\"keep\"}", "5m")
+        .into_iter()
+        .filter(|(t, _)| *t >= start_ms)
+        .collect();
+    assert!(samples.len() >= 4, "{samples:?}");
+    let gap = max_gap(&samples);
+    assert!(gap <= 2000, "gap of {gap} ms in up{{job=\"keep\"}}");
+    assert!(samples.iter().all(|(_, v)| *v == 1.0), "{samples:?}");
+    let log = agent.log();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(log.contains("reload failed"), "{log}");
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
