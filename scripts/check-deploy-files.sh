@@ -138,8 +138,8 @@ fi
 if [ -x "$BIN/metrics-agent" ]; then
     run "configs: metrics-agent check docker/metrics-agent/prometheus.yml" \
         "$BIN/metrics-agent" check --config docker/metrics-agent/prometheus.yml
-    run "configs: metrics-agent check docker/metrics-agent/ecs.yml (the task definition's environment)" \
-        env ECS_TASK_ID=0123456789abcdef0123456789abcdef DEPLOY_ENV=staging AWS_REGION=eu-west-1 \
+    run "configs: metrics-agent check docker/metrics-agent/ecs.yml (the task definition's environment, the image's METRICS_AGENT_EXPAND_ENV)" \
+        env METRICS_AGENT_EXPAND_ENV=true ECS_TASK_ID=0123456789abcdef0123456789abcdef DEPLOY_ENV=staging AWS_REGION=eu-west-1 \
         AMP_REMOTE_WRITE_URL=https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-0/api/v1/remote_write \
         "$BIN/metrics-agent" check --config docker/metrics-agent/ecs.yml
 else

@@ -6,6 +6,7 @@ use crate::collectors::{
     Collector, ecs::EcsCollector, postgres::PostgresCollector, redis::RedisCollector,
 };
 use crate::config::{self, ConfigError};
+use crate::discovery::Control;
 use crate::duration::parse_duration;
 use crate::labels::Labels;
 use crate::remote_write::Sender;
@@ -65,6 +66,38 @@ pub struct RunArgs {
     /// How long to keep sending on shutdown before leaving the rest in the WAL.
     #[arg(long, env = "METRICS_AGENT_FLUSH_TIMEOUT", default_value = "5s", value_parser = parse_dur)]
     pub flush_timeout: Duration,
+    /// Replace `${NAME}` / `${NAME:-default}` anywhere in the config from the environment
+    /// (unset without default is an error). Off: Prometheus' behaviour (only
+    /// external_labels are expanded).
+    #[command(flatten)]
+    pub env: EnvArgs,
+}
+
+/// `--expand-env`, shared by `run` and `check`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct EnvArgs {
+    /// Expand `${NAME}` and `${NAME:-default}` everywhere in the config (the ECS sidecar
+    /// image sets METRICS_AGENT_EXPAND_ENV=true). Default: as Prometheus, only
+    /// external_labels values are expanded.
+    #[arg(
+        long = "expand-env",
+        env = "METRICS_AGENT_EXPAND_ENV",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub expand_env: bool,
+}
+
+impl EnvArgs {
+    pub fn mode(&self) -> config::EnvMode {
+        if self.expand_env {
+            config::EnvMode::ExpandAll
+        } else {
+            config::EnvMode::Prometheus
+        }
+    }
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -109,6 +142,13 @@ pub enum RunError {
     },
     #[error("HTTP client: {0}")]
     Client(String),
+    #[error("{file}: {what}: {source}")]
+    HttpClient {
+        file: PathBuf,
+        what: String,
+        #[source]
+        source: crate::http_client::ClientError,
+    },
 }
 
 fn collector_target(
@@ -119,19 +159,185 @@ fn collector_target(
     c: Collector,
 ) -> ScrapeTarget {
     ScrapeTarget {
-        job: Arc::new(JobSettings {
-            name: name.to_string(),
-            interval,
-            timeout,
-            honor_labels: false,
-            honor_timestamps: true,
-            sample_limit: 0,
-            metric_relabel: Vec::new(),
-            auth: None,
-        }),
+        job: Arc::new(JobSettings::collector(name, interval, timeout)),
         labels: Labels::from_pairs([("job", name.to_string()), ("instance", instance)]),
         source: Source::Collector(Box::new(c)),
     }
+}
+
+fn job_client(job: &config::ScrapeJob) -> Result<reqwest::Client, crate::http_client::ClientError> {
+    crate::http_client::build(
+        &job.http,
+        reqwest::Client::builder().pool_max_idle_per_host(4),
+    )
+}
+
+/// The running scrape jobs, by name.
+#[derive(Default)]
+struct JobSet {
+    jobs: std::collections::HashMap<String, RunningJob>,
+}
+
+struct RunningJob {
+    /// The job's settings as text: a reload restarts the job when they differ.
+    fingerprint: String,
+    control: watch::Sender<Control>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl JobSet {
+    fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    fn start(
+        &mut self,
+        job: &config::ScrapeJob,
+        client: reqwest::Client,
+        appender: &Appender,
+        metrics: &AgentMetrics,
+    ) {
+        let (control, rx) = watch::channel(Control::Run);
+        let manager = crate::discovery::JobManager {
+            job: Arc::new(job.clone()),
+            settings: Arc::new(JobSettings::from(job)),
+            client,
+            appender: appender.clone(),
+            metrics: metrics.clone(),
+        };
+        let handle = tokio::spawn(manager.run(rx));
+        self.jobs.insert(
+            job.name.clone(),
+            RunningJob {
+                fingerprint: format!("{job:?}"),
+                control,
+                handle,
+            },
+        );
+    }
+
+    /// Stops a job: `Retire` gives its series stale markers, `Stop` does not.
+    async fn stop(&mut self, name: &str, how: Control) {
+        if let Some(j) = self.jobs.remove(name) {
+            let _ = j.control.send(how);
+            let mut h = j.handle;
+            if tokio::time::timeout(Duration::from_secs(20), &mut h)
+                .await
+                .is_err()
+            {
+                h.abort();
+                let _ = h.await;
+            }
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        for j in self.jobs.values() {
+            let _ = j.control.send(Control::Stop);
+        }
+        for n in names {
+            self.stop(&n, Control::Stop).await;
+        }
+    }
+}
+
+/// Applies a newly loaded configuration: jobs that are new start, removed jobs stop (their
+/// series get stale markers), changed jobs restart, unchanged jobs keep running. The WAL,
+/// its send positions and the remote_write senders are untouched; a change of
+/// `remote_write` or `external_labels` is refused (it needs a restart).
+fn reload(
+    cur: &mut config::Config,
+    new: Result<config::Config, ConfigError>,
+    jobs: &mut JobSet,
+    appender: &Appender,
+    metrics: &AgentMetrics,
+) -> Result<String, String> {
+    let new = new.map_err(|e| e.to_string())?;
+    if format!("{:?}", new.remote_writes) != format!("{:?}", cur.remote_writes) {
+        return Err("field `remote_write`: changing remote_write needs a restart".into());
+    }
+    if new.external_labels != cur.external_labels {
+        return Err(
+            "field `global.external_labels`: changing external_labels needs a restart".into(),
+        );
+    }
+    for w in &new.warnings {
+        tracing::warn!("{w}");
+    }
+    // Build every new client first, so a bad tls_config leaves everything as it was.
+    let mut clients = std::collections::HashMap::new();
+    for job in &new.jobs {
+        let unchanged = jobs
+            .jobs
+            .get(&job.name)
+            .is_some_and(|r| r.fingerprint == format!("{job:?}"));
+        if !unchanged {
+            let c = job_client(job).map_err(|e| format!("scrape job {:?}: {e}", job.name))?;
+            clients.insert(job.name.clone(), c);
+        }
+    }
+    let wanted: std::collections::HashSet<&str> =
+        new.jobs.iter().map(|j| j.name.as_str()).collect();
+    let (mut added, mut changed, mut removed) = (0, 0, 0);
+    let gone: Vec<String> = jobs
+        .jobs
+        .keys()
+        .filter(|n| !wanted.contains(n.as_str()))
+        .cloned()
+        .collect();
+    for name in gone {
+        if let Some(j) = jobs.jobs.remove(&name) {
+            let _ = j.control.send(Control::Retire);
+            removed += 1;
+        }
+    }
+    for job in &new.jobs {
+        let Some(client) = clients.remove(&job.name) else {
+            continue;
+        };
+        if let Some(old) = jobs.jobs.remove(&job.name) {
+            let _ = old.control.send(Control::Stop);
+            changed += 1;
+        } else {
+            added += 1;
+        }
+        jobs.start(job, client, appender, metrics);
+    }
+    *cur = new;
+    Ok(format!(
+        "{added} jobs added, {changed} changed, {removed} removed, {} running",
+        jobs.len()
+    ))
+}
+
+/// SIGHUP as a stream (never fires where signals are unavailable).
+struct Hangups {
+    #[cfg(unix)]
+    inner: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.inner {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+fn hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        Hangups {
+            inner: signal(SignalKind::hangup()).ok(),
+        }
+    }
+    #[cfg(not(unix))]
+    Hangups {}
 }
 
 async fn wait_for_signal() {
@@ -163,6 +369,9 @@ async fn wait_for_signal() {
 /// else read from the task metadata endpoint (three tries; the endpoint is up when the
 /// container starts).
 async fn ecs_task_id(args: &RunArgs) -> Option<String> {
+    if !args.env.expand_env {
+        return None; // only the whole-file expansion reads ${ECS_TASK_ID}
+    }
     if let Ok(id) = std::env::var("ECS_TASK_ID") {
         return Some(id);
     }
@@ -186,10 +395,16 @@ async fn ecs_task_id(args: &RunArgs) -> Option<String> {
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let task_id = ecs_task_id(&args).await;
-    let cfg = config::load_with(&args.config, |name| match name {
-        "ECS_TASK_ID" => task_id.clone(),
-        _ => std::env::var(name).ok(),
-    })?;
+    let load = || {
+        config::load_with(&args.config, args.env.mode(), |name| match name {
+            "ECS_TASK_ID" => task_id.clone(),
+            _ => std::env::var(name).ok(),
+        })
+    };
+    let cfg = load()?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     if cfg.remote_writes.is_empty() {
         return Err(RunError::NoRemoteWrite {
             file: args.config.clone(),
@@ -215,6 +430,28 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let rw_client = reqwest::Client::builder()
         .build()
         .map_err(|e| RunError::Client(e.to_string()))?;
+    // One client per scrape job and per endpoint: each has its own TLS, proxy and
+    // redirect settings.
+    let mut job_clients = Vec::new();
+    for job in &cfg.jobs {
+        job_clients.push(job_client(job).map_err(|source| RunError::HttpClient {
+            file: args.config.clone(),
+            what: format!("scrape job {:?}", job.name),
+            source,
+        })?);
+    }
+    let mut rw_clients = Vec::new();
+    for rw in &cfg.remote_writes {
+        rw_clients.push(
+            crate::http_client::build(&rw.http, reqwest::Client::builder()).map_err(|source| {
+                RunError::HttpClient {
+                    file: args.config.clone(),
+                    what: format!("remote_write {:?}", rw.name),
+                    source,
+                }
+            })?,
+        );
+    }
 
     // Open one WAL per endpoint; replay starts from each shard's saved cursor.
     let mut wals = Vec::new();
@@ -259,7 +496,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let (scrape_stop_tx, scrape_stop) = watch::channel(false);
     let (send_stop_tx, send_stop) = watch::channel(false);
     let mut sender_tasks = Vec::new();
-    for (rw, wal) in cfg.remote_writes.iter().zip(&wals) {
+    for ((rw, wal), client) in cfg.remote_writes.iter().zip(&wals).zip(&rw_clients) {
         let creds = rw.sigv4.as_ref().map(|s| {
             Arc::new(CredentialSource::new(
                 s.access_key.clone(),
@@ -269,7 +506,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         });
         let sender = Arc::new(Sender {
             rw: Arc::new(rw.clone()),
-            client: rw_client.clone(),
+            client: client.clone(),
             metrics: metrics.clone(),
             creds,
         });
@@ -307,21 +544,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     });
 
-    // Targets: scrape_configs, then built-in collectors.
-    let mut targets = Vec::new();
-    for job in &cfg.jobs {
-        let settings = Arc::new(JobSettings::from(job));
-        for t in &job.targets {
-            targets.push(ScrapeTarget {
-                job: settings.clone(),
-                labels: t.labels.clone(),
-                source: Source::Http {
-                    url: t.url.clone(),
-                    client: scrape_client.clone(),
-                },
-            });
-        }
+    // Targets: scrape_configs (each job's manager follows its discovery), then built-in
+    // collectors.
+    let mut jobs = JobSet::default();
+    for (job, client) in cfg.jobs.iter().zip(job_clients) {
+        jobs.start(job, client, &appender, &metrics);
     }
+    let mut targets = Vec::new();
     let c_interval = args.collector_interval.unwrap_or(cfg.scrape_interval);
     let c_timeout = cfg.scrape_timeout.min(c_interval);
     if let (Some(uri), false) = (&args.ecs_metadata_uri, args.no_ecs) {
@@ -381,26 +610,56 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             source,
         })?;
     let ready = Arc::new(AtomicBool::new(false));
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<crate::server::ReloadRequest>(4);
     let server = tokio::spawn(crate::server::serve(
         listener,
         metrics.clone(),
         ready.clone(),
+        reload_tx,
         scrape_stop.clone(),
     ));
 
-    tracing::info!(targets = targets.len(), listen = %args.listen, "metrics-agent started");
+    tracing::info!(
+        jobs = jobs.len(),
+        collectors = targets.len(),
+        listen = %args.listen,
+        "metrics-agent started"
+    );
     let mut loops = Vec::new();
     for t in targets {
         let l = ScrapeLoop::new(t, appender.clone(), metrics.clone());
         loops.push(tokio::spawn(l.run(scrape_stop.clone())));
     }
-    drop(appender);
     ready.store(true, Ordering::Release);
 
-    wait_for_signal().await;
+    // Run until SIGTERM/SIGINT; SIGHUP and POST /-/reload re-read the file.
+    let mut cfg = cfg;
+    let mut hup = hangups();
+    let term = wait_for_signal();
+    tokio::pin!(term);
+    loop {
+        let reply = tokio::select! {
+            _ = &mut term => break,
+            _ = hup.recv() => None,
+            r = reload_rx.recv() => match r {
+                Some(reply) => Some(reply),
+                None => continue,
+            },
+        };
+        let result = reload(&mut cfg, load(), &mut jobs, &appender, &metrics);
+        match &result {
+            Ok(summary) => tracing::info!("configuration reloaded: {summary}"),
+            Err(e) => tracing::error!("reload failed, the running configuration stays: {e}"),
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    }
     tracing::info!("shutting down: stopping scrapes");
     ready.store(false, Ordering::Release);
     let _ = scrape_stop_tx.send(true);
+    jobs.stop_all().await;
+    drop(appender);
     for mut l in loops {
         if tokio::time::timeout(Duration::from_secs(15), &mut l)
             .await

@@ -1,5 +1,13 @@
-//! Environment references in the config file: `${NAME}` and `${NAME:-default}`, so one
-//! image serves every environment (the remote-write URL, the region and a per-task label
+//! Environment references in the config file.
+//!
+//! By default the agent does what Prometheus does: only `global.external_labels` values are
+//! expanded ([`expand_label_value`]: `$NAME` and `${NAME}`, an unset or empty variable
+//! becomes the empty string with a warning, `$$` is a literal `$`), everything else is
+//! left as written.
+//!
+//! The ECS sidecar's whole-file expansion ([`expand`]) is only used when enabled
+//! explicitly (`--expand-env`, `METRICS_AGENT_EXPAND_ENV=true`, set by the image):
+//! `${NAME}` and `${NAME:-default}`, so one image serves every environment (the remote-write URL, the region and a per-task label
 //! come from the container's environment). `$$` is a literal `$`. Only names that start
 //! with a letter or `_` are references: relabel replacements such as `${1}` or `$1` pass
 //! through untouched.
@@ -74,6 +82,69 @@ fn reference(s: &str) -> Option<(&str, Option<&str>, usize)> {
     valid.then_some((name, default, end + 3))
 }
 
+/// Expands one `external_labels` value the way Prometheus does (Go's `os.Expand` with
+/// `$$` meaning `$`). Returns the value and the names that were unset or empty.
+pub fn expand_label_value(
+    value: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> (String, Vec<String>) {
+    let b = value.as_bytes();
+    let mut out = String::with_capacity(value.len());
+    let mut empty = Vec::new();
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        if b[i] != b'$' || i + 1 >= b.len() {
+            i += 1;
+            continue;
+        }
+        out.push_str(&value[copied..i]);
+        let (name, width) = shell_name(&value[i + 1..]);
+        match name {
+            // `${}` or an unclosed `${`: Go drops the characters.
+            None if width > 0 => {}
+            None => out.push('$'),
+            Some("$") => out.push('$'),
+            Some(n) => match lookup(n).filter(|v| !v.is_empty()) {
+                Some(v) => out.push_str(&v),
+                None => empty.push(n.to_string()),
+            },
+        }
+        i += 1 + width;
+        copied = i;
+    }
+    out.push_str(&value[copied..]);
+    (out, empty)
+}
+
+/// The variable name after a `$` and how many bytes it takes (Go's `getShellName`).
+fn shell_name(s: &str) -> (Option<&str>, usize) {
+    let b = s.as_bytes();
+    let special = |c: u8| b"*#$@!?-0123456789".contains(&c);
+    if b[0] == b'{' {
+        if b.len() > 2 && special(b[1]) && b[2] == b'}' {
+            return (Some(&s[1..2]), 3);
+        }
+        return match s[1..].find('}') {
+            Some(0) => (None, 2),
+            Some(end) => (Some(&s[1..end + 1]), end + 2),
+            None => (None, 1),
+        };
+    }
+    if special(b[0]) {
+        return (Some(&s[0..1]), 1);
+    }
+    let n = b
+        .iter()
+        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+        .count();
+    if n == 0 {
+        (None, 0)
+    } else {
+        (Some(&s[..n]), n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +187,16 @@ mod tests {
                 name: "NOPE".into()
             })
         );
+    }
+
+    #[test]
+    fn label_values_expand_as_prometheus_does() {
+        let (v, empty) = expand_label_value("$URL|${URL}|${EMPTY}|$NOPE|$$|${1}|a$", env);
+        let url = "https://aps.example/api/v1/remote_write";
+        assert_eq!(v, format!("{url}|{url}|||$||a$"));
+        assert_eq!(empty, ["EMPTY", "NOPE", "1"]);
+        let (v, _) = expand_label_value("${REGION:-x} ${} ${open", env);
+        assert_eq!(v, "  open");
+        assert_eq!(expand_label_value("plain", env).0, "plain");
     }
 }

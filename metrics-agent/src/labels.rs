@@ -20,6 +20,19 @@ pub fn is_stale_nan(v: f64) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Labels(Vec<(String, String)>);
 
+impl std::fmt::Display for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("{")?;
+        for (i, (n, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{n}={v:?}")?;
+        }
+        f.write_str("}")
+    }
+}
+
 impl Labels {
     pub fn new() -> Self {
         Labels(Vec::new())

@@ -5,10 +5,14 @@ mod agent;
 mod appender;
 mod collectors;
 mod config;
+mod discovery;
+mod dns_sd;
 mod duration;
 mod env_expand;
 mod fasthash;
+mod http_client;
 mod labels;
+mod locate;
 mod parser;
 mod prompb;
 mod relabel;
@@ -44,6 +48,8 @@ enum Command {
     Check {
         #[arg(long)]
         config: PathBuf,
+        #[command(flatten)]
+        env: agent::EnvArgs,
     },
 }
 
@@ -57,11 +63,30 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
+        Command::Check { config, env } => match config::load(&config, env.mode()) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
+                for j in &c.jobs {
+                    if let Err(e) = discovery::check_file_sd(j) {
+                        eprintln!("{}: job {:?}: {e}", config.display(), j.name);
+                        return ExitCode::FAILURE;
+                    }
+                }
                 let targets: usize = c.jobs.iter().map(|j| j.targets.len()).sum();
+                let discovery: usize = c
+                    .jobs
+                    .iter()
+                    .map(|j| j.file_sd.len() + j.dns_sd.len())
+                    .sum();
+                let discovery = if discovery > 0 {
+                    format!(", {discovery} service discovery configs")
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{}: OK ({} scrape jobs, {} targets, {} remote_write endpoints)",
+                    "{}: OK ({} scrape jobs, {} targets{discovery}, {} remote_write endpoints)",
                     config.display(),
                     c.jobs.len(),
                     targets,

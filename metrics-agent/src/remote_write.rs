@@ -2,7 +2,7 @@
 //! them (snappy + protobuf, reserved headers, optional SigV4), retries 5xx/429/network errors
 //! with exponential backoff, drops other 4xx, and only then advances the shard's cursor.
 
-use crate::config::{Auth, RemoteWrite};
+use crate::config::RemoteWrite;
 use crate::self_metrics::AgentMetrics;
 use crate::sigv4::{self, CredentialSource};
 use crate::wal::{Batch, WalReader};
@@ -144,12 +144,18 @@ impl Sender {
         for (k, v) in &self.rw.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        match &self.rw.auth {
-            Some(Auth::Basic { username, password }) => {
-                req = req.basic_auth(username, Some(password))
-            }
-            Some(Auth::Header(h)) => req = req.header("Authorization", h.as_str()),
-            None => {}
+        if let Some(auth) = &self.rw.http.auth {
+            req = match auth.apply(req) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(remote = %name, "credentials: {e}");
+                    self.metrics
+                        .rw_requests
+                        .with_label_values(&[name, "error"])
+                        .inc();
+                    return Verdict::Retry(None);
+                }
+            };
         }
         if let (Some(sv), Some(src)) = (&self.rw.sigv4, &self.creds) {
             let creds = match src.get().await {

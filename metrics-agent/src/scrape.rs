@@ -4,7 +4,7 @@
 
 use crate::appender::{Appender, Point, SeriesRef};
 use crate::collectors::Collector;
-use crate::config::{Auth, ScrapeJob};
+use crate::config::{Auth, Limits, ScrapeJob};
 use crate::fasthash::FxHashMap;
 use crate::labels::{Labels, stale_nan};
 use crate::parser::{self, Format};
@@ -12,6 +12,7 @@ use crate::relabel;
 use crate::self_metrics::AgentMetrics;
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -26,9 +27,31 @@ pub struct JobSettings {
     pub timeout: Duration,
     pub honor_labels: bool,
     pub honor_timestamps: bool,
-    pub sample_limit: usize,
+    /// Ask for gzip (`enable_compression`).
+    pub enable_compression: bool,
+    pub limits: Limits,
     pub metric_relabel: Vec<relabel::Rule>,
     pub auth: Option<Auth>,
+    /// Set while the job has more targets than `target_limit`: every scrape then fails.
+    pub over_target_limit: Arc<AtomicBool>,
+}
+
+impl JobSettings {
+    /// Settings of a built-in collector: no limits, no relabeling.
+    pub fn collector(name: &str, interval: Duration, timeout: Duration) -> Self {
+        JobSettings {
+            name: name.to_string(),
+            interval,
+            timeout,
+            honor_labels: false,
+            honor_timestamps: true,
+            enable_compression: true,
+            limits: Limits::default(),
+            metric_relabel: Vec::new(),
+            auth: None,
+            over_target_limit: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 impl From<&ScrapeJob> for JobSettings {
@@ -39,11 +62,59 @@ impl From<&ScrapeJob> for JobSettings {
             timeout: j.timeout,
             honor_labels: j.honor_labels,
             honor_timestamps: j.honor_timestamps,
-            sample_limit: j.sample_limit,
+            enable_compression: j.enable_compression,
+            limits: j.limits,
             metric_relabel: j.metric_relabel.clone(),
-            auth: j.auth.clone(),
+            auth: j.http.auth.clone(),
+            over_target_limit: Arc::new(AtomicBool::new(false)),
         }
     }
+}
+
+/// Reads at most `limit` bytes (0: no limit) from `r`; more is an error.
+fn read_limited(r: impl Read, limit: u64, out: &mut Vec<u8>) -> Result<(), String> {
+    if limit == 0 {
+        let mut r = r;
+        return r.read_to_end(out).map(|_| ()).map_err(|e| e.to_string());
+    }
+    r.take(limit + 1)
+        .read_to_end(out)
+        .map_err(|e| e.to_string())?;
+    if out.len() as u64 > limit {
+        return Err(format!("body size limit exceeded ({limit} bytes)"));
+    }
+    Ok(())
+}
+
+/// Prometheus' label limits on one series after metric relabeling.
+fn check_label_limits(l: &Labels, limits: &Limits) -> Result<(), String> {
+    let name = l.get("__name__").unwrap_or("");
+    let short: String = name.chars().take(50).collect();
+    if limits.label > 0 && l.len() > limits.label {
+        return Err(format!(
+            "label_limit exceeded (metric: {short}, number of labels: {}, limit: {})",
+            l.len(),
+            limits.label
+        ));
+    }
+    for (n, v) in l.iter() {
+        if limits.label_name_length > 0 && n.len() > limits.label_name_length {
+            return Err(format!(
+                "label_name_length_limit exceeded (metric: {short}, label name: {n}, length: {}, limit: {})",
+                n.len(),
+                limits.label_name_length
+            ));
+        }
+        if limits.label_value_length > 0 && v.len() > limits.label_value_length {
+            return Err(format!(
+                "label_value_length_limit exceeded (metric: {short}, label name: {n}, value: {:.50}, length: {}, limit: {})",
+                v,
+                v.len(),
+                limits.label_value_length
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Where a target's exposition comes from.
@@ -80,6 +151,8 @@ pub struct ScrapeLoop {
     /// Series of the previous successful scrape, for staleness markers.
     prev: FxHashMap<u64, Arc<SeriesRef>>,
     synthetic: Vec<Arc<SeriesRef>>,
+    /// The last scrape's error, so a failure is logged when it starts or changes.
+    last_error: Option<String>,
 }
 
 /// A cached series and the number of the scrape that last saw it.
@@ -149,12 +222,24 @@ impl ScrapeLoop {
             generation: 0,
             prev: FxHashMap::default(),
             synthetic,
+            last_error: None,
         }
     }
 
     /// Runs until `shutdown` flips to true. Scrapes are spread over the interval by a
     /// per-target offset, like Prometheus does.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let (_keep, removed) = watch::channel(false);
+        self.run_until(shutdown, removed).await
+    }
+
+    /// [`ScrapeLoop::run`] that also ends when `removed` flips to true (the target went away):
+    /// then every series of the target, the report series included, gets a stale marker.
+    pub async fn run_until(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut removed: watch::Receiver<bool>,
+    ) {
         let interval = self.target.job.interval;
         let offset_ms = self.target.labels.hash64() % (interval.as_millis().max(1) as u64);
         let start = tokio::time::Instant::now() + Duration::from_millis(offset_ms);
@@ -163,7 +248,18 @@ impl ScrapeLoop {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                    continue;
+                }
+                r = removed.changed() => {
+                    if r.is_ok() && *removed.borrow() {
+                        self.end_of_run().await;
+                    }
+                    return;
+                }
             }
             if *shutdown.borrow() {
                 return;
@@ -175,15 +271,51 @@ impl ScrapeLoop {
         }
     }
 
+    /// Stale markers for every series of a target that is no longer scraped.
+    async fn end_of_run(&mut self) {
+        if self.generation == 0 {
+            return; // never scraped: nothing to mark
+        }
+        let ts = now_ms();
+        let points: Vec<Point> = self
+            .prev
+            .values()
+            .chain(self.synthetic.iter())
+            .map(|s| Point {
+                series: s.clone(),
+                value: stale_nan(),
+                ts,
+            })
+            .collect();
+        self.prev.clear();
+        if let Err(e) = self.appender.append(points).await {
+            tracing::error!(job = %self.target.job.name, "appending stale markers: {e}");
+        }
+    }
+
     async fn fetch(&mut self) -> Result<Fetched, String> {
-        let timeout = self.target.job.timeout;
+        let job = &self.target.job;
+        let timeout = job.timeout;
+        if job.over_target_limit.load(Ordering::Relaxed) {
+            return Err(format!(
+                "target_limit exceeded (job has more than {} targets)",
+                job.limits.target
+            ));
+        }
         match &mut self.target.source {
             Source::Http { url, client } => {
                 let mut req = client
                     .get(url.as_str())
                     .timeout(timeout)
                     .header("Accept", ACCEPT)
-                    .header("Accept-Encoding", "gzip")
+                    .header(
+                        "Accept-Encoding",
+                        if job.enable_compression {
+                            "gzip"
+                        } else {
+                            "identity"
+                        },
+                    )
                     .header(
                         "User-Agent",
                         concat!("metrics-agent/", env!("CARGO_PKG_VERSION")),
@@ -192,31 +324,44 @@ impl ScrapeLoop {
                         "X-Prometheus-Scrape-Timeout-Seconds",
                         format!("{}", timeout.as_secs_f64()),
                     );
-                match &self.target.job.auth {
-                    Some(Auth::Basic { username, password }) => {
-                        req = req.basic_auth(username, Some(password))
-                    }
-                    Some(Auth::Header(h)) => req = req.header("Authorization", h.as_str()),
-                    None => {}
+                if let Some(auth) = &job.auth {
+                    req = auth.apply(req).map_err(|e| format!("GET {url}: {e}"))?;
                 }
-                let resp = req.send().await.map_err(|e| format!("GET {url}: {e}"))?;
+                let limit = job.limits.body_size;
+                let mut resp = req.send().await.map_err(|e| format!("GET {url}: {e}"))?;
                 let status = resp.status();
                 if !status.is_success() {
                     return Err(format!("GET {url}: server returned HTTP status {status}"));
                 }
                 let headers = resp.headers().clone();
-                let raw = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| format!("GET {url}: reading body: {e}"))?;
                 let gz = headers
                     .get("content-encoding")
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+                let raw = if limit > 0 && !gz {
+                    // Stop reading as soon as the body is over the limit.
+                    let mut buf = bytes::BytesMut::new();
+                    while let Some(chunk) = resp
+                        .chunk()
+                        .await
+                        .map_err(|e| format!("GET {url}: reading body: {e}"))?
+                    {
+                        buf.extend_from_slice(&chunk);
+                        if buf.len() as u64 > limit {
+                            return Err(format!(
+                                "GET {url}: body size limit exceeded ({limit} bytes)"
+                            ));
+                        }
+                    }
+                    buf.freeze()
+                } else {
+                    resp.bytes()
+                        .await
+                        .map_err(|e| format!("GET {url}: reading body: {e}"))?
+                };
                 let body = if gz {
                     let mut out = Vec::with_capacity(raw.len() * 4);
-                    flate2::read::GzDecoder::new(raw.as_ref())
-                        .read_to_end(&mut out)
+                    read_limited(flate2::read::GzDecoder::new(raw.as_ref()), limit, &mut out)
                         .map_err(|e| format!("GET {url}: gzip: {e}"))?;
                     bytes::Bytes::from(out)
                 } else {
@@ -245,7 +390,13 @@ impl ScrapeLoop {
         let job = &self.target.job;
         let mut l = merge_labels(&self.target.labels, pairs, job.honor_labels);
         l.set("__name__".into(), name);
-        Ok(relabel::apply(&job.metric_relabel, l).map(|l| self.appender.series(&l)))
+        match relabel::apply(&job.metric_relabel, l) {
+            None => Ok(None),
+            Some(l) => {
+                check_label_limits(&l, &job.limits)?;
+                Ok(Some(self.appender.series(&l)))
+            }
+        }
     }
 
     /// One scrape: returns the points to append (samples, stale markers, report series).
@@ -310,17 +461,28 @@ impl ScrapeLoop {
             if self.cache.len() > seen {
                 self.cache.retain(|_, e| e.generation == generation);
             }
-            let limit = self.target.job.sample_limit;
+            let limit = self.target.job.limits.sample;
             if limit > 0 && points.len() > limit {
-                return Err(format!("sample_limit exceeded: {} > {limit}", points.len()));
+                return Err(format!(
+                    "sample_limit exceeded ({} samples, limit {limit})",
+                    points.len()
+                ));
             }
             Ok(())
         });
         let duration = started.elapsed().as_secs_f64();
         let up = match &result {
-            Ok(()) => 1.0,
+            Ok(()) => {
+                if self.last_error.take().is_some() {
+                    tracing::info!(job = %job, target = %self.target.labels, "scrape succeeded again");
+                }
+                1.0
+            }
             Err(e) => {
-                tracing::debug!(job = %job, labels = ?self.target.labels, "scrape failed: {e}");
+                if self.last_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(job = %job, target = %self.target.labels, "scrape failed: {e}");
+                    self.last_error = Some(e.clone());
+                }
                 self.metrics
                     .scrape_failures
                     .with_label_values(&[&job])

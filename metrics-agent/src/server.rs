@@ -1,4 +1,5 @@
-//! The agent's own HTTP endpoints: `/metrics`, `/ready`, `/-/healthy`.
+//! The agent's own HTTP endpoints: `/metrics`, `/ready`, `/-/healthy`, and `POST /-/reload`
+//! (from loopback peers only).
 
 use crate::self_metrics::AgentMetrics;
 use bytes::Bytes;
@@ -12,7 +13,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// A reload asked for over HTTP; the answer is a summary or the error.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
 fn respond(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
@@ -27,8 +31,42 @@ async fn handle(
     req: Request<Incoming>,
     metrics: AgentMetrics,
     ready: Arc<AtomicBool>,
+    reload: mpsc::Sender<ReloadRequest>,
+    peer: std::net::SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match req.uri().path() {
+        "/-/reload"
+            if req.method() == hyper::Method::POST || req.method() == hyper::Method::PUT =>
+        {
+            if !peer.ip().is_loopback() {
+                return Ok(respond(
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    "reload is only accepted from loopback\n",
+                ));
+            }
+            let (tx, rx) = oneshot::channel();
+            if reload.send(tx).await.is_err() {
+                return Ok(respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shutting down\n",
+                ));
+            }
+            match rx.await {
+                Ok(Ok(summary)) => respond(StatusCode::OK, "text/plain", format!("{summary}\n")),
+                Ok(Err(e)) => respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("failed to reload config: {e}\n"),
+                ),
+                Err(_) => respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "shutting down\n",
+                ),
+            }
+        }
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
@@ -51,10 +89,11 @@ pub async fn serve(
     listener: TcpListener,
     metrics: AgentMetrics,
     ready: Arc<AtomicBool>,
+    reload: mpsc::Sender<ReloadRequest>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -66,8 +105,9 @@ pub async fn serve(
         };
         let m = metrics.clone();
         let rd = ready.clone();
+        let rl = reload.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, m.clone(), rd.clone()));
+            let svc = service_fn(move |req| handle(req, m.clone(), rd.clone(), rl.clone(), peer));
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await

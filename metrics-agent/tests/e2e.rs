@@ -125,7 +125,11 @@ fn ships_scraped_collected_and_synthetic_series_with_labels() {
             "--collector-interval",
             "1s",
         ],
-        &[("ECS_CONTAINER_METADATA_URI_V4", &ecs.uri())],
+        &[
+            ("ECS_CONTAINER_METADATA_URI_V4", &ecs.uri()),
+            // The ECS image's whole-file ${NAME} expansion (off by default, as in Prometheus).
+            ("METRICS_AGENT_EXPAND_ENV", "true"),
+        ],
     );
 
     wait_until("samples in prometheus", Duration::from_secs(30), || {
@@ -381,14 +385,20 @@ fn wal_size_cap_is_respected_and_drops_are_reported() {
     );
 }
 
-/// `metrics-agent check --config <file>`, with E2E_REMOTE_URL_UNSET removed from its environment.
-fn check(file: &Path) -> std::process::Output {
+/// `metrics-agent check --config <file> [extra]`, with E2E_REMOTE_URL_UNSET removed from its
+/// environment.
+fn check_with(file: &Path, extra: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_metrics-agent"))
         .args(["check", "--config"])
         .arg(file)
+        .args(extra)
         .env_remove("E2E_REMOTE_URL_UNSET")
         .output()
         .expect("run check")
+}
+
+fn check(file: &Path) -> std::process::Output {
+    check_with(file, &[])
 }
 
 #[test]
@@ -419,7 +429,8 @@ fn check_command_validates_and_names_the_field() {
         err.contains("scrape_configs[0]") && err.contains("ec2_sd_configs"),
         "{err}"
     );
-    // An unset environment reference without a default names its line.
+    // With --expand-env, an unset environment reference without a default names its line;
+    // without it the text stays literal, as in Prometheus (and is no URL).
     let unset = dir.path().join("unset.yml");
     std::fs::write(
         &unset,
@@ -427,6 +438,13 @@ fn check_command_validates_and_names_the_field() {
     )
     .expect("write");
     let out = check(&unset);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unset.yml:3") && err.contains("is not an http:// or https:// URL"),
+        "{err}"
+    );
+    let out = check_with(&unset, &["--expand-env"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

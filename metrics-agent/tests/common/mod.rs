@@ -441,9 +441,42 @@ impl Agent {
             .expect("spawn agent");
         self.child = Some(child);
         let port = self.listen_port;
-        wait_until("agent ready", Duration::from_secs(30), || {
-            matches!(http_get(port, "/ready"), Some((200, _)))
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(http_get(port, "/ready"), Some((200, _))) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for agent ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn hangup(&self) {
+        let pid = self.child.as_ref().map(|c| c.id()).expect("agent running");
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -HUP {pid}");
+    }
+
+    /// `POST /-/reload`: (status, body).
+    pub fn reload(&self) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.listen_port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        s.write_all(b"POST /-/reload HTTP/1.1\r\nHost: agent\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+        (status, body)
     }
 
     /// SIGKILL: no chance to flush or save anything.
