@@ -26,6 +26,7 @@ fn main() {
             decl: &decl,
             bg: None,
             scope: &Default::default(),
+            cache: &Default::default(),
         },
     )
     .expect("plugin");

@@ -31,6 +31,11 @@ pub fn active_plugins(st: &mut RequestState) -> Arc<[Arc<dyn Plugin>]> {
     if let Some(c) = &st.plugin_cache {
         return c.clone();
     }
+    if let (Some(rt), Some(m)) = (&st.rt, &st.route)
+        && let Some(Some(list)) = rt.route_static.get(m.route)
+    {
+        return list.clone();
+    }
     let list: Arc<[Arc<dyn Plugin>]> = select_plugins(st).into();
     if st.access_done {
         st.plugin_cache = Some(list.clone());

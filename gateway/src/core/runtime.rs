@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::plugin::{BuildContext, Plugin, PluginFactory};
+use super::plugin::{BuildCache, BuildContext, Chain, Plugin, PluginFactory};
 use crate::balancer::{Balancer, TargetRegistry};
 use crate::config::{Declarative, PluginScope};
 use crate::router::Router;
@@ -78,6 +78,9 @@ pub struct Runtime {
     pub services: Vec<ServiceRt>,
     /// Plugin slots per route, sorted by priority (highest first).
     pub route_plugins: Vec<Vec<PluginSlot>>,
+    /// Per route, its chain when no instance depends on the consumer (the common case):
+    /// shared by every request instead of chosen per request.
+    pub route_static: Vec<Option<Chain>>,
     /// Global plugins, for requests no route matched.
     pub global_plugins: Vec<PluginSlot>,
     /// Export target health (a prometheus plugin asks for `upstream_health_metrics`).
@@ -141,10 +144,12 @@ impl Runtime {
         }
         // Build each plugin instance once; routes share the Arc.
         let mut built: Vec<(String, PluginScope, Arc<dyn Plugin>)> = Vec::new();
+        let cache = BuildCache::default();
         for p in &decl.plugins {
             let ctx = BuildContext {
                 decl: &decl,
                 bg,
+                cache: &cache,
                 scope: &p.scope,
             };
             let inst = factory
@@ -152,10 +157,32 @@ impl Runtime {
                 .map_err(|e| format!("{}: {e}", p.path))?;
             built.push((p.name.clone(), p.scope.clone(), inst));
         }
-        let mut route_plugins = Vec::new();
+        // Instances by what they are attached to, so each route looks only at its own
+        // (a route-by-plugin product would make large files slow to load).
+        let mut unattached = Vec::new();
+        let mut by_route: rustc_hash::FxHashMap<usize, Vec<usize>> = Default::default();
+        let mut by_service: rustc_hash::FxHashMap<usize, Vec<usize>> = Default::default();
+        for (i, (_, scope, _)) in built.iter().enumerate() {
+            match (scope.route, scope.service) {
+                (Some(r), _) => by_route.entry(r).or_default().push(i),
+                (None, Some(sv)) => by_service.entry(sv).or_default().push(i),
+                (None, None) => unattached.push(i),
+            }
+        }
+        let mut route_plugins = Vec::with_capacity(decl.routes.len());
+        let mut route_static = Vec::with_capacity(decl.routes.len());
         for (ri, r) in decl.routes.iter().enumerate() {
+            let mut mine: Vec<usize> = unattached.clone();
+            if let Some(v) = by_route.get(&ri) {
+                mine.extend(v);
+            }
+            if let Some(v) = r.service.and_then(|sv| by_service.get(&sv)) {
+                mine.extend(v);
+            }
+            mine.sort_unstable();
             let mut slots: Vec<PluginSlot> = Vec::new();
-            for (name, scope, inst) in &built {
+            for i in mine {
+                let (name, scope, inst) = &built[i];
                 let route_ok = scope.route.is_none_or(|x| x == ri);
                 let service_ok = scope.service.is_none_or(|x| Some(x) == r.service);
                 if !(route_ok && service_ok) {
@@ -171,6 +198,18 @@ impl Runtime {
                 }
             }
             slots.sort_by_key(|s| std::cmp::Reverse(s.priority));
+            // No consumer-scoped instance: the chain is the same for every request.
+            let consumer_free = slots.iter().all(|s| {
+                s.instances
+                    .iter()
+                    .all(|(sc, _)| sc.consumer.is_none() && sc.consumer_group.is_none())
+            });
+            route_static.push(consumer_free.then(|| {
+                slots
+                    .iter()
+                    .filter_map(|s| s.select(None, &[]).cloned())
+                    .collect::<Chain>()
+            }));
             route_plugins.push(slots);
         }
         let mut global_plugins: Vec<PluginSlot> = Vec::new();
@@ -206,6 +245,7 @@ impl Runtime {
             router,
             services,
             route_plugins,
+            route_static,
             global_plugins,
             health_metrics,
             balancers,

@@ -1,6 +1,7 @@
 //! Kong's `acl` plugin: allow or deny by the authenticated consumer's ACL groups.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::core::Session;
 use async_trait::async_trait;
@@ -53,26 +54,42 @@ pub fn check_acl(v: &serde_norway::Value) -> Result<AclDef, SpecError> {
 
 pub struct Acl {
     cfg: Config,
-    groups: HashMap<usize, Vec<String>>,
+    groups: Arc<HashMap<usize, Vec<String>>>,
 }
+
+/// Groups per consumer from acl credentials (shared by every acl instance).
+#[derive(Clone)]
+struct AclsOnly(Arc<HashMap<usize, Vec<String>>>);
+/// The same plus consumer-group names (`include_consumer_groups`).
+#[derive(Clone)]
+struct WithGroups(Arc<HashMap<usize, Vec<String>>>);
 
 impl Acl {
     pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<Acl, String> {
-        let mut groups: HashMap<usize, Vec<String>> = HashMap::new();
-        for c in &ctx.decl.acls {
-            let a = check_acl(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
-            groups.entry(c.consumer).or_default().push(a.group);
-        }
-        if cfg.include_consumer_groups {
-            for (ci, c) in ctx.decl.consumers.iter().enumerate() {
-                for g in &c.groups {
-                    groups
-                        .entry(ci)
-                        .or_default()
-                        .push(ctx.decl.consumer_groups[*g].name.clone());
+        let include = cfg.include_consumer_groups;
+        let build = || -> Result<Arc<HashMap<usize, Vec<String>>>, String> {
+            let mut groups: HashMap<usize, Vec<String>> = HashMap::new();
+            for c in &ctx.decl.acls {
+                let a = check_acl(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
+                groups.entry(c.consumer).or_default().push(a.group);
+            }
+            if include {
+                for (ci, c) in ctx.decl.consumers.iter().enumerate() {
+                    for g in &c.groups {
+                        groups
+                            .entry(ci)
+                            .or_default()
+                            .push(ctx.decl.consumer_groups[*g].name.clone());
+                    }
                 }
             }
-        }
+            Ok(Arc::new(groups))
+        };
+        let groups = if include {
+            ctx.cache.get_or_try_init(|| build().map(WithGroups))?.0
+        } else {
+            ctx.cache.get_or_try_init(|| build().map(AclsOnly))?.0
+        };
         Ok(Acl { cfg, groups })
     }
 }

@@ -242,7 +242,7 @@ struct Cred {
 
 pub struct Jwt {
     cfg: Config,
-    creds: HashMap<String, Cred>,
+    creds: Arc<HashMap<String, Cred>>,
     anonymous: Option<usize>,
     jwks: Option<Arc<Jwks>>,
     header_names: Vec<HeaderName>,
@@ -266,34 +266,50 @@ fn fail(reason: &'static str, message: impl Into<String>) -> Failure {
     }
 }
 
+/// The jwt credentials of a configuration, by `key`, for `secret_is_base64: false`.
+#[derive(Clone)]
+struct CredsPlain(Arc<HashMap<String, Cred>>);
+/// The same for `secret_is_base64: true`.
+#[derive(Clone)]
+struct CredsB64(Arc<HashMap<String, Cred>>);
+
 impl Jwt {
     pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<Jwt, String> {
-        let mut creds = HashMap::new();
-        for c in &ctx.decl.jwt_secrets {
-            let s = check_secret(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
-            let alg =
-                parse_alg(&s.algorithm).ok_or_else(|| format!("{}: bad algorithm", c.path))?;
-            let key = if is_hmac(alg) {
-                let raw = s.secret.clone().unwrap_or_default();
-                if cfg.secret_is_base64 {
-                    b64_any(&raw).map(|b| DecodingKey::from_secret(&b))
+        let build = || -> Result<Arc<HashMap<String, Cred>>, String> {
+            let mut creds = HashMap::with_capacity(ctx.decl.jwt_secrets.len());
+            for c in &ctx.decl.jwt_secrets {
+                let s = check_secret(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
+                let alg =
+                    parse_alg(&s.algorithm).ok_or_else(|| format!("{}: bad algorithm", c.path))?;
+                let key = if is_hmac(alg) {
+                    let raw = s.secret.clone().unwrap_or_default();
+                    if cfg.secret_is_base64 {
+                        b64_any(&raw).map(|b| DecodingKey::from_secret(&b))
+                    } else {
+                        Some(DecodingKey::from_secret(raw.as_bytes()))
+                    }
                 } else {
-                    Some(DecodingKey::from_secret(raw.as_bytes()))
-                }
-            } else {
-                s.rsa_public_key
-                    .as_deref()
-                    .and_then(|p| public_key(alg, p).ok())
-            };
-            creds.insert(
-                s.key.clone().unwrap_or_default(),
-                Cred {
-                    consumer: c.consumer,
-                    alg,
-                    key,
-                },
-            );
-        }
+                    s.rsa_public_key
+                        .as_deref()
+                        .and_then(|p| public_key(alg, p).ok())
+                };
+                creds.insert(
+                    s.key.clone().unwrap_or_default(),
+                    Cred {
+                        consumer: c.consumer,
+                        alg,
+                        key,
+                    },
+                );
+            }
+            Ok(Arc::new(creds))
+        };
+        // The table depends on `secret_is_base64`: one shared table per setting.
+        let creds = if cfg.secret_is_base64 {
+            ctx.cache.get_or_try_init(|| build().map(CredsB64))?.0
+        } else {
+            ctx.cache.get_or_try_init(|| build().map(CredsPlain))?.0
+        };
         let anonymous = match &cfg.anonymous {
             Some(a) => Some(auth::find_consumer(ctx.decl, a).ok_or_else(|| {
                 format!("anonymous consumer `{a}` is configured but doesn't exist")

@@ -2,6 +2,7 @@
 //! consumer. Statuses, messages and `WWW-Authenticate` as Kong 3.9 sends them.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::core::Session;
 use async_trait::async_trait;
@@ -88,21 +89,28 @@ pub fn check_key(v: &serde_norway::Value) -> Result<KeyDef, SpecError> {
 pub struct KeyAuth {
     cfg: Config,
     names: Vec<HeaderName>,
-    keys: HashMap<String, (usize, String)>,
+    keys: Arc<HashMap<String, (usize, String)>>,
     anonymous: Option<usize>,
     www_auth: String,
 }
 
+/// Every key-auth credential of a configuration: key -> (consumer, credential id).
+#[derive(Clone)]
+struct KeyTable(Arc<HashMap<String, (usize, String)>>);
+
 impl KeyAuth {
     pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<KeyAuth, String> {
-        let mut keys = HashMap::new();
-        for c in &ctx.decl.keyauth_credentials {
-            let k = check_key(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
-            let key = k.key.unwrap_or_default();
-            let id =
-                k.id.unwrap_or_else(|| crate::config::stable_id("keyauth_credential", &key));
-            keys.insert(key, (c.consumer, id));
-        }
+        let keys = ctx.cache.get_or_try_init(|| {
+            let mut keys = HashMap::with_capacity(ctx.decl.keyauth_credentials.len());
+            for c in &ctx.decl.keyauth_credentials {
+                let k = check_key(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
+                let key = k.key.unwrap_or_default();
+                let id =
+                    k.id.unwrap_or_else(|| crate::config::stable_id("keyauth_credential", &key));
+                keys.insert(key, (c.consumer, id));
+            }
+            Ok(KeyTable(Arc::new(keys)))
+        })?;
         let anonymous = match &cfg.anonymous {
             Some(a) => Some(auth::find_consumer(ctx.decl, a).ok_or_else(|| {
                 format!("anonymous consumer `{a}` is configured but doesn't exist")
@@ -116,7 +124,7 @@ impl KeyAuth {
                 .filter_map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok())
                 .collect(),
             www_auth: format!("Key realm=\"{}\"", cfg.realm.as_deref().unwrap_or("kong")),
-            keys,
+            keys: keys.0,
             anonymous,
             cfg,
         })

@@ -141,11 +141,11 @@ impl Ctx<'_> {
             st.plugin_spans.reserve(rt.route_plugins[ri].len());
         }
         for slot in &rt.route_plugins[ri] {
-            let groups = st
-                .consumer
-                .map(|c| rt.decl.consumers[c].groups.clone())
-                .unwrap_or_default();
-            let Some(p) = slot.select(st.consumer, &groups) else {
+            let groups: &[usize] = match st.consumer {
+                Some(c) => &rt.decl.consumers[c].groups,
+                None => &[],
+            };
+            let Some(p) = slot.select(st.consumer, groups) else {
                 continue;
             };
             if !p.has_access() {

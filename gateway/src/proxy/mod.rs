@@ -53,6 +53,9 @@ impl Worker {
 /// The client connection a request came on.
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's address as text (canonical: IPv4-mapped shown as IPv4), once per
+    /// connection.
+    pub peer_ip: String,
     pub local_port: u16,
     pub tls: bool,
     pub h2: bool,
@@ -92,13 +95,12 @@ pub async fn handle(
     });
     let peer = conn.peer.ip().to_canonical();
     let real = gw.limits.real_ip.resolve(peer, req.headers());
-    let peer_s = peer.to_string();
     st.client_addr = Some(if real == peer {
-        peer_s.clone()
+        conn.peer_ip.clone()
     } else {
         real.to_string()
     });
-    st.peer_addr = Some(peer_s);
+    st.peer_addr = Some(conn.peer_ip.clone());
     let verdict = if conn.h2 {
         None
     } else {

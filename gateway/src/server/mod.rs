@@ -211,6 +211,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
             peer,
+            peer_ip: peer.ip().to_canonical().to_string(),
             local_port,
             tls,
             h2: false,

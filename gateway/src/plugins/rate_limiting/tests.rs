@@ -55,7 +55,9 @@ fn instance(decl: &Declarative, i: usize) -> RateLimiting {
     let Some(PluginSpec::RateLimiting(c)) = p.spec.downcast_ref::<PluginSpec>() else {
         panic!("not rate-limiting");
     };
+    let cache = crate::core::plugin::BuildCache::default();
     let ctx = BuildContext {
+        cache: &cache,
         decl,
         bg: None,
         scope: &p.scope,
