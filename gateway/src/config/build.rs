@@ -30,6 +30,12 @@ pub(super) struct Builder<'a> {
     pub(super) pending_plugins: Vec<(String, Value, PluginScope, Option<Refs>)>,
     /// (group index, consumer key, group path) from `consumer_groups[].consumers`.
     pub(super) group_members: Vec<(usize, String, String)>,
+    /// Lookups by name or id (first entity wins, as a scan in file order would), so large
+    /// files load in linear time.
+    pub(super) consumer_keys: std::collections::HashMap<String, usize>,
+    pub(super) service_keys: std::collections::HashMap<String, usize>,
+    pub(super) route_keys: std::collections::HashMap<String, usize>,
+    pub(super) route_names: std::collections::HashSet<String>,
 }
 
 /// References a top-level plugin entry carries, resolved once every entity is known.
@@ -46,6 +52,10 @@ impl<'a> Builder<'a> {
             index,
             opts,
             errors: Vec::new(),
+            consumer_keys: Default::default(),
+            service_keys: Default::default(),
+            route_keys: Default::default(),
+            route_names: Default::default(),
             out: Declarative::default(),
             pending_plugins: Vec::new(),
             group_members: Vec::new(),

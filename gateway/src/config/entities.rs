@@ -43,12 +43,23 @@ impl Builder<'_> {
                 ),
             }
         }
-        self.out.consumers.push(ConsumerDef {
+        let cdef = ConsumerDef {
             id: c.id.clone().unwrap_or_else(|| stable_id("consumer", &key)),
             username: c.username.clone(),
             custom_id: c.custom_id.clone(),
             groups,
-        });
+        };
+        for k in [
+            cdef.username.as_ref(),
+            cdef.custom_id.as_ref(),
+            Some(&cdef.id),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.consumer_keys.entry(k.clone()).or_insert(ci);
+        }
+        self.out.consumers.push(cdef);
         for (kind, list) in [
             ("jwt_secrets", &c.jwt_secrets),
             ("keyauth_credentials", &c.keyauth_credentials),
@@ -101,9 +112,7 @@ impl Builder<'_> {
     }
 
     pub(super) fn find_consumer(&self, key: &str) -> Option<usize> {
-        self.out.consumers.iter().position(|c| {
-            c.username.as_deref() == Some(key) || c.custom_id.as_deref() == Some(key) || c.id == key
-        })
+        self.consumer_keys.get(key).copied()
     }
 
     fn find_group(&self, key: &str) -> Option<usize> {
@@ -225,10 +234,7 @@ impl Builder<'_> {
     }
 
     pub(super) fn find_service(&self, key: &str) -> Option<usize> {
-        self.out
-            .services
-            .iter()
-            .position(|s| s.name == key || s.id.as_deref() == Some(key))
+        self.service_keys.get(key).copied()
     }
 
     pub(super) fn service(&mut self, v: &Value, path: &str) {
@@ -299,6 +305,10 @@ impl Builder<'_> {
             self.err(format!("{path}.retries"), "must be between 0 and 32767");
         }
         let si = self.out.services.len();
+        self.service_keys.entry(name.clone()).or_insert(si);
+        if let Some(id) = &s.id {
+            self.service_keys.entry(id.clone()).or_insert(si);
+        }
         self.out.services.push(ServiceDef {
             name,
             id: s.id.clone(),
@@ -344,7 +354,7 @@ impl Builder<'_> {
             .clone()
             .or(r.id.clone())
             .unwrap_or_else(|| path.to_string());
-        if self.out.routes.iter().any(|x| x.name == name) {
+        if self.route_names.contains(&name) {
             self.err(format!("{path}.name"), format!("duplicate route `{name}`"));
             return;
         }
@@ -418,6 +428,11 @@ impl Builder<'_> {
             return;
         }
         let ri = self.out.routes.len();
+        self.route_names.insert(name.clone());
+        self.route_keys.entry(name.clone()).or_insert(ri);
+        if let Some(id) = &r.id {
+            self.route_keys.entry(id.clone()).or_insert(ri);
+        }
         self.out.routes.push(RouteDef {
             name,
             id: r.id.clone(),
@@ -499,12 +514,7 @@ impl Builder<'_> {
             }
         }
         if let Some(k) = &refs.route {
-            match self
-                .out
-                .routes
-                .iter()
-                .position(|r| &r.name == k || r.id.as_deref() == Some(k))
-            {
+            match self.route_keys.get(k.as_str()).copied() {
                 Some(ri) => {
                     scope.route = Some(ri);
                     if scope.service.is_none() {
