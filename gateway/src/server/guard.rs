@@ -198,15 +198,20 @@ impl Tracker {
                         self.state = State::Off;
                         return;
                     }
-                    self.line.extend_from_slice(chunk);
                     if self.state == State::Head {
                         self.head.bytes += chunk.len();
                     }
-                    if complete {
-                        let line = std::mem::take(&mut self.line);
-                        self.line_done(&line, shared);
-                        self.line = line;
-                        self.line.clear();
+                    if complete && self.line.is_empty() {
+                        // The whole line is in this read: no copy.
+                        self.line_done(chunk, shared);
+                    } else {
+                        self.line.extend_from_slice(chunk);
+                        if complete {
+                            let line = std::mem::take(&mut self.line);
+                            self.line_done(&line, shared);
+                            self.line = line;
+                            self.line.clear();
+                        }
                     }
                 }
             }
