@@ -52,17 +52,29 @@ NGINX_MASTERS = []
 
 
 def stop_nginx_workers():
-    """A SIGKILLed nginx master leaves its workers listening: stop them first."""
+    """Stop every nginx this script started, workers included. The master is stopped
+    first (SIGSTOP) so that it cannot respawn a worker killed under it, which would then
+    outlive the run and hold the benchmark ports."""
+    kids_of = {}
     for m in NGINX_MASTERS:
         try:
-            kids = open(f"/proc/{m}/task/{m}/children").read().split()
+            os.kill(m, 19)  # SIGSTOP
         except OSError:
             continue
+        try:
+            kids_of[m] = open(f"/proc/{m}/task/{m}/children").read().split()
+        except OSError:
+            kids_of[m] = []
+    for m, kids in kids_of.items():
         for k in kids:
             try:
                 os.kill(int(k), 9)
             except OSError:
                 pass
+        try:
+            os.kill(m, 9)
+        except OSError:
+            pass
 
 
 def nginx(procs, work, name, conf, cpu):

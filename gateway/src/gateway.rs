@@ -128,8 +128,12 @@ impl Gateway {
     }
 
     /// Loads a posted configuration (`POST /config`).
-    pub fn reload_text(&self, text: &str) -> Result<String, ConfigErrors> {
-        let result = config::load_str(text, "POST /config", &self.load_options).and_then(|d| {
+    /// Replaces the configuration with a posted one. Environment references in it are an
+    /// error unless `expand_env` (a posted file must not read the gateway's secrets back).
+    pub fn reload_text(&self, text: &str, expand_env: bool) -> Result<String, ConfigErrors> {
+        let mut opts = self.load_options.clone();
+        opts.refuse_env = !expand_env;
+        let result = config::load_str(text, "POST /config", &opts).and_then(|d| {
             self.apply(d).map_err(|m| ConfigErrors {
                 source_name: "POST /config".into(),
                 errors: vec![config::ConfigError {

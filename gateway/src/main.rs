@@ -104,6 +104,13 @@ struct RunArgsCli {
     /// Accept `POST /config` from non-loopback addresses.
     #[arg(long, env = "GATEWAY_ALLOW_REMOTE_CONFIG")]
     allow_remote_config: bool,
+    /// Token `POST /config` must carry (`Authorization: Bearer`); required whenever the
+    /// status listener is reachable beyond loopback.
+    #[arg(long, env = "GATEWAY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Expand `${{ env "NAME" }}` in posted configurations (off: they are an error).
+    #[arg(long, env = "GATEWAY_ALLOW_POSTED_ENV")]
+    allow_posted_env: bool,
     /// Seconds a client has to send a whole request head, from its first byte.
     #[arg(long, env = "GATEWAY_HEADER_TIMEOUT", default_value_t = 10)]
     header_timeout: u64,
@@ -423,6 +430,11 @@ fn run(a: RunArgsCli) -> ExitCode {
         gw: gw.clone(),
         allow_remote_config: a.allow_remote_config,
         max_config_bytes: 16 * 1024 * 1024,
+        admin_token: a.admin_token.clone().filter(|t| !t.is_empty()),
+        loopback_only: resolve_listen(&a.status_listen)
+            .map(|v| v.iter().all(|s| s.ip().is_loopback()))
+            .unwrap_or(false),
+        allow_posted_env: a.allow_posted_env,
     });
     bg.spawn(async move {
         match tokio::net::TcpListener::from_std(status_listener) {

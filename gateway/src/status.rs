@@ -20,6 +20,40 @@ pub struct StatusApp {
     pub allow_remote_config: bool,
     /// Largest accepted `POST /config` body.
     pub max_config_bytes: usize,
+    /// `GATEWAY_ADMIN_TOKEN`: when set, `POST /config` needs `Authorization: Bearer <it>`.
+    pub admin_token: Option<String>,
+    /// The status listener is bound to loopback only (no token needed then).
+    pub loopback_only: bool,
+    /// Posted configurations may expand `${{ env "NAME" }}` (off by default).
+    pub allow_posted_env: bool,
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Media types a configuration may be posted as (plus none at all). Anything else, in
+/// particular the types a browser may send cross-site without a preflight
+/// (`text/plain`, forms), is refused.
+fn config_media_type(ct: &str) -> bool {
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        media.as_str(),
+        "application/json"
+            | "application/yaml"
+            | "application/x-yaml"
+            | "text/yaml"
+            | "text/x-yaml"
+    )
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -98,14 +132,62 @@ impl StatusApp {
             .unwrap_or_default()
     }
 
-    async fn post_config(&self, peer: SocketAddr, body: Incoming) -> Reply {
+    /// Who may replace the configuration: never a cross-site request (an `Origin`
+    /// header, or a content type a browser form could send); from loopback peers unless
+    /// `--allow-remote-config`; with the admin token whenever one is set, and always when
+    /// the listener is reachable beyond loopback.
+    fn authorize_config(&self, peer: SocketAddr, headers: &http::HeaderMap) -> Option<Reply> {
+        if headers.contains_key(http::header::ORIGIN) {
+            return Some(json(
+                403,
+                serde_json::json!({"message": "cross-site requests to POST /config are refused"}),
+            ));
+        }
+        if let Some(ct) = headers.get(http::header::CONTENT_TYPE)
+            && !ct.to_str().is_ok_and(config_media_type)
+        {
+            return Some(json(
+                415,
+                serde_json::json!({"message": "POST /config takes application/json or application/yaml"}),
+            ));
+        }
         let loopback = peer.ip().to_canonical().is_loopback();
         if !loopback && !self.allow_remote_config {
-            return json(
+            return Some(json(
                 403,
                 serde_json::json!({"message": "POST /config is only accepted from loopback"}),
-            );
+            ));
         }
+        match &self.admin_token {
+            Some(token) => {
+                let given = headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or("");
+                if !same_secret(given.trim().as_bytes(), token.as_bytes()) {
+                    return Some(json(
+                        401,
+                        serde_json::json!({"message": "POST /config needs the admin token (Authorization: Bearer)"}),
+                    ));
+                }
+            }
+            None if !self.loopback_only => {
+                return Some(json(
+                    403,
+                    serde_json::json!({"message": "the status listener is reachable beyond loopback: set GATEWAY_ADMIN_TOKEN to accept POST /config"}),
+                ));
+            }
+            None => {}
+        }
+        None
+    }
+
+    async fn post_config(&self, peer: SocketAddr, req: Request<Incoming>) -> Reply {
+        if let Some(refused) = self.authorize_config(peer, req.headers()) {
+            return refused;
+        }
+        let body = req.into_body();
         let body = match Limited::new(body, self.max_config_bytes).collect().await {
             Ok(b) => b.to_bytes().to_vec(),
             Err(e) => {
@@ -138,7 +220,7 @@ impl StatusApp {
                 .to_string(),
             _ => text,
         };
-        match self.gw.reload_text(&text) {
+        match self.gw.reload_text(&text, self.allow_posted_env) {
             Ok(hash) => {
                 tracing::info!(hash = %hash, "configuration replaced by POST /config");
                 json(201, serde_json::json!({"configuration_hash": hash}))
@@ -177,7 +259,7 @@ impl StatusApp {
                 Err(why) => json(503, serde_json::json!({"message": why})),
             },
             ("GET", "/metrics") => self.metrics(),
-            ("POST", "/config") => self.post_config(peer, req.into_body()).await,
+            ("POST", "/config") => self.post_config(peer, req).await,
             (_, "/health" | "/status" | "/status/ready" | "/metrics" | "/config") => {
                 json(405, serde_json::json!({"message": "Method not allowed"}))
             }

@@ -44,6 +44,15 @@ pub fn substitute(
     }
 }
 
+/// Lines (1-based) holding a `${{ ... }}` reference.
+pub fn reference_lines(text: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("${{"))
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
 fn parse_env_expr(expr: &str) -> Option<&str> {
     let rest = expr.strip_prefix("env")?.trim_start();
     let name = rest.strip_prefix('"')?.strip_suffix('"')?;

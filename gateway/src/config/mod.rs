@@ -63,6 +63,9 @@ pub struct LoadOptions {
     pub ignore_plugins: Vec<String>,
     /// Parses plugin configurations and checks credentials (the plugin layer's).
     pub catalog: Catalog,
+    /// Environment references are an error instead of being expanded (posted
+    /// configurations).
+    pub refuse_env: bool,
 }
 
 /// Where a plugin instance applies.
@@ -202,7 +205,30 @@ pub fn load_str(
         source_name: source_name.to_string(),
         errors,
     };
-    let text = env::substitute(text, |n| std::env::var(n).ok()).map_err(|errs| {
+    if opts.refuse_env {
+        let refs = env::reference_lines(text);
+        if !refs.is_empty() {
+            return Err(fail(
+                refs.into_iter()
+                    .map(|line| ConfigError {
+                        path: String::new(),
+                        line: Some(line),
+                        message: "environment references are not expanded in a posted configuration (the gateway's environment holds its secrets); start with --allow-posted-env to allow them".into(),
+                    })
+                    .collect(),
+            ));
+        }
+    }
+    // Values that came from the environment never appear in an error message.
+    let secrets = std::cell::RefCell::new(Vec::new());
+    let text = env::substitute(text, |n| {
+        let v = std::env::var(n).ok();
+        if let Some(v) = &v {
+            secrets.borrow_mut().push(v.clone());
+        }
+        v
+    })
+    .map_err(|errs| {
         fail(
             errs.into_iter()
                 .map(|(line, message)| ConfigError {
@@ -231,8 +257,24 @@ pub fn load_str(
         decl.hash = digest(&text);
         Ok(decl)
     } else {
-        Err(fail(b.errors))
+        let secrets = secrets.into_inner();
+        let mut errors = b.errors;
+        for e in &mut errors {
+            e.message = redact(&e.message, &secrets);
+        }
+        Err(fail(errors))
     }
+}
+
+/// Replaces every environment value (of 3 characters or more) in `msg`.
+fn redact(msg: &str, secrets: &[String]) -> String {
+    let mut out = msg.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 3) {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "<redacted>");
+        }
+    }
+    out
 }
 
 fn strip_location(msg: &str) -> String {

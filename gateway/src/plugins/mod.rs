@@ -229,5 +229,6 @@ pub fn load_options(ignore_plugins: Vec<String>) -> crate::config::LoadOptions {
     crate::config::LoadOptions {
         ignore_plugins,
         catalog: crate::config::Catalog(Arc::new(Registry)),
+        refuse_env: false,
     }
 }

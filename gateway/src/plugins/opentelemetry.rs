@@ -195,6 +195,12 @@ fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
+thread_local! {
+    /// Seeded from the OS once per thread.
+    static ID_RNG: std::cell::RefCell<rand::rngs::SmallRng> =
+        std::cell::RefCell::new(rand::SeedableRng::from_os_rng());
+}
+
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
@@ -339,8 +345,10 @@ impl Plugin for OpenTelemetry {
         if st.trace.is_some() {
             return;
         }
-        // One draw from the thread-local generator: trace id, two span ids, the dice.
-        let [a, b, c, d, e]: [u64; 5] = rand::random();
+        // One draw from a fast thread-local generator (ids need to be unique and
+        // unguessable enough for tracing, not cryptographic): trace id, two span ids, the
+        // dice.
+        let [a, b, c, d, e]: [u64; 5] = ID_RNG.with(|r| rand::Rng::random(&mut *r.borrow_mut()));
         let incoming = req
             .headers
             .get(&TRACEPARENT)
@@ -390,10 +398,12 @@ impl Plugin for OpenTelemetry {
             tp[54] = b'1';
         }
         if let Ok(v) = http::HeaderValue::from_bytes(&tp) {
-            let _ = req.insert_header("traceparent", v);
+            req.headers.insert(TRACEPARENT.clone(), v);
         }
-        if let Some(ts) = &t.tracestate {
-            let _ = req.insert_header("tracestate", ts.as_str());
+        if let Some(ts) = &t.tracestate
+            && let Ok(v) = http::HeaderValue::from_str(ts)
+        {
+            req.headers.insert(TRACESTATE.clone(), v);
         }
     }
 
