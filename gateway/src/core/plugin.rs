@@ -75,6 +75,12 @@ pub trait Plugin: Send + Sync {
     /// here, so the other plugins' access phases are timed only when it is sampled.
     fn start_trace(&self, _req: &RequestHeader, _st: &mut RequestState) {}
 
+    /// Request headers this plugin sets from an authenticated identity (claims, consumer
+    /// data). Clients' own copies are removed on every route before any plugin runs.
+    fn identity_headers(&self) -> Vec<http::HeaderName> {
+        Vec::new()
+    }
+
     /// False for plugins without an access phase: the proxy then skips the call (and the
     /// boxed future it costs).
     fn has_access(&self) -> bool {

@@ -78,6 +78,9 @@ pub struct Runtime {
     pub services: Vec<ServiceRt>,
     /// Plugin slots per route, sorted by priority (highest first).
     pub route_plugins: Vec<Vec<PluginSlot>>,
+    /// Headers the gateway sets from identity (consumer headers, claim headers of every
+    /// plugin instance): removed from every client request before any plugin reads it.
+    pub identity_headers: Vec<http::HeaderName>,
     /// Per route, its chain when no instance depends on the consumer (the common case):
     /// shared by every request instead of chosen per request.
     pub route_static: Vec<Option<Chain>>,
@@ -224,6 +227,17 @@ impl Runtime {
         }
         global_plugins.sort_by_key(|s| std::cmp::Reverse(s.priority));
         let health_metrics = factory.health_metrics(&decl);
+        let mut identity_headers: Vec<http::HeaderName> = super::chain::CONSUMER_HEADERS
+            .iter()
+            .map(|h| http::HeaderName::from_static(h))
+            .collect();
+        for (_, _, inst) in &built {
+            for h in inst.identity_headers() {
+                if !identity_headers.contains(&h) {
+                    identity_headers.push(h);
+                }
+            }
+        }
         let keep: Vec<(String, String)> = decl
             .upstreams
             .iter()
@@ -245,6 +259,7 @@ impl Runtime {
             router,
             services,
             route_plugins,
+            identity_headers,
             route_static,
             global_plugins,
             health_metrics,

@@ -646,6 +646,10 @@ fn decode_json(seg: &str) -> Option<Map<String, Json>> {
 
 #[async_trait]
 impl Plugin for Jwt {
+    fn identity_headers(&self) -> Vec<HeaderName> {
+        self.claim_headers.iter().map(|(_, h)| h.clone()).collect()
+    }
+
     fn name(&self) -> &'static str {
         "jwt"
     }

@@ -753,7 +753,14 @@ impl Plugin for RequestTransformer {
         st: &mut RequestState,
     ) -> crate::core::Result<Flow> {
         let req = session.req_header();
-        let orig_headers = req.headers.clone();
+        // Templates and renames see the authenticated identity (consumer and claim
+        // headers set by auth plugins), never a client's copy (removed before access).
+        let mut orig_headers = req.headers.clone();
+        for (k, v) in &st.upstream_headers {
+            if let Ok(v) = http::HeaderValue::from_str(v) {
+                orig_headers.insert(k.clone(), v);
+            }
+        }
         let query = decode_args(req.uri.query().unwrap_or(""));
         let captures = st
             .route

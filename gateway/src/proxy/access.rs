@@ -18,6 +18,16 @@ impl Ctx<'_> {
         let gw = &self.w.gw;
         let rt = gw.current.load_full();
         self.st.rt = Some(rt.clone());
+        // Headers the gateway sets from identity are never taken from the client, on any
+        // route, and no plugin sees the client's copies.
+        {
+            let h = &mut self.session.req_header_mut().headers;
+            if h.keys().any(|k| rt.identity_headers.contains(k)) {
+                for name in &rt.identity_headers {
+                    h.remove(name);
+                }
+            }
+        }
         let req = self.session.req_header();
         self.st.request_id = header_str(req, "x-request-id")
             .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))

@@ -9,6 +9,7 @@ mod balancing;
 mod check;
 mod dataplane;
 mod framing;
+mod identity;
 mod lifecycle;
 mod metrics;
 mod otel;

@@ -1,0 +1,93 @@
+//! Identity headers (consumer headers, jwt claim headers) come only from the gateway: a
+//! client's own copies are removed on every route, before any plugin reads them, and
+//! request-transformer templates and renames see the authenticated values.
+
+use crate::harness::*;
+
+fn config(up: u16) -> String {
+    format!(
+        r#"_format_version: "3.0"
+consumers:
+- username: alice
+  keyauth_credentials:
+  - key: alice-key
+services:
+- name: svc
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: login
+    paths: [/auth/login]
+    strip_path: false
+    plugins:
+    - name: request-transformer
+      config:
+        add: {{headers: ["x-name:$(headers.x_consumer_username)"]}}
+        rename: {{headers: ["x-user-tier:x-tier-copy"]}}
+  - name: protected
+    paths: [/api]
+    plugins:
+    - name: jwt
+      config:
+        claims_to_headers: {{sub: X-User-ID, tier: X-User-Tier}}
+  - name: keyed
+    paths: [/keyed]
+    plugins:
+    - name: key-auth
+    - name: request-transformer
+      config:
+        add: {{headers: ["x-name:$(headers.x_consumer_username)"]}}
+"#
+    )
+}
+
+#[tokio::test]
+async fn client_copies_of_identity_headers_never_reach_upstreams_or_templates() {
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&config(up));
+    let c = client();
+    // A route without auth: forged identity headers are dropped, templates see nothing.
+    let r = c
+        .get(gw.url("/auth/login"))
+        .header("X-User-ID", "admin")
+        .header("X-User-Tier", "enterprise")
+        .header("X-Consumer-Username", "root")
+        .header("X-Consumer-ID", "00000000-0000-0000-0000-000000000000")
+        .header("X-Credential-Identifier", "forged")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    let h = &v["headers"];
+    for forged in [
+        "x-user-id",
+        "x-user-tier",
+        "x-tier-copy",
+        "x-consumer-username",
+        "x-consumer-id",
+        "x-credential-identifier",
+    ] {
+        assert!(
+            h.get(forged).is_none(),
+            "{forged} reached the upstream: {h}"
+        );
+    }
+    assert_ne!(
+        h["x-name"], "root",
+        "template read the client's header: {h}"
+    );
+
+    // With key-auth: the template sees the authenticated consumer, not the client's copy.
+    let r = c
+        .get(gw.url("/keyed"))
+        .header("apikey", "alice-key")
+        .header("X-Consumer-Username", "root")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["headers"]["x-name"], "alice", "{}", v["headers"]);
+    assert_eq!(v["headers"]["x-consumer-username"], "alice");
+}
