@@ -13,7 +13,7 @@ use crate::core::RequestHeader;
 use crate::core::Session;
 use async_trait::async_trait;
 use bytes::BytesMut;
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -326,6 +326,11 @@ impl RequestTransformer {
         Ok(Some(merged))
     }
 }
+
+/// Characters escaped in a value substituted into `replace.uri`: everything but RFC
+/// 3986's unreserved characters other than `.` (so `/`, `.`, `%`, `?`, `#` cannot change
+/// the path's structure).
+const VALUE_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
 
 /// Characters escaped in a rewritten path (it must stay one valid URI path).
 const PATH_ESCAPE: &AsciiSet = &CONTROLS
@@ -784,7 +789,32 @@ impl Plugin for RequestTransformer {
             None => (current.clone(), None),
         };
         if let Some(t) = &self.uri {
-            let rendered = t.render(&env);
+            // Values from the request are percent-encoded (`/`, `.` and `%` included), so
+            // a value cannot add path segments; the result is normalised and must stay
+            // below the template's literal directory (`/users/` of `/users/$(...)`).
+            let rendered =
+                t.render_escaped(&env, &|v| utf8_percent_encode(v, VALUE_ESCAPE).to_string());
+            let prefix = t.literal_prefix();
+            let base = &prefix[..prefix.rfind('/').map(|i| i + 1).unwrap_or(0)];
+            let normalized = crate::net::path::normalize_path(&rendered).into_owned();
+            // Also as an upstream that decodes `%2F` would read it.
+            let decoded = percent_encoding::percent_decode_str(&normalized).decode_utf8_lossy();
+            let base = crate::net::path::normalize_path(base);
+            let inside = |p: &str| crate::net::path::normalize_path(p).starts_with(base.as_ref());
+            if rendered.starts_with('/') && !(inside(&normalized) && inside(&decoded)) {
+                tracing::debug!("request-transformer: replace.uri left its directory; refused");
+                return Ok(Flow::Respond(LocalResponse::error(
+                    400,
+                    "Bad request",
+                    &st.request_id,
+                    None,
+                )));
+            }
+            let rendered = if rendered.starts_with('/') {
+                normalized
+            } else {
+                rendered
+            };
             if !rendered.starts_with('/') {
                 tracing::warn!(path = %rendered, "request-transformer: replace.uri must render to a path starting with /");
                 return Ok(Flow::Respond(LocalResponse::error(

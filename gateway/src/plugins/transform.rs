@@ -192,6 +192,12 @@ impl Template {
     }
 
     pub fn render(&self, env: &Env<'_>) -> String {
+        self.render_escaped(env, &|v| v.to_string())
+    }
+
+    /// Renders with every value taken from the request passed through `escape` (literal
+    /// text and configured defaults are kept as written).
+    pub fn render_escaped(&self, env: &Env<'_>, escape: &dyn Fn(&str) -> String) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
@@ -199,7 +205,7 @@ impl Template {
                 Part::Expr(e) => {
                     let v = lookup(e, env);
                     match (v, &e.default) {
-                        (Some(v), _) => out.push_str(&v),
+                        (Some(v), _) => out.push_str(&escape(&v)),
                         (None, Some(d)) => out.push_str(d),
                         (None, None) => {}
                     }
@@ -207,6 +213,14 @@ impl Template {
             }
         }
         out
+    }
+
+    /// The literal text before the first expression.
+    pub fn literal_prefix(&self) -> &str {
+        match self.parts.first() {
+            Some(Part::Lit(s)) => s,
+            _ => "",
+        }
     }
 }
 

@@ -91,3 +91,44 @@ async fn client_copies_of_identity_headers_never_reach_upstreams_or_templates() 
     assert_eq!(v["headers"]["x-name"], "alice", "{}", v["headers"]);
     assert_eq!(v["headers"]["x-consumer-username"], "alice");
 }
+
+#[tokio::test]
+async fn uri_templates_cannot_climb_out_of_their_directory() {
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&format!(
+        r#"_format_version: "3.0"
+services:
+- name: svc
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: users
+    paths: [/users]
+    plugins:
+    - name: request-transformer
+      config:
+        replace: {{uri: "/users/$(query_params.id)"}}
+"#
+    ));
+    let c = client();
+    let (s, v) = get_json(&c, &gw.url("/users?id=42")).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["path"], "/users/42");
+    // A value cannot add segments: `/` stays encoded inside the one segment.
+    let (s, v) = get_json(&c, &gw.url("/users?id=a%2Fb")).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["path"], "/users/a%2Fb", "{v}");
+    // Nor climb: `..` (plain or encoded) is refused, never forwarded.
+    for id in ["..", "../admin", "%2E%2E", "..%2Fadmin", "%2E%2E%2Fadmin"] {
+        let (s, v) = get_json(&c, &gw.url(&format!("/users?id={id}"))).await;
+        assert!(
+            s == 400
+                || v["path"].as_str().is_some_and(
+                    |p| p.starts_with("/users/") && !p.split('/').any(|seg| seg == "..")
+                ),
+            "id={id}: {s} {v}"
+        );
+        assert_eq!(s, 400, "id={id}: {v}");
+        assert_ne!(v["path"], "/", "id={id}");
+    }
+}
