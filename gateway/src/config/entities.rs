@@ -593,21 +593,15 @@ impl Builder<'_> {
 /// A deterministic id for entities the file gives no id (Kong generates UUIDs; a stable
 /// value keeps the `X-Consumer-ID` header the same across reloads).
 pub fn stable_id(kind: &str, key: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h1 = std::collections::hash_map::DefaultHasher::new();
-    (kind, key, 1u8).hash(&mut h1);
-    let mut h2 = std::collections::hash_map::DefaultHasher::new();
-    (kind, key, 2u8).hash(&mut h2);
-    let a = h1.finish();
-    let b = h2.finish();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        (a >> 32) as u32,
-        (a >> 16) as u16,
-        (a & 0xfff) as u16,
-        (b >> 52) as u16 & 0xfff,
-        b & 0xffff_ffff_ffff
-    )
+    // UUID v5 (SHA-1, RFC 9562) in a namespace of the gateway's own: the same id for the
+    // same entity on every instance and every build (consumer ids and Redis keys must
+    // agree across a mixed fleet).
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6b1f_2c34_9a0e_4d7c_8b55_2f0e_63a1_d9c4);
+    let mut name = String::with_capacity(kind.len() + key.len() + 1);
+    name.push_str(kind);
+    name.push(':');
+    name.push_str(key);
+    uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
 }
 
 pub fn split_host_port(s: &str) -> Option<(String, u16)> {

@@ -284,14 +284,14 @@ fn strip_location(msg: &str) -> String {
     }
 }
 
+/// The configuration's hash: MD5 of the text, as Kong's `configuration_hash` (a fixed
+/// algorithm, so every instance of a fleet agrees whatever it was built with).
 fn digest(text: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut out = String::new();
-    for seed in [0x9e37_79b9_u64, 0x85eb_ca6b] {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        seed.hash(&mut h);
-        text.hash(&mut h);
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
+    use md5::Digest;
+    let sum = md5::Md5::digest(text.as_bytes());
+    sum.iter().fold(String::with_capacity(32), |mut s, b| {
+        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        s.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+        s
+    })
 }

@@ -56,6 +56,10 @@ pub struct IpRestriction {
     deny: Vec<Cidr>,
     status: u16,
     message: Option<String>,
+    /// Blocked requests since the last warning.
+    blocked: std::sync::atomic::AtomicU64,
+    /// At most one warning per second.
+    warn_pace: governor::DefaultDirectRateLimiter,
 }
 
 impl IpRestriction {
@@ -70,6 +74,10 @@ impl IpRestriction {
             deny: parse(&cfg.deny)?,
             status: cfg.status.unwrap_or(403),
             message: cfg.message,
+            blocked: std::sync::atomic::AtomicU64::new(0),
+            warn_pace: governor::RateLimiter::direct(governor::Quota::per_second(
+                std::num::NonZeroU32::MIN,
+            )),
         })
     }
 }
@@ -114,7 +122,19 @@ impl Plugin for IpRestriction {
                 .message
                 .clone()
                 .unwrap_or_else(|| format!("IP address not allowed: {}", canonical(ip)));
-            tracing::warn!(client = %ip, "{msg}");
+            // Blocked requests are counted and logged at debug level only: a warning per
+            // request would let any blocked client flood the log. One warning per second
+            // at most says that blocking happens.
+            self.blocked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(client = %ip, "{msg}");
+            if self.warn_pace.check().is_ok() {
+                let n = self.blocked.swap(0, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(
+                    blocked = n,
+                    "ip-restriction: requests blocked since the last report"
+                );
+            }
             return Ok(Flow::Respond(LocalResponse::error(
                 self.status,
                 &msg,

@@ -3,6 +3,9 @@
 //! `min_refresh_interval`), keys selected by `kid`. A failed fetch keeps the last good
 //! keys, so tokens keep validating while the endpoint is down.
 
+/// Largest JWKS document accepted.
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -84,7 +87,22 @@ impl Jwks {
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
-        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        // A key set is a few KiB: anything over MAX_JWKS_BYTES is refused, read chunk by
+        // chunk so an endless or huge answer never sits in memory.
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
+            return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
         let set: JwkSet =
             serde_json::from_slice(&body).map_err(|e| format!("invalid JWKS: {e}"))?;
         let mut keys = HashMap::new();

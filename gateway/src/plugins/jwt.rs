@@ -131,6 +131,23 @@ impl Config {
             if !ok {
                 return Err(SpecError::at("jwks_uri", "expected an http(s) URL"));
             }
+            // Keys fetched in clear text could be replaced by anyone on the path: https
+            // only, except on loopback (tests, a local sidecar).
+            let loopback_http = u.parse::<http::Uri>().ok().is_some_and(|uri| {
+                uri.scheme_str() == Some("http")
+                    && uri.host().is_some_and(|h| {
+                        let h = h.trim_start_matches('[').trim_end_matches(']');
+                        h == "localhost"
+                            || h.parse::<std::net::IpAddr>()
+                                .is_ok_and(|ip| ip.is_loopback())
+                    })
+            });
+            if !u.starts_with("https://") && !loopback_http {
+                return Err(SpecError::at(
+                    "jwks_uri",
+                    "must use https (plain http is accepted only for loopback addresses)",
+                ));
+            }
             if self.jwks_refresh_interval == 0 {
                 return Err(SpecError::at(
                     "jwks_refresh_interval",
@@ -429,7 +446,36 @@ impl Jwt {
                 .as_ref()
                 .and_then(|kv| self.creds.get(kv))
                 .map(|c| c.consumer);
-            verified = Some((consumer, kid.to_string()));
+            // Without a consumer, the credential names the subject (not only the key), so
+            // limits by credential are per user, not one bucket per signing key.
+            let credential = match (consumer, claims.get("sub").and_then(Json::as_str)) {
+                (None, Some(sub)) => format!("{kid}:{sub}"),
+                _ => kid.to_string(),
+            };
+            verified = Some((consumer, credential));
+            // A key-set token must carry a valid `exp` unless `claims_to_verify` was set
+            // explicitly (an identity provider's token never lives forever).
+            if self.cfg.claims_to_verify.is_empty() {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0)
+                    .floor();
+                let msg = match claims.get("exp").and_then(Json::as_f64) {
+                    None => Some(("bad_claim", "must be a number")),
+                    Some(exp) if exp + self.cfg.leeway as f64 <= now => {
+                        Some(("expired", "token expired"))
+                    }
+                    Some(_) => None,
+                };
+                if let Some((reason, m)) = msg {
+                    return Err(Failure {
+                        reason,
+                        body: serde_json::json!({ "exp": m }),
+                        invalid_token: true,
+                    });
+                }
+            }
         }
         if verified.is_none() {
             verified = Some(self.verify_with_credential(&p, key_value)?);
@@ -443,6 +489,11 @@ impl Jwt {
                     Json::String(s) => s.clone(),
                     other => other.to_string(),
                 };
+                // A value that cannot be a header (CR, LF, NUL...) is a bad token, not a
+                // gateway error.
+                if http::HeaderValue::from_str(&s).is_err() {
+                    return Err(fail("bad_claim", "Invalid claim"));
+                }
                 st.upstream_headers.push((h.clone(), s));
             }
         }

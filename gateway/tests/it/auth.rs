@@ -701,3 +701,97 @@ async fn jwks_rotation_and_outage() {
         );
     }
 }
+
+#[tokio::test]
+async fn jwks_tokens_must_expire_carry_header_safe_claims_and_count_per_subject() {
+    let up = free_port();
+    let _u = upstream(up);
+    let a = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key a");
+    let server = jwks_server(json!({"keys": [ec_jwk(&a, "a")]}).to_string()).await;
+    // No claims_to_verify: a key-set token must still carry a valid exp.
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: api\n  url: http://127.0.0.1:{up}\n  routes:\n  - name: api\n    paths: [/api]\n    plugins:\n    - name: jwt\n      config:\n        jwks_uri: http://127.0.0.1:{}/.well-known/jwks.json\n        jwks_min_refresh_interval: 0\n        claims_to_headers: {{sub: X-User-ID}}\n",
+        server.port
+    );
+    let gw = gateway(&cfg);
+    let c = client();
+    let sign = |claims: Value| {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some("a".to_string());
+        encode(
+            &h,
+            &claims,
+            &EncodingKey::from_ec_pem(a.serialize_pem().as_bytes()).expect("key"),
+        )
+        .expect("sign")
+    };
+    let good = sign(json!({"sub": "u-7", "exp": now() + 60}));
+    let ok = eventually(Duration::from_secs(5), || {
+        let c = c.clone();
+        let url = gw.url("/api/x");
+        let t = good.clone();
+        async move {
+            c.get(&url)
+                .bearer_auth(&t)
+                .send()
+                .await
+                .map(|r| r.status().as_u16() == 200)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(ok, "a valid key-set token was refused");
+    let r = c
+        .get(gw.url("/api/x"))
+        .bearer_auth(&good)
+        .send()
+        .await
+        .expect("request");
+    let v: Value = r.json().await.expect("json");
+    // Per subject, not one credential per signing key.
+    assert_eq!(v["headers"]["x-credential-identifier"], "a:u-7", "{v}");
+
+    let no_exp = sign(json!({"sub": "u-7"}));
+    let expired = sign(json!({"sub": "u-7", "exp": now() - 3600}));
+    let crlf = sign(json!({"sub": "u-7\r\nX-Injected: 1", "exp": now() + 60}));
+    for (name, t) in [
+        ("no exp", &no_exp),
+        ("expired", &expired),
+        ("CR/LF claim", &crlf),
+    ] {
+        let r = c
+            .get(gw.url("/api/x"))
+            .bearer_auth(t)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status().as_u16(), 401, "{name}");
+    }
+}
+
+#[test]
+fn jwks_over_plain_http_is_refused_except_on_loopback() {
+    let cfg = |uri: &str| {
+        format!("_format_version: \"3.0\"\nplugins:\n- name: jwt\n  config:\n    jwks_uri: {uri}\n")
+    };
+    let run = |text: String| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kong.yml");
+        std::fs::write(&path, text).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("check");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = run(cfg("http://idp.example.com/.well-known/jwks.json"));
+    assert!(!ok);
+    assert!(err.contains("jwks_uri") && err.contains("https"), "{err}");
+    assert!(run(cfg("https://idp.example.com/.well-known/jwks.json")).0);
+    assert!(run(cfg("http://127.0.0.1:9/.well-known/jwks.json")).0);
+}
