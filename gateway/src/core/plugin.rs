@@ -118,6 +118,13 @@ pub trait Plugin: Send + Sync {
     /// A plugin either rewrites it completely or leaves it untouched.
     fn request_body(&self, _body: &mut bytes::BytesMut, _st: &mut RequestState) {}
 
+    /// True when sending the response body without this plugin's rewrite would leak
+    /// something (a redaction): a body that cannot be rewritten (too large, an unknown
+    /// encoding) is then refused with 502 instead of passed through.
+    fn must_transform(&self) -> bool {
+        false
+    }
+
     /// True when the plugin needs the whole response body in `response_body`.
     fn buffers_response(&self, _resp: &ResponseHeader) -> bool {
         false

@@ -302,6 +302,10 @@ impl Plugin for ResponseTransformer {
         }
     }
 
+    fn must_transform(&self) -> bool {
+        !self.json.remove.is_empty()
+    }
+
     fn buffers_response(&self, resp: &ResponseHeader) -> bool {
         self.has_json
             && is_media(

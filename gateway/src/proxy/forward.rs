@@ -489,11 +489,21 @@ impl Ctx<'_> {
             let body = RespBody::stream(Vec::new(), incoming, Some(back));
             return self.respond(head, body, status, None);
         }
-        // A plugin rewrites the whole body: collect it, up to the buffering limit.
+        // A plugin rewrites the whole body: collect it, up to the buffering limit and
+        // within the process-wide budget for buffered bodies.
+        let must = plugins.iter().any(|p| p.must_transform());
+        let encoding = super::compress::Encoding::of(&head.headers);
+        if encoding == super::compress::Encoding::Other {
+            if must {
+                return self.refuse_untransformed(back, "an encoding the gateway cannot decode");
+            }
+            let body = RespBody::stream(Vec::new(), incoming, Some(back));
+            return self.respond(head, body, status, None);
+        }
         head.headers.remove(http::header::CONTENT_LENGTH);
         let mut incoming = incoming;
         let mut chunks: Vec<Bytes> = Vec::new();
-        let mut size = 0usize;
+        let mut budget = super::compress::Budget::default();
         let wait = self
             .st
             .rt
@@ -512,9 +522,12 @@ impl Ctx<'_> {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            size += data.len();
+            let fits = budget.take(data.len(), RESPONSE_BUFFER_LIMIT);
             chunks.push(data);
-            if size > RESPONSE_BUFFER_LIMIT {
+            if !fits {
+                if must {
+                    return self.refuse_untransformed(back, "a body over the buffering limit");
+                }
                 // Too large to rewrite: pass it through untouched, never half-rewritten.
                 self.st.response_passthrough = true;
                 tracing::debug!("response body over the buffering limit, passed through");
@@ -523,14 +536,53 @@ impl Ctx<'_> {
             }
         }
         self.w.pool.put(back.key, back.tx);
-        let mut whole = BytesMut::with_capacity(size);
+        let mut whole = BytesMut::with_capacity(budget.held());
         for c in chunks {
             whole.extend_from_slice(&c);
+        }
+        // A compressed body is rewritten decoded, then encoded again the same way.
+        if encoding != super::compress::Encoding::Identity {
+            match super::compress::decode(encoding, &whole, RESPONSE_BUFFER_LIMIT) {
+                Some(plain) => whole = plain,
+                None if must => {
+                    tracing::warn!(
+                        "response-transformer: compressed body could not be decoded within the limit; refused (502) rather than sent unredacted"
+                    );
+                    let r = self.error(
+                        502,
+                        "An invalid response was received from the upstream server",
+                    );
+                    let (h, b) = crate::core::respond::render(&mut self.st, r);
+                    return self.respond(h, RespBody::full(b), 502, Some("untransformable_body"));
+                }
+                None => {
+                    return self.respond(head, RespBody::full(whole.freeze()), status, None);
+                }
+            }
         }
         for p in plugins.iter() {
             p.response_body(&mut whole, &mut self.st);
         }
+        if encoding != super::compress::Encoding::Identity {
+            whole = super::compress::encode(encoding, &whole);
+        }
         self.respond(head, RespBody::rewritten(whole.freeze()), status, None)
+    }
+
+    /// A body a plugin must rewrite (a redaction) that cannot be rewritten is not sent as
+    /// it is: 502, with the reason logged.
+    fn refuse_untransformed(&mut self, back: PoolReturn, why: &str) -> Response<RespBody> {
+        drop(back);
+        tracing::warn!(
+            reason = why,
+            "response body must be rewritten but cannot be; refused (502) rather than sent unredacted"
+        );
+        let r = self.error(
+            502,
+            "An invalid response was received from the upstream server",
+        );
+        let (h, b) = crate::core::respond::render(&mut self.st, r);
+        self.respond(h, RespBody::full(b), 502, Some("untransformable_body"))
     }
 
     /// 101 from the upstream: once both sides have switched, bytes flow both ways.

@@ -8,6 +8,7 @@
 
 mod access;
 pub mod body;
+mod compress;
 mod forward;
 pub mod hop;
 pub mod upstream;

@@ -161,3 +161,95 @@ async fn blocked_clients_cannot_flood_the_log() {
         "{lines} log lines for 200 blocked requests:\n{log}"
     );
 }
+
+/// An upstream answering every request with `body` under `encoding`.
+fn encoded_upstream(encoding: &'static str, body: Vec<u8>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().expect("clone"));
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: {encoding}\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let mut w = &s;
+                        let _ = w.write_all(head.as_bytes());
+                        let _ = w.write_all(&body);
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn compressed_json_is_redacted_or_refused_never_passed_through() {
+    use std::io::{Read, Write};
+    let json = br#"{"ok":1,"secret":"card-4111"}"#.to_vec();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&json).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    let gzip_up = encoded_upstream("gzip", gz);
+    let br_up = encoded_upstream("br", json.clone());
+    let cfg = format!(
+        r#"_format_version: "3.0"
+services:
+- name: gz
+  url: http://127.0.0.1:{gzip_up}
+  routes:
+  - name: gz
+    paths: [/gz]
+- name: br
+  url: http://127.0.0.1:{br_up}
+  routes:
+  - name: br
+    paths: [/br]
+plugins:
+- name: response-transformer
+  config:
+    remove: {{json: [secret]}}
+"#
+    );
+    let gw = gateway(&cfg);
+    let c = ::reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("client");
+    // gzip: decoded, redacted, encoded again.
+    let r = c
+        .get(gw.url("/gz"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("gz");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    let raw = r.bytes().await.expect("body");
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&raw[..])
+        .read_to_string(&mut plain)
+        .expect("gunzip");
+    assert!(!plain.contains("card-4111"), "{plain}");
+    assert!(plain.contains("\"ok\":1"), "{plain}");
+    // An encoding the gateway cannot decode: refused, not passed through unredacted.
+    let r = c.get(gw.url("/br")).send().await.expect("br");
+    assert_eq!(r.status().as_u16(), 502);
+    let text = r.text().await.unwrap_or_default();
+    assert!(!text.contains("card-4111"), "{text}");
+}
