@@ -658,6 +658,14 @@ async fn redis_auth_and_tls() {
                 "/flat",
                 &format!("{{hour: 2, limit_by: ip, policy: redis, {flat}}}"),
             ),
+            (
+                "/verify",
+                &redis_cfg(
+                    "hour: 2",
+                    &format!("host: 127.0.0.1, port: {tls_port}, ssl: true, password: s3cret"),
+                    ", fault_tolerant: false",
+                ),
+            ),
         ],
     ));
     let c = client();
@@ -677,6 +685,12 @@ async fn redis_auth_and_tls() {
     assert_eq!(
         (r.status, r.n("x-ratelimit-remaining-hour")),
         (200, Some(1))
+    );
+    // Without `ssl_verify: false` the certificate is verified: this self-signed one is not
+    // trusted, so the store is unreachable (and not fault tolerant here).
+    assert_eq!(
+        get(&c, &gw.url("/verify"), &[("x-user", "v")]).await.status,
+        500
     );
 }
 

@@ -405,7 +405,9 @@ impl Config {
             password: r.password.or_else(|| self.redis_password.clone()),
             database,
             ssl: r.ssl.or(self.redis_ssl).unwrap_or(false),
-            ssl_verify: r.ssl_verify.or(self.redis_ssl_verify).unwrap_or(false),
+            // Verified unless the file says `ssl_verify: false` (Kong's default is off: a
+            // man in the middle could then count for us).
+            ssl_verify: r.ssl_verify.or(self.redis_ssl_verify).unwrap_or(true),
             timeout_ms,
             connect_timeout_ms: r.connect_timeout.unwrap_or(timeout_ms),
         })
