@@ -41,7 +41,11 @@ enum Cmd {
 struct CheckArgs {
     /// Kong declarative configuration file (YAML or JSON, `_format_version: "3.0"`).
     #[arg(long, short = 'c', env = "GATEWAY_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// The whole declarative configuration as a string, used when `--config` is absent
+    /// (as Kong's `KONG_DECLARATIVE_CONFIG_STRING`; how the ECS task receives it).
+    #[arg(long, env = "GATEWAY_CONFIG_STRING", hide_env_values = true)]
+    config_string: Option<String>,
     /// Accept and skip a plugin this gateway does not implement (repeatable).
     #[arg(
         long = "ignore-plugin",
@@ -152,8 +156,33 @@ fn load_options(a: &CheckArgs) -> LoadOptions {
     )
 }
 
+/// Where the configuration comes from: the file, or `GATEWAY_CONFIG_STRING`.
+fn source_name(a: &CheckArgs) -> String {
+    match &a.config {
+        Some(p) => p.display().to_string(),
+        None => "GATEWAY_CONFIG_STRING".into(),
+    }
+}
+
+fn load(a: &CheckArgs, opts: &LoadOptions) -> Result<config::Declarative, config::ConfigErrors> {
+    match (&a.config, &a.config_string) {
+        (Some(p), _) => config::load_file(p, opts),
+        (None, Some(text)) => config::load_str(text, "GATEWAY_CONFIG_STRING", opts),
+        (None, None) => Err(config::ConfigErrors {
+            source_name: "gateway".into(),
+            errors: vec![config::ConfigError {
+                path: String::new(),
+                line: None,
+                message:
+                    "no configuration: give --config FILE (GATEWAY_CONFIG) or GATEWAY_CONFIG_STRING"
+                        .into(),
+            }],
+        }),
+    }
+}
+
 fn check(a: &CheckArgs) -> ExitCode {
-    let loaded = config::load_file(&a.config, &load_options(a)).and_then(|d| {
+    let loaded = load(a, &load_options(a)).and_then(|d| {
         // Build it as `run` would (plugins, keys), without starting anything.
         let registry = gateway::balancer::TargetRegistry::default();
         match gateway::core::runtime::Runtime::build(
@@ -164,7 +193,7 @@ fn check(a: &CheckArgs) -> ExitCode {
         ) {
             Ok(rt) => Ok(rt.decl),
             Err(m) => Err(config::ConfigErrors {
-                source_name: a.config.display().to_string(),
+                source_name: source_name(a),
                 errors: vec![config::ConfigError {
                     path: String::new(),
                     line: None,
@@ -177,7 +206,7 @@ fn check(a: &CheckArgs) -> ExitCode {
         Ok(d) => {
             println!(
                 "{}: ok ({} services, {} routes, {} upstreams, {} consumers, {} plugins)",
-                a.config.display(),
+                source_name(a),
                 d.services.len(),
                 d.routes.len(),
                 d.upstreams.len(),
@@ -259,7 +288,7 @@ fn resolve_listen(spec: &str) -> Result<Vec<std::net::SocketAddr>, String> {
 fn run(a: RunArgsCli) -> ExitCode {
     init_logging();
     let opts = load_options(&a.check);
-    let decl = match config::load_file(&a.check.config, &opts) {
+    let decl = match load(&a.check, &opts) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("{e}");
@@ -311,7 +340,7 @@ fn run(a: RunArgsCli) -> ExitCode {
     let gw = match Gateway::new(
         decl,
         opts,
-        Some(a.check.config.clone()),
+        a.check.config.clone(),
         limits,
         bg.handle().clone(),
         access_log,

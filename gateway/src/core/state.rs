@@ -20,6 +20,10 @@ pub struct RequestState {
     pub client_addr: Option<String>,
     /// The connection's peer address.
     pub peer_addr: Option<String>,
+    /// The peer is a trusted proxy (`--trusted-ips`): its X-Forwarded-* are believed.
+    pub peer_trusted: bool,
+    /// The local port the client connected to.
+    pub local_port: u16,
     pub tls: bool,
     pub route: Option<RouteMatch>,
     pub service: Option<usize>,

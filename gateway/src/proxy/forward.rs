@@ -405,22 +405,33 @@ impl Ctx<'_> {
         let h = &mut req.headers;
         h.insert(names::X_FORWARDED_FOR, xff);
         h.insert(names::X_REAL_IP, ip_value);
-        h.insert(
-            names::X_FORWARDED_PROTO,
-            HeaderValue::from_static(if st.tls { "https" } else { "http" }),
-        );
-        if let Some(host) = client_host {
-            let (hn, port) = match host.rsplit_once(':') {
-                Some((a, p)) if !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()) => {
-                    (HeaderValue::from_str(a), HeaderValue::from_str(p))
-                }
-                _ => (
-                    HeaderValue::from_str(&host),
-                    Ok(HeaderValue::from_static(if st.tls { "443" } else { "80" })),
-                ),
+        // From a trusted proxy (the ALB) its X-Forwarded-Proto/-Host/-Port describe the
+        // client's request and are passed on, as Kong does; otherwise the gateway's own.
+        let trusted = st.peer_trusted;
+        if !trusted {
+            h.remove(&names::X_FORWARDED_HOST);
+        }
+        if !(trusted && h.contains_key(&names::X_FORWARDED_PROTO)) {
+            h.insert(
+                names::X_FORWARDED_PROTO,
+                HeaderValue::from_static(if st.tls { "https" } else { "http" }),
+            );
+        }
+        if let Some(host) = client_host
+            && !(trusted && h.contains_key(&names::X_FORWARDED_HOST))
+        {
+            let hn = match host.rsplit_once(':') {
+                Some((a, p)) if !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()) => a,
+                _ => host.as_str(),
             };
-            h.insert(names::X_FORWARDED_HOST, hn.map_err(bad)?);
-            h.insert(names::X_FORWARDED_PORT, port.map_err(bad)?);
+            h.insert(
+                names::X_FORWARDED_HOST,
+                HeaderValue::from_str(hn).map_err(bad)?,
+            );
+        }
+        if !(trusted && h.contains_key(&names::X_FORWARDED_PORT)) {
+            // The port the client connected to (Kong's server_port).
+            h.insert(names::X_FORWARDED_PORT, HeaderValue::from(st.local_port));
         }
         h.insert(
             names::X_FORWARDED_PATH,

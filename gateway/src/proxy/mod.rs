@@ -102,6 +102,8 @@ pub async fn handle(
         real.to_string()
     });
     st.peer_addr = Some(conn.peer_ip.clone());
+    st.peer_trusted = gw.limits.real_ip.is_trusted(peer);
+    st.local_port = conn.local_port;
     let verdict = if conn.h2 {
         None
     } else {

@@ -8,6 +8,7 @@ mod auth;
 mod balancing;
 mod check;
 mod dataplane;
+mod forwarded;
 mod framing;
 mod lifecycle;
 mod metrics;

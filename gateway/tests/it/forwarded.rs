@@ -1,0 +1,99 @@
+//! How the gateway is deployed behind a load balancer: the configuration handed over as
+//! a string (`GATEWAY_CONFIG_STRING`, as the ECS task does) and the X-Forwarded-* of a
+//! trusted proxy passed on, while an untrusted client's are replaced.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+fn config(up: u16) -> String {
+    format!(
+        "_format_version: \"3.0\"\nservices:\n- name: svc\n  url: http://127.0.0.1:{up}\n  routes:\n  - name: all\n    paths: [/]\n"
+    )
+}
+
+#[tokio::test]
+async fn configuration_from_gateway_config_string() {
+    let up = free_port();
+    let _u = upstream(up);
+    let (port, status) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("run")
+        .args(["--proxy-listen", &format!("127.0.0.1:{port}")])
+        .args(["--status-listen", &format!("127.0.0.1:{status}")])
+        .args(["--workers", "1", "--access-log", "off"])
+        .env_remove("GATEWAY_CONFIG")
+        .env("GATEWAY_CONFIG_STRING", config(up))
+        .env("GATEWAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _p = Proc { child };
+    assert!(wait_port(port, Duration::from_secs(20)), "did not start");
+    let (s, v) = get_json(&client(), &format!("http://127.0.0.1:{port}/from-env")).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["path"], "/from-env");
+    // `gateway check` reads it too.
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("check")
+        .env_remove("GATEWAY_CONFIG")
+        .env("GATEWAY_CONFIG_STRING", config(up))
+        .output()
+        .expect("check");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("GATEWAY_CONFIG_STRING: ok"));
+}
+
+#[tokio::test]
+async fn forwarded_headers_from_a_trusted_proxy_are_passed_on() {
+    let up = free_port();
+    let _u = upstream(up);
+    let c = client();
+    let send = |gw: &Gw| {
+        c.get(gw.url("/x"))
+            .header("X-Forwarded-Proto", "https")
+            .header("X-Forwarded-Host", "api.example.com")
+            .header("X-Forwarded-Port", "443")
+            .header("X-Forwarded-For", "203.0.113.7")
+            .send()
+    };
+    // Untrusted client: its claims are replaced by what the gateway saw.
+    let plain = gateway(&config(up));
+    let v: serde_json::Value = send(&plain)
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let h = &v["headers"];
+    assert_eq!(h["x-forwarded-proto"], "http", "{h}");
+    assert_eq!(h["x-forwarded-host"], "127.0.0.1", "{h}");
+    assert_eq!(h["x-forwarded-port"], plain.port.to_string(), "{h}");
+    // Trusted proxy (the ALB): passed on, and the client address comes from it.
+    let behind = gateway_with(
+        &config(up),
+        GwOpts {
+            extra: vec![
+                "--trusted-ips".into(),
+                "127.0.0.1".into(),
+                "--real-ip-header".into(),
+                "X-Forwarded-For".into(),
+                "--real-ip-recursive".into(),
+            ],
+            tls: None,
+        },
+    );
+    let v: serde_json::Value = send(&behind)
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    let h = &v["headers"];
+    assert_eq!(h["x-forwarded-proto"], "https", "{h}");
+    assert_eq!(h["x-forwarded-host"], "api.example.com", "{h}");
+    assert_eq!(h["x-forwarded-port"], "443", "{h}");
+    assert_eq!(h["x-real-ip"], "203.0.113.7", "{h}");
+}
