@@ -106,6 +106,7 @@ impl Gateway {
         let Some(path) = &self.config_path else {
             return Err(ConfigErrors {
                 source_name: "reload".into(),
+                warnings: Vec::new(),
                 errors: vec![config::ConfigError {
                     path: String::new(),
                     line: None,
@@ -116,6 +117,7 @@ impl Gateway {
         let result = config::load_file(path, &self.load_options).and_then(|d| {
             self.apply(d).map_err(|m| ConfigErrors {
                 source_name: path.display().to_string(),
+                warnings: Vec::new(),
                 errors: vec![config::ConfigError {
                     path: String::new(),
                     line: None,
@@ -136,6 +138,7 @@ impl Gateway {
         let result = config::load_str(text, "POST /config", &opts).and_then(|d| {
             self.apply(d).map_err(|m| ConfigErrors {
                 source_name: "POST /config".into(),
+                warnings: Vec::new(),
                 errors: vec![config::ConfigError {
                     path: String::new(),
                     line: None,

@@ -53,6 +53,9 @@ struct CheckArgs {
         value_delimiter = ','
     )]
     ignore_plugin: Vec<String>,
+    /// Warnings (what Kong loads but is risky or likely a mistake) are errors.
+    #[arg(long, env = "GATEWAY_STRICT")]
+    strict: bool,
 }
 
 #[derive(Args)]
@@ -147,13 +150,29 @@ fn init_logging() {
 }
 
 fn load_options(a: &CheckArgs) -> LoadOptions {
-    gateway::plugins::load_options(
+    let mut o = gateway::plugins::load_options(
         a.ignore_plugin
             .iter()
             .filter(|s| !s.is_empty())
             .cloned()
             .collect(),
-    )
+    );
+    o.strict = a.strict;
+    o
+}
+
+/// The warnings of a loaded configuration, one per line, with file:line.
+fn warning_lines(source: &str, decl: &config::Declarative) -> Vec<String> {
+    decl.warnings
+        .iter()
+        .map(|w| {
+            let at = match w.line {
+                Some(l) => format!("{source}:{l}"),
+                None => source.to_string(),
+            };
+            format!("warning: {at}: {}: {}", w.path, w.message)
+        })
+        .collect()
 }
 
 /// Where the configuration comes from: the file, or `GATEWAY_CONFIG_STRING`.
@@ -170,6 +189,7 @@ fn load(a: &CheckArgs, opts: &LoadOptions) -> Result<config::Declarative, config
         (None, Some(text)) => config::load_str(text, "GATEWAY_CONFIG_STRING", opts),
         (None, None) => Err(config::ConfigErrors {
             source_name: "gateway".into(),
+            warnings: Vec::new(),
             errors: vec![config::ConfigError {
                 path: String::new(),
                 line: None,
@@ -194,6 +214,7 @@ fn check(a: &CheckArgs) -> ExitCode {
             Ok(rt) => Ok(rt.decl),
             Err(m) => Err(config::ConfigErrors {
                 source_name: source_name(a),
+                warnings: Vec::new(),
                 errors: vec![config::ConfigError {
                     path: String::new(),
                     line: None,
@@ -216,10 +237,20 @@ fn check(a: &CheckArgs) -> ExitCode {
             for p in &d.ignored_plugins {
                 println!("note: plugin `{p}` is ignored (--ignore-plugin)");
             }
+            for w in warning_lines(&source_name(a), &d) {
+                eprintln!("{w}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("{e}");
+            for w in &e.warnings {
+                let at = match w.line {
+                    Some(l) => format!("{}:{l}", e.source_name),
+                    None => e.source_name.clone(),
+                };
+                eprintln!("warning: {at}: {}: {}", w.path, w.message);
+            }
             eprintln!("{} error(s)", e.errors.len());
             ExitCode::FAILURE
         }
@@ -298,6 +329,9 @@ fn run(a: RunArgsCli) -> ExitCode {
     };
     for p in &decl.ignored_plugins {
         tracing::warn!(plugin = %p, "plugin ignored by --ignore-plugin");
+    }
+    for w in warning_lines(&source_name(&a.check), &decl) {
+        tracing::warn!("{w}");
     }
     let bg = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -25,6 +25,8 @@ pub(super) struct Builder<'a> {
     pub(super) index: LazyIndex<'a>,
     pub(super) opts: &'a LoadOptions,
     pub(super) errors: Vec<ConfigError>,
+    /// Kong loads these, but they are risky or likely mistakes.
+    pub(super) warnings: Vec<ConfigError>,
     pub(super) out: Declarative,
     /// Plugin entries seen, with their scope, parsed at the end (when every entity is known).
     pub(super) pending_plugins: Vec<(String, Value, PluginScope, Option<Refs>)>,
@@ -52,6 +54,7 @@ impl<'a> Builder<'a> {
             index,
             opts,
             errors: Vec::new(),
+            warnings: Vec::new(),
             consumer_keys: Default::default(),
             service_keys: Default::default(),
             route_keys: Default::default(),
@@ -60,6 +63,16 @@ impl<'a> Builder<'a> {
             pending_plugins: Vec::new(),
             group_members: Vec::new(),
         }
+    }
+
+    pub(super) fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let line = self.index.get().line_of(&path);
+        self.warnings.push(ConfigError {
+            path,
+            line,
+            message: message.into(),
+        });
     }
 
     pub(super) fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {

@@ -38,9 +38,19 @@ pub enum CredentialKind {
     Acl,
 }
 
+/// Something a configuration means that Kong accepts but is risky or likely a mistake:
+/// (field path inside the plugin's `config`, message).
+pub type SpecWarning = (String, String);
+
 pub trait PluginCatalog: Send + Sync {
-    /// Parses plugin `name`'s `config`; `SpecError::Unknown` for a plugin it lacks.
-    fn parse(&self, name: &str, config: &Value) -> Result<ParsedPlugin, SpecError>;
+    /// Parses plugin `name`'s `config`; `SpecError::Unknown` for a plugin it lacks. Risky
+    /// but valid settings are reported in `warnings`.
+    fn parse(
+        &self,
+        name: &str,
+        config: &Value,
+        warnings: &mut Vec<SpecWarning>,
+    ) -> Result<ParsedPlugin, SpecError>;
     /// Checks one credential entity (key material, formats).
     fn check_credential(&self, kind: CredentialKind, value: &Value) -> Result<(), SpecError>;
 }
@@ -58,7 +68,12 @@ impl fmt::Debug for Catalog {
 struct NoPlugins;
 
 impl PluginCatalog for NoPlugins {
-    fn parse(&self, _: &str, _: &Value) -> Result<ParsedPlugin, SpecError> {
+    fn parse(
+        &self,
+        _: &str,
+        _: &Value,
+        _: &mut Vec<SpecWarning>,
+    ) -> Result<ParsedPlugin, SpecError> {
         Err(SpecError::Unknown)
     }
     fn check_credential(&self, _: CredentialKind, _: &Value) -> Result<(), SpecError> {

@@ -546,7 +546,16 @@ impl Builder<'_> {
                 }
             }
         }
-        match self.opts.catalog.0.parse(&entry.name, &entry.config) {
+        let mut warnings = Vec::new();
+        let parsed = self
+            .opts
+            .catalog
+            .0
+            .parse(&entry.name, &entry.config, &mut warnings);
+        for (inner, message) in warnings {
+            self.warn(join_path(&format!("{path}.config"), &inner), message);
+        }
+        match parsed {
             Ok(spec) => self.out.plugins.push(PluginDef {
                 name: entry.name.clone(),
                 path: path.to_string(),

@@ -4,7 +4,7 @@
 
 mod build;
 mod catalog;
-pub use catalog::{Catalog, CredentialKind, ParsedPlugin, PluginCatalog, SpecError};
+pub use catalog::{Catalog, CredentialKind, ParsedPlugin, PluginCatalog, SpecError, SpecWarning};
 mod entities;
 pub use entities::{split_host_port, stable_id};
 mod env;
@@ -34,6 +34,8 @@ pub struct ConfigError {
 pub struct ConfigErrors {
     pub source_name: String,
     pub errors: Vec<ConfigError>,
+    /// Warnings found on the way (shown with the errors; not counted as errors).
+    pub warnings: Vec<ConfigError>,
 }
 
 impl fmt::Display for ConfigErrors {
@@ -66,6 +68,8 @@ pub struct LoadOptions {
     /// Environment references are an error instead of being expanded (posted
     /// configurations).
     pub refuse_env: bool,
+    /// Warnings are errors (`--strict`).
+    pub strict: bool,
 }
 
 /// Where a plugin instance applies.
@@ -179,6 +183,9 @@ pub struct Declarative {
     pub ignored_plugins: Vec<String>,
     /// Hex digest of the source text, reported as Kong's `configuration_hash`.
     pub hash: String,
+    /// What Kong loads but is risky or likely a mistake, with file:line (errors with
+    /// `--strict`).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// Loads and checks a configuration file.
@@ -186,6 +193,7 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<Declarative, ConfigE
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         source_name: name.clone(),
+        warnings: Vec::new(),
         errors: vec![ConfigError {
             path: String::new(),
             line: None,
@@ -204,6 +212,7 @@ pub fn load_str(
     let fail = |errors: Vec<ConfigError>| ConfigErrors {
         source_name: source_name.to_string(),
         errors,
+        warnings: Vec::new(),
     };
     if opts.refuse_env {
         let refs = env::reference_lines(text);
@@ -252,17 +261,28 @@ pub fn load_str(
     };
     let mut b = Builder::new(LazyIndex::new(&text), opts);
     b.build(raw);
+    if opts.strict {
+        let warnings = std::mem::take(&mut b.warnings);
+        b.errors.extend(warnings.into_iter().map(|mut w| {
+            w.message = format!("{} (an error with --strict)", w.message);
+            w
+        }));
+    }
     if b.errors.is_empty() {
         let mut decl = b.out;
         decl.hash = digest(&text);
+        decl.warnings = std::mem::take(&mut b.warnings);
         Ok(decl)
     } else {
         let secrets = secrets.into_inner();
         let mut errors = b.errors;
-        for e in &mut errors {
+        let mut warnings = b.warnings;
+        for e in errors.iter_mut().chain(warnings.iter_mut()) {
             e.message = redact(&e.message, &secrets);
         }
-        Err(fail(errors))
+        let mut out = fail(errors);
+        out.warnings = warnings;
+        Err(out)
     }
 }
 

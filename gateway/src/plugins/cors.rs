@@ -47,20 +47,28 @@ fn is_plain(origin: &str) -> bool {
 }
 
 impl Config {
-    pub fn validate(&self) -> Result<(), SpecError> {
+    /// What Kong loads but is risky: `*` with credentials (every site may make
+    /// credentialed requests: the request's Origin is echoed, as Kong does), `*` among
+    /// specific origins (the list means nothing then).
+    pub fn warnings(&self) -> Vec<(String, String)> {
         let wildcard = self.origins.iter().any(|o| o == "*");
+        let mut out = Vec::new();
         if wildcard && self.origins.len() > 1 {
-            return Err(SpecError::at(
-                "origins",
-                "`*` allows every origin; it cannot be combined with specific origins",
+            out.push((
+                "origins".to_string(),
+                "`*` allows every origin: the other entries have no effect".to_string(),
             ));
         }
         if self.credentials && (self.origins.is_empty() || wildcard) {
-            return Err(SpecError::at(
-                "credentials",
-                "credentials with every origin allowed would let any site make credentialed requests; list the allowed origins",
+            out.push((
+                "credentials".to_string(),
+                "credentials with every origin allowed: any site can make credentialed requests (the request's Origin is echoed, as Kong does); list the allowed origins".to_string(),
             ));
         }
+        out
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
         for (i, o) in self.origins.iter().enumerate() {
             if o != "*" && !is_plain(o) {
                 compile_origin(o).map_err(|e| {
@@ -358,15 +366,16 @@ mod tests {
     }
 
     #[test]
-    fn contradictions_rejected() {
-        for bad in [
-            "origins: [\"*\", \"https://a.com\"]",
-            "credentials: true",
-            "origins: [\"~(\"]",
-        ] {
-            let v: serde_norway::Value = serde_norway::from_str(bad).expect("yaml");
+    fn contradictions_warned_invalid_regexes_rejected() {
+        // Kong loads these (and echoes the Origin with credentials): warnings, not errors.
+        for risky in ["origins: [\"*\", \"https://a.com\"]", "credentials: true"] {
+            let v: serde_norway::Value = serde_norway::from_str(risky).expect("yaml");
             let c: Config = super::super::parse_config(&v).expect("config");
-            assert!(c.validate().is_err(), "{bad}");
+            assert!(c.validate().is_ok(), "{risky}");
+            assert!(!c.warnings().is_empty(), "{risky}");
         }
+        let v: serde_norway::Value = serde_norway::from_str("origins: [\"~(\"]").expect("yaml");
+        let c: Config = super::super::parse_config(&v).expect("config");
+        assert!(c.validate().is_err());
     }
 }

@@ -184,8 +184,13 @@ impl crate::config::PluginCatalog for Registry {
         &self,
         name: &str,
         config: &serde_norway::Value,
+        warnings: &mut Vec<crate::config::SpecWarning>,
     ) -> Result<crate::config::ParsedPlugin, SpecError> {
-        Ok(Arc::new(PluginSpec::parse(name, config)?))
+        let spec = PluginSpec::parse(name, config)?;
+        if let PluginSpec::Cors(c) = &spec {
+            warnings.extend(c.warnings());
+        }
+        Ok(Arc::new(spec))
     }
 
     fn check_credential(
@@ -230,5 +235,6 @@ pub fn load_options(ignore_plugins: Vec<String>) -> crate::config::LoadOptions {
         ignore_plugins,
         catalog: crate::config::Catalog(Arc::new(Registry)),
         refuse_env: false,
+        strict: false,
     }
 }

@@ -166,3 +166,27 @@ plugins:
         "{out}"
     );
 }
+
+#[test]
+fn risky_but_kong_valid_settings_are_warnings_and_strict_makes_them_errors() {
+    let cfg = "_format_version: \"3.0\"
+plugins:
+- name: cors
+  config:
+    origins: [\"*\"]
+    credentials: true
+";
+    let (ok, out) = check(cfg, &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: kong.yml:6: plugins[0].config.credentials:"),
+        "{out}"
+    );
+    let (ok, out) = check(cfg, &["--strict"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("kong.yml:6: plugins[0].config.credentials:"),
+        "{out}"
+    );
+    assert!(out.contains("--strict"), "{out}");
+}
