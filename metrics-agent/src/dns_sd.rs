@@ -208,10 +208,7 @@ pub fn decode_response(msg: &[u8]) -> Result<Response, String> {
 }
 
 fn query_id() -> u16 {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let n = crate::clock::since_epoch().subsec_nanos();
     (n ^ (n >> 16)) as u16
 }
 

@@ -13,8 +13,10 @@
 //!   continues in a fresh segment.
 //! * The total size is capped (`max_bytes`, oldest segments dropped first) and so is the age
 //!   (`max_age`); every dropped unsent sample is counted in
-//!   `metrics_agent_wal_dropped_samples_total`.
+//!   `metrics_agent_wal_dropped_samples_total`. Segments set aside as unreadable
+//!   (`NNNN.corrupt`) count towards the size cap and are the first to go when it is reached.
 
+use crate::clock::now_ms;
 use crate::self_metrics::AgentMetrics;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -124,6 +126,8 @@ struct SegInfo {
 
 struct State {
     segments: BTreeMap<u64, SegInfo>,
+    /// Unreadable segments set aside as `NNNN.corrupt`: id -> size in bytes.
+    corrupt: BTreeMap<u64, u64>,
     head: Position,
     cursors: Vec<Position>,
     cursors_dirty: bool,
@@ -138,6 +142,13 @@ struct Shared {
     head_tx: watch::Sender<Position>,
 }
 
+impl State {
+    /// Bytes on disk: segments and the corrupt files set aside.
+    fn total_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum::<u64>() + self.corrupt.values().sum::<u64>()
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -148,7 +159,7 @@ impl Shared {
     }
 
     fn update_gauges(&self, st: &State) {
-        let total: u64 = st.segments.values().map(|s| s.size).sum();
+        let total = st.total_bytes();
         self.metrics
             .wal_bytes
             .with_label_values(&[&self.remote])
@@ -195,6 +206,32 @@ impl Shared {
         unsent
     }
 
+    /// Deletes corrupt files, then the oldest segments (never the head), until the WAL is
+    /// within `max_bytes`.
+    fn enforce_size(&self, st: &mut State) {
+        while st.total_bytes() > self.opts.max_bytes {
+            if let Some((id, size)) = st.corrupt.pop_first() {
+                let path = corrupt_path(&self.dir, id);
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::warn!(remote = %self.remote, "WAL over its size cap: deleted the unreadable {} ({size} bytes)", path.display())
+                    }
+                    Err(e) => {
+                        tracing::warn!(remote = %self.remote, "removing {}: {e}", path.display())
+                    }
+                }
+                continue;
+            }
+            let Some(oldest) = st.segments.keys().next().copied() else {
+                return;
+            };
+            if oldest == st.head.segment {
+                return;
+            }
+            self.remove_segment(st, oldest, "wal_full");
+        }
+    }
+
     /// Removes segment `seg` (never the head), counting unsent samples as dropped for `reason`.
     fn remove_segment(&self, st: &mut State, seg: u64, reason: &str) {
         let unsent = self.unsent_in_segment(seg, &st.cursors);
@@ -229,11 +266,8 @@ fn seg_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.seg"))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+fn corrupt_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.corrupt"))
 }
 
 /// Handle to an open WAL. Create readers with [`Wal::reader`] and one writer with
@@ -261,6 +295,7 @@ impl Wal {
     ) -> Result<(Wal, Recovery), WalError> {
         fs::create_dir_all(dir).map_err(ioerr(dir))?;
         let mut ids: Vec<u64> = Vec::new();
+        let mut corrupt = BTreeMap::new();
         for e in fs::read_dir(dir).map_err(ioerr(dir))? {
             let e = e.map_err(ioerr(dir))?;
             let name = e.file_name().to_string_lossy().to_string();
@@ -268,6 +303,11 @@ impl Wal {
                 && let Ok(id) = stem.parse::<u64>()
             {
                 ids.push(id);
+            } else if let Some(stem) = name.strip_suffix(".corrupt")
+                && let Ok(id) = stem.parse::<u64>()
+            {
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                corrupt.insert(id, size);
             }
         }
         ids.sort_unstable();
@@ -295,9 +335,13 @@ impl Wal {
                 Err(e) => {
                     metrics.wal_corruptions.with_label_values(&[remote]).inc();
                     tracing::error!("WAL {}: unreadable segment skipped: {e}", p.display());
-                    let bad = p.with_extension("corrupt");
-                    if let Err(e) = fs::rename(&p, &bad) {
-                        tracing::error!("WAL {}: cannot set aside: {e}", p.display());
+                    let bad = corrupt_path(dir, *id);
+                    match fs::rename(&p, &bad) {
+                        Ok(()) => {
+                            let size = fs::metadata(&bad).map(|m| m.len()).unwrap_or(0);
+                            corrupt.insert(*id, size);
+                        }
+                        Err(e) => tracing::error!("WAL {}: cannot set aside: {e}", p.display()),
                     }
                 }
             }
@@ -365,6 +409,7 @@ impl Wal {
             metrics,
             state: Mutex::new(State {
                 segments,
+                corrupt,
                 head,
                 cursors,
                 cursors_dirty: true,
@@ -372,7 +417,9 @@ impl Wal {
             head_tx,
         });
         {
-            let st = shared.lock();
+            let mut st = shared.lock();
+            // Segments set aside as corrupt by earlier runs count towards the cap too.
+            shared.enforce_size(&mut st);
             let mut unsent = 0;
             for id in st.segments.keys() {
                 if *id != head_id {
@@ -648,7 +695,7 @@ impl WalWriter {
                 info.size = self.head.offset;
                 info.max_ts = info.max_ts.max(max_ts);
             }
-            self.enforce_size(&mut st);
+            sh.enforce_size(&mut st);
             sh.update_gauges(&st);
         }
         sh.metrics
@@ -661,22 +708,6 @@ impl WalWriter {
             .set(max_ts as f64 / 1000.0);
         sh.head_tx.send_replace(self.head);
         Ok(())
-    }
-
-    fn enforce_size(&self, st: &mut State) {
-        loop {
-            let total: u64 = st.segments.values().map(|s| s.size).sum();
-            if total <= self.shared.opts.max_bytes {
-                return;
-            }
-            let Some(oldest) = st.segments.keys().next().copied() else {
-                return;
-            };
-            if oldest == self.head.segment {
-                return;
-            }
-            self.shared.remove_segment(st, oldest, "wal_full");
-        }
     }
 
     fn rotate(&mut self) -> Result<(), WalError> {
@@ -1111,5 +1142,55 @@ mod tests {
         let (wal, _) = Wal::open(dir.path(), opts(1), "t", m).expect("reopen");
         let mut r = wal.reader(0);
         assert_eq!(drain(&mut r).await, vec![1, 2]);
+    }
+
+    fn wal_files_size(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                n.ends_with(".seg") || n.ends_with(".corrupt")
+            })
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn corrupt_segments_count_towards_the_size_cap() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = AgentMetrics::new();
+        let o = WalOptions {
+            segment_bytes: 1000,
+            max_bytes: 3000,
+            ..opts(1)
+        };
+        let first;
+        {
+            let (wal, _) = Wal::open(dir.path(), o.clone(), "t", m.clone()).expect("open");
+            let mut w = wal.writer().expect("writer");
+            first = w.head.segment;
+            for i in 0..20u8 {
+                w.append(&[rec(0, 1, i)]).expect("append");
+            }
+        }
+        // A middle segment becomes unreadable: it is set aside as `.corrupt` on open.
+        let mut bytes = fs::read(seg_path(dir.path(), first)).expect("read");
+        bytes[0] ^= 0xff;
+        fs::write(seg_path(dir.path(), first), &bytes).expect("write");
+        // Earlier runs left big corrupt files behind: they are deleted first.
+        fs::write(corrupt_path(dir.path(), 0), vec![0u8; 5000]).expect("write");
+        let (wal, _) = Wal::open(dir.path(), o, "t", m.clone()).expect("reopen");
+        assert!(!corrupt_path(dir.path(), 0).exists());
+        assert!(wal_files_size(dir.path()) <= 3000);
+        let mut w = wal.writer().expect("writer");
+        for i in 0..100u8 {
+            w.append(&[rec(0, 1, i)]).expect("append");
+            let total = wal_files_size(dir.path());
+            assert!(total <= 3000, "WAL with corrupt files is {total} bytes");
+        }
+        assert!(!corrupt_path(dir.path(), first).exists());
+        let gauge = m.wal_bytes.with_label_values(&["t"]).get() as u64;
+        assert_eq!(gauge, wal_files_size(dir.path()));
     }
 }

@@ -124,7 +124,16 @@ impl RedisCollector {
     }
 }
 
-async fn command(conn: &mut BufReader<TcpStream>, args: &[&str]) -> Result<String, String> {
+/// Largest bulk reply accepted (`INFO ALL` is tens of KiB). A larger `$n` is refused before
+/// anything is allocated, so a hostile or broken server cannot make the agent reserve memory.
+const MAX_BULK: usize = 16 << 20;
+/// Longest status/error/length line accepted.
+const MAX_LINE: u64 = 64 << 10;
+
+async fn command<S>(conn: &mut BufReader<S>, args: &[&str]) -> Result<String, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut req = format!("*{}\r\n", args.len());
     for a in args {
         req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
@@ -134,17 +143,22 @@ async fn command(conn: &mut BufReader<TcpStream>, args: &[&str]) -> Result<Strin
         .await
         .map_err(|e| format!("write: {e}"))?;
     let mut line = String::new();
-    conn.read_line(&mut line)
+    (&mut *conn)
+        .take(MAX_LINE)
+        .read_line(&mut line)
         .await
         .map_err(|e| format!("read: {e}"))?;
+    if !line.ends_with('\n') {
+        return Err(format!(
+            "reply line longer than {MAX_LINE} bytes or cut short"
+        ));
+    }
     let line = line.trim_end();
     match line.as_bytes().first() {
         Some(b'+') => Ok(line[1..].to_string()),
         Some(b'-') => Err(format!("server error: {}", &line[1..])),
         Some(b'$') => {
-            let n: usize = line[1..]
-                .parse()
-                .map_err(|_| format!("bad bulk length {line:?}"))?;
+            let n = bulk_len(&line[1..])?;
             let mut buf = vec![0u8; n + 2];
             conn.read_exact(&mut buf)
                 .await
@@ -154,6 +168,15 @@ async fn command(conn: &mut BufReader<TcpStream>, args: &[&str]) -> Result<Strin
         }
         _ => Err(format!("unexpected reply {line:?}")),
     }
+}
+
+/// The length of a bulk reply, bounded by [`MAX_BULK`].
+fn bulk_len(s: &str) -> Result<usize, String> {
+    let n: u64 = s.parse().map_err(|_| format!("bad bulk length {s:?}"))?;
+    if n > MAX_BULK as u64 {
+        return Err(format!("bulk length {n} exceeds the {MAX_BULK}-byte limit"));
+    }
+    Ok(n as usize)
 }
 
 /// Parses `k=v,k=v` lists (keyspace, commandstats, slave lines).
@@ -300,6 +323,58 @@ mod tests {
         drop(server);
         let text = c.collect().await;
         assert!(text.contains("redis_up 0"), "{text}");
+    }
+
+    /// A fake server that answers every request with `reply`.
+    async fn fake_server(reply: Vec<u8>) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 256];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(&reply).await;
+                    // Keep the connection open: the client must not wait for more.
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn huge_bulk_lengths_are_refused_without_allocating() {
+        for len in ["18446744073709551615", "99999999999", "1073741824"] {
+            let port = fake_server(format!("${len}\r\nabc").into_bytes()).await;
+            let s = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            let err = command(&mut BufReader::new(s), &["INFO", "ALL"])
+                .await
+                .expect_err("must refuse");
+            assert!(err.contains("exceeds"), "{len}: {err}");
+            // The collector reports the server down instead of exhausting memory.
+            let mut c = RedisCollector::new(&format!("127.0.0.1:{port}")).expect("addr");
+            assert!(c.collect().await.contains("redis_up 0"));
+        }
+        assert_eq!(bulk_len("5"), Ok(5));
+        assert!(bulk_len("-1").is_err());
+    }
+
+    #[tokio::test]
+    async fn endless_reply_line_is_refused() {
+        let port = fake_server(vec![b'+'; 200 << 10]).await;
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let err = command(&mut BufReader::new(s), &["PING"])
+            .await
+            .expect_err("must refuse");
+        assert!(err.contains("longer than"), "{err}");
     }
 
     #[test]
