@@ -17,6 +17,7 @@ pub mod fasthash;
 pub mod http_client;
 pub mod labels;
 pub mod locate;
+pub mod merge;
 pub mod parser;
 pub mod prompb;
 pub mod relabel;

@@ -41,21 +41,15 @@ pub fn classify(status: u16, retry_on_429: bool, retry_after: Option<Duration>) 
     }
 }
 
-/// Merges several records into one request body (protobuf repeated fields concatenate).
-fn body_of(batch: &mut Batch) -> Result<bytes::Bytes, snap::Error> {
+/// Merges several records into one request body without recompressing them (see
+/// [`crate::merge`]).
+fn body_of(batch: &mut Batch) -> Result<bytes::Bytes, crate::merge::MergeError> {
     if batch.records.len() == 1 {
         return Ok(bytes::Bytes::from(std::mem::take(
             &mut batch.records[0].payload,
         )));
     }
-    let mut dec = snap::raw::Decoder::new();
-    let mut raw = Vec::new();
-    for r in &batch.records {
-        raw.extend_from_slice(&dec.decompress_vec(&r.payload)?);
-    }
-    snap::raw::Encoder::new()
-        .compress_vec(&raw)
-        .map(bytes::Bytes::from)
+    crate::merge::concat(batch.records.iter().map(|r| r.payload.as_slice())).map(bytes::Bytes::from)
 }
 
 impl Sender {
