@@ -187,37 +187,6 @@ fn refresh_time(now: u64, expires_at: Option<u64>) -> u64 {
     }
 }
 
-/// Parses an RFC 3339 UTC time (`2026-01-02T03:04:05Z`, optional fraction, `Z` or `+00:00`)
-/// into Unix seconds.
-pub fn parse_utc(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    if rest != "Z" && rest != "+00:00" {
-        return None;
-    }
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm), the inverse of `amz_date`'s.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    u64::try_from(days * 86400 + hh * 3600 + mm * 60 + ss).ok()
-}
-
 impl CredentialSource {
     pub fn new(
         access_key: Option<String>,
@@ -334,7 +303,7 @@ impl CredentialSource {
                 .ok_or("ECS credentials: missing SecretAccessKey")?,
             session_token: field("Token"),
         };
-        let expires_at = field("Expiration").and_then(|e| parse_utc(&e));
+        let expires_at = field("Expiration").and_then(|e| crate::clock::parse_rfc3339_secs(&e));
         Ok((c, expires_at))
     }
 }
@@ -460,19 +429,6 @@ mod tests {
         assert_eq!(s.headers[2], ("x-amz-security-token".into(), "tok".into()));
     }
 
-    #[test]
-    fn parses_credential_expiry_times() {
-        assert_eq!(parse_utc("2015-08-30T12:36:00Z"), Some(1_440_938_160));
-        assert_eq!(parse_utc("2000-02-29T00:00:00.123Z"), Some(951_782_400));
-        assert_eq!(parse_utc("2000-02-29T00:00:00+00:00"), Some(951_782_400));
-        assert_eq!(
-            amz_date(parse_utc("2031-12-31T23:59:59Z").expect("t")),
-            "20311231T235959Z"
-        );
-        assert_eq!(parse_utc("2015-08-30 12:36:00"), None);
-        assert_eq!(parse_utc("2015-08-30T12:36:00+02:00"), None);
-    }
-
     /// A container credentials endpoint that hands out `AKID<n>` expiring at `expiry`.
     async fn credentials_server(
         expiry: &'static str,
@@ -506,7 +462,7 @@ mod tests {
     #[tokio::test]
     async fn container_credentials_are_refreshed_before_their_expiry() {
         let expiry = "2030-01-01T00:00:00Z";
-        let exp = parse_utc(expiry).expect("expiry");
+        let exp = crate::clock::parse_rfc3339_secs(expiry).expect("expiry");
         let (url, hits) = credentials_server(expiry).await;
         let src = CredentialSource::new(None, None, reqwest::Client::new())
             .with_container_endpoint(url, None);
@@ -524,7 +480,7 @@ mod tests {
     #[tokio::test]
     async fn long_lived_credentials_are_not_fetched_on_a_fixed_clock() {
         let expiry = "2030-01-01T00:00:00Z";
-        let exp = parse_utc(expiry).expect("expiry");
+        let exp = crate::clock::parse_rfc3339_secs(expiry).expect("expiry");
         let (url, hits) = credentials_server(expiry).await;
         let src = CredentialSource::new(None, None, reqwest::Client::new())
             .with_container_endpoint(url, None);
