@@ -100,7 +100,7 @@ impl EnvArgs {
     }
 }
 
-fn parse_dur(s: &str) -> Result<Duration, String> {
+fn parse_dur(s: &str) -> Result<Duration, crate::duration::DurationError> {
     parse_duration(s)
 }
 
@@ -730,9 +730,9 @@ fn collector_targets(
         ));
     }
     for addr in &args.redis {
-        let c = RedisCollector::new(addr).map_err(|message| RunError::Flag {
+        let c = RedisCollector::new(addr).map_err(|e| RunError::Flag {
             flag: "redis",
-            message,
+            message: e.to_string(),
         })?;
         let instance = c.instance();
         targets.push(target("redis", instance, Collector::Redis(c)));

@@ -393,7 +393,8 @@ impl ScrapeLoop {
             Source::Collector(c) => {
                 let body = tokio::time::timeout(timeout, c.collect())
                     .await
-                    .map_err(|_| "collector timed out".to_string())??;
+                    .map_err(|_| "collector timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
                 Ok(Fetched {
                     body: bytes::Bytes::from(body),
                     format: Format::Text,

@@ -152,6 +152,25 @@ pub fn sign(
     Signed { headers: out }
 }
 
+/// Why no credentials could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error(
+        "no AWS credentials: set sigv4 access_key/secret_key, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with an ECS task role"
+    )]
+    NoSource,
+    #[error("ECS credentials {url}: {source}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("ECS credentials: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("ECS credentials: missing {0}")]
+    Missing(&'static str),
+}
+
 /// Where credentials come from.
 pub struct CredentialSource {
     fixed: Option<Credentials>,
@@ -218,7 +237,7 @@ impl CredentialSource {
     /// Static config, then `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`,
     /// then the ECS container credentials endpoint, fetched again 5 minutes before the
     /// `Expiration` it gives (every 10 minutes when it gives none).
-    pub async fn get(&self) -> Result<Credentials, String> {
+    pub async fn get(&self) -> Result<Credentials, CredentialsError> {
         self.get_at(crate::clock::unix_now()).await
     }
 
@@ -230,7 +249,7 @@ impl CredentialSource {
         }
     }
 
-    async fn get_at(&self, now: u64) -> Result<Credentials, String> {
+    async fn get_at(&self, now: u64) -> Result<Credentials, CredentialsError> {
         if let Some(c) = &self.fixed {
             return Ok(c.clone());
         }
@@ -282,25 +301,28 @@ impl CredentialSource {
         &self,
         url: &str,
         token: Option<String>,
-    ) -> Result<(Credentials, Option<u64>), String> {
+    ) -> Result<(Credentials, Option<u64>), CredentialsError> {
         let mut req = self.client.get(url).timeout(Duration::from_secs(5));
         if let Some(t) = token {
             req = req.header("Authorization", t);
         }
+        let fetch_err = |source| CredentialsError::Fetch {
+            url: url.to_string(),
+            source,
+        };
         let body = req
             .send()
             .await
-            .map_err(|e| format!("ECS credentials {url}: {e}"))?
+            .map_err(fetch_err)?
             .text()
             .await
-            .map_err(|e| format!("ECS credentials {url}: {e}"))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("ECS credentials: {e}"))?;
+            .map_err(fetch_err)?;
+        let v: serde_json::Value = serde_json::from_str(&body)?;
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
         let c = Credentials {
-            access_key: field("AccessKeyId").ok_or("ECS credentials: missing AccessKeyId")?,
+            access_key: field("AccessKeyId").ok_or(CredentialsError::Missing("AccessKeyId"))?,
             secret_key: field("SecretAccessKey")
-                .ok_or("ECS credentials: missing SecretAccessKey")?,
+                .ok_or(CredentialsError::Missing("SecretAccessKey"))?,
             session_token: field("Token"),
         };
         let expires_at = field("Expiration").and_then(|e| crate::clock::parse_rfc3339_secs(&e));
@@ -309,13 +331,13 @@ impl CredentialSource {
 }
 
 /// The container credentials endpoint and token from the `AWS_CONTAINER_*` variables.
-fn container_endpoint_from_env() -> Result<(String, Option<String>), String> {
+fn container_endpoint_from_env() -> Result<(String, Option<String>), CredentialsError> {
     let url = if let Ok(rel) = std::env::var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
         format!("http://169.254.170.2{rel}")
     } else if let Ok(full) = std::env::var("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
         full
     } else {
-        return Err("no AWS credentials: set sigv4 access_key/secret_key, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with an ECS task role".into());
+        return Err(CredentialsError::NoSource);
     };
     let token = match std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
         Ok(f) => std::fs::read_to_string(&f)

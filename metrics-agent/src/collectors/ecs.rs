@@ -184,6 +184,30 @@ struct CpuPoint {
     at_ns: f64,
 }
 
+/// Why the task metadata endpoint gave nothing usable.
+#[derive(Debug, thiserror::Error)]
+pub enum EcsError {
+    #[error("GET {url}: {source}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url}: HTTP {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("{what}: field `{path}`: {message}")]
+    Decode {
+        what: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("/task: no task id in TaskARN {0:?}")]
+    NoTaskId(String),
+}
+
 pub struct EcsCollector {
     base: String,
     client: reqwest::Client,
@@ -199,30 +223,31 @@ impl EcsCollector {
         }
     }
 
-    async fn get(&self, path: &str) -> Result<String, String> {
+    async fn get(&self, path: &str) -> Result<String, EcsError> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+        let resp = match self.client.get(&url).send().await {
+            Ok(r) => r,
+            Err(source) => return Err(EcsError::Fetch { url, source }),
+        };
         if !resp.status().is_success() {
-            return Err(format!("GET {url}: HTTP {}", resp.status()));
+            let status = resp.status();
+            return Err(EcsError::Status { url, status });
         }
-        resp.text().await.map_err(|e| format!("GET {url}: {e}"))
+        resp.text()
+            .await
+            .map_err(|source| EcsError::Fetch { url, source })
     }
 
     /// The task's id (the last part of its ARN), for the `${ECS_TASK_ID}` config reference.
-    pub async fn task_id(&self) -> Result<String, String> {
+    pub async fn task_id(&self) -> Result<String, EcsError> {
         let task: TaskMetadata = decode("/task", &self.get("/task").await?)?;
         match task.task_arn.rsplit('/').next() {
             Some(id) if !id.is_empty() => Ok(id.to_string()),
-            _ => Err(format!("/task: no task id in TaskARN {:?}", task.task_arn)),
+            _ => Err(EcsError::NoTaskId(task.task_arn)),
         }
     }
 
-    pub async fn collect(&mut self) -> Result<String, String> {
+    pub async fn collect(&mut self) -> Result<String, EcsError> {
         let task_json = self.get("/task").await?;
         let stats_json = self.get("/task/stats").await?;
         let task: TaskMetadata = decode("/task", &task_json)?;
@@ -231,10 +256,13 @@ impl EcsCollector {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, String> {
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, body: &str) -> Result<T, EcsError> {
     let de = &mut serde_json::Deserializer::from_str(body);
-    serde_path_to_error::deserialize(de)
-        .map_err(|e| format!("{what}: field `{}`: {}", e.path(), e.inner()))
+    serde_path_to_error::deserialize(de).map_err(|e| EcsError::Decode {
+        what,
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
 }
 
 fn short_cluster(c: &str) -> &str {
