@@ -1523,6 +1523,8 @@ fn job_timing(
 
 /// Warns about fields that change nothing the agent does and refuses the ones it cannot do.
 fn check_job_features(cx: &mut Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<(), ConfigError> {
+    // The same shape as the table in `global`, on purpose: each lists its own section's
+    // fields (with `sc`/`g`), and a field's reason reads best next to the field.
     for (field, set, why) in [
         (
             "scrape_protocols",

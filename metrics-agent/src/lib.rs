@@ -13,7 +13,6 @@ pub mod discovery;
 pub mod dns_sd;
 pub mod duration;
 pub mod env_expand;
-pub mod fasthash;
 pub mod http_client;
 pub mod labels;
 pub mod locate;

@@ -6,11 +6,11 @@ use crate::appender::{Appender, Point, SeriesRef};
 use crate::clock::now_ms;
 use crate::collectors::Collector;
 use crate::config::{Auth, Limits, ScrapeJob};
-use crate::fasthash::FxHashMap;
 use crate::labels::{Labels, stale_nan};
 use crate::parser::{self, Format};
 use crate::relabel;
 use crate::self_metrics::AgentMetrics;
+use rustc_hash::FxHashMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -564,6 +564,20 @@ mod tests {
         assert_eq!(l.get("job"), Some("inner"));
         assert_eq!(l.get("exported_job"), None);
         assert_eq!(l.get("instance"), Some("a:1"));
+    }
+
+    /// The series caches' hasher (moved with the hand-written one it replaced).
+    #[test]
+    fn distinguishes_similar_keys() {
+        use std::hash::BuildHasher;
+        let b = rustc_hash::FxBuildHasher;
+        let h = |s: &str| b.hash_one(s);
+        assert_ne!(h("a"), h("b"));
+        assert_ne!(h("metric{a=\"1\"}"), h("metric{a=\"2\"}"));
+        assert_ne!(h("abcdefgh"), h("abcdefgh\0"));
+        let mut m: FxHashMap<String, u32> = FxHashMap::default();
+        m.insert("x".into(), 1);
+        assert_eq!(m.get("x"), Some(&1));
     }
 
     /// Serves `body` (gzip-encoded when `gzip`) to every request; returns the URL.
