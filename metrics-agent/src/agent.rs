@@ -718,9 +718,9 @@ fn collector_targets(
         targets.push(target("ecs", instance, c));
     }
     for dsn in &args.postgres {
-        let c = PostgresCollector::new(dsn).map_err(|message| RunError::Flag {
+        let c = PostgresCollector::new(dsn).map_err(|e| RunError::Flag {
             flag: "postgres",
-            message,
+            message: e.to_string(),
         })?;
         let instance = c.instance();
         targets.push(target(

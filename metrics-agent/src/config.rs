@@ -577,13 +577,31 @@ pub enum Secret {
     File(PathBuf),
 }
 
+/// A credential file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}: {source}", .path.display())]
+pub struct SecretError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl PartialEq for SecretError {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.source.kind() == other.source.kind()
+    }
+}
+
 impl Secret {
-    pub fn read(&self) -> Result<String, String> {
+    pub fn read(&self) -> Result<String, SecretError> {
         match self {
             Secret::Inline(s) => Ok(s.clone()),
             Secret::File(p) => std::fs::read_to_string(p)
                 .map(|s| s.trim().to_string())
-                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+                .map_err(|source| SecretError {
+                    path: p.clone(),
+                    source,
+                }),
         }
     }
 }
@@ -597,7 +615,10 @@ pub enum Auth {
 
 impl Auth {
     /// Adds the credentials to a request (files are read now).
-    pub fn apply(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, String> {
+    pub fn apply(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, SecretError> {
         Ok(match self {
             Auth::Basic { username, password } => {
                 req.basic_auth(username.read()?, Some(password.read()?))
