@@ -100,7 +100,7 @@ impl EnvArgs {
     }
 }
 
-fn parse_dur(s: &str) -> Result<Duration, String> {
+fn parse_dur(s: &str) -> Result<Duration, crate::duration::DurationError> {
     parse_duration(s)
 }
 
@@ -393,6 +393,8 @@ async fn ecs_task_id(args: &RunArgs) -> Option<String> {
     None
 }
 
+/// Runs the agent until SIGTERM/SIGINT: load and check, open the WALs, start the senders,
+/// the scrape jobs and collectors and the HTTP endpoints, serve reloads, then shut down.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let task_id = ecs_task_id(&args).await;
     let load = || {
@@ -405,87 +407,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    if cfg.remote_writes.is_empty() {
-        return Err(RunError::NoRemoteWrite {
-            file: args.config.clone(),
-        });
-    }
-    if args.wal_segment_size < 4096 {
-        return Err(RunError::Flag {
-            flag: "wal-segment-size",
-            message: "must be at least 4KiB".into(),
-        });
-    }
-    if args.wal_max_size < args.wal_segment_size * 2 {
-        return Err(RunError::Flag {
-            flag: "wal-max-size",
-            message: "must be at least twice --wal-segment-size".into(),
-        });
-    }
+    check_run_flags(&args, &cfg)?;
     let metrics = AgentMetrics::new();
-    let scrape_client = reqwest::Client::builder()
-        .pool_max_idle_per_host(4)
-        .build()
-        .map_err(|e| RunError::Client(e.to_string()))?;
-    let rw_client = reqwest::Client::builder()
-        .build()
-        .map_err(|e| RunError::Client(e.to_string()))?;
-    // One client per scrape job and per endpoint: each has its own TLS, proxy and
-    // redirect settings.
-    let mut job_clients = Vec::new();
-    for job in &cfg.jobs {
-        job_clients.push(job_client(job).map_err(|source| RunError::HttpClient {
-            file: args.config.clone(),
-            what: format!("scrape job {:?}", job.name),
-            source,
-        })?);
-    }
-    let mut rw_clients = Vec::new();
-    for rw in &cfg.remote_writes {
-        rw_clients.push(
-            crate::http_client::build(&rw.http, reqwest::Client::builder()).map_err(|source| {
-                RunError::HttpClient {
-                    file: args.config.clone(),
-                    what: format!("remote_write {:?}", rw.name),
-                    source,
-                }
-            })?,
-        );
-    }
-
-    // Open one WAL per endpoint; replay starts from each shard's saved cursor.
-    let mut wals = Vec::new();
-    let mut writers = Vec::new();
-    for rw in &cfg.remote_writes {
-        let opts = WalOptions {
-            segment_bytes: args.wal_segment_size,
-            max_bytes: args.wal_max_size,
-            max_age: args.wal_max_age,
-            shards: rw.shards,
-        };
-        let (wal, rec) = Wal::open(
-            &args.wal_dir.join(&rw.name),
-            opts,
-            &rw.name,
-            metrics.clone(),
-        )?;
-        tracing::info!(
-            remote = %rw.name,
-            segments = rec.segments,
-            unsent_samples = rec.unsent_samples,
-            truncated_bytes = rec.truncated_bytes,
-            "WAL opened"
-        );
-        let writer = wal
-            .writer()
-            .ok_or_else(|| RunError::Client("WAL writer taken twice".into()))?;
-        writers.push(WriterSpec {
-            writer,
-            shards: rw.shards,
-            max_samples_per_send: rw.max_samples_per_send,
-        });
-        wals.push(Arc::new(wal));
-    }
+    let clients = Clients::build(&args, &cfg)?;
+    let (wals, writers) = open_wals(&args, &cfg, &metrics)?;
     let (appender, writer_thread) = Appender::start(
         &cfg.external_labels,
         &cfg.remote_writes,
@@ -495,113 +420,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let (scrape_stop_tx, scrape_stop) = watch::channel(false);
     let (send_stop_tx, send_stop) = watch::channel(false);
-    let mut sender_tasks = Vec::new();
-    for ((rw, wal), client) in cfg.remote_writes.iter().zip(&wals).zip(&rw_clients) {
-        let creds = rw.sigv4.as_ref().map(|s| {
-            Arc::new(CredentialSource::new(
-                s.access_key.clone(),
-                s.secret_key.clone(),
-                rw_client.clone(),
-            ))
-        });
-        let sender = Arc::new(Sender {
-            rw: Arc::new(rw.clone()),
-            client: client.clone(),
-            metrics: metrics.clone(),
-            creds,
-        });
-        for shard in 0..rw.shards {
-            sender_tasks.push(tokio::spawn(
-                sender
-                    .clone()
-                    .run_shard(wal.reader(shard), send_stop.clone()),
-            ));
-        }
-    }
-    // WAL maintenance: persist cursors, delete sent segments, apply the age bound.
-    let maint_wals = wals.clone();
-    let mut maint_stop = send_stop.clone();
-    let maintenance = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = maint_stop.changed() => return,
-            }
-            // fsync and unlink can block: keep them off the async worker threads.
-            let wals = maint_wals.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                for w in &wals {
-                    if let Err(e) = w.maintain() {
-                        tracing::error!("WAL maintenance: {e}");
-                    }
-                }
-            })
-            .await;
-            if let Err(e) = done {
-                tracing::error!("WAL maintenance task: {e}");
-            }
-        }
-    });
+    let sender_tasks = start_senders(&cfg, &wals, &clients, &metrics, &send_stop);
+    let maintenance = spawn_maintenance(wals.clone(), send_stop.clone());
 
     // Targets: scrape_configs (each job's manager follows its discovery), then built-in
     // collectors.
     let mut jobs = JobSet::default();
-    for (job, client) in cfg.jobs.iter().zip(job_clients) {
+    for (job, client) in cfg.jobs.iter().zip(clients.jobs) {
         jobs.start(job, client, &appender, &metrics);
     }
-    let mut targets = Vec::new();
-    let c_interval = args.collector_interval.unwrap_or(cfg.scrape_interval);
-    let c_timeout = cfg.scrape_timeout.min(c_interval);
-    if let (Some(uri), false) = (&args.ecs_metadata_uri, args.no_ecs) {
-        let instance = reqwest::Url::parse(uri)
-            .ok()
-            .and_then(|u| {
-                u.host_str().map(|h| match u.port() {
-                    Some(p) => format!("{h}:{p}"),
-                    None => h.to_string(),
-                })
-            })
-            .ok_or_else(|| RunError::Flag {
-                flag: "ecs-metadata-uri",
-                message: format!("{uri:?} is not a URL"),
-            })?;
-        targets.push(collector_target(
-            "ecs",
-            instance,
-            c_interval,
-            c_timeout,
-            Collector::Ecs(EcsCollector::new(uri, scrape_client.clone())),
-        ));
-    }
-    for dsn in &args.postgres {
-        let c = PostgresCollector::new(dsn).map_err(|message| RunError::Flag {
-            flag: "postgres",
-            message,
-        })?;
-        let instance = c.instance();
-        targets.push(collector_target(
-            "postgres",
-            instance,
-            c_interval,
-            c_timeout,
-            Collector::Postgres(Box::new(c)),
-        ));
-    }
-    for addr in &args.redis {
-        let c = RedisCollector::new(addr).map_err(|message| RunError::Flag {
-            flag: "redis",
-            message,
-        })?;
-        let instance = c.instance();
-        targets.push(collector_target(
-            "redis",
-            instance,
-            c_interval,
-            c_timeout,
-            Collector::Redis(c),
-        ));
-    }
+    let targets = collector_targets(&args, &cfg, &clients.scrape)?;
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -655,6 +483,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             let _ = reply.send(result);
         }
     }
+
     tracing::info!("shutting down: stopping scrapes");
     ready.store(false, Ordering::Release);
     let _ = scrape_stop_tx.send(true);
@@ -670,22 +499,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     }
     let _ = server.await;
-    // Every appended sample is durable now; send what we can within the flush timeout, but
-    // stop early when the receiver makes no progress (it is down: the WAL keeps the rest).
-    let deadline = Instant::now() + args.flush_timeout;
-    let mut last = wals.iter().map(|w| w.progress()).collect::<Vec<_>>();
-    let mut last_change = Instant::now();
-    while Instant::now() < deadline && !wals.iter().all(|w| w.fully_sent()) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = wals.iter().map(|w| w.progress()).collect::<Vec<_>>();
-        if now != last {
-            last = now;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > Duration::from_secs(1) {
-            tracing::warn!("receiver not accepting data; leaving the rest in the WAL");
-            break;
-        }
-    }
+    flush(&wals, args.flush_timeout).await;
     let _ = send_stop_tx.send(true);
     for t in sender_tasks {
         let _ = t.await;
@@ -699,6 +513,251 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     tracing::info!("stopped; unsent samples stay in the WAL for the next start");
     Ok(())
+}
+
+/// Checks what `run` needs beyond a valid file: a remote_write, and coherent WAL sizes.
+fn check_run_flags(args: &RunArgs, cfg: &config::Config) -> Result<(), RunError> {
+    if cfg.remote_writes.is_empty() {
+        return Err(RunError::NoRemoteWrite {
+            file: args.config.clone(),
+        });
+    }
+    if args.wal_segment_size < 4096 {
+        return Err(RunError::Flag {
+            flag: "wal-segment-size",
+            message: "must be at least 4KiB".into(),
+        });
+    }
+    if args.wal_max_size < args.wal_segment_size * 2 {
+        return Err(RunError::Flag {
+            flag: "wal-max-size",
+            message: "must be at least twice --wal-segment-size".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The HTTP clients: one per scrape job and per endpoint (each has its own TLS, proxy and
+/// redirect settings), one for the built-in collectors and one for credentials.
+struct Clients {
+    scrape: reqwest::Client,
+    credentials: reqwest::Client,
+    jobs: Vec<reqwest::Client>,
+    remote_writes: Vec<reqwest::Client>,
+}
+
+impl Clients {
+    fn build(args: &RunArgs, cfg: &config::Config) -> Result<Clients, RunError> {
+        let scrape = reqwest::Client::builder()
+            .pool_max_idle_per_host(4)
+            .build()
+            .map_err(|e| RunError::Client(e.to_string()))?;
+        let credentials = reqwest::Client::builder()
+            .build()
+            .map_err(|e| RunError::Client(e.to_string()))?;
+        let http_error = |what: String| {
+            move |source| RunError::HttpClient {
+                file: args.config.clone(),
+                what,
+                source,
+            }
+        };
+        let mut jobs = Vec::new();
+        for job in &cfg.jobs {
+            jobs.push(job_client(job).map_err(http_error(format!("scrape job {:?}", job.name)))?);
+        }
+        let mut remote_writes = Vec::new();
+        for rw in &cfg.remote_writes {
+            remote_writes.push(
+                crate::http_client::build(&rw.http, reqwest::Client::builder())
+                    .map_err(http_error(format!("remote_write {:?}", rw.name)))?,
+            );
+        }
+        Ok(Clients {
+            scrape,
+            credentials,
+            jobs,
+            remote_writes,
+        })
+    }
+}
+
+/// Opens one WAL per endpoint (replay starts from each shard's saved cursor) and takes
+/// their writers.
+fn open_wals(
+    args: &RunArgs,
+    cfg: &config::Config,
+    metrics: &AgentMetrics,
+) -> Result<(Vec<Arc<Wal>>, Vec<WriterSpec>), RunError> {
+    let mut wals = Vec::new();
+    let mut writers = Vec::new();
+    for rw in &cfg.remote_writes {
+        let opts = WalOptions {
+            segment_bytes: args.wal_segment_size,
+            max_bytes: args.wal_max_size,
+            max_age: args.wal_max_age,
+            shards: rw.shards,
+        };
+        let (wal, rec) = Wal::open(
+            &args.wal_dir.join(&rw.name),
+            opts,
+            &rw.name,
+            metrics.clone(),
+        )?;
+        tracing::info!(
+            remote = %rw.name,
+            segments = rec.segments,
+            unsent_samples = rec.unsent_samples,
+            truncated_bytes = rec.truncated_bytes,
+            "WAL opened"
+        );
+        let writer = wal
+            .writer()
+            .ok_or_else(|| RunError::Client("WAL writer taken twice".into()))?;
+        writers.push(WriterSpec {
+            writer,
+            shards: rw.shards,
+            max_samples_per_send: rw.max_samples_per_send,
+        });
+        wals.push(Arc::new(wal));
+    }
+    Ok((wals, writers))
+}
+
+/// Starts one sender task per endpoint and shard.
+fn start_senders(
+    cfg: &config::Config,
+    wals: &[Arc<Wal>],
+    clients: &Clients,
+    metrics: &AgentMetrics,
+    stop: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for ((rw, wal), client) in cfg
+        .remote_writes
+        .iter()
+        .zip(wals)
+        .zip(&clients.remote_writes)
+    {
+        let creds = rw.sigv4.as_ref().map(|s| {
+            Arc::new(CredentialSource::new(
+                s.access_key.clone(),
+                s.secret_key.clone(),
+                clients.credentials.clone(),
+            ))
+        });
+        let sender = Arc::new(Sender {
+            rw: Arc::new(rw.clone()),
+            client: client.clone(),
+            metrics: metrics.clone(),
+            creds,
+        });
+        for shard in 0..rw.shards {
+            tasks.push(tokio::spawn(
+                sender.clone().run_shard(wal.reader(shard), stop.clone()),
+            ));
+        }
+    }
+    tasks
+}
+
+/// WAL maintenance every 500 ms until `stop`: persist cursors, delete sent segments,
+/// apply the age bound.
+fn spawn_maintenance(
+    wals: Vec<Arc<Wal>>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            // fsync and unlink can block: keep them off the async worker threads.
+            let wals = wals.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                for w in &wals {
+                    if let Err(e) = w.maintain() {
+                        tracing::error!("WAL maintenance: {e}");
+                    }
+                }
+            })
+            .await;
+            if let Err(e) = done {
+                tracing::error!("WAL maintenance task: {e}");
+            }
+        }
+    })
+}
+
+/// The built-in collectors the flags enable (ECS, PostgreSQL, Redis) as scrape targets.
+fn collector_targets(
+    args: &RunArgs,
+    cfg: &config::Config,
+    client: &reqwest::Client,
+) -> Result<Vec<ScrapeTarget>, RunError> {
+    let mut targets = Vec::new();
+    let interval = args.collector_interval.unwrap_or(cfg.scrape_interval);
+    let timeout = cfg.scrape_timeout.min(interval);
+    let target = |name, instance, c| collector_target(name, instance, interval, timeout, c);
+    if let (Some(uri), false) = (&args.ecs_metadata_uri, args.no_ecs) {
+        let instance = reqwest::Url::parse(uri)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| match u.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_string(),
+                })
+            })
+            .ok_or_else(|| RunError::Flag {
+                flag: "ecs-metadata-uri",
+                message: format!("{uri:?} is not a URL"),
+            })?;
+        let c = Collector::Ecs(EcsCollector::new(uri, client.clone()));
+        targets.push(target("ecs", instance, c));
+    }
+    for dsn in &args.postgres {
+        let c = PostgresCollector::new(dsn).map_err(|e| RunError::Flag {
+            flag: "postgres",
+            message: e.to_string(),
+        })?;
+        let instance = c.instance();
+        targets.push(target(
+            "postgres",
+            instance,
+            Collector::Postgres(Box::new(c)),
+        ));
+    }
+    for addr in &args.redis {
+        let c = RedisCollector::new(addr).map_err(|e| RunError::Flag {
+            flag: "redis",
+            message: e.to_string(),
+        })?;
+        let instance = c.instance();
+        targets.push(target("redis", instance, Collector::Redis(c)));
+    }
+    Ok(targets)
+}
+
+/// After the scrapes stopped (every appended sample is durable): lets the senders work for
+/// up to `timeout`, stopping early when the receiver makes no progress (it is down: the WAL
+/// keeps the rest).
+async fn flush(wals: &[Arc<Wal>], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut last = wals.iter().map(|w| w.progress()).collect::<Vec<_>>();
+    let mut last_change = Instant::now();
+    while Instant::now() < deadline && !wals.iter().all(|w| w.fully_sent()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = wals.iter().map(|w| w.progress()).collect::<Vec<_>>();
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > Duration::from_secs(1) {
+            tracing::warn!("receiver not accepting data; leaving the rest in the WAL");
+            break;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -577,13 +577,31 @@ pub enum Secret {
     File(PathBuf),
 }
 
+/// A credential file that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}: {source}", .path.display())]
+pub struct SecretError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl PartialEq for SecretError {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.source.kind() == other.source.kind()
+    }
+}
+
 impl Secret {
-    pub fn read(&self) -> Result<String, String> {
+    pub fn read(&self) -> Result<String, SecretError> {
         match self {
             Secret::Inline(s) => Ok(s.clone()),
             Secret::File(p) => std::fs::read_to_string(p)
                 .map(|s| s.trim().to_string())
-                .map_err(|e| format!("cannot read {}: {e}", p.display())),
+                .map_err(|source| SecretError {
+                    path: p.clone(),
+                    source,
+                }),
         }
     }
 }
@@ -597,7 +615,10 @@ pub enum Auth {
 
 impl Auth {
     /// Adds the credentials to a request (files are read now).
-    pub fn apply(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, String> {
+    pub fn apply(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, SecretError> {
         Ok(match self {
             Auth::Basic { username, password } => {
                 req.basic_auth(username.read()?, Some(password.read()?))
@@ -1441,6 +1462,66 @@ fn scrape_job(
     if sc.job_name.is_empty() {
         return Err(cx.err(format!("{f}.job_name"), "job_name is empty"));
     }
+    let (interval, timeout) = job_timing(cx, &f, gd, sc)?;
+    let scheme = sc
+        .scheme
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "http".into());
+    if scheme != "http" && scheme != "https" {
+        return Err(cx.err(format!("{f}.scheme"), "must be http or https"));
+    }
+    let metrics_path = sc
+        .metrics_path
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/metrics".into());
+    check_job_features(cx, &f, sc)?;
+    let limits = job_limits(cx, &f, gd, sc)?;
+    let relabel_cfgs = sc.relabel_configs.as_deref().unwrap_or_default();
+    let relabel = relabel::compile_all(&format!("{f}.relabel_configs"), relabel_cfgs)
+        .map_err(|m| rule_err(cx, m))?;
+    let metric_relabel = relabel::compile_all(
+        &format!("{f}.metric_relabel_configs"),
+        sc.metric_relabel_configs.as_deref().unwrap_or_default(),
+    )
+    .map_err(|m| rule_err(cx, m))?;
+    let http = cx.http(&f, sc.http_fields())?;
+
+    let static_groups = static_groups(cx, &f, sc, relabel_cfgs.is_empty())?;
+    let file_sd = file_sd_configs(cx, &f, sc)?;
+    let dns_sd = dns_sd_configs(cx, &f, sc)?;
+
+    let mut job = ScrapeJob {
+        name: sc.job_name.clone(),
+        interval,
+        timeout,
+        honor_labels: sc.honor_labels,
+        honor_timestamps: sc.honor_timestamps.unwrap_or(true),
+        enable_compression: sc.enable_compression.unwrap_or(true),
+        limits,
+        metric_relabel,
+        http,
+        scheme,
+        metrics_path,
+        params: sc.params.clone().unwrap_or_default(),
+        relabel,
+        static_groups,
+        file_sd,
+        dns_sd,
+        targets: Vec::new(),
+    };
+    job.targets = job.resolve(job.static_groups.iter());
+    Ok(job)
+}
+
+/// A job's scrape interval and timeout (the globals' when unset or 0).
+fn job_timing(
+    cx: &Ctx<'_>,
+    f: &str,
+    gd: &GlobalDefaults,
+    sc: &ScrapeConfig,
+) -> Result<(Duration, Duration), ConfigError> {
     let interval = sc
         .scrape_interval
         .filter(|d| !d.is_zero())
@@ -1458,19 +1539,13 @@ fn scrape_job(
         Some(t) => t,
         None => gd.timeout.min(interval),
     };
-    let scheme = sc
-        .scheme
-        .clone()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "http".into());
-    if scheme != "http" && scheme != "https" {
-        return Err(cx.err(format!("{f}.scheme"), "must be http or https"));
-    }
-    let metrics_path = sc
-        .metrics_path
-        .clone()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "/metrics".into());
+    Ok((interval, timeout))
+}
+
+/// Warns about fields that change nothing the agent does and refuses the ones it cannot do.
+fn check_job_features(cx: &mut Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<(), ConfigError> {
+    // The same shape as the table in `global`, on purpose: each lists its own section's
+    // fields (with `sc`/`g`), and a field's reason reads best next to the field.
     for (field, set, why) in [
         (
             "scrape_protocols",
@@ -1532,23 +1607,33 @@ fn scrape_job(
     }
     refuse_true(
         cx,
-        &f,
+        f,
         "scrape_native_histograms",
         sc.scrape_native_histograms,
     )?;
     refuse_true(
         cx,
-        &f,
+        f,
         "convert_classic_histograms_to_nhcb",
         sc.convert_classic_histograms_to_nhcb,
     )?;
-    refuse_true(cx, &f, "extra_scrape_metrics", sc.extra_scrape_metrics)?;
+    refuse_true(cx, f, "extra_scrape_metrics", sc.extra_scrape_metrics)?;
     refuse_true(
         cx,
-        &f,
+        f,
         "track_timestamps_staleness",
         sc.track_timestamps_staleness,
     )?;
+    Ok(())
+}
+
+/// A job's limits (the globals' where unset or 0).
+fn job_limits(
+    cx: &Ctx<'_>,
+    f: &str,
+    gd: &GlobalDefaults,
+    sc: &ScrapeConfig,
+) -> Result<Limits, ConfigError> {
     let or_global = |v: Option<u64>, g: usize| match limit(v) {
         0 => g,
         n => n,
@@ -1562,24 +1647,23 @@ fn scrape_job(
         }
         None => gd.limits.body_size,
     };
-    let limits = Limits {
+    Ok(Limits {
         body_size,
         sample: or_global(sc.sample_limit, gd.limits.sample),
         target: or_global(sc.target_limit, gd.limits.target),
         label: or_global(sc.label_limit, gd.limits.label),
         label_name_length: or_global(sc.label_name_length_limit, gd.limits.label_name_length),
         label_value_length: or_global(sc.label_value_length_limit, gd.limits.label_value_length),
-    };
-    let relabel_cfgs = sc.relabel_configs.as_deref().unwrap_or_default();
-    let relabel = relabel::compile_all(&format!("{f}.relabel_configs"), relabel_cfgs)
-        .map_err(|m| rule_err(cx, m))?;
-    let metric_relabel = relabel::compile_all(
-        &format!("{f}.metric_relabel_configs"),
-        sc.metric_relabel_configs.as_deref().unwrap_or_default(),
-    )
-    .map_err(|m| rule_err(cx, m))?;
-    let http = cx.http(&f, sc.http_fields())?;
+    })
+}
 
+/// `static_configs` as target groups; addresses are checked when no relabeling can fix them.
+fn static_groups(
+    cx: &Ctx<'_>,
+    f: &str,
+    sc: &ScrapeConfig,
+    no_relabeling: bool,
+) -> Result<Vec<TargetGroup>, ConfigError> {
     let mut static_groups = Vec::new();
     for (j, st) in sc.static_configs.iter().flatten().enumerate() {
         let labels = st.labels.clone().unwrap_or_default();
@@ -1594,7 +1678,7 @@ fn scrape_job(
         let mut targets = Vec::new();
         for (t, addr) in st.targets.iter().flatten().enumerate() {
             // Prometheus checks written addresses only when no relabeling could fix them.
-            if relabel_cfgs.is_empty() && (addr.is_empty() || addr.contains('/')) {
+            if no_relabeling && (addr.is_empty() || addr.contains('/')) {
                 return Err(cx.err(
                     format!("{f}.static_configs[{j}].targets[{t}]"),
                     format!("{addr:?} is not a valid hostname"),
@@ -1608,6 +1692,11 @@ fn scrape_job(
             labels,
         });
     }
+    Ok(static_groups)
+}
+
+/// `file_sd_configs`: file names checked, paths relative to the config file.
+fn file_sd_configs(cx: &Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<Vec<FileSd>, ConfigError> {
     let mut file_sd = Vec::new();
     for (j, fs) in sc.file_sd_configs.iter().flatten().enumerate() {
         let mut files = Vec::new();
@@ -1628,6 +1717,11 @@ fn scrape_job(
                 .unwrap_or(Duration::from_secs(300)),
         });
     }
+    Ok(file_sd)
+}
+
+/// `dns_sd_configs`: record types SRV, A and AAAA (A and AAAA need a port).
+fn dns_sd_configs(cx: &Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<Vec<DnsSd>, ConfigError> {
     let mut dns_sd = Vec::new();
     for (j, d) in sc.dns_sd_configs.iter().flatten().enumerate() {
         let p = format!("{f}.dns_sd_configs[{j}]");
@@ -1677,28 +1771,7 @@ fn scrape_job(
                 .unwrap_or(Duration::from_secs(30)),
         });
     }
-
-    let mut job = ScrapeJob {
-        name: sc.job_name.clone(),
-        interval,
-        timeout,
-        honor_labels: sc.honor_labels,
-        honor_timestamps: sc.honor_timestamps.unwrap_or(true),
-        enable_compression: sc.enable_compression.unwrap_or(true),
-        limits,
-        metric_relabel,
-        http,
-        scheme,
-        metrics_path,
-        params: sc.params.clone().unwrap_or_default(),
-        relabel,
-        static_groups,
-        file_sd,
-        dns_sd,
-        targets: Vec::new(),
-    };
-    job.targets = job.resolve(job.static_groups.iter());
-    Ok(job)
+    Ok(dns_sd)
 }
 
 /// Prometheus' rule for file_sd names: `.json`/`.yml`/`.yaml`, a `*` only in the last element.

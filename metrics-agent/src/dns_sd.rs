@@ -121,15 +121,39 @@ pub fn encode_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     m
 }
 
+/// Why a DNS question got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// A message that cannot be decoded (what is wrong with it).
+    #[error("{0}")]
+    Malformed(&'static str),
+    #[error("{server}: {}timeout", if *.tcp { "TCP " } else { "" })]
+    Timeout { server: SocketAddr, tcp: bool },
+    #[error("{server}: {source}")]
+    Server {
+        server: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("could not resolve {name:?}: {}", .last.as_ref().map_or("no server answered".to_string(), |e| e.to_string()))]
+    Resolve {
+        name: String,
+        last: Option<Box<DnsError>>,
+    },
+}
+
 /// Reads a (possibly compressed) name at `pos`; returns it with a trailing dot and the
 /// position after it.
-fn read_name(msg: &[u8], mut pos: usize) -> Result<(String, usize), String> {
+fn read_name(msg: &[u8], mut pos: usize) -> Result<(String, usize), DnsError> {
+    let bad = DnsError::Malformed;
     let mut name = String::new();
     let mut end = None;
     for _ in 0..128 {
-        let len = *msg.get(pos).ok_or("truncated name")? as usize;
+        let len = *msg.get(pos).ok_or(bad("truncated name"))? as usize;
         if len & 0xC0 == 0xC0 {
-            let lo = *msg.get(pos + 1).ok_or("truncated pointer")? as usize;
+            let lo = *msg.get(pos + 1).ok_or(bad("truncated pointer"))? as usize;
             end.get_or_insert(pos + 2);
             pos = ((len & 0x3F) << 8) | lo;
             continue;
@@ -140,12 +164,14 @@ fn read_name(msg: &[u8], mut pos: usize) -> Result<(String, usize), String> {
             }
             return Ok((name, end.unwrap_or(pos + 1)));
         }
-        let label = msg.get(pos + 1..pos + 1 + len).ok_or("truncated label")?;
+        let label = msg
+            .get(pos + 1..pos + 1 + len)
+            .ok_or(bad("truncated label"))?;
         name.push_str(&String::from_utf8_lossy(label));
         name.push('.');
         pos += 1 + len;
     }
-    Err("name compression loop".into())
+    Err(bad("name compression loop"))
 }
 
 /// A parsed response: id, rcode, truncated, answers.
@@ -157,14 +183,15 @@ pub struct Response {
     pub answers: Vec<Record>,
 }
 
-pub fn decode_response(msg: &[u8]) -> Result<Response, String> {
+pub fn decode_response(msg: &[u8]) -> Result<Response, DnsError> {
+    let bad = DnsError::Malformed;
     if msg.len() < 12 {
-        return Err("short DNS message".into());
+        return Err(bad("short DNS message"));
     }
-    let u16_at = |p: usize| -> Result<u16, String> {
+    let u16_at = |p: usize| -> Result<u16, DnsError> {
         msg.get(p..p + 2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]))
-            .ok_or_else(|| "truncated DNS message".to_string())
+            .ok_or(bad("truncated DNS message"))
     };
     let id = u16_at(0)?;
     let flags = u16_at(2)?;
@@ -180,7 +207,9 @@ pub fn decode_response(msg: &[u8]) -> Result<Response, String> {
         let rtype = u16_at(p)?;
         let rdlen = u16_at(p + 8)? as usize;
         let rdata = p + 10;
-        let data = msg.get(rdata..rdata + rdlen).ok_or("truncated record")?;
+        let data = msg
+            .get(rdata..rdata + rdlen)
+            .ok_or(bad("truncated record"))?;
         match rtype {
             1 if rdlen == 4 => {
                 answers.push(Record::A(Ipv4Addr::new(data[0], data[1], data[2], data[3])))
@@ -208,32 +237,27 @@ pub fn decode_response(msg: &[u8]) -> Result<Response, String> {
 }
 
 fn query_id() -> u16 {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let n = crate::clock::since_epoch().subsec_nanos();
     (n ^ (n >> 16)) as u16
 }
 
-async fn exchange(server: SocketAddr, name: &str, qtype: u16) -> Result<Response, String> {
+async fn exchange(server: SocketAddr, name: &str, qtype: u16) -> Result<Response, DnsError> {
     let id = query_id();
     let q = encode_query(id, name, qtype);
-    let bind: SocketAddr = if server.is_ipv6() {
-        "[::]:0".parse().map_err(|_| "bind")?
+    let bind = if server.is_ipv6() {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
     } else {
-        "0.0.0.0:0".parse().map_err(|_| "bind")?
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
     };
-    let sock = tokio::net::UdpSocket::bind(bind)
-        .await
-        .map_err(|e| e.to_string())?;
-    sock.connect(server).await.map_err(|e| e.to_string())?;
-    sock.send(&q).await.map_err(|e| e.to_string())?;
+    let sock = tokio::net::UdpSocket::bind(bind).await?;
+    sock.connect(server).await?;
+    sock.send(&q).await?;
     let mut buf = vec![0u8; 65535];
     let r = loop {
         let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
             .await
-            .map_err(|_| format!("{server}: timeout"))?
-            .map_err(|e| format!("{server}: {e}"))?;
+            .map_err(|_| DnsError::Timeout { server, tcp: false })?
+            .map_err(|source| DnsError::Server { server, source })?;
         let r = decode_response(&buf[..n])?;
         if r.id == id {
             break r;
@@ -248,20 +272,20 @@ async fn exchange(server: SocketAddr, name: &str, qtype: u16) -> Result<Response
         tokio::net::TcpStream::connect(server),
     )
     .await
-    .map_err(|_| format!("{server}: TCP timeout"))?
-    .map_err(|e| format!("{server}: {e}"))?;
+    .map_err(|_| DnsError::Timeout { server, tcp: true })?
+    .map_err(|source| DnsError::Server { server, source })?;
     let mut framed = (q.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&q);
-    tcp.write_all(&framed).await.map_err(|e| e.to_string())?;
-    let len = tcp.read_u16().await.map_err(|e| e.to_string())? as usize;
+    tcp.write_all(&framed).await?;
+    let len = tcp.read_u16().await? as usize;
     let mut msg = vec![0u8; len];
-    tcp.read_exact(&mut msg).await.map_err(|e| e.to_string())?;
+    tcp.read_exact(&mut msg).await?;
     decode_response(&msg)
 }
 
 /// Looks `name` up through the search list, as Prometheus does: the first successful
 /// answer wins; all names not existing is an empty answer; any error otherwise.
-pub async fn lookup(conf: &ResolvConf, name: &str, kind: DnsType) -> Result<Vec<Record>, String> {
+pub async fn lookup(conf: &ResolvConf, name: &str, kind: DnsType) -> Result<Vec<Record>, DnsError> {
     let mut last_err = None;
     let mut all_valid = true;
     for candidate in conf.name_list(name) {
@@ -281,10 +305,10 @@ pub async fn lookup(conf: &ResolvConf, name: &str, kind: DnsType) -> Result<Vec<
     if all_valid {
         Ok(Vec::new())
     } else {
-        Err(format!(
-            "could not resolve {name:?}: {}",
-            last_err.unwrap_or_else(|| "no server answered".into())
-        ))
+        Err(DnsError::Resolve {
+            name: name.to_string(),
+            last: last_err.map(Box::new),
+        })
     }
 }
 

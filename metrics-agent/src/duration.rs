@@ -3,14 +3,28 @@
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
+/// A string that is not a Prometheus duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration string")]
+    Empty,
+    #[error("not a valid duration string: {0:?}")]
+    Invalid(String),
+    #[error("not a valid duration string: {0:?} (units out of order)")]
+    OutOfOrder(String),
+    #[error("duration out of range: {0:?}")]
+    OutOfRange(String),
+}
+
 /// Parses a Prometheus-style duration.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     if s.is_empty() {
-        return Err("empty duration string".into());
+        return Err(DurationError::Empty);
     }
+    let invalid = || DurationError::Invalid(s.to_string());
     let bytes = s.as_bytes();
     let mut i = 0;
     let mut total_ms: u128 = 0;
@@ -21,11 +35,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             i += 1;
         }
         if start == i {
-            return Err(format!("not a valid duration string: {s:?}"));
+            return Err(invalid());
         }
-        let n: u128 = s[start..i]
-            .parse()
-            .map_err(|_| format!("not a valid duration string: {s:?}"))?;
+        let n: u128 = s[start..i].parse().map_err(|_| invalid())?;
         let ustart = i;
         while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
             i += 1;
@@ -38,17 +50,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "m" => (4, 60_000),
             "s" => (5, 1000),
             "ms" => (6, 1),
-            _ => return Err(format!("not a valid duration string: {s:?}")),
+            _ => return Err(invalid()),
         };
         if last_rank != usize::MAX && rank <= last_rank {
-            return Err(format!(
-                "not a valid duration string: {s:?} (units out of order)"
-            ));
+            return Err(DurationError::OutOfOrder(s.to_string()));
         }
         last_rank = rank;
         total_ms += n * mult;
     }
-    let ms = u64::try_from(total_ms).map_err(|_| format!("duration out of range: {s:?}"))?;
+    let ms = u64::try_from(total_ms).map_err(|_| DurationError::OutOfRange(s.to_string()))?;
     Ok(Duration::from_millis(ms))
 }
 

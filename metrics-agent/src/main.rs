@@ -1,29 +1,7 @@
 //! metrics-agent: scrapes Prometheus targets and ECS/PostgreSQL/Redis stats and ships them by
 //! Prometheus remote_write through a durable on-disk queue.
 
-mod agent;
-mod appender;
-mod collectors;
-mod config;
-mod discovery;
-mod dns_sd;
-mod duration;
-mod env_expand;
-mod fasthash;
-mod http_client;
-mod labels;
-mod locate;
-mod parser;
-mod prompb;
-mod relabel;
-mod remote_write;
-mod scrape;
-mod self_metrics;
-mod server;
-mod sigv4;
-#[cfg(test)]
-mod testutil;
-mod wal;
+use metrics_agent::{agent, config, discovery};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

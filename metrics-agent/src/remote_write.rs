@@ -1,7 +1,10 @@
 //! Remote-write 1.0 sender: one task per shard reads its records from the WAL in order, sends
 //! them (snappy + protobuf, reserved headers, optional SigV4), retries 5xx/429/network errors
 //! with exponential backoff, drops other 4xx, and only then advances the shard's cursor.
+//! 401 and 403 are retried too: refused credentials are an operator's problem to fix, not a
+//! property of the data, so the data stays in the WAL until they are fixed (or it ages out).
 
+use crate::clock::{now_ms, unix_now};
 use crate::config::RemoteWrite;
 use crate::self_metrics::AgentMetrics;
 use crate::sigv4::{self, CredentialSource};
@@ -22,6 +25,8 @@ pub struct Sender {
 pub enum Verdict {
     Sent,
     Retry(Option<Duration>),
+    /// 401/403: the credentials were refused. Retried with backoff, never dropped.
+    Unauthorized,
     Reject,
 }
 
@@ -30,30 +35,21 @@ pub fn classify(status: u16, retry_on_429: bool, retry_after: Option<Duration>) 
     match status {
         200..=299 => Verdict::Sent,
         429 if retry_on_429 => Verdict::Retry(retry_after),
+        401 | 403 => Verdict::Unauthorized,
         500..=599 => Verdict::Retry(None),
         _ => Verdict::Reject,
     }
 }
 
-fn now_ms() -> i64 {
-    crate::scrape::now_ms()
-}
-
-/// Merges several records into one request body (protobuf repeated fields concatenate).
-fn body_of(batch: &mut Batch) -> Result<bytes::Bytes, snap::Error> {
+/// Merges several records into one request body without recompressing them (see
+/// [`crate::merge`]).
+fn body_of(batch: &mut Batch) -> Result<bytes::Bytes, crate::merge::MergeError> {
     if batch.records.len() == 1 {
         return Ok(bytes::Bytes::from(std::mem::take(
             &mut batch.records[0].payload,
         )));
     }
-    let mut dec = snap::raw::Decoder::new();
-    let mut raw = Vec::new();
-    for r in &batch.records {
-        raw.extend_from_slice(&dec.decompress_vec(&r.payload)?);
-    }
-    snap::raw::Encoder::new()
-        .compress_vec(&raw)
-        .map(bytes::Bytes::from)
+    crate::merge::concat(batch.records.iter().map(|r| r.payload.as_slice())).map(bytes::Bytes::from)
 }
 
 impl Sender {
@@ -111,7 +107,17 @@ impl Sender {
                             .inc_by(batch.samples);
                         break;
                     }
-                    Verdict::Retry(after) => {
+                    Verdict::Retry(_) | Verdict::Unauthorized => {
+                        let after = match verdict {
+                            Verdict::Retry(after) => after,
+                            _ => {
+                                tracing::error!(remote = %name, "remote write refused the credentials: {} samples stay in the WAL and are retried (backoff {backoff:?}); fix the credentials or the permissions", batch.samples);
+                                if let Some(c) = &self.creds {
+                                    c.invalidate().await;
+                                }
+                                None
+                            }
+                        };
                         self.metrics.rw_retries.with_label_values(&[&name]).inc();
                         let wait = after
                             .unwrap_or(backoff)
@@ -186,7 +192,7 @@ impl Sender {
                 &creds,
                 &sv.region,
                 "aps",
-                sigv4::unix_now(),
+                unix_now(),
             );
             for (k, v) in signed.headers {
                 req = req.header(k, v);
@@ -242,5 +248,114 @@ mod tests {
         assert_eq!(classify(429, false, None), Verdict::Reject);
         assert_eq!(classify(400, true, None), Verdict::Reject);
         assert_eq!(classify(404, true, None), Verdict::Reject);
+    }
+
+    /// A receiver that answers the first `refusals` requests with `status` and then 204;
+    /// returns the port and the number of requests seen.
+    async fn receiver(status: u16, refusals: u64) -> (u16, Arc<std::sync::atomic::AtomicU64>) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Read the head and the body (content-length) of one request.
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if req.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let n = h.fetch_add(1, Ordering::SeqCst) + 1;
+                let code = if n <= refusals { status } else { 204 };
+                let resp =
+                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        (port, hits)
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_keep_the_data_and_retry() {
+        use crate::self_metrics::AgentMetrics;
+        use crate::wal::{RecordIn, Wal, WalOptions};
+        use std::sync::atomic::Ordering;
+        for status in [401u16, 403] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let (port, hits) = receiver(status, 3).await;
+            let cfg = crate::config::parse(
+                &dir.path().join("p.yml"),
+                &format!(
+                    "remote_write:\n  - url: http://127.0.0.1:{port}/api/v1/write\n    \
+                     queue_config: {{min_backoff: 10ms, max_backoff: 20ms, max_shards: 1}}\n"
+                ),
+            )
+            .expect("config");
+            let rw = cfg.remote_writes[0].clone();
+            let metrics = AgentMetrics::new();
+            let opts = WalOptions {
+                segment_bytes: 1 << 20,
+                max_bytes: 1 << 30,
+                max_age: Duration::from_secs(3600),
+                shards: 1,
+            };
+            let (wal, _) = Wal::open(dir.path(), opts, &rw.name, metrics.clone()).expect("wal");
+            let mut body = Vec::new();
+            let labels = crate::prompb::encode_labels(&crate::labels::Labels::from_pairs([(
+                "__name__", "m",
+            )]));
+            crate::prompb::append_series(&labels, 1.0, now_ms(), &mut body);
+            let payload = snap::raw::Encoder::new()
+                .compress_vec(&body)
+                .expect("snappy");
+            let mut w = wal.writer().expect("writer");
+            w.append(&[RecordIn {
+                shard: 0,
+                samples: 1,
+                min_ts: now_ms(),
+                max_ts: now_ms(),
+                payload,
+            }])
+            .expect("append");
+            let sender = Arc::new(Sender {
+                client: reqwest::Client::new(),
+                metrics: metrics.clone(),
+                creds: None,
+                rw: Arc::new(rw.clone()),
+            });
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(sender.run_shard(wal.reader(0), stop_rx));
+            let sent = || metrics.rw_sent.with_label_values(&[&rw.name]).get();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while sent() == 0 && std::time::Instant::now() < deadline {
+                // Until the store accepts, the sample is still unsent in the WAL.
+                assert!(!wal.fully_sent() || sent() > 0);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(sent(), 1, "HTTP {status}: the sample was not delivered");
+            assert_eq!(hits.load(Ordering::SeqCst), 4, "HTTP {status}");
+            assert_eq!(metrics.rw_rejected.with_label_values(&[&rw.name]).get(), 0);
+            assert_eq!(metrics.rw_retries.with_label_values(&[&rw.name]).get(), 3);
+            let _ = stop_tx.send(true);
+            let _ = task.await;
+        }
     }
 }

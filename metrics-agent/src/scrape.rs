@@ -3,18 +3,24 @@
 //! `up`/`scrape_*` series Prometheus adds.
 
 use crate::appender::{Appender, Point, SeriesRef};
+use crate::clock::now_ms;
 use crate::collectors::Collector;
 use crate::config::{Auth, Limits, ScrapeJob};
-use crate::fasthash::FxHashMap;
 use crate::labels::{Labels, stale_nan};
 use crate::parser::{self, Format};
 use crate::relabel;
 use crate::self_metrics::AgentMetrics;
+use rustc_hash::FxHashMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// The most a scrape body may take in memory (after gzip inflation) when the job sets no
+/// `body_size_limit`: a gzip bomb or an endless body fails the scrape instead of exhausting
+/// memory.
+pub const DEFAULT_MAX_BODY: u64 = 128 << 20;
 
 const ACCEPT: &str =
     "application/openmetrics-text;version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -34,9 +40,20 @@ pub struct JobSettings {
     pub auth: Option<Auth>,
     /// Set while the job has more targets than `target_limit`: every scrape then fails.
     pub over_target_limit: Arc<AtomicBool>,
+    /// The body size cap (after inflation) used when `limits.body_size` is 0.
+    pub max_body: u64,
 }
 
 impl JobSettings {
+    /// The size a body may reach, compressed or inflated.
+    fn body_cap(&self) -> u64 {
+        if self.limits.body_size > 0 {
+            self.limits.body_size
+        } else {
+            self.max_body
+        }
+    }
+
     /// Settings of a built-in collector: no limits, no relabeling.
     pub fn collector(name: &str, interval: Duration, timeout: Duration) -> Self {
         JobSettings {
@@ -50,6 +67,7 @@ impl JobSettings {
             metric_relabel: Vec::new(),
             auth: None,
             over_target_limit: Arc::new(AtomicBool::new(false)),
+            max_body: DEFAULT_MAX_BODY,
         }
     }
 }
@@ -67,16 +85,13 @@ impl From<&ScrapeJob> for JobSettings {
             metric_relabel: j.metric_relabel.clone(),
             auth: j.http.auth.clone(),
             over_target_limit: Arc::new(AtomicBool::new(false)),
+            max_body: DEFAULT_MAX_BODY,
         }
     }
 }
 
-/// Reads at most `limit` bytes (0: no limit) from `r`; more is an error.
+/// Reads at most `limit` bytes from `r`; more is an error.
 fn read_limited(r: impl Read, limit: u64, out: &mut Vec<u8>) -> Result<(), String> {
-    if limit == 0 {
-        let mut r = r;
-        return r.read_to_end(out).map(|_| ()).map_err(|e| e.to_string());
-    }
     r.take(limit + 1)
         .read_to_end(out)
         .map_err(|e| e.to_string())?;
@@ -84,6 +99,30 @@ fn read_limited(r: impl Read, limit: u64, out: &mut Vec<u8>) -> Result<(), Strin
         return Err(format!("body size limit exceeded ({limit} bytes)"));
     }
     Ok(())
+}
+
+/// Reads a response body of at most `limit` bytes, stopping as soon as it is over.
+async fn read_body(resp: &mut reqwest::Response, limit: u64) -> Result<bytes::Bytes, String> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("reading body: {e}"))?
+    {
+        buf.extend_from_slice(&chunk);
+        if buf.len() as u64 > limit {
+            return Err(format!("body size limit exceeded ({limit} bytes)"));
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Inflates a gzip body, failing once the output is over `limit` bytes.
+fn gunzip(raw: &[u8], limit: u64) -> Result<bytes::Bytes, String> {
+    let mut out = Vec::with_capacity((raw.len() * 4).min(limit as usize));
+    read_limited(flate2::read::GzDecoder::new(raw), limit, &mut out)
+        .map_err(|e| format!("gzip: {e}"))?;
+    Ok(bytes::Bytes::from(out))
 }
 
 /// Prometheus' label limits on one series after metric relabeling.
@@ -195,13 +234,6 @@ pub fn merge_labels(target: &Labels, exposed: Vec<(String, String)>, honor_label
         }
     }
     l
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl ScrapeLoop {
@@ -327,7 +359,7 @@ impl ScrapeLoop {
                 if let Some(auth) = &job.auth {
                     req = auth.apply(req).map_err(|e| format!("GET {url}: {e}"))?;
                 }
-                let limit = job.limits.body_size;
+                let limit = job.body_cap();
                 let mut resp = req.send().await.map_err(|e| format!("GET {url}: {e}"))?;
                 let status = resp.status();
                 if !status.is_success() {
@@ -338,32 +370,18 @@ impl ScrapeLoop {
                     .get("content-encoding")
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-                let raw = if limit > 0 && !gz {
-                    // Stop reading as soon as the body is over the limit.
-                    let mut buf = bytes::BytesMut::new();
-                    while let Some(chunk) = resp
-                        .chunk()
-                        .await
-                        .map_err(|e| format!("GET {url}: reading body: {e}"))?
-                    {
-                        buf.extend_from_slice(&chunk);
-                        if buf.len() as u64 > limit {
-                            return Err(format!(
-                                "GET {url}: body size limit exceeded ({limit} bytes)"
-                            ));
-                        }
-                    }
-                    buf.freeze()
+                // Compressed, a body can be slightly larger than inflated (stored blocks):
+                // the limit is checked exactly on the inflated bytes.
+                let raw_limit = if gz {
+                    limit.saturating_add(limit / 256 + (64 << 10))
                 } else {
-                    resp.bytes()
-                        .await
-                        .map_err(|e| format!("GET {url}: reading body: {e}"))?
+                    limit
                 };
+                let raw = read_body(&mut resp, raw_limit)
+                    .await
+                    .map_err(|e| format!("GET {url}: {e}"))?;
                 let body = if gz {
-                    let mut out = Vec::with_capacity(raw.len() * 4);
-                    read_limited(flate2::read::GzDecoder::new(raw.as_ref()), limit, &mut out)
-                        .map_err(|e| format!("GET {url}: gzip: {e}"))?;
-                    bytes::Bytes::from(out)
+                    gunzip(&raw, limit).map_err(|e| format!("GET {url}: {e}"))?
                 } else {
                     raw
                 };
@@ -375,7 +393,8 @@ impl ScrapeLoop {
             Source::Collector(c) => {
                 let body = tokio::time::timeout(timeout, c.collect())
                     .await
-                    .map_err(|_| "collector timed out".to_string())??;
+                    .map_err(|_| "collector timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
                 Ok(Fetched {
                     body: bytes::Bytes::from(body),
                     format: Format::Text,
@@ -545,5 +564,102 @@ mod tests {
         assert_eq!(l.get("job"), Some("inner"));
         assert_eq!(l.get("exported_job"), None);
         assert_eq!(l.get("instance"), Some("a:1"));
+    }
+
+    /// The series caches' hasher (moved with the hand-written one it replaced).
+    #[test]
+    fn distinguishes_similar_keys() {
+        use std::hash::BuildHasher;
+        let b = rustc_hash::FxBuildHasher;
+        let h = |s: &str| b.hash_one(s);
+        assert_ne!(h("a"), h("b"));
+        assert_ne!(h("metric{a=\"1\"}"), h("metric{a=\"2\"}"));
+        assert_ne!(h("abcdefgh"), h("abcdefgh\0"));
+        let mut m: FxHashMap<String, u32> = FxHashMap::default();
+        m.insert("x".into(), 1);
+        assert_eq!(m.get("x"), Some(&1));
+    }
+
+    /// Serves `body` (gzip-encoded when `gzip`) to every request; returns the URL.
+    fn serve(body: Vec<u8>, gzip: bool) -> String {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/metrics", l.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let enc = if gzip {
+                    "content-encoding: gzip\r\n"
+                } else {
+                    ""
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n{enc}content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            }
+        });
+        url
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).expect("gzip");
+        e.finish().expect("gzip")
+    }
+
+    /// Scrapes `url` once with a 1 MiB cap and no `body_size_limit`; returns `up` and the
+    /// logged reason.
+    async fn scrape_capped(url: String) -> (f64, Option<String>) {
+        let mut job =
+            JobSettings::collector("bomb", Duration::from_secs(1), Duration::from_secs(5));
+        job.max_body = 1 << 20;
+        let (appender, _writer) = Appender::start(&Labels::new(), &[], Vec::new(), Duration::ZERO);
+        let target = ScrapeTarget {
+            job: Arc::new(job),
+            labels: Labels::from_pairs([("job", "bomb"), ("instance", "x")]),
+            source: Source::Http {
+                url,
+                client: reqwest::Client::new(),
+            },
+        };
+        let mut lp = ScrapeLoop::new(target, appender, AgentMetrics::new());
+        let points = lp.scrape_once().await;
+        // The report series come last, `up` first among them.
+        let up = points[points.len() - SYNTHETIC.len()].value;
+        (up, lp.last_error.clone())
+    }
+
+    #[tokio::test]
+    async fn gzip_bomb_fails_the_scrape_within_the_cap() {
+        // 64 MiB of zeros compress to ~64 KiB: inflated without a cap it would all be held.
+        let bomb = gzip(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 1 << 20);
+        let (up, err) = scrape_capped(serve(bomb, true)).await;
+        assert_eq!(up, 0.0);
+        let err = err.expect("reason logged");
+        assert!(
+            err.contains("gzip: body size limit exceeded (1048576 bytes)"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn uncompressed_bodies_are_capped_too() {
+        let (up, err) = scrape_capped(serve(vec![b'#'; 2 << 20], false)).await;
+        assert_eq!(up, 0.0);
+        assert!(err.expect("reason").contains("body size limit exceeded"));
+    }
+
+    #[tokio::test]
+    async fn bodies_within_the_cap_scrape_normally() {
+        let text = b"m_total 1\nn 2\n".repeat(1000);
+        let (up, err) = scrape_capped(serve(gzip(&text), true)).await;
+        assert_eq!((up, err), (1.0, None));
     }
 }

@@ -4,7 +4,7 @@
 
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::Mutex;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
@@ -152,14 +152,59 @@ pub fn sign(
     Signed { headers: out }
 }
 
+/// Why no credentials could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error(
+        "no AWS credentials: set sigv4 access_key/secret_key, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with an ECS task role"
+    )]
+    NoSource,
+    #[error("ECS credentials {url}: {source}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("ECS credentials: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("ECS credentials: missing {0}")]
+    Missing(&'static str),
+}
+
 /// Where credentials come from.
 pub struct CredentialSource {
     fixed: Option<Credentials>,
     client: reqwest::Client,
-    cached: Mutex<Option<(Credentials, Instant)>>,
+    /// The container credentials endpoint and authorization token, when given explicitly
+    /// rather than by the `AWS_CONTAINER_*` variables.
+    endpoint: Option<(String, Option<String>)>,
+    cached: Mutex<Option<Cached>>,
 }
 
-const REFRESH: Duration = Duration::from_secs(600);
+/// Credentials from the container endpoint and when to fetch new ones.
+#[derive(Debug, Clone)]
+struct Cached {
+    creds: Credentials,
+    /// Unix seconds after which the next use fetches again.
+    refresh_at: u64,
+    /// Unix seconds of the credentials' `Expiration`, when the endpoint gave one.
+    expires_at: Option<u64>,
+}
+
+/// Credentials are replaced this long before their `Expiration` (as the AWS SDKs do).
+const REFRESH_BEFORE_EXPIRY: u64 = 300;
+/// Refresh interval when the endpoint gives no (readable) `Expiration`.
+const REFRESH_WITHOUT_EXPIRY: u64 = 600;
+/// After a failed refresh while the old credentials are still valid, wait this long.
+const RETRY_AFTER_FAILURE: u64 = 10;
+
+/// When credentials fetched at `now` that expire at `expires_at` must be fetched again.
+fn refresh_time(now: u64, expires_at: Option<u64>) -> u64 {
+    match expires_at {
+        Some(exp) => exp.saturating_sub(REFRESH_BEFORE_EXPIRY).max(now),
+        None => now + REFRESH_WITHOUT_EXPIRY,
+    }
+}
 
 impl CredentialSource {
     pub fn new(
@@ -178,76 +223,129 @@ impl CredentialSource {
         CredentialSource {
             fixed,
             client,
+            endpoint: None,
             cached: Mutex::new(None),
         }
     }
 
+    /// Uses this container credentials endpoint (and token) instead of the environment's.
+    pub fn with_container_endpoint(mut self, url: String, token: Option<String>) -> Self {
+        self.endpoint = Some((url, token));
+        self
+    }
+
     /// Static config, then `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`,
-    /// then the ECS container credentials endpoint (refreshed every 10 minutes).
-    pub async fn get(&self) -> Result<Credentials, String> {
+    /// then the ECS container credentials endpoint, fetched again 5 minutes before the
+    /// `Expiration` it gives (every 10 minutes when it gives none).
+    pub async fn get(&self) -> Result<Credentials, CredentialsError> {
+        self.get_at(crate::clock::unix_now()).await
+    }
+
+    /// Forgets container credentials so that the next use fetches them again (after the
+    /// store refused them).
+    pub async fn invalidate(&self) {
+        if let Some(c) = self.cached.lock().await.as_mut() {
+            c.refresh_at = 0;
+        }
+    }
+
+    async fn get_at(&self, now: u64) -> Result<Credentials, CredentialsError> {
         if let Some(c) = &self.fixed {
             return Ok(c.clone());
         }
-        if let (Ok(a), Ok(s)) = (
-            std::env::var("AWS_ACCESS_KEY_ID"),
-            std::env::var("AWS_SECRET_ACCESS_KEY"),
-        ) {
-            return Ok(Credentials {
-                access_key: a,
-                secret_key: s,
-                session_token: std::env::var("AWS_SESSION_TOKEN").ok(),
-            });
-        }
+        let endpoint = match &self.endpoint {
+            Some(e) => e.clone(),
+            None => {
+                if let (Ok(a), Ok(s)) = (
+                    std::env::var("AWS_ACCESS_KEY_ID"),
+                    std::env::var("AWS_SECRET_ACCESS_KEY"),
+                ) {
+                    return Ok(Credentials {
+                        access_key: a,
+                        secret_key: s,
+                        session_token: std::env::var("AWS_SESSION_TOKEN").ok(),
+                    });
+                }
+                container_endpoint_from_env()?
+            }
+        };
         let mut cached = self.cached.lock().await;
-        if let Some((c, at)) = cached.as_ref()
-            && at.elapsed() < REFRESH
+        if let Some(c) = cached.as_ref()
+            && now < c.refresh_at
         {
-            return Ok(c.clone());
+            return Ok(c.creds.clone());
         }
-        let url = if let Ok(rel) = std::env::var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
-            format!("http://169.254.170.2{rel}")
-        } else if let Ok(full) = std::env::var("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
-            full
-        } else {
-            return Err("no AWS credentials: set sigv4 access_key/secret_key, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or run with an ECS task role".into());
-        };
-        let mut req = self.client.get(&url).timeout(Duration::from_secs(5));
-        let token = match std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
-            Ok(f) => std::fs::read_to_string(&f)
-                .ok()
-                .map(|s| s.trim().to_string()),
-            Err(_) => std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN").ok(),
-        };
+        match self.fetch(&endpoint.0, endpoint.1).await {
+            Ok((creds, expires_at)) => {
+                *cached = Some(Cached {
+                    creds: creds.clone(),
+                    refresh_at: refresh_time(now, expires_at),
+                    expires_at,
+                });
+                Ok(creds)
+            }
+            Err(e) => match cached.as_mut() {
+                // The old credentials are still valid: keep using them and try again soon.
+                Some(c) if c.expires_at.is_some_and(|exp| now < exp) => {
+                    tracing::warn!("{e}; using the current credentials until they expire");
+                    c.refresh_at = now + RETRY_AFTER_FAILURE;
+                    Ok(c.creds.clone())
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Fetches credentials and their expiry from the container credentials endpoint.
+    async fn fetch(
+        &self,
+        url: &str,
+        token: Option<String>,
+    ) -> Result<(Credentials, Option<u64>), CredentialsError> {
+        let mut req = self.client.get(url).timeout(Duration::from_secs(5));
         if let Some(t) = token {
             req = req.header("Authorization", t);
         }
+        let fetch_err = |source| CredentialsError::Fetch {
+            url: url.to_string(),
+            source,
+        };
         let body = req
             .send()
             .await
-            .map_err(|e| format!("ECS credentials {url}: {e}"))?
+            .map_err(fetch_err)?
             .text()
             .await
-            .map_err(|e| format!("ECS credentials {url}: {e}"))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("ECS credentials: {e}"))?;
+            .map_err(fetch_err)?;
+        let v: serde_json::Value = serde_json::from_str(&body)?;
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
         let c = Credentials {
-            access_key: field("AccessKeyId").ok_or("ECS credentials: missing AccessKeyId")?,
+            access_key: field("AccessKeyId").ok_or(CredentialsError::Missing("AccessKeyId"))?,
             secret_key: field("SecretAccessKey")
-                .ok_or("ECS credentials: missing SecretAccessKey")?,
+                .ok_or(CredentialsError::Missing("SecretAccessKey"))?,
             session_token: field("Token"),
         };
-        *cached = Some((c.clone(), Instant::now()));
-        Ok(c)
+        let expires_at = field("Expiration").and_then(|e| crate::clock::parse_rfc3339_secs(&e));
+        Ok((c, expires_at))
     }
 }
 
-/// Current Unix time in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// The container credentials endpoint and token from the `AWS_CONTAINER_*` variables.
+fn container_endpoint_from_env() -> Result<(String, Option<String>), CredentialsError> {
+    let url = if let Ok(rel) = std::env::var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+        format!("http://169.254.170.2{rel}")
+    } else if let Ok(full) = std::env::var("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+        full
+    } else {
+        return Err(CredentialsError::NoSource);
+    };
+    let token = match std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE") {
+        Ok(f) => std::fs::read_to_string(&f)
+            .ok()
+            .map(|s| s.trim().to_string()),
+        Err(_) => std::env::var("AWS_CONTAINER_AUTHORIZATION_TOKEN").ok(),
+    };
+    Ok((url, token))
 }
 
 #[cfg(test)]
@@ -351,5 +449,73 @@ mod tests {
                 .contains("SignedHeaders=host;x-amz-date;x-amz-security-token")
         );
         assert_eq!(s.headers[2], ("x-amz-security-token".into(), "tok".into()));
+    }
+
+    /// A container credentials endpoint that hands out `AKID<n>` expiring at `expiry`.
+    async fn credentials_server(
+        expiry: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/creds", l.local_addr().expect("addr"));
+        let hits = std::sync::Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let n = h.fetch_add(1, Ordering::SeqCst) + 1;
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                let body = format!(
+                    r#"{{"AccessKeyId":"AKID{n}","SecretAccessKey":"s","Token":"t","Expiration":"{expiry}"}}"#
+                );
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            }
+        });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn container_credentials_are_refreshed_before_their_expiry() {
+        let expiry = "2030-01-01T00:00:00Z";
+        let exp = crate::clock::parse_rfc3339_secs(expiry).expect("expiry");
+        let (url, hits) = credentials_server(expiry).await;
+        let src = CredentialSource::new(None, None, reqwest::Client::new())
+            .with_container_endpoint(url, None);
+        let key = |c: Credentials| c.access_key;
+        // Fetched 8 minutes before expiry: a fixed 10-minute clock would still sign with
+        // these credentials 2 minutes after they expired.
+        let t0 = exp - 480;
+        assert_eq!(key(src.get_at(t0).await.expect("get")), "AKID1");
+        assert_eq!(key(src.get_at(t0 + 120).await.expect("get")), "AKID1");
+        // Within 5 minutes of the expiry: fetched again, before the old ones expire.
+        assert_eq!(key(src.get_at(exp - 299).await.expect("get")), "AKID2");
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn long_lived_credentials_are_not_fetched_on_a_fixed_clock() {
+        let expiry = "2030-01-01T00:00:00Z";
+        let exp = crate::clock::parse_rfc3339_secs(expiry).expect("expiry");
+        let (url, hits) = credentials_server(expiry).await;
+        let src = CredentialSource::new(None, None, reqwest::Client::new())
+            .with_container_endpoint(url, None);
+        let t0 = exp - 6 * 3600;
+        for dt in [0, 600, 3600, 5 * 3600] {
+            assert_eq!(src.get_at(t0 + dt).await.expect("get").access_key, "AKID1");
+        }
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A refusal by the store forces a fetch on the next use.
+        src.invalidate().await;
+        assert_eq!(
+            src.get_at(t0 + 5 * 3600).await.expect("get").access_key,
+            "AKID2"
+        );
     }
 }

@@ -184,6 +184,30 @@ struct CpuPoint {
     at_ns: f64,
 }
 
+/// Why the task metadata endpoint gave nothing usable.
+#[derive(Debug, thiserror::Error)]
+pub enum EcsError {
+    #[error("GET {url}: {source}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url}: HTTP {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("{what}: field `{path}`: {message}")]
+    Decode {
+        what: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error("/task: no task id in TaskARN {0:?}")]
+    NoTaskId(String),
+}
+
 pub struct EcsCollector {
     base: String,
     client: reqwest::Client,
@@ -199,30 +223,31 @@ impl EcsCollector {
         }
     }
 
-    async fn get(&self, path: &str) -> Result<String, String> {
+    async fn get(&self, path: &str) -> Result<String, EcsError> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+        let resp = match self.client.get(&url).send().await {
+            Ok(r) => r,
+            Err(source) => return Err(EcsError::Fetch { url, source }),
+        };
         if !resp.status().is_success() {
-            return Err(format!("GET {url}: HTTP {}", resp.status()));
+            let status = resp.status();
+            return Err(EcsError::Status { url, status });
         }
-        resp.text().await.map_err(|e| format!("GET {url}: {e}"))
+        resp.text()
+            .await
+            .map_err(|source| EcsError::Fetch { url, source })
     }
 
     /// The task's id (the last part of its ARN), for the `${ECS_TASK_ID}` config reference.
-    pub async fn task_id(&self) -> Result<String, String> {
+    pub async fn task_id(&self) -> Result<String, EcsError> {
         let task: TaskMetadata = decode("/task", &self.get("/task").await?)?;
         match task.task_arn.rsplit('/').next() {
             Some(id) if !id.is_empty() => Ok(id.to_string()),
-            _ => Err(format!("/task: no task id in TaskARN {:?}", task.task_arn)),
+            _ => Err(EcsError::NoTaskId(task.task_arn)),
         }
     }
 
-    pub async fn collect(&mut self) -> Result<String, String> {
+    pub async fn collect(&mut self) -> Result<String, EcsError> {
         let task_json = self.get("/task").await?;
         let stats_json = self.get("/task/stats").await?;
         let task: TaskMetadata = decode("/task", &task_json)?;
@@ -231,55 +256,42 @@ impl EcsCollector {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, String> {
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, body: &str) -> Result<T, EcsError> {
     let de = &mut serde_json::Deserializer::from_str(body);
-    serde_path_to_error::deserialize(de)
-        .map_err(|e| format!("{what}: field `{}`: {}", e.path(), e.inner()))
-}
-
-/// Parses an RFC 3339 timestamp (as Docker writes `read`) into nanoseconds since the epoch.
-pub fn parse_rfc3339_ns(s: &str) -> Option<f64> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut frac = 0f64;
-    let mut i = 19;
-    if b.get(i) == Some(&b'.') {
-        let st = i + 1;
-        i = st;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        frac = format!("0.{}", &s[st..i]).parse().ok()?;
-    }
-    let offset_s = match b.get(i) {
-        Some(b'Z') | Some(b'z') => 0,
-        Some(c @ (b'+' | b'-')) => {
-            let oh = num(i + 1..i + 3)?;
-            let om = num(i + 4..i + 6)?;
-            let sign = if *c == b'+' { 1 } else { -1 };
-            sign * (oh * 3600 + om * 60)
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let secs = days * 86400 + h * 3600 + mi * 60 + se - offset_s;
-    Some(secs as f64 * 1e9 + frac * 1e9)
+    serde_path_to_error::deserialize(de).map_err(|e| EcsError::Decode {
+        what,
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
 }
 
 fn short_cluster(c: &str) -> &str {
     c.rsplit('/').next().unwrap_or(c)
+}
+
+/// The exposition being rendered and the task's identifying labels, which every series gets.
+struct Out<'a> {
+    e: Exposition,
+    ident: [(&'static str, &'a str); 5],
+}
+
+/// Label sets as owned pairs.
+type LabelSet = Vec<(&'static str, String)>;
+
+impl Out<'_> {
+    /// The identifying labels plus `extra`.
+    fn with(&self, extra: &[(&'static str, &str)]) -> LabelSet {
+        self.ident
+            .iter()
+            .chain(extra.iter())
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect()
+    }
+
+    fn put(&mut self, name: &str, labels: &[(&'static str, String)], v: f64) {
+        let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.e.sample(name, &l, v);
+    }
 }
 
 /// Renders the exposition for one poll. `prev_cpu` carries CPU readings between polls.
@@ -288,82 +300,26 @@ fn render(
     stats: &HashMap<String, Option<Stats>>,
     prev_cpu: &mut HashMap<String, CpuPoint>,
 ) -> String {
-    let mut e = Exposition::new();
-    let cluster = short_cluster(&task.cluster);
-    let task_id = task.task_arn.rsplit('/').next().unwrap_or("");
-    let ident = [
-        ("ecs_cluster", cluster),
-        ("ecs_task_id", task_id),
-        ("ecs_task_family", task.family.as_str()),
-        ("ecs_task_revision", task.revision.as_str()),
-        ("availability_zone", task.availability_zone.as_str()),
-    ];
-    let with = |extra: &[(&'static str, &str)]| -> Vec<(&'static str, String)> {
-        ident
-            .iter()
-            .map(|(k, v)| (*k, v.to_string()))
-            .chain(extra.iter().map(|(k, v)| (*k, v.to_string())))
-            .collect()
+    let mut out = Out {
+        e: Exposition::new(),
+        ident: [
+            ("ecs_cluster", short_cluster(&task.cluster)),
+            (
+                "ecs_task_id",
+                task.task_arn.rsplit('/').next().unwrap_or(""),
+            ),
+            ("ecs_task_family", task.family.as_str()),
+            ("ecs_task_revision", task.revision.as_str()),
+            ("availability_zone", task.availability_zone.as_str()),
+        ],
     };
-    let put = |e: &mut Exposition, name: &str, labels: &[(&'static str, String)], v: f64| {
-        let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        e.sample(name, &l, v);
-    };
-
-    put(
-        &mut e,
-        "ecs_task_metadata_info",
-        &with(&[
-            ("cluster", task.cluster.as_str()),
-            ("task_arn", task.task_arn.as_str()),
-            ("family", task.family.as_str()),
-            ("revision", task.revision.as_str()),
-            ("desired_status", task.desired_status.as_str()),
-            ("known_status", task.known_status.as_str()),
-            ("launch_type", task.launch_type.as_str()),
-        ]),
-        1.0,
-    );
     let task_mem_limit = task.limits.as_ref().and_then(|l| l.memory).map(|m| m * MIB);
-    if let Some(cpu) = task.limits.as_ref().and_then(|l| l.cpu) {
-        put(&mut e, "ecs_task_cpu_limit_vcpus", &with(&[]), cpu);
-    }
-    if let Some(m) = task_mem_limit {
-        put(&mut e, "ecs_task_memory_limit_bytes", &with(&[]), m);
-    }
-    if let Some(es) = &task.ephemeral_storage_metrics {
-        if let Some(u) = es.utilized {
-            put(
-                &mut e,
-                "ecs_task_ephemeral_storage_used_bytes",
-                &with(&[]),
-                u * MIB,
-            );
-        }
-        if let Some(r) = es.reserved {
-            put(
-                &mut e,
-                "ecs_task_ephemeral_storage_allocated_bytes",
-                &with(&[]),
-                r * MIB,
-            );
-        }
-    }
+    render_task(&mut out, task, task_mem_limit);
 
-    // Task-wide network namespace on awsvpc (Fargate always) and host mode.
-    let shared_netns = task.launch_type.eq_ignore_ascii_case("FARGATE")
-        || task
-            .containers
-            .iter()
-            .flat_map(|c| c.networks.iter())
-            .any(|n| {
-                n.network_mode.eq_ignore_ascii_case("awsvpc")
-                    || n.network_mode.eq_ignore_ascii_case("host")
-            });
+    let shared_netns = shared_network_namespace(task);
     let mut task_net: BTreeMap<String, NetStats> = BTreeMap::new();
     let mut task_vcpus = 0.0;
     let mut seen_ids = Vec::new();
-
     for c in &task.containers {
         let Some(Some(st)) = stats.get(&c.docker_id) else {
             continue; // no stats yet (null or missing)
@@ -373,231 +329,293 @@ fn render(
             continue; // `{}`
         }
         if let Some(nets) = &st.networks {
-            for (iface, n) in nets {
-                if shared_netns {
-                    // Same counters in every container: keep one copy, never add them up.
-                    task_net.entry(iface.clone()).or_insert_with(|| n.clone());
-                } else {
-                    let acc = task_net.entry(iface.clone()).or_default();
-                    acc.rx_bytes += n.rx_bytes;
-                    acc.rx_packets += n.rx_packets;
-                    acc.rx_errors += n.rx_errors;
-                    acc.rx_dropped += n.rx_dropped;
-                    acc.tx_bytes += n.tx_bytes;
-                    acc.tx_packets += n.tx_packets;
-                    acc.tx_errors += n.tx_errors;
-                    acc.tx_dropped += n.tx_dropped;
-                }
-            }
+            add_networks(&mut task_net, nets, shared_netns);
         }
         if !c.kind.is_empty() && !c.kind.eq_ignore_ascii_case("NORMAL") {
             continue; // pause/CNI containers: network only
         }
         let name = c.name.trim_start_matches('/');
-        let ecs_l = with(&[("container_name", name)]);
-        let cad_l = with(&[("name", name), ("container", name)]);
-
+        let labels = ContainerLabels {
+            ecs: out.with(&[("container_name", name)]),
+            cadvisor: out.with(&[("name", name), ("container", name)]),
+        };
         if let Some(r) = c.restart_count {
-            put(&mut e, "ecs_container_restarts_total", &ecs_l, r);
+            out.put("ecs_container_restarts_total", &labels.ecs, r);
         }
         if let Some(cpu) = &st.cpu_stats {
-            let usage = cpu.cpu_usage.as_ref();
-            if let Some(total) = usage.and_then(|u| u.total_usage) {
-                let secs = total / 1e9;
-                put(
-                    &mut e,
-                    "ecs_container_cpu_usage_seconds_total",
-                    &ecs_l,
-                    secs,
-                );
-                put(&mut e, "container_cpu_usage_seconds_total", &cad_l, secs);
-                // Utilisation in vCPUs (ECS agent formula): CPU time delta / wall time delta,
-                // between our own successive polls; `precpu_stats` only on the first poll.
-                let now_ns = st.read.as_deref().and_then(parse_rfc3339_ns);
-                let prev = prev_cpu.get(&c.docker_id).copied().or_else(|| {
-                    let pre = st.precpu_stats.as_ref()?;
-                    let pre_total = pre.cpu_usage.as_ref()?.total_usage?;
-                    let pre_at = parse_rfc3339_ns(st.preread.as_deref()?).filter(|t| *t > 0.0)?;
-                    Some(CpuPoint {
-                        total_ns: pre_total,
-                        at_ns: pre_at,
-                    })
-                });
-                if let Some(now_ns) = now_ns {
-                    if let Some(p) = prev
-                        && now_ns > p.at_ns
-                        && total >= p.total_ns
-                    {
-                        let vcpus = (total - p.total_ns) / (now_ns - p.at_ns);
-                        task_vcpus += vcpus;
-                        put(&mut e, "ecs_container_cpu_utilized_vcpus", &ecs_l, vcpus);
-                    }
-                    prev_cpu.insert(
-                        c.docker_id.clone(),
-                        CpuPoint {
-                            total_ns: total,
-                            at_ns: now_ns,
-                        },
-                    );
-                }
-            }
-            if let Some(u) = usage.and_then(|u| u.usage_in_usermode) {
-                put(&mut e, "container_cpu_user_seconds_total", &cad_l, u / 1e9);
-            }
-            if let Some(k) = usage.and_then(|u| u.usage_in_kernelmode) {
-                put(
-                    &mut e,
-                    "container_cpu_system_seconds_total",
-                    &cad_l,
-                    k / 1e9,
-                );
-            }
-            if let Some(t) = &cpu.throttling_data {
-                if let Some(p) = t.periods {
-                    put(&mut e, "container_cpu_cfs_periods_total", &cad_l, p);
-                }
-                if let Some(p) = t.throttled_periods {
-                    put(
-                        &mut e,
-                        "container_cpu_cfs_throttled_periods_total",
-                        &cad_l,
-                        p,
-                    );
-                }
-                if let Some(p) = t.throttled_time {
-                    put(
-                        &mut e,
-                        "container_cpu_cfs_throttled_seconds_total",
-                        &cad_l,
-                        p / 1e9,
-                    );
-                }
-            }
+            task_vcpus += render_cpu(&mut out, &labels, c, st, cpu, prev_cpu);
         }
         if let Some(m) = &st.memory_stats {
-            let s = m.stats.clone().unwrap_or_default();
-            let cgroup_v2 =
-                s.contains_key("anon") || (!s.contains_key("cache") && s.contains_key("file"));
-            if let Some(usage) = m.usage {
-                put(&mut e, "ecs_container_memory_usage_bytes", &ecs_l, usage);
-                put(&mut e, "container_memory_usage_bytes", &cad_l, usage);
-                let inactive = if cgroup_v2 {
-                    s.get("inactive_file")
-                } else {
-                    s.get("total_inactive_file")
-                        .or_else(|| s.get("inactive_file"))
-                }
-                .copied()
-                .unwrap_or(0.0);
-                let ws = (usage - inactive).max(0.0);
-                put(&mut e, "ecs_container_memory_working_set_bytes", &ecs_l, ws);
-                put(&mut e, "container_memory_working_set_bytes", &cad_l, ws);
-            }
-            let cache = if cgroup_v2 {
-                s.get("file")
-            } else {
-                s.get("cache").or_else(|| s.get("total_cache"))
-            };
-            if let Some(c) = cache {
-                put(
-                    &mut e,
-                    "ecs_container_memory_page_cache_size_bytes",
-                    &ecs_l,
-                    *c,
-                );
-                put(&mut e, "container_memory_cache", &cad_l, *c);
-            }
-            let rss = if cgroup_v2 {
-                s.get("anon")
-            } else {
-                s.get("rss").or_else(|| s.get("total_rss"))
-            };
-            if let Some(r) = rss {
-                put(&mut e, "container_memory_rss", &cad_l, *r);
-            }
-            if let Some(mx) = m.max_usage {
-                put(&mut e, "ecs_container_memory_max_usage_bytes", &ecs_l, mx);
-                put(&mut e, "container_memory_max_usage_bytes", &cad_l, mx);
-            }
-            let container_limit = c
-                .limits
-                .as_ref()
-                .and_then(|l| l.memory)
-                .filter(|m| *m > 0.0)
-                .map(|m| m * MIB);
-            let limit = m
-                .limit
-                .filter(|l| *l > 0.0 && *l < UNLIMITED)
-                .or(container_limit)
-                .or(task_mem_limit);
-            if let Some(l) = limit {
-                put(&mut e, "ecs_container_memory_limit_bytes", &ecs_l, l);
-                put(&mut e, "container_spec_memory_limit_bytes", &cad_l, l);
-            }
+            render_memory(&mut out, &labels, c, m, task_mem_limit);
         }
         if let Some(b) = &st.blkio_stats {
-            let sum = |entries: &Option<Vec<BlkioEntry>>, op: &str| -> Option<f64> {
-                let v = entries.as_ref()?;
-                Some(
-                    v.iter()
-                        .filter(|x| x.op.eq_ignore_ascii_case(op))
-                        .map(|x| x.value)
-                        .sum(),
-                )
-            };
-            if let Some(v) = sum(&b.io_service_bytes_recursive, "read") {
-                put(&mut e, "container_fs_reads_bytes_total", &cad_l, v);
-            }
-            if let Some(v) = sum(&b.io_service_bytes_recursive, "write") {
-                put(&mut e, "container_fs_writes_bytes_total", &cad_l, v);
-            }
-            if let Some(v) = sum(&b.io_serviced_recursive, "read") {
-                put(&mut e, "container_fs_reads_total", &cad_l, v);
-            }
-            if let Some(v) = sum(&b.io_serviced_recursive, "write") {
-                put(&mut e, "container_fs_writes_total", &cad_l, v);
-            }
+            render_blkio(&mut out, &labels.cadvisor, b);
         }
     }
     prev_cpu.retain(|id, _| seen_ids.contains(id));
-    put(
-        &mut e,
-        "ecs_task_cpu_utilized_vcpus",
-        &with(&[]),
-        task_vcpus,
-    );
-    for (iface, n) in &task_net {
-        let l = with(&[("interface", iface.as_str())]);
-        put(&mut e, "ecs_network_receive_bytes_total", &l, n.rx_bytes);
-        put(
-            &mut e,
-            "ecs_network_receive_packets_total",
-            &l,
-            n.rx_packets,
-        );
-        put(&mut e, "ecs_network_receive_errors_total", &l, n.rx_errors);
-        put(
-            &mut e,
-            "ecs_network_receive_packets_dropped_total",
-            &l,
-            n.rx_dropped,
-        );
-        put(&mut e, "ecs_network_transmit_bytes_total", &l, n.tx_bytes);
-        put(
-            &mut e,
-            "ecs_network_transmit_packets_total",
-            &l,
-            n.tx_packets,
-        );
-        put(&mut e, "ecs_network_transmit_errors_total", &l, n.tx_errors);
-        put(
-            &mut e,
-            "ecs_network_transmit_packets_dropped_total",
-            &l,
-            n.tx_dropped,
-        );
+    let task_labels = out.with(&[]);
+    out.put("ecs_task_cpu_utilized_vcpus", &task_labels, task_vcpus);
+    render_networks(&mut out, &task_net);
+    out.e.finish()
+}
+
+/// A container's label sets: ecs_exporter's (`container_name`) and cAdvisor's.
+struct ContainerLabels {
+    ecs: LabelSet,
+    cadvisor: LabelSet,
+}
+
+/// Task-level series: metadata info, limits, ephemeral storage.
+fn render_task(out: &mut Out<'_>, task: &TaskMetadata, task_mem_limit: Option<f64>) {
+    let info = out.with(&[
+        ("cluster", task.cluster.as_str()),
+        ("task_arn", task.task_arn.as_str()),
+        ("family", task.family.as_str()),
+        ("revision", task.revision.as_str()),
+        ("desired_status", task.desired_status.as_str()),
+        ("known_status", task.known_status.as_str()),
+        ("launch_type", task.launch_type.as_str()),
+    ]);
+    out.put("ecs_task_metadata_info", &info, 1.0);
+    let l = out.with(&[]);
+    if let Some(cpu) = task.limits.as_ref().and_then(|l| l.cpu) {
+        out.put("ecs_task_cpu_limit_vcpus", &l, cpu);
     }
-    e.finish()
+    if let Some(m) = task_mem_limit {
+        out.put("ecs_task_memory_limit_bytes", &l, m);
+    }
+    if let Some(es) = &task.ephemeral_storage_metrics {
+        if let Some(u) = es.utilized {
+            out.put("ecs_task_ephemeral_storage_used_bytes", &l, u * MIB);
+        }
+        if let Some(r) = es.reserved {
+            out.put("ecs_task_ephemeral_storage_allocated_bytes", &l, r * MIB);
+        }
+    }
+}
+
+/// True when the containers share the task's network namespace (awsvpc, which Fargate
+/// always uses, and host mode): every container then reports the same counters.
+fn shared_network_namespace(task: &TaskMetadata) -> bool {
+    task.launch_type.eq_ignore_ascii_case("FARGATE")
+        || task
+            .containers
+            .iter()
+            .flat_map(|c| c.networks.iter())
+            .any(|n| {
+                n.network_mode.eq_ignore_ascii_case("awsvpc")
+                    || n.network_mode.eq_ignore_ascii_case("host")
+            })
+}
+
+/// Adds a container's interface counters to the task's: one copy in a shared namespace,
+/// summed otherwise (bridge mode).
+fn add_networks(
+    task_net: &mut BTreeMap<String, NetStats>,
+    nets: &BTreeMap<String, NetStats>,
+    shared_netns: bool,
+) {
+    for (iface, n) in nets {
+        if shared_netns {
+            // Same counters in every container: keep one copy, never add them up.
+            task_net.entry(iface.clone()).or_insert_with(|| n.clone());
+        } else {
+            let acc = task_net.entry(iface.clone()).or_default();
+            acc.rx_bytes += n.rx_bytes;
+            acc.rx_packets += n.rx_packets;
+            acc.rx_errors += n.rx_errors;
+            acc.rx_dropped += n.rx_dropped;
+            acc.tx_bytes += n.tx_bytes;
+            acc.tx_packets += n.tx_packets;
+            acc.tx_errors += n.tx_errors;
+            acc.tx_dropped += n.tx_dropped;
+        }
+    }
+}
+
+/// CPU series of a container; returns its utilisation in vCPUs (0 when not known yet).
+fn render_cpu(
+    out: &mut Out<'_>,
+    labels: &ContainerLabels,
+    c: &ContainerMetadata,
+    st: &Stats,
+    cpu: &CpuStats,
+    prev_cpu: &mut HashMap<String, CpuPoint>,
+) -> f64 {
+    let (ecs_l, cad_l) = (&labels.ecs, &labels.cadvisor);
+    let mut vcpus_used = 0.0;
+    let usage = cpu.cpu_usage.as_ref();
+    if let Some(total) = usage.and_then(|u| u.total_usage) {
+        let secs = total / 1e9;
+        out.put("ecs_container_cpu_usage_seconds_total", ecs_l, secs);
+        out.put("container_cpu_usage_seconds_total", cad_l, secs);
+        // Utilisation in vCPUs (ECS agent formula): CPU time delta / wall time delta,
+        // between our own successive polls; `precpu_stats` only on the first poll.
+        let now_ns = st.read.as_deref().and_then(crate::clock::parse_rfc3339_ns);
+        let prev = prev_cpu.get(&c.docker_id).copied().or_else(|| {
+            let pre = st.precpu_stats.as_ref()?;
+            let pre_total = pre.cpu_usage.as_ref()?.total_usage?;
+            let pre_at =
+                crate::clock::parse_rfc3339_ns(st.preread.as_deref()?).filter(|t| *t > 0.0)?;
+            Some(CpuPoint {
+                total_ns: pre_total,
+                at_ns: pre_at,
+            })
+        });
+        if let Some(now_ns) = now_ns {
+            if let Some(p) = prev
+                && now_ns > p.at_ns
+                && total >= p.total_ns
+            {
+                let vcpus = (total - p.total_ns) / (now_ns - p.at_ns);
+                vcpus_used = vcpus;
+                out.put("ecs_container_cpu_utilized_vcpus", ecs_l, vcpus);
+            }
+            prev_cpu.insert(
+                c.docker_id.clone(),
+                CpuPoint {
+                    total_ns: total,
+                    at_ns: now_ns,
+                },
+            );
+        }
+    }
+    if let Some(u) = usage.and_then(|u| u.usage_in_usermode) {
+        out.put("container_cpu_user_seconds_total", cad_l, u / 1e9);
+    }
+    if let Some(k) = usage.and_then(|u| u.usage_in_kernelmode) {
+        out.put("container_cpu_system_seconds_total", cad_l, k / 1e9);
+    }
+    if let Some(t) = &cpu.throttling_data {
+        if let Some(p) = t.periods {
+            out.put("container_cpu_cfs_periods_total", cad_l, p);
+        }
+        if let Some(p) = t.throttled_periods {
+            out.put("container_cpu_cfs_throttled_periods_total", cad_l, p);
+        }
+        if let Some(p) = t.throttled_time {
+            out.put("container_cpu_cfs_throttled_seconds_total", cad_l, p / 1e9);
+        }
+    }
+    vcpus_used
+}
+
+/// Memory series of a container (cgroup v1 or v2 field names).
+fn render_memory(
+    out: &mut Out<'_>,
+    labels: &ContainerLabels,
+    c: &ContainerMetadata,
+    m: &MemoryStats,
+    task_mem_limit: Option<f64>,
+) {
+    let (ecs_l, cad_l) = (&labels.ecs, &labels.cadvisor);
+    let s = m.stats.clone().unwrap_or_default();
+    let cgroup_v2 = s.contains_key("anon") || (!s.contains_key("cache") && s.contains_key("file"));
+    if let Some(usage) = m.usage {
+        out.put("ecs_container_memory_usage_bytes", ecs_l, usage);
+        out.put("container_memory_usage_bytes", cad_l, usage);
+        let inactive = if cgroup_v2 {
+            s.get("inactive_file")
+        } else {
+            s.get("total_inactive_file")
+                .or_else(|| s.get("inactive_file"))
+        }
+        .copied()
+        .unwrap_or(0.0);
+        let ws = (usage - inactive).max(0.0);
+        out.put("ecs_container_memory_working_set_bytes", ecs_l, ws);
+        out.put("container_memory_working_set_bytes", cad_l, ws);
+    }
+    let cache = if cgroup_v2 {
+        s.get("file")
+    } else {
+        s.get("cache").or_else(|| s.get("total_cache"))
+    };
+    if let Some(c) = cache {
+        out.put("ecs_container_memory_page_cache_size_bytes", ecs_l, *c);
+        out.put("container_memory_cache", cad_l, *c);
+    }
+    let rss = if cgroup_v2 {
+        s.get("anon")
+    } else {
+        s.get("rss").or_else(|| s.get("total_rss"))
+    };
+    if let Some(r) = rss {
+        out.put("container_memory_rss", cad_l, *r);
+    }
+    if let Some(mx) = m.max_usage {
+        out.put("ecs_container_memory_max_usage_bytes", ecs_l, mx);
+        out.put("container_memory_max_usage_bytes", cad_l, mx);
+    }
+    let container_limit = c
+        .limits
+        .as_ref()
+        .and_then(|l| l.memory)
+        .filter(|m| *m > 0.0)
+        .map(|m| m * MIB);
+    let limit = m
+        .limit
+        .filter(|l| *l > 0.0 && *l < UNLIMITED)
+        .or(container_limit)
+        .or(task_mem_limit);
+    if let Some(l) = limit {
+        out.put("ecs_container_memory_limit_bytes", ecs_l, l);
+        out.put("container_spec_memory_limit_bytes", cad_l, l);
+    }
+}
+
+/// Block I/O series of a container (`op` matched case-insensitively: v2 writes lowercase).
+fn render_blkio(out: &mut Out<'_>, cad_l: &[(&'static str, String)], b: &BlkioStats) {
+    let sum = |entries: &Option<Vec<BlkioEntry>>, op: &str| -> Option<f64> {
+        let v = entries.as_ref()?;
+        Some(
+            v.iter()
+                .filter(|x| x.op.eq_ignore_ascii_case(op))
+                .map(|x| x.value)
+                .sum(),
+        )
+    };
+    for (name, entries, op) in [
+        (
+            "container_fs_reads_bytes_total",
+            &b.io_service_bytes_recursive,
+            "read",
+        ),
+        (
+            "container_fs_writes_bytes_total",
+            &b.io_service_bytes_recursive,
+            "write",
+        ),
+        ("container_fs_reads_total", &b.io_serviced_recursive, "read"),
+        (
+            "container_fs_writes_total",
+            &b.io_serviced_recursive,
+            "write",
+        ),
+    ] {
+        if let Some(v) = sum(entries, op) {
+            out.put(name, cad_l, v);
+        }
+    }
+}
+
+/// Task-level network series, one set per interface.
+fn render_networks(out: &mut Out<'_>, task_net: &BTreeMap<String, NetStats>) {
+    for (iface, n) in task_net {
+        let l = out.with(&[("interface", iface.as_str())]);
+        for (name, v) in [
+            ("ecs_network_receive_bytes_total", n.rx_bytes),
+            ("ecs_network_receive_packets_total", n.rx_packets),
+            ("ecs_network_receive_errors_total", n.rx_errors),
+            ("ecs_network_receive_packets_dropped_total", n.rx_dropped),
+            ("ecs_network_transmit_bytes_total", n.tx_bytes),
+            ("ecs_network_transmit_packets_total", n.tx_packets),
+            ("ecs_network_transmit_errors_total", n.tx_errors),
+            ("ecs_network_transmit_packets_dropped_total", n.tx_dropped),
+        ] {
+            out.put(name, &l, v);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -720,19 +738,5 @@ pub(crate) mod tests {
             m["ecs_container_cpu_usage_seconds_total{container_name=web}"],
             120.5
         );
-    }
-
-    #[test]
-    fn rfc3339_parsing() {
-        assert_eq!(parse_rfc3339_ns("1970-01-01T00:00:01Z"), Some(1e9));
-        assert_eq!(
-            parse_rfc3339_ns("2025-04-28T03:30:22.5Z"),
-            Some(1_745_811_022.5e9)
-        );
-        assert_eq!(
-            parse_rfc3339_ns("2025-04-28T05:30:22+02:00"),
-            Some(1_745_811_022e9)
-        );
-        assert_eq!(parse_rfc3339_ns("garbage"), None);
     }
 }

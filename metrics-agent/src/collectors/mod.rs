@@ -16,7 +16,7 @@ pub enum Collector {
 impl Collector {
     /// Collects once. An `Err` marks the target down (`up` 0); database collectors report
     /// an unreachable server as `pg_up`/`redis_up` 0 instead, like the exporters.
-    pub async fn collect(&mut self) -> Result<String, String> {
+    pub async fn collect(&mut self) -> Result<String, ecs::EcsError> {
         match self {
             Collector::Ecs(c) => c.collect().await,
             Collector::Postgres(c) => Ok(c.collect().await),

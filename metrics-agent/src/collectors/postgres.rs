@@ -20,6 +20,26 @@ pub struct PostgresCollector {
     statements_limit: usize,
 }
 
+/// Why a DSN was refused or a collection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error("invalid PostgreSQL DSN: {0}")]
+    Dsn(#[source] tokio_postgres::Error),
+    #[error("connect: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("not connected")]
+    NotConnected,
+    #[error("{query}: {source}")]
+    Query {
+        /// The statement (or, for pg_stat_statements, its name).
+        query: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("no version row")]
+    NoVersionRow,
+}
+
 /// Rows of a simple query as text cells.
 type Rows = Vec<Vec<Option<String>>>;
 
@@ -49,9 +69,8 @@ fn text(cell: &Option<String>) -> &str {
 
 impl PostgresCollector {
     /// `dsn` is a libpq key/value string or a `postgres://` URL.
-    pub fn new(dsn: &str) -> Result<Self, String> {
-        let config = tokio_postgres::Config::from_str(dsn)
-            .map_err(|e| format!("invalid PostgreSQL DSN: {e}"))?;
+    pub fn new(dsn: &str) -> Result<Self, PostgresError> {
+        let config = tokio_postgres::Config::from_str(dsn).map_err(PostgresError::Dsn)?;
         Ok(PostgresCollector {
             config,
             client: None,
@@ -70,13 +89,13 @@ impl PostgresCollector {
         format!("{host}:{port}")
     }
 
-    async fn connect(&mut self) -> Result<&Client, String> {
+    async fn connect(&mut self) -> Result<&Client, PostgresError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             let (client, conn) = self
                 .config
                 .connect(NoTls)
                 .await
-                .map_err(|e| format!("connect: {e}"))?;
+                .map_err(PostgresError::Connect)?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!("postgres connection closed: {e}");
@@ -84,9 +103,7 @@ impl PostgresCollector {
             });
             self.client = Some(client);
         }
-        self.client
-            .as_ref()
-            .ok_or_else(|| "not connected".to_string())
+        self.client.as_ref().ok_or(PostgresError::NotConnected)
     }
 
     pub async fn collect(&mut self) -> String {
@@ -117,11 +134,14 @@ impl PostgresCollector {
         s
     }
 
-    async fn collect_into(&mut self, e: &mut Exposition) -> Result<(), String> {
+    async fn collect_into(&mut self, e: &mut Exposition) -> Result<(), PostgresError> {
         let limit = self.statements_limit;
         let c = self.connect().await?;
         let q = |sql: &'static str| async move {
-            query(c, sql).await.map_err(|err| format!("{sql}: {err}"))
+            query(c, sql).await.map_err(|source| PostgresError::Query {
+                query: sql.to_string(),
+                source,
+            })
         };
 
         let info = q("SELECT current_setting('server_version_num'), current_setting('server_version'), \
@@ -131,7 +151,7 @@ impl PostgresCollector {
                            ELSE GREATEST(0, extract(epoch from now() - pg_last_xact_replay_timestamp())) END, \
                       (SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements')")
         .await?;
-        let row = info.first().ok_or("no version row")?;
+        let row = info.first().ok_or(PostgresError::NoVersionRow)?;
         let version_num = num(&row[0]);
         let version = text(&row[1]).to_string();
         let short = version.split_whitespace().next().unwrap_or("").to_string();
@@ -275,7 +295,10 @@ impl PostgresCollector {
             );
             let rows = query(c, &sql)
                 .await
-                .map_err(|err| format!("pg_stat_statements: {err}"))?;
+                .map_err(|source| PostgresError::Query {
+                    query: "pg_stat_statements".into(),
+                    source,
+                })?;
             for r in rows {
                 let l = [
                     ("user", text(&r[0])),

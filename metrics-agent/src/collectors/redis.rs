@@ -41,6 +41,31 @@ const FIELDS: [(&str, &str); 22] = [
     ("master_repl_offset", "redis_master_repl_offset"),
 ];
 
+/// Why a Redis address was refused or a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("invalid Redis address {0:?}")]
+    Address(String),
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("write: {0}")]
+    Write(#[source] std::io::Error),
+    #[error("read: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("reply line longer than {MAX_LINE} bytes or cut short")]
+    LineTooLong,
+    #[error("server error: {0}")]
+    Server(String),
+    #[error("bad bulk length {0:?}")]
+    BulkLength(String),
+    #[error("bulk length {0} exceeds the {MAX_BULK}-byte limit")]
+    BulkTooLarge(u64),
+    #[error("reply is not UTF-8")]
+    NotUtf8,
+    #[error("unexpected reply {0:?}")]
+    Unexpected(String),
+}
+
 pub struct RedisCollector {
     addr: String,
     username: Option<String>,
@@ -49,7 +74,7 @@ pub struct RedisCollector {
 
 impl RedisCollector {
     /// Accepts `host:port` or `redis://[[user]:password@]host[:port]`.
-    pub fn new(spec: &str) -> Result<Self, String> {
+    pub fn new(spec: &str) -> Result<Self, RedisError> {
         let rest = spec.strip_prefix("redis://").unwrap_or(spec);
         let rest = rest.split('/').next().unwrap_or(rest);
         let (cred, hostport) = match rest.rsplit_once('@') {
@@ -57,7 +82,7 @@ impl RedisCollector {
             None => (None, rest),
         };
         if hostport.is_empty() {
-            return Err(format!("invalid Redis address {spec:?}"));
+            return Err(RedisError::Address(spec.to_string()));
         }
         let addr = if hostport.contains(':') {
             hostport.to_string()
@@ -107,10 +132,10 @@ impl RedisCollector {
         e.finish()
     }
 
-    async fn fetch_info(&self) -> Result<String, String> {
+    async fn fetch_info(&self) -> Result<String, RedisError> {
         let stream = TcpStream::connect(&self.addr)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(RedisError::Connect)?;
         let mut conn = BufReader::new(stream);
         if let Some(p) = &self.password {
             let mut args = vec!["AUTH"];
@@ -124,7 +149,16 @@ impl RedisCollector {
     }
 }
 
-async fn command(conn: &mut BufReader<TcpStream>, args: &[&str]) -> Result<String, String> {
+/// Largest bulk reply accepted (`INFO ALL` is tens of KiB). A larger `$n` is refused before
+/// anything is allocated, so a hostile or broken server cannot make the agent reserve memory.
+const MAX_BULK: usize = 16 << 20;
+/// Longest status/error/length line accepted.
+const MAX_LINE: u64 = 64 << 10;
+
+async fn command<S>(conn: &mut BufReader<S>, args: &[&str]) -> Result<String, RedisError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut req = format!("*{}\r\n", args.len());
     for a in args {
         req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
@@ -132,28 +166,40 @@ async fn command(conn: &mut BufReader<TcpStream>, args: &[&str]) -> Result<Strin
     conn.get_mut()
         .write_all(req.as_bytes())
         .await
-        .map_err(|e| format!("write: {e}"))?;
+        .map_err(RedisError::Write)?;
     let mut line = String::new();
-    conn.read_line(&mut line)
+    (&mut *conn)
+        .take(MAX_LINE)
+        .read_line(&mut line)
         .await
-        .map_err(|e| format!("read: {e}"))?;
+        .map_err(RedisError::Read)?;
+    if !line.ends_with('\n') {
+        return Err(RedisError::LineTooLong);
+    }
     let line = line.trim_end();
     match line.as_bytes().first() {
         Some(b'+') => Ok(line[1..].to_string()),
-        Some(b'-') => Err(format!("server error: {}", &line[1..])),
+        Some(b'-') => Err(RedisError::Server(line[1..].to_string())),
         Some(b'$') => {
-            let n: usize = line[1..]
-                .parse()
-                .map_err(|_| format!("bad bulk length {line:?}"))?;
+            let n = bulk_len(&line[1..])?;
             let mut buf = vec![0u8; n + 2];
-            conn.read_exact(&mut buf)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
+            conn.read_exact(&mut buf).await.map_err(RedisError::Read)?;
             buf.truncate(n);
-            String::from_utf8(buf).map_err(|_| "reply is not UTF-8".to_string())
+            String::from_utf8(buf).map_err(|_| RedisError::NotUtf8)
         }
-        _ => Err(format!("unexpected reply {line:?}")),
+        _ => Err(RedisError::Unexpected(line.to_string())),
     }
+}
+
+/// The length of a bulk reply, bounded by [`MAX_BULK`].
+fn bulk_len(s: &str) -> Result<usize, RedisError> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| RedisError::BulkLength(s.to_string()))?;
+    if n > MAX_BULK as u64 {
+        return Err(RedisError::BulkTooLarge(n));
+    }
+    Ok(n as usize)
 }
 
 /// Parses `k=v,k=v` lists (keyspace, commandstats, slave lines).
@@ -300,6 +346,58 @@ mod tests {
         drop(server);
         let text = c.collect().await;
         assert!(text.contains("redis_up 0"), "{text}");
+    }
+
+    /// A fake server that answers every request with `reply`.
+    async fn fake_server(reply: Vec<u8>) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 256];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(&reply).await;
+                    // Keep the connection open: the client must not wait for more.
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn huge_bulk_lengths_are_refused_without_allocating() {
+        for len in ["18446744073709551615", "99999999999", "1073741824"] {
+            let port = fake_server(format!("${len}\r\nabc").into_bytes()).await;
+            let s = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect");
+            let err = command(&mut BufReader::new(s), &["INFO", "ALL"])
+                .await
+                .expect_err("must refuse");
+            assert!(matches!(err, RedisError::BulkTooLarge(_)), "{len}: {err}");
+            // The collector reports the server down instead of exhausting memory.
+            let mut c = RedisCollector::new(&format!("127.0.0.1:{port}")).expect("addr");
+            assert!(c.collect().await.contains("redis_up 0"));
+        }
+        assert_eq!(bulk_len("5").ok(), Some(5));
+        assert!(bulk_len("-1").is_err());
+    }
+
+    #[tokio::test]
+    async fn endless_reply_line_is_refused() {
+        let port = fake_server(vec![b'+'; 200 << 10]).await;
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let err = command(&mut BufReader::new(s), &["PING"])
+            .await
+            .expect_err("must refuse");
+        assert!(matches!(err, RedisError::LineTooLong), "{err}");
     }
 
     #[test]

@@ -13,24 +13,36 @@
 //!   continues in a fresh segment.
 //! * The total size is capped (`max_bytes`, oldest segments dropped first) and so is the age
 //!   (`max_age`); every dropped unsent sample is counted in
-//!   `metrics_agent_wal_dropped_samples_total`.
+//!   `metrics_agent_wal_dropped_samples_total`. Segments set aside as unreadable
+//!   (`NNNN.corrupt`) count towards the size cap and are the first to go when it is reached.
+//!
+//! Files: `record.rs` (framing, CRC), `segment.rs` (segment files, start-up scan and repair),
+//! `cursor.rs` (the cursor file), `writer.rs` (appends, rotation), `reader.rs` (per-shard
+//! reads); this file holds the shared state, opening, bounds and maintenance.
 
+mod cursor;
+mod reader;
+mod record;
+mod segment;
+mod writer;
+
+pub use reader::{Batch, WalReader};
+pub use record::{HEADER_LEN, RecordIn, RecordOut};
+pub use writer::WalWriter;
+
+use crate::clock::now_ms;
 use crate::self_metrics::AgentMetrics;
+use cursor::{read_cursor, write_cursor};
+use record::{MAX_RECORD, decode_header};
+use segment::{SEG_HEADER_LEN, SegInfo, corrupt_path, create_segment, scan_segment, seg_path};
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
-
-const SEG_MAGIC: &[u8; 8] = b"MAWALv01";
-const CUR_MAGIC: &[u8; 8] = b"MACURv01";
-pub const HEADER_LEN: u64 = 32;
-const SEG_HEADER_LEN: u64 = SEG_MAGIC.len() as u64;
-/// Upper bound for a single record payload; larger lengths mean corruption.
-const MAX_RECORD: u32 = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -64,66 +76,10 @@ pub struct WalOptions {
     pub shards: usize,
 }
 
-/// A record to append.
-pub struct RecordIn {
-    pub shard: u16,
-    pub samples: u32,
-    pub min_ts: i64,
-    pub max_ts: i64,
-    pub payload: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Header {
-    len: u32,
-    crc: u32,
-    shard: u16,
-    samples: u32,
-    max_ts: i64,
-}
-
-fn encode_header(r: &RecordIn) -> [u8; HEADER_LEN as usize] {
-    let mut h = [0u8; HEADER_LEN as usize];
-    h[0..4].copy_from_slice(&(r.payload.len() as u32).to_le_bytes());
-    h[8..10].copy_from_slice(&r.shard.to_le_bytes());
-    h[12..16].copy_from_slice(&r.samples.to_le_bytes());
-    h[16..24].copy_from_slice(&r.min_ts.to_le_bytes());
-    h[24..32].copy_from_slice(&r.max_ts.to_le_bytes());
-    let mut c = crc32fast::Hasher::new();
-    c.update(&h[8..32]);
-    c.update(&r.payload);
-    h[4..8].copy_from_slice(&c.finalize().to_le_bytes());
-    h
-}
-
-fn decode_header(h: &[u8; HEADER_LEN as usize]) -> Header {
-    let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(&h[24..32]);
-    Header {
-        len: u32_at(0),
-        crc: u32_at(4),
-        shard: u16::from_le_bytes([h[8], h[9]]),
-        samples: u32_at(12),
-        max_ts: i64::from_le_bytes(ts),
-    }
-}
-
-fn crc_ok(h: &[u8; HEADER_LEN as usize], hdr: &Header, payload: &[u8]) -> bool {
-    let mut c = crc32fast::Hasher::new();
-    c.update(&h[8..32]);
-    c.update(payload);
-    c.finalize() == hdr.crc
-}
-
-#[derive(Debug, Clone, Copy)]
-struct SegInfo {
-    size: u64,
-    max_ts: i64,
-}
-
 struct State {
     segments: BTreeMap<u64, SegInfo>,
+    /// Unreadable segments set aside as `NNNN.corrupt`: id -> size in bytes.
+    corrupt: BTreeMap<u64, u64>,
     head: Position,
     cursors: Vec<Position>,
     cursors_dirty: bool,
@@ -138,6 +94,13 @@ struct Shared {
     head_tx: watch::Sender<Position>,
 }
 
+impl State {
+    /// Bytes on disk: segments and the corrupt files set aside.
+    fn total_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum::<u64>() + self.corrupt.values().sum::<u64>()
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -148,7 +111,7 @@ impl Shared {
     }
 
     fn update_gauges(&self, st: &State) {
-        let total: u64 = st.segments.values().map(|s| s.size).sum();
+        let total = st.total_bytes();
         self.metrics
             .wal_bytes
             .with_label_values(&[&self.remote])
@@ -195,6 +158,32 @@ impl Shared {
         unsent
     }
 
+    /// Deletes corrupt files, then the oldest segments (never the head), until the WAL is
+    /// within `max_bytes`.
+    fn enforce_size(&self, st: &mut State) {
+        while st.total_bytes() > self.opts.max_bytes {
+            if let Some((id, size)) = st.corrupt.pop_first() {
+                let path = corrupt_path(&self.dir, id);
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        tracing::warn!(remote = %self.remote, "WAL over its size cap: deleted the unreadable {} ({size} bytes)", path.display())
+                    }
+                    Err(e) => {
+                        tracing::warn!(remote = %self.remote, "removing {}: {e}", path.display())
+                    }
+                }
+                continue;
+            }
+            let Some(oldest) = st.segments.keys().next().copied() else {
+                return;
+            };
+            if oldest == st.head.segment {
+                return;
+            }
+            self.remove_segment(st, oldest, "wal_full");
+        }
+    }
+
     /// Removes segment `seg` (never the head), counting unsent samples as dropped for `reason`.
     fn remove_segment(&self, st: &mut State, seg: u64, reason: &str) {
         let unsent = self.unsent_in_segment(seg, &st.cursors);
@@ -225,17 +214,6 @@ impl Shared {
     }
 }
 
-fn seg_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:020}.seg"))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Handle to an open WAL. Create readers with [`Wal::reader`] and one writer with
 /// [`Wal::writer`] (taken once).
 pub struct Wal {
@@ -261,6 +239,7 @@ impl Wal {
     ) -> Result<(Wal, Recovery), WalError> {
         fs::create_dir_all(dir).map_err(ioerr(dir))?;
         let mut ids: Vec<u64> = Vec::new();
+        let mut corrupt = BTreeMap::new();
         for e in fs::read_dir(dir).map_err(ioerr(dir))? {
             let e = e.map_err(ioerr(dir))?;
             let name = e.file_name().to_string_lossy().to_string();
@@ -268,6 +247,11 @@ impl Wal {
                 && let Ok(id) = stem.parse::<u64>()
             {
                 ids.push(id);
+            } else if let Some(stem) = name.strip_suffix(".corrupt")
+                && let Ok(id) = stem.parse::<u64>()
+            {
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                corrupt.insert(id, size);
             }
         }
         ids.sort_unstable();
@@ -295,9 +279,13 @@ impl Wal {
                 Err(e) => {
                     metrics.wal_corruptions.with_label_values(&[remote]).inc();
                     tracing::error!("WAL {}: unreadable segment skipped: {e}", p.display());
-                    let bad = p.with_extension("corrupt");
-                    if let Err(e) = fs::rename(&p, &bad) {
-                        tracing::error!("WAL {}: cannot set aside: {e}", p.display());
+                    let bad = corrupt_path(dir, *id);
+                    match fs::rename(&p, &bad) {
+                        Ok(()) => {
+                            let size = fs::metadata(&bad).map(|m| m.len()).unwrap_or(0);
+                            corrupt.insert(*id, size);
+                        }
+                        Err(e) => tracing::error!("WAL {}: cannot set aside: {e}", p.display()),
                     }
                 }
             }
@@ -335,17 +323,7 @@ impl Wal {
             }
         }
         // Open the new head segment.
-        let head_path = seg_path(dir, head_id);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .read(true)
-            .open(&head_path)
-            .map_err(ioerr(&head_path))?;
-        file.write_all(SEG_MAGIC).map_err(ioerr(&head_path))?;
-        file.sync_all().map_err(ioerr(&head_path))?;
-        sync_dir(dir).map_err(ioerr(dir))?;
+        let file = create_segment(dir, head_id)?;
         segments.insert(
             head_id,
             SegInfo {
@@ -365,6 +343,7 @@ impl Wal {
             metrics,
             state: Mutex::new(State {
                 segments,
+                corrupt,
                 head,
                 cursors,
                 cursors_dirty: true,
@@ -372,7 +351,9 @@ impl Wal {
             head_tx,
         });
         {
-            let st = shared.lock();
+            let mut st = shared.lock();
+            // Segments set aside as corrupt by earlier runs count towards the cap too.
+            shared.enforce_size(&mut st);
             let mut unsent = 0;
             for id in st.segments.keys() {
                 if *id != head_id {
@@ -471,469 +452,12 @@ impl Wal {
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-fn read_cursor(path: &Path) -> Option<Vec<Position>> {
-    let b = fs::read(path).ok()?;
-    if b.len() < 16 || &b[0..8] != CUR_MAGIC {
-        tracing::warn!(
-            "{}: invalid cursor file, replaying from the oldest segment",
-            path.display()
-        );
-        return None;
-    }
-    let n = u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize;
-    let body_end = 12 + n * 16;
-    if b.len() != body_end + 4 {
-        tracing::warn!(
-            "{}: truncated cursor file, replaying from the oldest segment",
-            path.display()
-        );
-        return None;
-    }
-    let crc = u32::from_le_bytes([
-        b[body_end],
-        b[body_end + 1],
-        b[body_end + 2],
-        b[body_end + 3],
-    ]);
-    if crc32fast::hash(&b[..body_end]) != crc {
-        tracing::warn!(
-            "{}: cursor checksum mismatch, replaying from the oldest segment",
-            path.display()
-        );
-        return None;
-    }
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let o = 12 + i * 16;
-        let mut s = [0u8; 8];
-        let mut f = [0u8; 8];
-        s.copy_from_slice(&b[o..o + 8]);
-        f.copy_from_slice(&b[o + 8..o + 16]);
-        out.push(Position {
-            segment: u64::from_le_bytes(s),
-            offset: u64::from_le_bytes(f),
-        });
-    }
-    Some(out)
-}
-
-fn write_cursor(dir: &Path, cursors: &[Position]) -> Result<(), WalError> {
-    let mut b = Vec::with_capacity(16 + cursors.len() * 16);
-    b.extend_from_slice(CUR_MAGIC);
-    b.extend_from_slice(&(cursors.len() as u32).to_le_bytes());
-    for c in cursors {
-        b.extend_from_slice(&c.segment.to_le_bytes());
-        b.extend_from_slice(&c.offset.to_le_bytes());
-    }
-    let crc = crc32fast::hash(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    let tmp = dir.join("cursor.tmp");
-    let dst = dir.join("cursor");
-    let mut f = File::create(&tmp).map_err(ioerr(&tmp))?;
-    f.write_all(&b).map_err(ioerr(&tmp))?;
-    f.sync_all().map_err(ioerr(&tmp))?;
-    fs::rename(&tmp, &dst).map_err(ioerr(&dst))?;
-    sync_dir(dir).map_err(ioerr(dir))
-}
-
-/// Scans a segment. For the last segment (`repair`), a torn or corrupt tail is truncated.
-/// Returns the segment info and the number of bytes truncated.
-fn scan_segment(path: &Path, repair: bool) -> io::Result<(SegInfo, u64)> {
-    let f = OpenOptions::new().read(true).write(repair).open(path)?;
-    let len = f.metadata()?.len();
-    let mut magic = [0u8; 8];
-    if len < SEG_HEADER_LEN || f.read_exact_at(&mut magic, 0).is_err() || &magic != SEG_MAGIC {
-        if repair {
-            // A segment whose magic never reached the disk: rewrite it empty.
-            f.set_len(0)?;
-            f.write_all_at(SEG_MAGIC, 0)?;
-            f.sync_all()?;
-            return Ok((
-                SegInfo {
-                    size: SEG_HEADER_LEN,
-                    max_ts: i64::MIN,
-                },
-                len,
-            ));
-        }
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "bad segment magic",
-        ));
-    }
-    let mut off = SEG_HEADER_LEN;
-    let mut max_ts = i64::MIN;
-    let mut h = [0u8; HEADER_LEN as usize];
-    let mut payload = Vec::new();
-    while off < len {
-        if off + HEADER_LEN > len {
-            break;
-        }
-        f.read_exact_at(&mut h, off)?;
-        let hdr = decode_header(&h);
-        let end = off + HEADER_LEN + u64::from(hdr.len);
-        if hdr.len > MAX_RECORD || end > len {
-            break;
-        }
-        if repair {
-            payload.resize(hdr.len as usize, 0);
-            f.read_exact_at(&mut payload, off + HEADER_LEN)?;
-            if !crc_ok(&h, &hdr, &payload) {
-                break;
-            }
-        }
-        max_ts = max_ts.max(hdr.max_ts);
-        off = end;
-    }
-    let truncated = len - off;
-    if truncated > 0 {
-        if repair {
-            f.set_len(off)?;
-            f.sync_all()?;
-        } else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bad record framing",
-            ));
-        }
-    }
-    Ok((SegInfo { size: off, max_ts }, truncated))
-}
-
-/// The single appender. Blocking I/O: run it on a dedicated thread.
-pub struct WalWriter {
-    shared: Arc<Shared>,
-    file: File,
-    head: Position,
-}
-
-impl WalWriter {
-    /// Appends `records`, fsyncs, then publishes them to readers.
-    pub fn append(&mut self, records: &[RecordIn]) -> Result<(), WalError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let sh = self.shared.clone();
-        if self.head.offset >= sh.opts.segment_bytes {
-            self.rotate()?;
-        }
-        let path = sh.seg_path(self.head.segment);
-        let mut buf = Vec::with_capacity(
-            records
-                .iter()
-                .map(|r| r.payload.len() + HEADER_LEN as usize)
-                .sum(),
-        );
-        let mut max_ts = i64::MIN;
-        let mut samples = 0u64;
-        for r in records {
-            buf.extend_from_slice(&encode_header(r));
-            buf.extend_from_slice(&r.payload);
-            max_ts = max_ts.max(r.max_ts);
-            samples += u64::from(r.samples);
-        }
-        self.file
-            .write_all_at(&buf, self.head.offset)
-            .map_err(ioerr(&path))?;
-        self.file.sync_data().map_err(ioerr(&path))?;
-        self.head.offset += buf.len() as u64;
-        {
-            let mut st = sh.lock();
-            st.head = self.head;
-            if let Some(info) = st.segments.get_mut(&self.head.segment) {
-                info.size = self.head.offset;
-                info.max_ts = info.max_ts.max(max_ts);
-            }
-            self.enforce_size(&mut st);
-            sh.update_gauges(&st);
-        }
-        sh.metrics
-            .samples_appended
-            .with_label_values(&[&sh.remote])
-            .inc_by(samples);
-        sh.metrics
-            .wal_highest_appended_ts
-            .with_label_values(&[&sh.remote])
-            .set(max_ts as f64 / 1000.0);
-        sh.head_tx.send_replace(self.head);
-        Ok(())
-    }
-
-    fn enforce_size(&self, st: &mut State) {
-        loop {
-            let total: u64 = st.segments.values().map(|s| s.size).sum();
-            if total <= self.shared.opts.max_bytes {
-                return;
-            }
-            let Some(oldest) = st.segments.keys().next().copied() else {
-                return;
-            };
-            if oldest == self.head.segment {
-                return;
-            }
-            self.shared.remove_segment(st, oldest, "wal_full");
-        }
-    }
-
-    fn rotate(&mut self) -> Result<(), WalError> {
-        let id = self.head.segment + 1;
-        let path = self.shared.seg_path(id);
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .read(true)
-            .open(&path)
-            .map_err(ioerr(&path))?;
-        f.write_all(SEG_MAGIC).map_err(ioerr(&path))?;
-        f.sync_all().map_err(ioerr(&path))?;
-        sync_dir(&self.shared.dir).map_err(ioerr(&self.shared.dir))?;
-        self.file = f;
-        self.head = Position {
-            segment: id,
-            offset: SEG_HEADER_LEN,
-        };
-        let mut st = self.shared.lock();
-        st.segments.insert(
-            id,
-            SegInfo {
-                size: SEG_HEADER_LEN,
-                max_ts: i64::MIN,
-            },
-        );
-        st.head = self.head;
-        Ok(())
-    }
-}
-
-/// One record read back for sending.
-#[derive(Debug, Clone)]
-pub struct RecordOut {
-    pub payload: Vec<u8>,
-    pub max_ts: i64,
-}
-
-/// Records read for one shard, and the position just past them.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub records: Vec<RecordOut>,
-    pub samples: u64,
-    pub end: Position,
-}
-
-/// Reads one shard's records in log order.
-pub struct WalReader {
-    shared: Arc<Shared>,
-    shard: usize,
-    pos: Position,
-    head_rx: watch::Receiver<Position>,
-    file: Option<(u64, File)>,
-}
-
-impl WalReader {
-    /// Waits until at least one record for this shard is available, then returns up to
-    /// `max_samples` samples worth of records (at least one record).
-    pub async fn next_batch(&mut self, max_samples: u64) -> Batch {
-        loop {
-            let head = *self.head_rx.borrow_and_update();
-            let batch = self.read_available(head, max_samples);
-            if !batch.records.is_empty() {
-                return batch;
-            }
-            // Nothing for this shard up to `head`: remember that we skipped it.
-            if batch.end > self.pos {
-                self.commit(batch.end);
-            }
-            if self.head_rx.changed().await.is_err() {
-                // Writer gone: nothing more will arrive.
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    fn read_available(&mut self, head: Position, max_samples: u64) -> Batch {
-        let mut out = Batch {
-            end: self.pos,
-            ..Batch::default()
-        };
-        let cutoff = now_ms() - self.shared.opts.max_age.as_millis() as i64;
-        let nshards = self.shared.opts.shards.max(1);
-        let my_shard = self.shard;
-        let mut too_old = 0u64;
-        loop {
-            let mut pos = out.end;
-            if pos >= head {
-                break;
-            }
-            // Find where `pos` lives (the segment may have been removed).
-            let seg_size = {
-                let st = self.shared.lock();
-                match st.segments.get(&pos.segment) {
-                    Some(info) => Some(if pos.segment == head.segment {
-                        head.offset
-                    } else {
-                        info.size
-                    }),
-                    None => {
-                        let next = st.segments.range(pos.segment..).next().map(|(i, _)| *i);
-                        match next {
-                            Some(n) => {
-                                pos = Position {
-                                    segment: n,
-                                    offset: SEG_HEADER_LEN,
-                                };
-                                out.end = pos;
-                                continue;
-                            }
-                            None => None,
-                        }
-                    }
-                }
-            };
-            let Some(seg_size) = seg_size else { break };
-            if pos.offset < SEG_HEADER_LEN {
-                pos.offset = SEG_HEADER_LEN;
-            }
-            if pos.offset >= seg_size {
-                if pos.segment >= head.segment {
-                    break;
-                }
-                let next = self
-                    .shared
-                    .lock()
-                    .segments
-                    .range(pos.segment + 1..)
-                    .next()
-                    .map(|(i, _)| *i);
-                match next {
-                    Some(n) => {
-                        out.end = Position {
-                            segment: n,
-                            offset: SEG_HEADER_LEN,
-                        };
-                        continue;
-                    }
-                    None => break,
-                }
-            }
-            let file = match self.open(pos.segment) {
-                Some(f) => f,
-                None => {
-                    // Segment vanished between the lookup and the open: retry the lookup.
-                    out.end = Position {
-                        segment: pos.segment + 1,
-                        offset: SEG_HEADER_LEN,
-                    };
-                    continue;
-                }
-            };
-            let mut h = [0u8; HEADER_LEN as usize];
-            let hdr = match file.read_exact_at(&mut h, pos.offset) {
-                Ok(()) => decode_header(&h),
-                Err(_) => {
-                    self.corrupt(&mut out, pos);
-                    continue;
-                }
-            };
-            let next = Position {
-                segment: pos.segment,
-                offset: pos.offset + HEADER_LEN + u64::from(hdr.len),
-            };
-            if hdr.len > MAX_RECORD || next.offset > seg_size {
-                self.corrupt(&mut out, pos);
-                continue;
-            }
-            if hdr.shard as usize % nshards != my_shard {
-                out.end = next;
-                continue;
-            }
-            if !out.records.is_empty() && out.samples + u64::from(hdr.samples) > max_samples {
-                break;
-            }
-            if hdr.max_ts < cutoff {
-                too_old += u64::from(hdr.samples);
-                out.end = next;
-                continue;
-            }
-            let mut payload = vec![0u8; hdr.len as usize];
-            if file
-                .read_exact_at(&mut payload, pos.offset + HEADER_LEN)
-                .is_err()
-                || !crc_ok(&h, &hdr, &payload)
-            {
-                self.corrupt(&mut out, pos);
-                continue;
-            }
-            out.samples += u64::from(hdr.samples);
-            out.records.push(RecordOut {
-                payload,
-                max_ts: hdr.max_ts,
-            });
-            out.end = next;
-        }
-        self.shared.drop_count("too_old", too_old);
-        out
-    }
-
-    fn corrupt(&mut self, out: &mut Batch, pos: Position) {
-        self.shared
-            .metrics
-            .wal_corruptions
-            .with_label_values(&[&self.shared.remote])
-            .inc();
-        tracing::error!(remote = %self.shared.remote, "corrupt WAL record at segment {} offset {}: skipping the rest of the segment", pos.segment, pos.offset);
-        let next = self
-            .shared
-            .lock()
-            .segments
-            .range(pos.segment + 1..)
-            .next()
-            .map(|(i, _)| *i)
-            .unwrap_or(pos.segment + 1);
-        out.end = Position {
-            segment: next,
-            offset: SEG_HEADER_LEN,
-        };
-    }
-
-    fn open(&mut self, seg: u64) -> Option<&File> {
-        if self.file.as_ref().is_none_or(|(id, _)| *id != seg) {
-            let f = File::open(self.shared.seg_path(seg)).ok()?;
-            self.file = Some((seg, f));
-        }
-        self.file.as_ref().map(|(_, f)| f)
-    }
-
-    /// Marks everything up to `end` as sent (or permanently failed) for this shard.
-    pub fn commit(&mut self, end: Position) {
-        self.pos = end;
-        let mut st = self.shared.lock();
-        if let Some(c) = st.cursors.get_mut(self.shard)
-            && end > *c
-        {
-            *c = end;
-            st.cursors_dirty = true;
-        }
-    }
-
-    /// Drops a batch that can never be sent because it is older than the WAL age bound.
-    pub fn max_age(&self) -> Duration {
-        self.shared.opts.max_age
-    }
-
-    /// Counts samples dropped for `reason` (used by the sender for too-old batches).
-    pub fn count_dropped(&self, reason: &str, n: u64) {
-        self.shared.drop_count(reason, n);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::record::encode_header;
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn opts(shards: usize) -> WalOptions {
         WalOptions {
@@ -1111,5 +635,55 @@ mod tests {
         let (wal, _) = Wal::open(dir.path(), opts(1), "t", m).expect("reopen");
         let mut r = wal.reader(0);
         assert_eq!(drain(&mut r).await, vec![1, 2]);
+    }
+
+    fn wal_files_size(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                n.ends_with(".seg") || n.ends_with(".corrupt")
+            })
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn corrupt_segments_count_towards_the_size_cap() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let m = AgentMetrics::new();
+        let o = WalOptions {
+            segment_bytes: 1000,
+            max_bytes: 3000,
+            ..opts(1)
+        };
+        let first;
+        {
+            let (wal, _) = Wal::open(dir.path(), o.clone(), "t", m.clone()).expect("open");
+            let mut w = wal.writer().expect("writer");
+            first = w.head.segment;
+            for i in 0..20u8 {
+                w.append(&[rec(0, 1, i)]).expect("append");
+            }
+        }
+        // A middle segment becomes unreadable: it is set aside as `.corrupt` on open.
+        let mut bytes = fs::read(seg_path(dir.path(), first)).expect("read");
+        bytes[0] ^= 0xff;
+        fs::write(seg_path(dir.path(), first), &bytes).expect("write");
+        // Earlier runs left big corrupt files behind: they are deleted first.
+        fs::write(corrupt_path(dir.path(), 0), vec![0u8; 5000]).expect("write");
+        let (wal, _) = Wal::open(dir.path(), o, "t", m.clone()).expect("reopen");
+        assert!(!corrupt_path(dir.path(), 0).exists());
+        assert!(wal_files_size(dir.path()) <= 3000);
+        let mut w = wal.writer().expect("writer");
+        for i in 0..100u8 {
+            w.append(&[rec(0, 1, i)]).expect("append");
+            let total = wal_files_size(dir.path());
+            assert!(total <= 3000, "WAL with corrupt files is {total} bytes");
+        }
+        assert!(!corrupt_path(dir.path(), first).exists());
+        let gauge = m.wal_bytes.with_label_values(&["t"]).get() as u64;
+        assert_eq!(gauge, wal_files_size(dir.path()));
     }
 }
