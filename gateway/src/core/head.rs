@@ -45,6 +45,25 @@ fn value<V: TryInto<HeaderValue>>(v: V) -> Result<HeaderValue> {
     v.try_into().map_err(|_| Error::HeaderValue)
 }
 
+/// Replaces every value of `name` with `value` (both heads' `insert_header`).
+fn insert<N: IntoHeaderName, V: TryInto<HeaderValue>>(
+    map: &mut HeaderMap,
+    name: N,
+    value_: V,
+) -> Result<()> {
+    map.insert(name.into_header_name()?, value(value_)?);
+    Ok(())
+}
+
+/// Adds a value to `name` (both heads' `append_header`).
+fn append<N: IntoHeaderName, V: TryInto<HeaderValue>>(
+    map: &mut HeaderMap,
+    name: N,
+    value_: V,
+) -> Result<bool> {
+    Ok(map.append(name.into_header_name()?, value(value_)?))
+}
+
 /// The request head: as received from the client, then edited on its way upstream.
 #[derive(Debug, Clone)]
 pub struct RequestHeader {
@@ -70,9 +89,7 @@ impl RequestHeader {
         name: N,
         value_: V,
     ) -> Result<()> {
-        self.headers
-            .insert(name.into_header_name()?, value(value_)?);
-        Ok(())
+        insert(&mut self.headers, name, value_)
     }
 
     /// Adds a value to `name`, keeping the ones already there.
@@ -81,9 +98,7 @@ impl RequestHeader {
         name: N,
         value_: V,
     ) -> Result<bool> {
-        Ok(self
-            .headers
-            .append(name.into_header_name()?, value(value_)?))
+        append(&mut self.headers, name, value_)
     }
 
     pub fn remove_header<N: AsHeaderName>(&mut self, name: N) -> Option<HeaderValue> {
@@ -134,9 +149,7 @@ impl ResponseHeader {
         name: N,
         value_: V,
     ) -> Result<()> {
-        self.headers
-            .insert(name.into_header_name()?, value(value_)?);
-        Ok(())
+        insert(&mut self.headers, name, value_)
     }
 
     pub fn append_header<N: IntoHeaderName, V: TryInto<HeaderValue>>(
@@ -144,9 +157,7 @@ impl ResponseHeader {
         name: N,
         value_: V,
     ) -> Result<bool> {
-        Ok(self
-            .headers
-            .append(name.into_header_name()?, value(value_)?))
+        append(&mut self.headers, name, value_)
     }
 
     pub fn remove_header<N: AsHeaderName>(&mut self, name: N) -> Option<HeaderValue> {
