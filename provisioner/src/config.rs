@@ -34,6 +34,12 @@ pub struct EnvConfig {
     /// the env file.
     #[serde(default = "default_dashboards_dir")]
     pub dashboards_dir: PathBuf,
+    /// A throw-away environment (staging, dev): `down` may lift RDS deletion
+    /// protection and delete secrets without a recovery window, and images
+    /// may be mutable tags. Off by default: every other environment is
+    /// treated as production (see [`EnvConfig::validate`]).
+    #[serde(default)]
+    pub disposable: bool,
     pub network: Network,
     pub database: Database,
     pub redis: Redis,
@@ -241,7 +247,29 @@ impl EnvConfig {
         if self.dns.domain.is_empty() {
             return Err("dns.domain must not be empty".into());
         }
+        if self.disposable && self.name.contains("prod") {
+            return Err(format!(
+                "'{}' looks like production: it cannot be `disposable` (fast teardown)",
+                self.name
+            ));
+        }
+        if !self.disposable {
+            for (field, image) in [
+                ("service.gateway_image", &s.gateway_image),
+                ("service.metrics_agent_image", &s.metrics_agent_image),
+            ] {
+                check_pinned_image(image).map_err(|e| format!("{field}: {e}"))?;
+            }
+        }
         Ok(())
+    }
+
+    /// The image `deploy --image` may roll out: pinned unless disposable.
+    pub fn check_deploy_image(&self, image: &str) -> Result<(), String> {
+        if self.disposable {
+            return Ok(());
+        }
+        check_pinned_image(image).map_err(|e| format!("{}: {e}", self.name))
     }
 
     /// CIDR of subnet block `index` (16 equal blocks of the VPC range).
@@ -254,6 +282,25 @@ impl EnvConfig {
         }
         let addr = Ipv4Addr::from(u32::from(base) + index * size);
         Ok(format!("{addr}/{sub_prefix}"))
+    }
+}
+
+/// Refuses image references that can change under the same name: no tag
+/// (an implicit `:latest`) or `:latest` itself. A version tag or a digest
+/// (`@sha256:...`) pins what runs. Non-disposable environments require it
+/// (env file and `deploy --image`).
+pub fn check_pinned_image(image: &str) -> Result<(), String> {
+    if image.contains("@sha256:") {
+        return Ok(());
+    }
+    // The tag follows the last ':' after the last '/' (a registry port such
+    // as `host:5000/x` is not a tag).
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, tag)) if !tag.is_empty() && tag != "latest" => Ok(()),
+        _ => Err(format!(
+            "image '{image}' is mutable (no tag or `:latest`); pin it to a version tag or an @sha256 digest"
+        )),
     }
 }
 
@@ -334,6 +381,56 @@ mod tests {
         assert!(c.validate().is_err());
         c.network.cidr = "10.0.0.0/16".into();
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn production_like_envs_refuse_mutable_images() {
+        let mut c = Env::load(&envs_dir().join("production.toml"))
+            .expect("production")
+            .cfg;
+        assert!(!c.disposable);
+        c.service.gateway_image = "public.ecr.aws/edge-suite/gateway:latest".into();
+        let err = c.validate().expect_err(":latest refused");
+        assert!(
+            err.contains("service.gateway_image") && err.contains("pin"),
+            "{err}"
+        );
+        c.service.gateway_image = "public.ecr.aws/edge-suite/gateway".into();
+        assert!(c.validate().is_err(), "no tag means latest");
+        c.service.gateway_image = "registry:5000/edge-suite/gateway".into();
+        assert!(c.validate().is_err(), "a registry port is not a tag");
+        c.service.gateway_image = "public.ecr.aws/edge-suite/gateway@sha256:abc".into();
+        assert!(c.validate().is_ok());
+        c.service.gateway_image = "registry:5000/edge-suite/gateway:1.2.3".into();
+        assert!(c.validate().is_ok());
+        // A disposable (staging/dev) environment may follow `:latest`.
+        let st = Env::load(&envs_dir().join("staging.toml"))
+            .expect("staging")
+            .cfg;
+        assert!(st.disposable);
+        assert!(st.service.gateway_image.ends_with(":latest"));
+        assert!(st.check_deploy_image("r/gateway:latest").is_ok());
+        let pr = Env::load(&envs_dir().join("production.toml"))
+            .expect("production")
+            .cfg;
+        let err = pr
+            .check_deploy_image("r/gateway:latest")
+            .expect_err("deploy of :latest refused");
+        assert!(
+            err.starts_with("production: image 'r/gateway:latest' is mutable"),
+            "{err}"
+        );
+        assert!(pr.check_deploy_image("r/gateway:4f2a9c1").is_ok());
+    }
+
+    #[test]
+    fn production_cannot_be_disposable() {
+        let mut c = Env::load(&envs_dir().join("production.toml"))
+            .expect("production")
+            .cfg;
+        c.disposable = true;
+        let err = c.validate().expect_err("refused");
+        assert!(err.contains("production"), "{err}");
     }
 
     #[test]

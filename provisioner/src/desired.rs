@@ -13,6 +13,9 @@ use crate::specs::*;
 #[derive(Debug, Clone, Default)]
 pub struct Ctx {
     pub region: String,
+    /// The account the environment lives in (`aws:SourceAccount` of the
+    /// role trust policies).
+    pub account_id: String,
     /// Availability zone names, at least `az_count` of them.
     pub azs: Vec<String>,
     pub dashboards: Vec<DashboardFile>,
@@ -47,6 +50,9 @@ pub const HEALTH_CHECK_PATH: &str = "/status/ready";
 pub const SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
 
 const TIERS: [&str; 3] = ["public", "private", "database"];
+
+/// ECR repositories the task definition pulls from.
+const TASK_IMAGES: [&str; 2] = ["gateway", "metrics-agent"];
 
 fn az_letter(i: usize) -> char {
     (b'a' + i as u8) as char
@@ -251,6 +257,7 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
         &IamRoleSpec {
             name: format!("{p}-flow-logs"),
             trusted_service: "vpc-flow-logs.amazonaws.com".into(),
+            source_account: ctx.account_id.clone(),
             policy: json!({
                 "Version": "2012-10-17",
                 "Statement": [{
@@ -268,14 +275,25 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
         &IamRoleSpec {
             name: format!("{p}-task-execution"),
             trusted_service: "ecs-tasks.amazonaws.com".into(),
+            source_account: ctx.account_id.clone(),
             policy: json!({
                 "Version": "2012-10-17",
                 "Statement": [
+                    // GetAuthorizationToken has no resource-level
+                    // permissions (AWS requires "*"); the pulls themselves
+                    // are limited to the repositories the task runs.
                     {
                         "Effect": "Allow",
-                        "Action": ["ecr:GetAuthorizationToken", "ecr:BatchCheckLayerAvailability",
-                                   "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+                        "Action": ["ecr:GetAuthorizationToken"],
                         "Resource": "*",
+                    },
+                    {
+                        "Effect": "Allow",
+                        "Action": ["ecr:BatchCheckLayerAvailability",
+                                   "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+                        "Resource": TASK_IMAGES.iter()
+                            .map(|r| ids.get(Kind::EcrRepository, r, "arn"))
+                            .collect::<Vec<_>>(),
                     },
                     {
                         "Effect": "Allow",
@@ -290,17 +308,21 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
                 ]
             }),
         },
-        vec![
+        [
             k(Kind::LogGroup, "gateway"),
             k(Kind::Secret, "jwt"),
             k(Kind::Secret, "redis-token"),
-        ],
+        ]
+        .into_iter()
+        .chain(TASK_IMAGES.iter().map(|r| k(Kind::EcrRepository, r)))
+        .collect(),
     ));
     out.push(Desired::new(
         k(Kind::IamRole, "task"),
         &IamRoleSpec {
             name: format!("{p}-task"),
             trusted_service: "ecs-tasks.amazonaws.com".into(),
+            source_account: ctx.account_id.clone(),
             policy: json!({
                 "Version": "2012-10-17",
                 "Statement": [{
@@ -608,14 +630,26 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
     ));
 
     // --- observability -----------------------------------------------------
-    out.push(Desired::new(
-        k(Kind::SnsTopic, "alarms"),
-        &SnsTopicSpec {
-            name: format!("{p}-alarms"),
-            https_subscriptions: ctx.pagerduty_endpoint.iter().cloned().collect(),
-        },
-        vec![],
-    ));
+    // The PagerDuty URL is a secret: the spec (diffed, printed) holds its
+    // redacted form, the provider gets the URL as an input.
+    out.push(
+        Desired::new(
+            k(Kind::SnsTopic, "alarms"),
+            &SnsTopicSpec {
+                name: format!("{p}-alarms"),
+                https_subscriptions: ctx
+                    .pagerduty_endpoint
+                    .iter()
+                    .map(|e| redact_endpoint(e))
+                    .collect(),
+            },
+            vec![],
+        )
+        .input(
+            "https_subscriptions",
+            ctx.pagerduty_endpoint.clone().unwrap_or_default(),
+        ),
+    );
     out.push(Desired::new(
         k(Kind::AmpWorkspace, "main"),
         &AmpWorkspaceSpec {
@@ -884,6 +918,7 @@ mod tests {
             }],
             pagerduty_endpoint: None,
             grafana_enabled: true,
+            account_id: "123456789012".into(),
         }
     }
 
@@ -998,6 +1033,66 @@ mod tests {
             td(&build(&cfg, &ctx(), &ids)).gateway_image,
             "repo/gateway:v2"
         );
+    }
+
+    fn find<T: serde::de::DeserializeOwned>(set: &[Desired], kind: Kind, name: &str) -> T {
+        set.iter()
+            .find(|d| d.key == Key::new(kind, name))
+            .expect("resource")
+            .spec()
+            .expect("spec")
+    }
+
+    #[test]
+    fn the_pagerduty_url_is_never_in_the_spec() {
+        let url = "https://events.pagerduty.com/integration/0123456789abcdef/enqueue";
+        let mut c = ctx();
+        c.pagerduty_endpoint = Some(url.into());
+        let set = build(&env("staging"), &c, &Ids::default());
+        let topic = set
+            .iter()
+            .find(|d| d.key.kind == Kind::SnsTopic)
+            .expect("topic");
+        let shown = serde_json::to_string(&topic.props).expect("json");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert_eq!(topic.inputs["https_subscriptions"], url);
+        let spec: SnsTopicSpec = topic.spec().expect("spec");
+        assert_eq!(spec.https_subscriptions, vec![redact_endpoint(url)]);
+    }
+
+    #[test]
+    fn ecr_pulls_are_scoped_to_the_task_repositories() {
+        let mut ids = Ids::default();
+        for r in ["gateway", "metrics-agent", "provisioner"] {
+            ids.record(
+                &Actual::new(Key::new(Kind::EcrRepository, r), r, &json!({}))
+                    .output("arn", format!("arn:ecr:{r}")),
+            );
+        }
+        let set = build(&env("production"), &ctx(), &ids);
+        let role: IamRoleSpec = find(&set, Kind::IamRole, "task-execution");
+        for st in role.policy["Statement"].as_array().expect("statements") {
+            let actions = st["Action"].to_string();
+            if actions.contains("ecr:") && !actions.contains("GetAuthorizationToken") {
+                assert_eq!(
+                    st["Resource"],
+                    json!(["arn:ecr:gateway", "arn:ecr:metrics-agent"])
+                );
+            } else if st["Resource"] == "*" {
+                // Only the token call, which has no resource-level permissions.
+                assert_eq!(st["Action"], json!(["ecr:GetAuthorizationToken"]));
+            }
+        }
+        order(&set).expect("the role depends on the repositories it names");
+    }
+
+    #[test]
+    fn every_role_trusts_its_service_for_this_account_only() {
+        let set = build(&env("staging"), &ctx(), &Ids::default());
+        for name in ["flow-logs", "task-execution", "task"] {
+            let role: IamRoleSpec = find(&set, Kind::IamRole, name);
+            assert_eq!(role.source_account, "123456789012", "{name}");
+        }
     }
 
     #[test]

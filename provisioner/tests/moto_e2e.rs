@@ -552,6 +552,34 @@ async fn verify_staging(moto: &Moto) {
             .count(),
         3
     );
+    // Trust only for this account; ECR pulls only from the task's repositories.
+    let exec = "edge-suite-staging-task-execution";
+    let role = iam.get_role().role_name(exec).send().await.expect("role");
+    let trust = provisioner::aws::iam::decode_policy(
+        role.role()
+            .and_then(|r| r.assume_role_policy_document())
+            .unwrap_or_default(),
+    );
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"],
+        "123456789012"
+    );
+    let policy = iam
+        .get_role_policy()
+        .role_name(exec)
+        .policy_name(format!("{exec}-policy"))
+        .send()
+        .await
+        .expect("policy");
+    let policy = provisioner::aws::iam::decode_policy(policy.policy_document());
+    let on_any: Vec<&Value> = policy["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .filter(|st| st["Resource"] == "*")
+        .map(|st| &st["Action"])
+        .collect();
+    assert_eq!(on_any, [&serde_json::json!(["ecr:GetAuthorizationToken"])]);
 }
 
 #[test]
@@ -1377,8 +1405,38 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
         assert_eq!(svc.services()[0].desired_count(), 3);
     });
 
-    // down lifts the deletion protection it was asked to remove, and keeps
-    // a final snapshot of the protected database.
+    // Production is not disposable: down refuses to lift the deletion
+    // protection itself, before deleting anything.
+    let refused = provisioner(
+        &moto,
+        &scratch,
+        &["down", "production", "--yes", "--output", "json"],
+        &[],
+    );
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("has deletion protection"),
+        "{}",
+        refused.stderr
+    );
+    let unchanged = provisioner(
+        &moto,
+        &scratch,
+        &["plan", "production", "--output", "json"],
+        &[],
+    )
+    .ok()
+    .json();
+    assert_eq!(summary(&unchanged).0, 0, "nothing was deleted");
+
+    // The operator lifts it in the env file; down then keeps a final
+    // snapshot of the production database.
+    scratch.edit_env(
+        "production",
+        "deletion_protection = true",
+        "deletion_protection = false",
+    );
+    provisioner(&moto, &scratch, &["up", "production"], &[]).ok();
     let down = provisioner(
         &moto,
         &scratch,
@@ -1406,5 +1464,16 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
                 .is_some_and(|i| i.starts_with("edge-suite-production-db-final-"))),
             "final snapshot kept"
         );
+        // Secrets keep their recovery window (a disposable env deletes at once).
+        let sm = aws_sdk_secretsmanager::Client::new(&conf);
+        for name in ["jwt-secret", "db-password", "redis-auth-token"] {
+            let s = sm
+                .describe_secret()
+                .secret_id(format!("edge-suite/production/{name}"))
+                .send()
+                .await
+                .expect("secret still restorable");
+            assert!(s.deleted_date().is_some(), "{name} scheduled for deletion");
+        }
     });
 }

@@ -46,16 +46,30 @@ pub fn decode_policy(doc: &str) -> Value {
     serde_json::from_slice(&out).unwrap_or(Value::Null)
 }
 
-fn trust(service: &str) -> String {
+/// The trust policy: `service` may assume the role, only on behalf of
+/// `account` (`aws:SourceAccount`, against the confused-deputy problem).
+fn trust(service: &str, account: &str) -> String {
     json!({
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": service},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+        }]
     })
     .to_string()
 }
 
 fn trusted_service(doc: &Value) -> String {
     doc["Statement"][0]["Principal"]["Service"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn source_account(doc: &Value) -> String {
+    doc["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"]
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -101,6 +115,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         let spec = IamRoleSpec {
             name: name.clone(),
             trusted_service: trusted_service(&trust),
+            source_account: source_account(&trust),
             policy,
         };
         res.push(
@@ -134,7 +149,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .iam
         .create_role()
         .role_name(&spec.name)
-        .assume_role_policy_document(trust(&spec.trusted_service))
+        .assume_role_policy_document(trust(&spec.trusted_service, &spec.source_account))
         .set_tags(Some(tags))
         .send()
         .await
@@ -149,7 +164,7 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     aws.iam
         .update_assume_role_policy()
         .role_name(&spec.name)
-        .policy_document(trust(&spec.trusted_service))
+        .policy_document(trust(&spec.trusted_service, &spec.source_account))
         .send()
         .await
         .map_err(|e| Error::aws("iam:UpdateAssumeRolePolicy", e))?;
@@ -195,5 +210,13 @@ mod tests {
         assert_eq!(decode_policy(enc), json!({"a": "b c"}));
         assert_eq!(trusted_service(&doc), "ecs-tasks.amazonaws.com");
         assert_eq!(decode_policy("%zz"), Value::Null);
+    }
+
+    #[test]
+    fn trust_is_limited_to_the_source_account() {
+        let doc = decode_policy(&trust("ecs-tasks.amazonaws.com", "123456789012"));
+        assert_eq!(trusted_service(&doc), "ecs-tasks.amazonaws.com");
+        assert_eq!(source_account(&doc), "123456789012");
+        assert_eq!(doc["Statement"][0]["Action"], "sts:AssumeRole");
     }
 }

@@ -64,6 +64,8 @@ pub struct Aws {
     pub iam: aws_sdk_iam::Client,
     pub acm: aws_sdk_acm::Client,
     pub region: String,
+    /// The caller's account (STS), for `aws:SourceAccount` in trust policies.
+    pub account_id: String,
     pub project: String,
     pub env: String,
     pub prefix: String,
@@ -72,6 +74,9 @@ pub struct Aws {
     /// Talking to an emulator (`--endpoint-url`): known emulator gaps on
     /// teardown are reported as warnings instead of failing `down`.
     pub emulator: bool,
+    /// The env file's `disposable`: `down` may lift RDS deletion protection
+    /// and delete secrets without a recovery window. Off unless set.
+    pub disposable: bool,
 }
 
 impl Aws {
@@ -92,7 +97,13 @@ impl Aws {
         let region = conf.region().map(Region::to_string).ok_or_else(|| {
             Error::invalid("no AWS region configured (set AWS_REGION or a profile region)")
         })?;
+        let identity = aws_sdk_sts::Client::new(&conf)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| Error::aws("sts:GetCallerIdentity", e))?;
         Ok(Aws {
+            account_id: identity.account().unwrap_or_default().to_string(),
             ec2: aws_sdk_ec2::Client::new(&conf),
             ecs: aws_sdk_ecs::Client::new(&conf),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&conf),
@@ -113,6 +124,7 @@ impl Aws {
             prefix: prefix.to_string(),
             wait_timeout,
             emulator: endpoint_url.is_some(),
+            disposable: false,
         })
     }
 

@@ -234,9 +234,28 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     wait_available(aws).await
 }
 
-/// Lifts deletion protection first (`down` was confirmed), and keeps a final
-/// snapshot when the instance was protected.
+/// Why `down` may not delete this instance: deletion protection is on and
+/// the environment is not disposable. Lifting it is the operator's decision
+/// (`deletion_protection = false` in the env file, then `up`), never a side
+/// effect of `down`.
+pub fn teardown_blocker(a: &Actual, disposable: bool) -> Option<String> {
+    let protected = a.props.get("deletion_protection").and_then(|v| v.as_bool()) == Some(true);
+    (protected && !disposable).then(|| {
+        format!(
+            "{} ({}) has deletion protection: set [database] deletion_protection = false and run `up` first (only env files marked `disposable = true` have it lifted by `down`)",
+            a.key, a.id
+        )
+    })
+}
+
+/// Deletes the instance. A disposable environment lifts deletion protection
+/// first (`down` was confirmed); any other refuses a protected instance.
+/// A final snapshot is kept unless the environment is disposable and the
+/// instance was unprotected.
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
+    if let Some(why) = teardown_blocker(a, aws.disposable) {
+        return Err(Error::invalid(why));
+    }
     let protected = a.props.get("deletion_protection").and_then(|v| v.as_bool()) == Some(true);
     if protected {
         aws.rds
@@ -249,7 +268,7 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
             .map_err(|e| Error::aws("rds:ModifyDBInstance", e))?;
     }
     let mut req = aws.rds.delete_db_instance().db_instance_identifier(&a.id);
-    req = if protected {
+    req = if protected || !aws.disposable {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -268,4 +287,25 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         || async { Ok(describe(aws).await?.is_none().then_some(())) },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(protected: bool) -> Actual {
+        Actual::new(
+            Key::new(Kind::DbInstance, "main"),
+            "p-db",
+            &serde_json::json!({"deletion_protection": protected}),
+        )
+    }
+
+    #[test]
+    fn protected_instances_block_down_unless_disposable() {
+        let why = teardown_blocker(&instance(true), false).expect("blocked");
+        assert!(why.contains("deletion_protection = false"), "{why}");
+        assert_eq!(teardown_blocker(&instance(true), true), None);
+        assert_eq!(teardown_blocker(&instance(false), false), None);
+    }
 }

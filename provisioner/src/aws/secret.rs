@@ -102,7 +102,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
-    let out = aws
+    let created = aws
         .secrets
         .create_secret()
         .name(&spec.name)
@@ -111,9 +111,28 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .set_tags(Some(tags))
         .send()
         .await
-        .map_err(|e| Error::aws("secretsmanager:CreateSecret", e))?;
-    let arn = out.arn().unwrap_or_default();
-    Ok(Actual::new(d.key.clone(), arn, &spec).output("arn", arn))
+        .map_err(|e| Error::aws("secretsmanager:CreateSecret", e));
+    let arn = match created {
+        Ok(out) => out.arn().unwrap_or_default().to_string(),
+        // A `down` of a non-disposable environment left it in its recovery
+        // window: bring it back (with its value) instead of failing.
+        Err(e) if e.to_string().contains("scheduled for deletion") => {
+            crate::progress::note(&format!(
+                "  restoring secret {} (scheduled for deletion by an earlier down)",
+                spec.name
+            ));
+            let out = aws
+                .secrets
+                .restore_secret()
+                .secret_id(&spec.name)
+                .send()
+                .await
+                .map_err(|e| Error::aws("secretsmanager:RestoreSecret", e))?;
+            out.arn().unwrap_or_default().to_string()
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Actual::new(d.key.clone(), &arn, &spec).output("arn", &arn))
 }
 
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
@@ -130,14 +149,20 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     Ok(n)
 }
 
-/// Deleted without a recovery window so that `up` after `down` can reuse
-/// the names.
+/// Days a deleted secret of a non-disposable environment can be restored.
+pub const RECOVERY_WINDOW_DAYS: i64 = 7;
+
+/// A disposable environment deletes at once, so that `up` after `down`
+/// can reuse the names; any other keeps a recovery window (`create`
+/// restores a secret still in it).
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
-    aws.secrets
-        .delete_secret()
-        .secret_id(&a.id)
-        .force_delete_without_recovery(true)
-        .send()
+    let req = aws.secrets.delete_secret().secret_id(&a.id);
+    let req = if aws.disposable {
+        req.force_delete_without_recovery(true)
+    } else {
+        req.recovery_window_in_days(RECOVERY_WINDOW_DAYS)
+    };
+    req.send()
         .await
         .map_err(|e| Error::aws("secretsmanager:DeleteSecret", e))?;
     Ok(())
