@@ -337,10 +337,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
             health_timeout,
         } => {
             let s = Session::open(cli, env).await?;
-            s.env
-                .cfg
-                .check_deploy_image(image)
-                .map_err(anyhow::Error::msg)?;
+            s.env.cfg.check_deploy_image(image)?;
             let opts = DeployOptions {
                 image: image.clone(),
                 health_timeout: Duration::from_secs(*health_timeout),

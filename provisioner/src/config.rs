@@ -19,8 +19,39 @@ pub enum ConfigError {
         #[source]
         source: toml::de::Error,
     },
-    #[error("{path}: {msg}")]
-    Invalid { path: String, msg: String },
+    #[error("{path}: {source}")]
+    Invalid {
+        path: String,
+        #[source]
+        source: Invalid,
+    },
+}
+
+/// A value of the env file that is out of range or inconsistent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0}")]
+    Value(String),
+    #[error("'{cidr}': {problem}")]
+    Cidr { cidr: String, problem: &'static str },
+    #[error("subnet index {0} out of range")]
+    SubnetIndex(u32),
+    #[error(
+        "{field}: image '{image}' is mutable (no tag or `:latest`); pin it to a version tag or an @sha256 digest"
+    )]
+    MutableImage { field: String, image: String },
+}
+
+impl From<String> for Invalid {
+    fn from(msg: String) -> Invalid {
+        Invalid::Value(msg)
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(msg: &str) -> Invalid {
+        Invalid::Value(msg.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,8 +202,10 @@ impl Env {
             path: display.clone(),
             source,
         })?;
-        cfg.validate()
-            .map_err(|msg| ConfigError::Invalid { path: display, msg })?;
+        cfg.validate().map_err(|source| ConfigError::Invalid {
+            path: display,
+            source,
+        })?;
         Ok(Env {
             cfg,
             path: path.to_path_buf(),
@@ -191,7 +224,7 @@ impl EnvConfig {
         format!("{}-{}", self.project, self.name)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         let name_ok = |s: &str| {
             !s.is_empty()
                 && s.chars()
@@ -202,16 +235,16 @@ impl EnvConfig {
             return Err("name and project must be lower-case letters, digits and '-'".into());
         }
         if self.prefix().len() > 24 {
-            return Err(format!(
+            return Err(Invalid::Value(format!(
                 "'{}' is too long: <project>-<env> must fit in 24 characters (ALB and target group names are limited to 32)",
                 self.prefix()
-            ));
+            )));
         }
         let (_, prefix) = parse_cidr(&self.network.cidr)?;
         if !(16..=24).contains(&prefix) {
-            return Err(format!(
+            return Err(Invalid::Value(format!(
                 "network.cidr prefix /{prefix} must be between /16 and /24"
-            ));
+            )));
         }
         if !(2..=3).contains(&self.network.az_count) {
             return Err("network.az_count must be 2 or 3".into());
@@ -248,37 +281,37 @@ impl EnvConfig {
             return Err("dns.domain must not be empty".into());
         }
         if self.disposable && self.name.contains("prod") {
-            return Err(format!(
+            return Err(Invalid::Value(format!(
                 "'{}' looks like production: it cannot be `disposable` (fast teardown)",
                 self.name
-            ));
+            )));
         }
         if !self.disposable {
             for (field, image) in [
                 ("service.gateway_image", &s.gateway_image),
                 ("service.metrics_agent_image", &s.metrics_agent_image),
             ] {
-                check_pinned_image(image).map_err(|e| format!("{field}: {e}"))?;
+                check_pinned_image(field, image)?;
             }
         }
         Ok(())
     }
 
     /// The image `deploy --image` may roll out: pinned unless disposable.
-    pub fn check_deploy_image(&self, image: &str) -> Result<(), String> {
+    pub fn check_deploy_image(&self, image: &str) -> Result<(), Invalid> {
         if self.disposable {
             return Ok(());
         }
-        check_pinned_image(image).map_err(|e| format!("{}: {e}", self.name))
+        check_pinned_image(&self.name, image)
     }
 
     /// CIDR of subnet block `index` (16 equal blocks of the VPC range).
-    pub fn subnet_cidr(&self, index: u32) -> Result<String, String> {
+    pub fn subnet_cidr(&self, index: u32) -> Result<String, Invalid> {
         let (base, prefix) = parse_cidr(&self.network.cidr)?;
         let sub_prefix = prefix + 4;
         let size = 1u32 << (32 - sub_prefix);
         if index >= 16 {
-            return Err(format!("subnet index {index} out of range"));
+            return Err(Invalid::SubnetIndex(index));
         }
         let addr = Ipv4Addr::from(u32::from(base) + index * size);
         Ok(format!("{addr}/{sub_prefix}"))
@@ -289,7 +322,8 @@ impl EnvConfig {
 /// (an implicit `:latest`) or `:latest` itself. A version tag or a digest
 /// (`@sha256:...`) pins what runs. Non-disposable environments require it
 /// (env file and `deploy --image`).
-pub fn check_pinned_image(image: &str) -> Result<(), String> {
+/// `field` names where the image came from, for the error.
+pub fn check_pinned_image(field: &str, image: &str) -> Result<(), Invalid> {
     if image.contains("@sha256:") {
         return Ok(());
     }
@@ -298,25 +332,24 @@ pub fn check_pinned_image(image: &str) -> Result<(), String> {
     let last = image.rsplit('/').next().unwrap_or(image);
     match last.rsplit_once(':') {
         Some((_, tag)) if !tag.is_empty() && tag != "latest" => Ok(()),
-        _ => Err(format!(
-            "image '{image}' is mutable (no tag or `:latest`); pin it to a version tag or an @sha256 digest"
-        )),
+        _ => Err(Invalid::MutableImage {
+            field: field.to_string(),
+            image: image.to_string(),
+        }),
     }
 }
 
 /// Parses `a.b.c.d/n`, requiring the address to be the network address.
-pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u32), String> {
-    let (addr, prefix) = s
-        .split_once('/')
-        .ok_or_else(|| format!("'{s}' is not a CIDR block"))?;
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("'{s}': bad IPv4 address"))?;
-    let prefix: u32 = prefix
-        .parse()
-        .map_err(|_| format!("'{s}': bad prefix length"))?;
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u32), Invalid> {
+    let bad = |problem| Invalid::Cidr {
+        cidr: s.to_string(),
+        problem,
+    };
+    let (addr, prefix) = s.split_once('/').ok_or_else(|| bad("not a CIDR block"))?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad("bad IPv4 address"))?;
+    let prefix: u32 = prefix.parse().map_err(|_| bad("bad prefix length"))?;
     if prefix > 32 {
-        return Err(format!("'{s}': prefix length above 32"));
+        return Err(bad("prefix length above 32"));
     }
     let mask = if prefix == 0 {
         0
@@ -324,7 +357,7 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u32), String> {
         u32::MAX << (32 - prefix)
     };
     if u32::from(addr) & !mask != 0 {
-        return Err(format!("'{s}': host bits set"));
+        return Err(bad("host bits set"));
     }
     Ok((addr, prefix))
 }
@@ -390,7 +423,7 @@ mod tests {
             .cfg;
         assert!(!c.disposable);
         c.service.gateway_image = "public.ecr.aws/edge-suite/gateway:latest".into();
-        let err = c.validate().expect_err(":latest refused");
+        let err = c.validate().expect_err(":latest refused").to_string();
         assert!(
             err.contains("service.gateway_image") && err.contains("pin"),
             "{err}"
@@ -415,7 +448,8 @@ mod tests {
             .cfg;
         let err = pr
             .check_deploy_image("r/gateway:latest")
-            .expect_err("deploy of :latest refused");
+            .expect_err("deploy of :latest refused")
+            .to_string();
         assert!(
             err.starts_with("production: image 'r/gateway:latest' is mutable"),
             "{err}"
@@ -429,7 +463,7 @@ mod tests {
             .expect("production")
             .cfg;
         c.disposable = true;
-        let err = c.validate().expect_err("refused");
+        let err = c.validate().expect_err("refused").to_string();
         assert!(err.contains("production"), "{err}");
     }
 

@@ -3,12 +3,11 @@
 use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
-use super::Aws;
+use super::{Aws, registry::Ops};
+use crate::consts::IAM_ROLES;
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::IamRoleSpec;
-
-pub const ROLES: [&str; 3] = ["flow-logs", "task-execution", "task"];
 
 /// IAM returns policy documents URL-encoded; moto sometimes does not.
 pub fn decode_policy(doc: &str) -> Value {
@@ -81,7 +80,7 @@ fn policy_name(role: &str) -> String {
 
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     let mut res = Vec::new();
-    for logical in ROLES {
+    for logical in IAM_ROLES {
         let name = format!("{}-{logical}", aws.prefix);
         let role = match aws.iam.get_role().role_name(&name).send().await {
             Ok(o) => o.role,
@@ -197,6 +196,9 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("iam:DeleteRole", e))?;
     Ok(())
 }
+
+/// `IamRole` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(IamRole, observe, create, update, delete);
 
 #[cfg(test)]
 mod tests {

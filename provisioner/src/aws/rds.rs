@@ -3,16 +3,14 @@
 
 use aws_sdk_rds::types::Tag;
 
-use super::{Aws, secret, wait_for};
+use super::{Aws, registry::Ops, secret, subnet_group, wait_for};
+use crate::consts::POSTGRES_PORT;
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::{DbInstanceSpec, SubnetGroupSpec};
 
 fn tags(aws: &Aws, key: &Key) -> Vec<Tag> {
-    aws.tags(key)
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
+    subnet_group::tags(aws, key, |k, v| Tag::builder().key(k).value(v).build())
 }
 
 fn subnet_group_name(aws: &Aws) -> String {
@@ -23,6 +21,9 @@ fn instance_id(aws: &Aws) -> String {
     format!("{}-db", aws.prefix)
 }
 
+// The subnet-group calls below have the shape of those in `elasticache.rs`: the
+// same API in two SDKs whose types differ. What is shared (the spec read
+// back, the tags) lives in `subnet_group.rs`.
 pub async fn observe_subnet_groups(aws: &Aws) -> Result<Vec<Actual>> {
     let items = aws
         .rds
@@ -38,21 +39,12 @@ pub async fn observe_subnet_groups(aws: &Aws) -> Result<Vec<Actual>> {
         .iter()
         .filter(|g| g.db_subnet_group_name() == Some(name.as_str()))
         .map(|g| {
-            let mut subnets: Vec<String> = g
-                .subnets()
-                .iter()
-                .filter_map(|s| s.subnet_identifier().map(str::to_string))
-                .collect();
-            subnets.sort();
-            let spec = SubnetGroupSpec {
-                name: name.clone(),
-                description: g
-                    .db_subnet_group_description()
-                    .unwrap_or_default()
-                    .to_string(),
-                subnets,
-            };
-            Actual::new(Key::new(Kind::DbSubnetGroup, "main"), &name, &spec)
+            subnet_group::actual(
+                Kind::DbSubnetGroup,
+                &name,
+                g.db_subnet_group_description(),
+                g.subnets().iter().map(|s| s.subnet_identifier()),
+            )
         })
         .collect())
 }
@@ -153,7 +145,10 @@ fn actual_of(i: &aws_sdk_rds::types::DbInstance) -> Actual {
     )
     .output(
         "port",
-        endpoint.and_then(|e| e.port()).unwrap_or(5432).to_string(),
+        endpoint
+            .and_then(|e| e.port())
+            .unwrap_or(POSTGRES_PORT)
+            .to_string(),
     )
     .state(i.db_instance_status().unwrap_or_default())
 }
@@ -204,7 +199,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .set_vpc_security_group_ids(Some(spec.security_groups.clone()))
         .master_username(&spec.master_username)
         .master_user_password(password)
-        .port(5432)
+        .port(POSTGRES_PORT)
         .db_name("gateway")
         .copy_tags_to_snapshot(true)
         .set_tags(Some(tags(aws, &d.key)))
@@ -288,6 +283,18 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     )
     .await
 }
+
+/// `DbSubnetGroup` in the registry (`aws/registry.rs`).
+pub const SUBNET_GROUP_OPS: Ops = ops!(
+    DbSubnetGroup,
+    observe_subnet_groups,
+    create_subnet_group,
+    update_subnet_group,
+    delete_subnet_group
+);
+
+/// `DbInstance` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(DbInstance, observe, create, update, delete);
 
 #[cfg(test)]
 mod tests {

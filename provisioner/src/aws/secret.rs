@@ -2,17 +2,11 @@
 
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
 
-use super::Aws;
+use super::{Aws, registry::Ops};
+use crate::consts::SECRETS;
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::SecretSpec;
-
-/// (logical name, secret name suffix).
-pub const SECRETS: [(&str, &str); 3] = [
-    ("jwt", "jwt-secret"),
-    ("db-password", "db-password"),
-    ("redis-token", "redis-auth-token"),
-];
 
 fn prefix(aws: &Aws) -> String {
     format!("{}/{}/", aws.project, aws.env)
@@ -37,9 +31,9 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         if s.deleted_date().is_some() {
             continue;
         }
-        let Some((logical, _)) = SECRETS
+        let Some((logical, _, _)) = SECRETS
             .iter()
-            .find(|(_, suffix)| name == format!("{}{suffix}", prefix(aws)))
+            .find(|(_, suffix, _)| name == format!("{}{suffix}", prefix(aws)))
         else {
             continue;
         };
@@ -167,3 +161,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("secretsmanager:DeleteSecret", e))?;
     Ok(())
 }
+
+/// `Secret` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(Secret, observe, create, update, delete);

@@ -2,7 +2,7 @@
 
 use aws_sdk_sns::types::Tag;
 
-use super::Aws;
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::{SnsTopicSpec, redact_endpoint};
@@ -136,3 +136,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("sns:DeleteTopic", e))?;
     Ok(())
 }
+
+/// `SnsTopic` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(SnsTopic, observe, create, update, delete);
