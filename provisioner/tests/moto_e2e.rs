@@ -934,4 +934,37 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
             assert!(s.deleted_date().is_some(), "{name} scheduled for deletion");
         }
     });
+
+    // The next `up` brings them back instead of failing on the taken names
+    // (stopped right after the secrets: the rest is covered above).
+    let again = provisioner(
+        &moto,
+        &scratch,
+        &["up", "production"],
+        &[("PROVISIONER_FAIL_BEFORE", "db-subnet-group/main")],
+    );
+    assert!(
+        again
+            .stderr
+            .contains("injected failure before db-subnet-group/main"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.contains("restoring secret"),
+        "{}",
+        again.stderr
+    );
+    rt().block_on(async {
+        let sm = aws_sdk_secretsmanager::Client::new(&sdk(&moto).await);
+        for name in ["jwt-secret", "db-password", "redis-auth-token"] {
+            let s = sm
+                .describe_secret()
+                .secret_id(format!("edge-suite/production/{name}"))
+                .send()
+                .await
+                .expect("secret");
+            assert!(s.deleted_date().is_none(), "{name} restored");
+        }
+    });
 }

@@ -108,25 +108,34 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .map_err(|e| Error::aws("secretsmanager:CreateSecret", e));
     let arn = match created {
         Ok(out) => out.arn().unwrap_or_default().to_string(),
-        // A `down` of a non-disposable environment left it in its recovery
-        // window: bring it back (with its value) instead of failing.
-        Err(e) if e.to_string().contains("scheduled for deletion") => {
-            crate::progress::note(&format!(
-                "  restoring secret {} (scheduled for deletion by an earlier down)",
-                spec.name
-            ));
-            let out = aws
-                .secrets
-                .restore_secret()
-                .secret_id(&spec.name)
-                .send()
-                .await
-                .map_err(|e| Error::aws("secretsmanager:RestoreSecret", e))?;
-            out.arn().unwrap_or_default().to_string()
-        }
-        Err(e) => return Err(e),
+        Err(e) => restore_if_scheduled(aws, &spec.name).await?.ok_or(e)?,
     };
     Ok(Actual::new(d.key.clone(), &arn, &spec).output("arn", &arn))
+}
+
+/// A `down` of a non-disposable environment left the secret in its recovery
+/// window (AWS answers CreateSecret with "scheduled for deletion", moto with
+/// "already exists"): bring it back, with its value, and return its ARN.
+/// `None` when there is no such secret.
+async fn restore_if_scheduled(aws: &Aws, name: &str) -> Result<Option<String>> {
+    let scheduled = match aws.secrets.describe_secret().secret_id(name).send().await {
+        Ok(s) => s.deleted_date().is_some(),
+        Err(_) => false,
+    };
+    if !scheduled {
+        return Ok(None);
+    }
+    crate::progress::note(&format!(
+        "  restoring secret {name} (scheduled for deletion by an earlier down)"
+    ));
+    let out = aws
+        .secrets
+        .restore_secret()
+        .secret_id(name)
+        .send()
+        .await
+        .map_err(|e| Error::aws("secretsmanager:RestoreSecret", e))?;
+    Ok(Some(out.arn().unwrap_or_default().to_string()))
 }
 
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
