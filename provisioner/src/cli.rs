@@ -11,7 +11,7 @@ use crate::aws::{Aws, AwsProvider};
 use crate::config::Env;
 use crate::deploy::{self, AlbTargetHealth, DeployOptions, TaskSetStability};
 use crate::desired::{self, Ctx};
-use crate::engine::{self, EngineError, Event, Mode, Options};
+use crate::engine::{self, EngineError, Event, Mode, Options, Provider};
 use crate::grafana::{self, Grafana};
 use crate::model::{Ids, Key};
 use crate::plan::{Action, Change, Summary, render_text};
@@ -111,7 +111,7 @@ impl Session {
         });
         let env = Env::load(&Env::resolve(env_name, &dir))?;
         let cfg = &env.cfg;
-        let aws = Aws::connect(
+        let mut aws = Aws::connect(
             cli.endpoint_url.as_deref(),
             &cfg.project,
             &cfg.name,
@@ -119,6 +119,7 @@ impl Session {
             Duration::from_secs(cli.wait_timeout),
         )
         .await?;
+        aws.disposable = cfg.disposable;
         let grafana = match &cfg.grafana {
             Some(g) => {
                 let url = std::env::var("GRAFANA_URL").unwrap_or_else(|_| g.url.clone());
@@ -161,6 +162,7 @@ impl Session {
         }
         let ctx = Ctx {
             region: aws.region.clone(),
+            account_id: aws.account_id.clone(),
             azs,
             dashboards: grafana::load_dashboards(&dir)?,
             rule_files: grafana::load_rule_files(&dir)?,
@@ -335,6 +337,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
             health_timeout,
         } => {
             let s = Session::open(cli, env).await?;
+            s.env.cfg.check_deploy_image(image)?;
             let opts = DeployOptions {
                 image: image.clone(),
                 health_timeout: Duration::from_secs(*health_timeout),
@@ -374,6 +377,22 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                     Output::Text => println!("Nothing of {} exists.", s.env.cfg.name),
                 }
                 return Ok(EXIT_OK);
+            }
+            // Refuse before deleting anything, not halfway through.
+            let blockers: Vec<String> = s
+                .provider()
+                .observe()
+                .await?
+                .iter()
+                .filter(|a| a.key.kind == crate::model::Kind::DbInstance)
+                .filter_map(|a| crate::aws::rds::teardown_blocker(a, s.env.cfg.disposable))
+                .collect();
+            if !blockers.is_empty() {
+                anyhow::bail!(
+                    "refusing to take down {}: {}",
+                    s.env.cfg.name,
+                    blockers.join("; ")
+                );
             }
             if !yes {
                 eprint!(

@@ -19,8 +19,39 @@ pub enum ConfigError {
         #[source]
         source: toml::de::Error,
     },
-    #[error("{path}: {msg}")]
-    Invalid { path: String, msg: String },
+    #[error("{path}: {source}")]
+    Invalid {
+        path: String,
+        #[source]
+        source: Invalid,
+    },
+}
+
+/// A value of the env file that is out of range or inconsistent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("{0}")]
+    Value(String),
+    #[error("'{cidr}': {problem}")]
+    Cidr { cidr: String, problem: &'static str },
+    #[error("subnet index {0} out of range")]
+    SubnetIndex(u32),
+    #[error(
+        "{field}: image '{image}' is mutable (no tag or `:latest`); pin it to a version tag or an @sha256 digest"
+    )]
+    MutableImage { field: String, image: String },
+}
+
+impl From<String> for Invalid {
+    fn from(msg: String) -> Invalid {
+        Invalid::Value(msg)
+    }
+}
+
+impl From<&str> for Invalid {
+    fn from(msg: &str) -> Invalid {
+        Invalid::Value(msg.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +65,12 @@ pub struct EnvConfig {
     /// the env file.
     #[serde(default = "default_dashboards_dir")]
     pub dashboards_dir: PathBuf,
+    /// A throw-away environment (staging, dev): `down` may lift RDS deletion
+    /// protection and delete secrets without a recovery window, and images
+    /// may be mutable tags. Off by default: every other environment is
+    /// treated as production (see [`EnvConfig::validate`]).
+    #[serde(default)]
+    pub disposable: bool,
     pub network: Network,
     pub database: Database,
     pub redis: Redis,
@@ -165,8 +202,10 @@ impl Env {
             path: display.clone(),
             source,
         })?;
-        cfg.validate()
-            .map_err(|msg| ConfigError::Invalid { path: display, msg })?;
+        cfg.validate().map_err(|source| ConfigError::Invalid {
+            path: display,
+            source,
+        })?;
         Ok(Env {
             cfg,
             path: path.to_path_buf(),
@@ -185,7 +224,7 @@ impl EnvConfig {
         format!("{}-{}", self.project, self.name)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         let name_ok = |s: &str| {
             !s.is_empty()
                 && s.chars()
@@ -196,16 +235,16 @@ impl EnvConfig {
             return Err("name and project must be lower-case letters, digits and '-'".into());
         }
         if self.prefix().len() > 24 {
-            return Err(format!(
+            return Err(Invalid::Value(format!(
                 "'{}' is too long: <project>-<env> must fit in 24 characters (ALB and target group names are limited to 32)",
                 self.prefix()
-            ));
+            )));
         }
         let (_, prefix) = parse_cidr(&self.network.cidr)?;
         if !(16..=24).contains(&prefix) {
-            return Err(format!(
+            return Err(Invalid::Value(format!(
                 "network.cidr prefix /{prefix} must be between /16 and /24"
-            ));
+            )));
         }
         if !(2..=3).contains(&self.network.az_count) {
             return Err("network.az_count must be 2 or 3".into());
@@ -241,35 +280,76 @@ impl EnvConfig {
         if self.dns.domain.is_empty() {
             return Err("dns.domain must not be empty".into());
         }
+        if self.disposable && self.name.contains("prod") {
+            return Err(Invalid::Value(format!(
+                "'{}' looks like production: it cannot be `disposable` (fast teardown)",
+                self.name
+            )));
+        }
+        if !self.disposable {
+            for (field, image) in [
+                ("service.gateway_image", &s.gateway_image),
+                ("service.metrics_agent_image", &s.metrics_agent_image),
+            ] {
+                check_pinned_image(field, image)?;
+            }
+        }
         Ok(())
     }
 
+    /// The image `deploy --image` may roll out: pinned unless disposable.
+    pub fn check_deploy_image(&self, image: &str) -> Result<(), Invalid> {
+        if self.disposable {
+            return Ok(());
+        }
+        check_pinned_image(&self.name, image)
+    }
+
     /// CIDR of subnet block `index` (16 equal blocks of the VPC range).
-    pub fn subnet_cidr(&self, index: u32) -> Result<String, String> {
+    pub fn subnet_cidr(&self, index: u32) -> Result<String, Invalid> {
         let (base, prefix) = parse_cidr(&self.network.cidr)?;
         let sub_prefix = prefix + 4;
         let size = 1u32 << (32 - sub_prefix);
         if index >= 16 {
-            return Err(format!("subnet index {index} out of range"));
+            return Err(Invalid::SubnetIndex(index));
         }
         let addr = Ipv4Addr::from(u32::from(base) + index * size);
         Ok(format!("{addr}/{sub_prefix}"))
     }
 }
 
+/// Refuses image references that can change under the same name: no tag
+/// (an implicit `:latest`) or `:latest` itself. A version tag or a digest
+/// (`@sha256:...`) pins what runs. Non-disposable environments require it
+/// (env file and `deploy --image`).
+/// `field` names where the image came from, for the error.
+pub fn check_pinned_image(field: &str, image: &str) -> Result<(), Invalid> {
+    if image.contains("@sha256:") {
+        return Ok(());
+    }
+    // The tag follows the last ':' after the last '/' (a registry port such
+    // as `host:5000/x` is not a tag).
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, tag)) if !tag.is_empty() && tag != "latest" => Ok(()),
+        _ => Err(Invalid::MutableImage {
+            field: field.to_string(),
+            image: image.to_string(),
+        }),
+    }
+}
+
 /// Parses `a.b.c.d/n`, requiring the address to be the network address.
-pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u32), String> {
-    let (addr, prefix) = s
-        .split_once('/')
-        .ok_or_else(|| format!("'{s}' is not a CIDR block"))?;
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("'{s}': bad IPv4 address"))?;
-    let prefix: u32 = prefix
-        .parse()
-        .map_err(|_| format!("'{s}': bad prefix length"))?;
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u32), Invalid> {
+    let bad = |problem| Invalid::Cidr {
+        cidr: s.to_string(),
+        problem,
+    };
+    let (addr, prefix) = s.split_once('/').ok_or_else(|| bad("not a CIDR block"))?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad("bad IPv4 address"))?;
+    let prefix: u32 = prefix.parse().map_err(|_| bad("bad prefix length"))?;
     if prefix > 32 {
-        return Err(format!("'{s}': prefix length above 32"));
+        return Err(bad("prefix length above 32"));
     }
     let mask = if prefix == 0 {
         0
@@ -277,7 +357,7 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u32), String> {
         u32::MAX << (32 - prefix)
     };
     if u32::from(addr) & !mask != 0 {
-        return Err(format!("'{s}': host bits set"));
+        return Err(bad("host bits set"));
     }
     Ok((addr, prefix))
 }
@@ -334,6 +414,57 @@ mod tests {
         assert!(c.validate().is_err());
         c.network.cidr = "10.0.0.0/16".into();
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn production_like_envs_refuse_mutable_images() {
+        let mut c = Env::load(&envs_dir().join("production.toml"))
+            .expect("production")
+            .cfg;
+        assert!(!c.disposable);
+        c.service.gateway_image = "public.ecr.aws/edge-suite/gateway:latest".into();
+        let err = c.validate().expect_err(":latest refused").to_string();
+        assert!(
+            err.contains("service.gateway_image") && err.contains("pin"),
+            "{err}"
+        );
+        c.service.gateway_image = "public.ecr.aws/edge-suite/gateway".into();
+        assert!(c.validate().is_err(), "no tag means latest");
+        c.service.gateway_image = "registry:5000/edge-suite/gateway".into();
+        assert!(c.validate().is_err(), "a registry port is not a tag");
+        c.service.gateway_image = "public.ecr.aws/edge-suite/gateway@sha256:abc".into();
+        assert!(c.validate().is_ok());
+        c.service.gateway_image = "registry:5000/edge-suite/gateway:1.2.3".into();
+        assert!(c.validate().is_ok());
+        // A disposable (staging/dev) environment may follow `:latest`.
+        let st = Env::load(&envs_dir().join("staging.toml"))
+            .expect("staging")
+            .cfg;
+        assert!(st.disposable);
+        assert!(st.service.gateway_image.ends_with(":latest"));
+        assert!(st.check_deploy_image("r/gateway:latest").is_ok());
+        let pr = Env::load(&envs_dir().join("production.toml"))
+            .expect("production")
+            .cfg;
+        let err = pr
+            .check_deploy_image("r/gateway:latest")
+            .expect_err("deploy of :latest refused")
+            .to_string();
+        assert!(
+            err.starts_with("production: image 'r/gateway:latest' is mutable"),
+            "{err}"
+        );
+        assert!(pr.check_deploy_image("r/gateway:4f2a9c1").is_ok());
+    }
+
+    #[test]
+    fn production_cannot_be_disposable() {
+        let mut c = Env::load(&envs_dir().join("production.toml"))
+            .expect("production")
+            .cfg;
+        c.disposable = true;
+        let err = c.validate().expect_err("refused").to_string();
+        assert!(err.contains("production"), "{err}");
     }
 
     #[test]

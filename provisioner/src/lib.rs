@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod consts;
 pub mod deploy;
 pub mod desired;
 pub mod engine;

@@ -10,116 +10,69 @@ use serde_json::{Map, Value};
 /// Placeholder for an attribute that only exists once a dependency is created.
 pub const PENDING: &str = "(known after apply)";
 
-/// Every kind of resource the provisioner manages, in creation order: a kind
-/// only ever depends on kinds declared before it, so sorting by [`Kind::rank`]
-/// is a valid topological order (deletes walk it backwards).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    Vpc,
-    InternetGateway,
-    Subnet,
-    ElasticIp,
-    NatGateway,
-    RouteTable,
-    LogGroup,
-    SecurityGroup,
-    SecurityGroupRules,
-    Secret,
-    DbSubnetGroup,
-    DbInstance,
-    CacheSubnetGroup,
-    ReplicationGroup,
-    Certificate,
-    EcrRepository,
-    LoadBalancer,
-    TargetGroup,
-    Listener,
-    SnsTopic,
-    AmpWorkspace,
-    AmpRuleGroups,
-    IamRole,
-    FlowLog,
-    EcsCluster,
-    TaskDefinition,
-    EcsService,
-    ScalingPolicy,
-    Alarm,
-    GrafanaDashboard,
+/// Declares [`Kind`] from one list: the variant, its `kind/name` key word
+/// (also its serde name), and [`Kind::ALL`] in the same order.
+macro_rules! kinds {
+    ($($variant:ident = $name:literal,)*) => {
+        /// Every kind of resource the provisioner manages, in creation order: a
+        /// kind only ever depends on kinds declared before it, so sorting by
+        /// [`Kind::rank`] is a valid topological order (deletes walk it
+        /// backwards).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum Kind {
+            $(#[serde(rename = $name)] $variant,)*
+        }
+
+        impl Kind {
+            pub const ALL: [Kind; [$($name),*].len()] = [$(Kind::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+// Adding a kind: one line here, at its place in the creation order.
+kinds! {
+    Vpc = "vpc",
+    InternetGateway = "internet-gateway",
+    Subnet = "subnet",
+    ElasticIp = "elastic-ip",
+    NatGateway = "nat-gateway",
+    RouteTable = "route-table",
+    LogGroup = "log-group",
+    SecurityGroup = "security-group",
+    SecurityGroupRules = "security-group-rules",
+    Secret = "secret",
+    DbSubnetGroup = "db-subnet-group",
+    DbInstance = "db-instance",
+    CacheSubnetGroup = "cache-subnet-group",
+    ReplicationGroup = "replication-group",
+    Certificate = "certificate",
+    EcrRepository = "ecr-repository",
+    LoadBalancer = "load-balancer",
+    TargetGroup = "target-group",
+    Listener = "listener",
+    SnsTopic = "sns-topic",
+    AmpWorkspace = "amp-workspace",
+    AmpRuleGroups = "amp-rule-groups",
+    IamRole = "iam-role",
+    FlowLog = "flow-log",
+    EcsCluster = "ecs-cluster",
+    TaskDefinition = "task-definition",
+    EcsService = "ecs-service",
+    ScalingPolicy = "scaling-policy",
+    Alarm = "alarm",
+    GrafanaDashboard = "grafana-dashboard",
 }
 
 impl Kind {
-    pub const ALL: [Kind; 30] = [
-        Kind::Vpc,
-        Kind::InternetGateway,
-        Kind::Subnet,
-        Kind::ElasticIp,
-        Kind::NatGateway,
-        Kind::RouteTable,
-        Kind::LogGroup,
-        Kind::SecurityGroup,
-        Kind::SecurityGroupRules,
-        Kind::Secret,
-        Kind::DbSubnetGroup,
-        Kind::DbInstance,
-        Kind::CacheSubnetGroup,
-        Kind::ReplicationGroup,
-        Kind::Certificate,
-        Kind::EcrRepository,
-        Kind::LoadBalancer,
-        Kind::TargetGroup,
-        Kind::Listener,
-        Kind::SnsTopic,
-        Kind::AmpWorkspace,
-        Kind::AmpRuleGroups,
-        Kind::IamRole,
-        Kind::FlowLog,
-        Kind::EcsCluster,
-        Kind::TaskDefinition,
-        Kind::EcsService,
-        Kind::ScalingPolicy,
-        Kind::Alarm,
-        Kind::GrafanaDashboard,
-    ];
-
     /// Position in the creation order.
     pub fn rank(self) -> usize {
         self as usize
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Vpc => "vpc",
-            Kind::InternetGateway => "internet-gateway",
-            Kind::Subnet => "subnet",
-            Kind::ElasticIp => "elastic-ip",
-            Kind::NatGateway => "nat-gateway",
-            Kind::RouteTable => "route-table",
-            Kind::LogGroup => "log-group",
-            Kind::IamRole => "iam-role",
-            Kind::FlowLog => "flow-log",
-            Kind::SecurityGroup => "security-group",
-            Kind::SecurityGroupRules => "security-group-rules",
-            Kind::Secret => "secret",
-            Kind::DbSubnetGroup => "db-subnet-group",
-            Kind::DbInstance => "db-instance",
-            Kind::CacheSubnetGroup => "cache-subnet-group",
-            Kind::ReplicationGroup => "replication-group",
-            Kind::Certificate => "certificate",
-            Kind::EcrRepository => "ecr-repository",
-            Kind::LoadBalancer => "load-balancer",
-            Kind::TargetGroup => "target-group",
-            Kind::Listener => "listener",
-            Kind::SnsTopic => "sns-topic",
-            Kind::AmpWorkspace => "amp-workspace",
-            Kind::AmpRuleGroups => "amp-rule-groups",
-            Kind::EcsCluster => "ecs-cluster",
-            Kind::TaskDefinition => "task-definition",
-            Kind::EcsService => "ecs-service",
-            Kind::ScalingPolicy => "scaling-policy",
-            Kind::Alarm => "alarm",
-            Kind::GrafanaDashboard => "grafana-dashboard",
-        }
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
@@ -350,6 +303,7 @@ mod tests {
         for (i, k) in Kind::ALL.iter().enumerate() {
             assert_eq!(k.rank(), i);
             assert_eq!(Kind::parse(k.as_str()), Some(*k));
+            assert_eq!(serde_json::to_value(k).ok(), Some(k.as_str().into()));
         }
         assert_eq!(Kind::parse("nope"), None);
     }

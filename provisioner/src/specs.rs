@@ -59,6 +59,9 @@ pub struct IamRoleSpec {
     pub name: String,
     /// Service principal allowed to assume the role.
     pub trusted_service: String,
+    /// The trust policy's `aws:SourceAccount` condition: the service may
+    /// assume the role only on behalf of this account (confused deputy).
+    pub source_account: String,
     /// The single inline policy document (`<role>-policy`).
     pub policy: serde_json::Value,
 }
@@ -197,7 +200,9 @@ pub struct ListenerSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnsTopicSpec {
     pub name: String,
-    /// HTTPS endpoints subscribed (PagerDuty), sorted.
+    /// HTTPS endpoints subscribed (PagerDuty), sorted, as
+    /// [`redact_endpoint`] shows them: the URL is a secret, so it is never
+    /// diffed or printed; the real one travels in `inputs`.
     pub https_subscriptions: Vec<String>,
 }
 
@@ -286,6 +291,16 @@ pub struct GrafanaDashboardSpec {
 }
 
 /// 64-bit FNV-1a, hex: a stable content fingerprint (not for security).
+/// What plan/status show for a secret HTTPS endpoint: scheme and host, and
+/// a short fingerprint of the whole URL (so a changed URL still shows as a
+/// change) instead of the path that holds the integration key.
+pub fn redact_endpoint(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let print = fnv1a(url.as_bytes());
+    format!("{scheme}://{host}/<redacted {}>", &print[..8])
+}
+
 pub fn fnv1a(data: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in data {
@@ -303,6 +318,18 @@ mod tests {
     fn fnv_is_stable_and_sensitive() {
         assert_eq!(fnv1a(b""), "cbf29ce484222325");
         assert_eq!(fnv1a(b"a"), "af63dc4c8601ec8c");
+    }
+
+    #[test]
+    fn endpoints_are_redacted_but_changes_stay_visible() {
+        let url = "https://events.pagerduty.com/integration/0123456789abcdef/enqueue";
+        let shown = redact_endpoint(url);
+        assert!(
+            shown.starts_with("https://events.pagerduty.com/<redacted "),
+            "{shown}"
+        );
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert_ne!(shown, redact_endpoint(&url.replace("0123", "9999")));
         assert_ne!(fnv1a(b"ab"), fnv1a(b"ba"));
     }
 

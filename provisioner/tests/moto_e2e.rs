@@ -2,12 +2,15 @@
 //! (started per test on a free loopback port), verified with the AWS SDK.
 
 mod support;
+#[path = "moto_e2e/verify.rs"]
+mod verify;
 
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::Filter;
 use serde_json::Value;
 use support::*;
+use verify::verify_staging;
 
 /// Resources of staging with one dashboard and one rules file.
 const STAGING_TOTAL: u64 = 57;
@@ -35,523 +38,6 @@ fn rt() -> tokio::runtime::Runtime {
 
 fn env_filter(env: &str) -> Filter {
     Filter::builder().name("tag:env").values(env).build()
-}
-
-fn sg_rules(perms: &[aws_sdk_ec2::types::IpPermission]) -> Vec<(i32, String)> {
-    let mut v = Vec::new();
-    for p in perms {
-        let port = p.from_port().unwrap_or(-1);
-        assert_eq!(p.from_port(), p.to_port(), "single-port rules only");
-        for r in p.ip_ranges() {
-            v.push((port, r.cidr_ip().unwrap_or_default().to_string()));
-        }
-        for g in p.user_id_group_pairs() {
-            v.push((port, g.group_id().unwrap_or_default().to_string()));
-        }
-    }
-    v.sort();
-    v
-}
-
-/// Every resource of `up staging`, with the security settings of the seeds.
-async fn verify_staging(moto: &Moto) {
-    let conf = sdk(moto).await;
-    let ec2 = aws_sdk_ec2::Client::new(&conf);
-
-    // Network.
-    let vpcs = ec2
-        .describe_vpcs()
-        .filters(env_filter("staging"))
-        .send()
-        .await
-        .expect("vpcs");
-    assert_eq!(vpcs.vpcs().len(), 1, "exactly one VPC");
-    let vpc = &vpcs.vpcs()[0];
-    assert_eq!(vpc.cidr_block(), Some("10.20.0.0/16"));
-    let vpc_id = vpc.vpc_id().expect("vpc id").to_string();
-    let subnets = ec2
-        .describe_subnets()
-        .filters(env_filter("staging"))
-        .send()
-        .await
-        .expect("subnets");
-    assert_eq!(subnets.subnets().len(), 6);
-    let tier = |s: &aws_sdk_ec2::types::Subnet| {
-        s.tags()
-            .iter()
-            .find(|t| t.key() == Some("tier"))
-            .and_then(|t| t.value())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let mut azs: Vec<String> = subnets
-        .subnets()
-        .iter()
-        .filter_map(|s| s.availability_zone().map(str::to_string))
-        .collect();
-    azs.sort();
-    azs.dedup();
-    assert_eq!(azs.len(), 2, "two AZs");
-    for s in subnets.subnets() {
-        assert_eq!(
-            s.map_public_ip_on_launch(),
-            Some(tier(s) == "public"),
-            "{:?}",
-            s.subnet_id()
-        );
-    }
-    let nats = ec2
-        .describe_nat_gateways()
-        .filter(env_filter("staging"))
-        .send()
-        .await
-        .expect("nats");
-    assert_eq!(nats.nat_gateways().len(), 1);
-    let nat_id = nats.nat_gateways()[0]
-        .nat_gateway_id()
-        .expect("nat")
-        .to_string();
-    let igws = ec2
-        .describe_internet_gateways()
-        .filters(env_filter("staging"))
-        .send()
-        .await
-        .expect("igws");
-    assert_eq!(igws.internet_gateways().len(), 1);
-    assert_eq!(
-        igws.internet_gateways()[0].attachments()[0].vpc_id(),
-        Some(vpc_id.as_str())
-    );
-    let igw_id = igws.internet_gateways()[0]
-        .internet_gateway_id()
-        .expect("igw")
-        .to_string();
-    let rts = ec2
-        .describe_route_tables()
-        .filters(env_filter("staging"))
-        .send()
-        .await
-        .expect("rts");
-    assert_eq!(rts.route_tables().len(), 4);
-    for rt in rts.route_tables() {
-        let name = rt
-            .tags()
-            .iter()
-            .find(|t| t.key() == Some("provisioner:key"))
-            .and_then(|t| t.value())
-            .unwrap_or_default();
-        let default = rt
-            .routes()
-            .iter()
-            .find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"));
-        let target = default.and_then(|r| r.nat_gateway_id().or(r.gateway_id()));
-        match name {
-            "route-table/public" => assert_eq!(target, Some(igw_id.as_str())),
-            "route-table/database" => {
-                assert_eq!(target, None, "database tier has no internet route")
-            }
-            _ => assert_eq!(target, Some(nat_id.as_str()), "{name}"),
-        }
-        assert!(!rt.associations().is_empty(), "{name} has subnets");
-    }
-    let flows = ec2
-        .describe_flow_logs()
-        .filter(env_filter("staging"))
-        .send()
-        .await
-        .expect("flow logs");
-    assert_eq!(flows.flow_logs().len(), 1);
-    assert_eq!(flows.flow_logs()[0].resource_id(), Some(vpc_id.as_str()));
-    assert_eq!(
-        flows.flow_logs()[0].traffic_type().map(|t| t.as_str()),
-        Some("ALL")
-    );
-
-    // Security groups: least privilege.
-    let sgs = ec2
-        .describe_security_groups()
-        .filters(env_filter("staging"))
-        .send()
-        .await
-        .expect("sgs");
-    let by_name: BTreeMap<String, &aws_sdk_ec2::types::SecurityGroup> = sgs
-        .security_groups()
-        .iter()
-        .map(|g| {
-            (
-                g.group_name()
-                    .unwrap_or_default()
-                    .trim_start_matches("edge-suite-staging-")
-                    .to_string(),
-                g,
-            )
-        })
-        .collect();
-    assert_eq!(by_name.len(), 4);
-    let id = |n: &str| by_name[n].group_id().expect("sg id").to_string();
-    let any = "0.0.0.0/0".to_string();
-    assert_eq!(
-        sg_rules(by_name["alb"].ip_permissions()),
-        vec![
-            (80, any.clone()),
-            (443, any.clone()),
-            (8443, "10.20.0.0/16".to_string())
-        ]
-    );
-    assert_eq!(
-        sg_rules(by_name["alb"].ip_permissions_egress()),
-        vec![(8000, id("tasks")), (8100, id("tasks"))]
-    );
-    assert_eq!(
-        sg_rules(by_name["tasks"].ip_permissions()),
-        vec![(8000, id("alb")), (8100, id("alb"))]
-    );
-    assert_eq!(
-        sg_rules(by_name["tasks"].ip_permissions_egress()),
-        vec![
-            (443, any.clone()),
-            (5432, id("database")),
-            (6379, id("redis"))
-        ]
-    );
-    assert_eq!(
-        sg_rules(by_name["database"].ip_permissions()),
-        vec![(5432, id("tasks"))]
-    );
-    assert!(by_name["database"].ip_permissions_egress().is_empty());
-    assert_eq!(
-        sg_rules(by_name["redis"].ip_permissions()),
-        vec![(6379, id("tasks"))]
-    );
-    assert!(by_name["redis"].ip_permissions_egress().is_empty());
-
-    // Secrets.
-    let sm = aws_sdk_secretsmanager::Client::new(&conf);
-    let secrets = sm.list_secrets().send().await.expect("secrets");
-    let mut names: Vec<&str> = secrets
-        .secret_list()
-        .iter()
-        .filter_map(|s| s.name())
-        .collect();
-    names.sort();
-    assert_eq!(
-        names,
-        vec![
-            "edge-suite/staging/db-password",
-            "edge-suite/staging/jwt-secret",
-            "edge-suite/staging/redis-auth-token"
-        ]
-    );
-
-    // RDS: Multi-AZ, encrypted, 7-day backups, private, in the database SG.
-    let rds = aws_sdk_rds::Client::new(&conf);
-    let dbs = rds.describe_db_instances().send().await.expect("dbs");
-    assert_eq!(dbs.db_instances().len(), 1);
-    let db = &dbs.db_instances()[0];
-    assert_eq!(db.engine(), Some("postgres"));
-    assert_eq!(db.multi_az(), Some(true));
-    assert_eq!(db.storage_encrypted(), Some(true));
-    assert_eq!(db.backup_retention_period(), Some(7));
-    assert_eq!(
-        db.deletion_protection(),
-        Some(false),
-        "staging has no deletion protection"
-    );
-    assert_eq!(db.publicly_accessible(), Some(false));
-    assert_eq!(
-        db.vpc_security_groups()[0].vpc_security_group_id(),
-        Some(id("database").as_str())
-    );
-
-    // ElastiCache: cluster mode, TLS, at rest, AUTH.
-    let ec = aws_sdk_elasticache::Client::new(&conf);
-    let rgs = ec.describe_replication_groups().send().await.expect("rgs");
-    assert_eq!(rgs.replication_groups().len(), 1);
-    let rg = &rgs.replication_groups()[0];
-    assert_eq!(rg.cluster_enabled(), Some(true));
-    assert_eq!(rg.transit_encryption_enabled(), Some(true));
-    assert_eq!(rg.at_rest_encryption_enabled(), Some(true));
-    assert_eq!(rg.auth_token_enabled(), Some(true));
-    assert!(rg.configuration_endpoint().is_some());
-
-    // ALB, listeners, target groups.
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&conf);
-    let lbs = elb.describe_load_balancers().send().await.expect("lbs");
-    assert_eq!(lbs.load_balancers().len(), 1);
-    let lb = &lbs.load_balancers()[0];
-    assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internet-facing"));
-    assert_eq!(lb.security_groups(), [id("alb")]);
-    let tgs = elb.describe_target_groups().send().await.expect("tgs");
-    assert_eq!(tgs.target_groups().len(), 2);
-    let mut tg_by_color = BTreeMap::new();
-    for t in tgs.target_groups() {
-        assert_eq!(t.health_check_path(), Some("/status/ready"));
-        assert_eq!(t.health_check_port(), Some("8100"));
-        assert_eq!(t.port(), Some(8000));
-        assert_eq!(t.target_type().map(|x| x.as_str()), Some("ip"));
-        let color = t
-            .target_group_name()
-            .unwrap_or_default()
-            .rsplit('-')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        tg_by_color.insert(color, t.target_group_arn().unwrap_or_default().to_string());
-    }
-    let listeners = elb
-        .describe_listeners()
-        .load_balancer_arn(lb.load_balancer_arn().unwrap_or_default())
-        .send()
-        .await
-        .expect("listeners");
-    let by_port: BTreeMap<i32, &aws_sdk_elasticloadbalancingv2::types::Listener> = listeners
-        .listeners()
-        .iter()
-        .map(|l| (l.port().unwrap_or(0), l))
-        .collect();
-    assert_eq!(
-        by_port.keys().copied().collect::<Vec<_>>(),
-        vec![80, 443, 8443]
-    );
-    let https = by_port[&443];
-    assert_eq!(https.protocol().map(|p| p.as_str()), Some("HTTPS"));
-    assert!(
-        https.certificates()[0]
-            .certificate_arn()
-            .is_some_and(|a| a.contains(":certificate/"))
-    );
-    assert_eq!(
-        https.ssl_policy(),
-        Some("ELBSecurityPolicy-TLS13-1-2-2021-06")
-    );
-    assert_eq!(
-        https.default_actions()[0].target_group_arn(),
-        Some(tg_by_color["blue"].as_str())
-    );
-    let redirect = by_port[&80].default_actions()[0]
-        .redirect_config()
-        .expect("redirect");
-    assert_eq!(redirect.protocol(), Some("HTTPS"));
-    assert_eq!(redirect.port(), Some("443"));
-    assert_eq!(
-        by_port[&8443].default_actions()[0].target_group_arn(),
-        Some(tg_by_color["green"].as_str())
-    );
-
-    // ECS.
-    let ecs = aws_sdk_ecs::Client::new(&conf);
-    let clusters = ecs
-        .describe_clusters()
-        .clusters("edge-suite-staging-cluster")
-        .include(aws_sdk_ecs::types::ClusterField::Settings)
-        .send()
-        .await
-        .expect("clusters");
-    let cluster = &clusters.clusters()[0];
-    assert!(
-        cluster
-            .settings()
-            .iter()
-            .any(|s| s.value() == Some("enabled")),
-        "container insights"
-    );
-    let svcs = ecs
-        .describe_services()
-        .cluster("edge-suite-staging-cluster")
-        .services("gateway")
-        .send()
-        .await
-        .expect("svc");
-    let svc = &svcs.services()[0];
-    assert_eq!(svc.desired_count(), 2);
-    assert_eq!(
-        svc.deployment_controller().map(|d| d.r#type().as_str()),
-        Some("EXTERNAL")
-    );
-    let td = ecs
-        .describe_task_definition()
-        .task_definition(svc.task_definition().expect("service task definition"))
-        .send()
-        .await
-        .expect("td")
-        .task_definition
-        .expect("td");
-    assert_eq!(td.network_mode().map(|m| m.as_str()), Some("awsvpc"));
-    assert_eq!(td.cpu(), Some("512"));
-    let containers: BTreeMap<&str, &aws_sdk_ecs::types::ContainerDefinition> = td
-        .container_definitions()
-        .iter()
-        .map(|c| (c.name().unwrap_or_default(), c))
-        .collect();
-    let gw = containers["gateway"];
-    let ports: Vec<i32> = gw
-        .port_mappings()
-        .iter()
-        .filter_map(|p| p.container_port())
-        .collect();
-    assert_eq!(ports, vec![8000, 8100]);
-    let secret_names: Vec<&str> = gw.secrets().iter().map(|s| s.name()).collect();
-    assert_eq!(secret_names.len(), 2);
-    assert!(secret_names.contains(&"JWT_SECRET") && secret_names.contains(&"REDIS_PASSWORD"));
-    assert!(
-        gw.secrets()
-            .iter()
-            .all(|s| s.value_from().starts_with("arn:aws:secretsmanager:"))
-    );
-    let env: BTreeMap<&str, &str> = gw
-        .environment()
-        .iter()
-        .filter_map(|kv| Some((kv.name()?, kv.value()?)))
-        .collect();
-    assert_eq!(env.get("GATEWAY_PROXY_LISTEN"), Some(&"0.0.0.0:8000"));
-    assert_eq!(env.get("GATEWAY_STATUS_LISTEN"), Some(&"0.0.0.0:8100"));
-    assert_eq!(env.get("RATE_LIMIT_POLICY"), Some(&"redis"));
-    assert_eq!(env.get("REDIS_SSL"), Some(&"true"));
-    assert_eq!(
-        env.get("REDIS_HOST").copied(),
-        rg.configuration_endpoint().and_then(|e| e.address())
-    );
-    assert_eq!(gw.stop_timeout(), Some(30));
-    assert!(gw.health_check().is_some());
-    assert_eq!(
-        gw.log_configuration()
-            .and_then(|l| l.options())
-            .and_then(|o| o.get("awslogs-group"))
-            .map(String::as_str),
-        Some("/ecs/edge-suite-staging/gateway")
-    );
-    let agent = containers["metrics-agent"];
-    let agent_env: BTreeMap<&str, &str> = agent
-        .environment()
-        .iter()
-        .filter_map(|kv| Some((kv.name()?, kv.value()?)))
-        .collect();
-    assert_eq!(
-        agent_env.get("METRICS_AGENT_LISTEN"),
-        Some(&"127.0.0.1:9464")
-    );
-    assert!(
-        agent_env
-            .get("AMP_REMOTE_WRITE_URL")
-            .is_some_and(|u| u.ends_with("api/v1/remote_write"))
-    );
-    let sets = ecs
-        .describe_task_sets()
-        .cluster("edge-suite-staging-cluster")
-        .service("gateway")
-        .send()
-        .await
-        .expect("sets");
-    assert_eq!(sets.task_sets().len(), 1);
-    let set = &sets.task_sets()[0];
-    assert_eq!(set.status(), Some("PRIMARY"));
-    assert_eq!(set.launch_type().map(|l| l.as_str()), Some("FARGATE"));
-    let vpc_conf = set
-        .network_configuration()
-        .and_then(|n| n.awsvpc_configuration())
-        .expect("awsvpc");
-    assert_eq!(vpc_conf.security_groups(), [id("tasks")]);
-    assert_eq!(
-        vpc_conf.assign_public_ip().map(|a| a.as_str()),
-        Some("DISABLED")
-    );
-
-    // Auto scaling 2..10 on CPU.
-    let aas = aws_sdk_applicationautoscaling::Client::new(&conf);
-    let targets = aas
-        .describe_scalable_targets()
-        .service_namespace(aws_sdk_applicationautoscaling::types::ServiceNamespace::Ecs)
-        .send()
-        .await
-        .expect("targets");
-    assert_eq!(targets.scalable_targets().len(), 1);
-    assert_eq!(
-        (
-            targets.scalable_targets()[0].min_capacity(),
-            targets.scalable_targets()[0].max_capacity()
-        ),
-        (2, 10)
-    );
-
-    // ECR.
-    let ecr = aws_sdk_ecr::Client::new(&conf);
-    let repos = ecr.describe_repositories().send().await.expect("repos");
-    assert_eq!(repos.repositories().len(), 3);
-    let mut repo_names: Vec<&str> = repos
-        .repositories()
-        .iter()
-        .filter_map(|r| r.repository_name())
-        .collect();
-    repo_names.sort();
-    assert_eq!(
-        repo_names,
-        vec![
-            "edge-suite/gateway",
-            "edge-suite/metrics-agent",
-            "edge-suite/provisioner"
-        ]
-    );
-    for r in repos.repositories() {
-        assert!(
-            r.image_scanning_configuration()
-                .is_some_and(|c| c.scan_on_push())
-        );
-    }
-
-    // Alarms notify the SNS topic; AMP workspace and rules; log groups; roles.
-    let sns = aws_sdk_sns::Client::new(&conf);
-    let topics = sns.list_topics().send().await.expect("topics");
-    assert_eq!(topics.topics().len(), 1);
-    let topic = topics.topics()[0].topic_arn().expect("topic").to_string();
-    let cw = aws_sdk_cloudwatch::Client::new(&conf);
-    let alarms = cw
-        .describe_alarms()
-        .alarm_name_prefix("edge-suite-staging-")
-        .send()
-        .await
-        .expect("alarms");
-    assert_eq!(alarms.metric_alarms().len(), 4);
-    assert!(
-        alarms
-            .metric_alarms()
-            .iter()
-            .all(|a| a.alarm_actions() == [topic.clone()])
-    );
-    let amp = aws_sdk_amp::Client::new(&conf);
-    let ws = amp.list_workspaces().send().await.expect("workspaces");
-    assert_eq!(ws.workspaces().len(), 1);
-    let ns = amp
-        .list_rule_groups_namespaces()
-        .workspace_id(ws.workspaces()[0].workspace_id())
-        .send()
-        .await
-        .expect("namespaces");
-    assert_eq!(
-        ns.rule_groups_namespaces()
-            .iter()
-            .map(|n| n.name())
-            .collect::<Vec<_>>(),
-        vec!["gateway"]
-    );
-    let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
-    let groups = logs.describe_log_groups().send().await.expect("log groups");
-    assert_eq!(groups.log_groups().len(), 2);
-    assert!(
-        groups
-            .log_groups()
-            .iter()
-            .all(|g| g.retention_in_days().is_some())
-    );
-    let iam = aws_sdk_iam::Client::new(&conf);
-    let roles = iam.list_roles().send().await.expect("roles");
-    assert_eq!(
-        roles
-            .roles()
-            .iter()
-            .filter(|r| r.role_name().starts_with("edge-suite-staging-"))
-            .count(),
-        3
-    );
 }
 
 #[test]
@@ -1377,8 +863,38 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
         assert_eq!(svc.services()[0].desired_count(), 3);
     });
 
-    // down lifts the deletion protection it was asked to remove, and keeps
-    // a final snapshot of the protected database.
+    // Production is not disposable: down refuses to lift the deletion
+    // protection itself, before deleting anything.
+    let refused = provisioner(
+        &moto,
+        &scratch,
+        &["down", "production", "--yes", "--output", "json"],
+        &[],
+    );
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("has deletion protection"),
+        "{}",
+        refused.stderr
+    );
+    let unchanged = provisioner(
+        &moto,
+        &scratch,
+        &["plan", "production", "--output", "json"],
+        &[],
+    )
+    .ok()
+    .json();
+    assert_eq!(summary(&unchanged).0, 0, "nothing was deleted");
+
+    // The operator lifts it in the env file; down then keeps a final
+    // snapshot of the production database.
+    scratch.edit_env(
+        "production",
+        "deletion_protection = true",
+        "deletion_protection = false",
+    );
+    provisioner(&moto, &scratch, &["up", "production"], &[]).ok();
     let down = provisioner(
         &moto,
         &scratch,
@@ -1406,5 +922,49 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
                 .is_some_and(|i| i.starts_with("edge-suite-production-db-final-"))),
             "final snapshot kept"
         );
+        // Secrets keep their recovery window (a disposable env deletes at once).
+        let sm = aws_sdk_secretsmanager::Client::new(&conf);
+        for name in ["jwt-secret", "db-password", "redis-auth-token"] {
+            let s = sm
+                .describe_secret()
+                .secret_id(format!("edge-suite/production/{name}"))
+                .send()
+                .await
+                .expect("secret still restorable");
+            assert!(s.deleted_date().is_some(), "{name} scheduled for deletion");
+        }
+    });
+
+    // The next `up` brings them back instead of failing on the taken names
+    // (stopped right after the secrets: the rest is covered above).
+    let again = provisioner(
+        &moto,
+        &scratch,
+        &["up", "production"],
+        &[("PROVISIONER_FAIL_BEFORE", "db-subnet-group/main")],
+    );
+    assert!(
+        again
+            .stderr
+            .contains("injected failure before db-subnet-group/main"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.contains("restoring secret"),
+        "{}",
+        again.stderr
+    );
+    rt().block_on(async {
+        let sm = aws_sdk_secretsmanager::Client::new(&sdk(&moto).await);
+        for name in ["jwt-secret", "db-password", "redis-auth-token"] {
+            let s = sm
+                .describe_secret()
+                .secret_id(format!("edge-suite/production/{name}"))
+                .send()
+                .await
+                .expect("secret");
+            assert!(s.deleted_date().is_none(), "{name} restored");
+        }
     });
 }

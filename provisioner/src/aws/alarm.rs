@@ -4,7 +4,7 @@ use aws_sdk_cloudwatch::types::{
     ComparisonOperator, Dimension, MetricAlarm, StateValue, Statistic, Tag,
 };
 
-use super::Aws;
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::AlarmSpec;
@@ -123,3 +123,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("cloudwatch:DeleteAlarms", e))?;
     Ok(())
 }
+
+/// `Alarm` in the registry (`aws/registry.rs`) (an update re-applies the whole spec).
+pub const OPS: Ops = ops!(Alarm, observe, create, (recreate create), delete);

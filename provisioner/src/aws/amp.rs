@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_amp::primitives::Blob;
 use aws_sdk_amp::types::WorkspaceStatusCode;
 
-use super::{Aws, wait_for};
+use super::{Aws, registry::Ops, wait_for};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::{AmpRuleGroupsSpec, AmpWorkspaceSpec, fnv1a};
@@ -192,3 +192,15 @@ pub async fn delete_rule_groups(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("aps:DeleteRuleGroupsNamespace", e))?;
     Ok(())
 }
+
+/// `AmpWorkspace` in the registry (`aws/registry.rs`) (no in-place update).
+pub const OPS: Ops = ops!(AmpWorkspace, observe, create, none, delete);
+
+/// `AmpRuleGroups` in the registry (`aws/registry.rs`).
+pub const RULE_GROUPS_OPS: Ops = ops!(
+    AmpRuleGroups,
+    observe_rule_groups,
+    create_rule_groups,
+    update_rule_groups,
+    delete_rule_groups
+);

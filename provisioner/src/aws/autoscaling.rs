@@ -5,7 +5,7 @@ use aws_sdk_applicationautoscaling::types::{
     TargetTrackingScalingPolicyConfiguration,
 };
 
-use super::Aws;
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::ScalingPolicySpec;
@@ -124,3 +124,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("application-autoscaling:DeregisterScalableTarget", e))?;
     Ok(())
 }
+
+/// `ScalingPolicy` in the registry (`aws/registry.rs`) (an update re-applies the whole spec).
+pub const OPS: Ops = ops!(ScalingPolicy, observe, create, (recreate create), delete);

@@ -2,7 +2,7 @@
 
 use aws_sdk_acm::types::{Tag, ValidationMethod};
 
-use super::Aws;
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::CertificateSpec;
@@ -118,3 +118,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// `Certificate` in the registry (`aws/registry.rs`) (no in-place update).
+pub const OPS: Ops = ops!(Certificate, observe, create, none, delete);

@@ -4,13 +4,11 @@
 
 use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability, Tag};
 
-use super::Aws;
+use super::{Aws, registry::Ops};
+use crate::consts::ECR_REPOSITORIES;
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::EcrRepositorySpec;
-
-/// The images of the suite.
-pub const REPOSITORIES: [&str; 3] = ["gateway", "metrics-agent", "provisioner"];
 
 /// Project-level tags: no `env`, because every environment pulls from them.
 fn shared_tags(aws: &Aws, key: &Key) -> Vec<(String, String)> {
@@ -39,7 +37,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         };
         let Some(logical) = name
             .strip_prefix(&prefix)
-            .filter(|l| REPOSITORIES.contains(l))
+            .filter(|l| ECR_REPOSITORIES.contains(l))
         else {
             continue;
         };
@@ -131,3 +129,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("ecr:DeleteRepository", e))?;
     Ok(())
 }
+
+/// `EcrRepository` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(EcrRepository, observe, create, update, delete);

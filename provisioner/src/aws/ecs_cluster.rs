@@ -2,7 +2,7 @@
 
 use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName, Tag};
 
-use super::Aws;
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::EcsClusterSpec;
@@ -105,3 +105,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// `EcsCluster` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(EcsCluster, observe, create, update, delete);

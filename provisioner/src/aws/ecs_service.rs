@@ -8,9 +8,9 @@ use aws_sdk_ecs::types::{
     TaskSet,
 };
 
-use super::Aws;
 use super::ecs_cluster::ecs_tags;
-use crate::desired::PROXY_PORT;
+use super::{Aws, registry::Ops};
+use crate::consts::PROXY_PORT;
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::EcsServiceSpec;
@@ -309,3 +309,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("ecs:DeleteService", e))?;
     Ok(())
 }
+
+/// `EcsService` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(EcsService, observe, create, (changed update), delete);

@@ -2,8 +2,8 @@
 
 use aws_sdk_ec2::types::{DomainType, ResourceType};
 
-use super::Aws;
 use super::ec2util::{env_filters, key_of, tag_spec};
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::ElasticIpSpec;
@@ -72,3 +72,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// `ElasticIp` in the registry (`aws/registry.rs`) (no in-place update).
+pub const OPS: Ops = ops!(ElasticIp, observe, create, none, delete);

@@ -5,22 +5,22 @@ use aws_sdk_elasticache::types::{
     AutomaticFailoverStatus, ClusterMode, MultiAzStatus, ReplicationGroup, Tag,
 };
 
-use super::{Aws, secret, wait_for};
+use super::{Aws, registry::Ops, secret, subnet_group, wait_for};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::{ReplicationGroupSpec, SubnetGroupSpec};
 
 fn tags(aws: &Aws, key: &Key) -> Vec<Tag> {
-    aws.tags(key)
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
+    subnet_group::tags(aws, key, |k, v| Tag::builder().key(k).value(v).build())
 }
 
 fn group_name(aws: &Aws) -> String {
     format!("{}-redis", aws.prefix)
 }
 
+// The subnet-group calls below have the shape of those in `rds.rs`: the
+// same API in two SDKs whose types differ. What is shared (the spec read
+// back, the tags) lives in `subnet_group.rs`.
 pub async fn observe_subnet_groups(aws: &Aws) -> Result<Vec<Actual>> {
     let items = aws
         .elasticache
@@ -36,21 +36,12 @@ pub async fn observe_subnet_groups(aws: &Aws) -> Result<Vec<Actual>> {
         .iter()
         .filter(|g| g.cache_subnet_group_name() == Some(name.as_str()))
         .map(|g| {
-            let mut subnets: Vec<String> = g
-                .subnets()
-                .iter()
-                .filter_map(|s| s.subnet_identifier().map(str::to_string))
-                .collect();
-            subnets.sort();
-            let spec = SubnetGroupSpec {
-                name: name.clone(),
-                description: g
-                    .cache_subnet_group_description()
-                    .unwrap_or_default()
-                    .to_string(),
-                subnets,
-            };
-            Actual::new(Key::new(Kind::CacheSubnetGroup, "main"), &name, &spec)
+            subnet_group::actual(
+                Kind::CacheSubnetGroup,
+                &name,
+                g.cache_subnet_group_description(),
+                g.subnets().iter().map(|s| s.subnet_identifier()),
+            )
         })
         .collect())
 }
@@ -262,3 +253,15 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     )
     .await
 }
+
+/// `CacheSubnetGroup` in the registry (`aws/registry.rs`).
+pub const SUBNET_GROUP_OPS: Ops = ops!(
+    CacheSubnetGroup,
+    observe_subnet_groups,
+    create_subnet_group,
+    update_subnet_group,
+    delete_subnet_group
+);
+
+/// `ReplicationGroup` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(ReplicationGroup, observe, create, (changed update), delete);

@@ -2,8 +2,8 @@
 
 use aws_sdk_ec2::types::{FlowLogsResourceType, LogDestinationType, ResourceType, TrafficType};
 
-use super::Aws;
 use super::ec2util::{env_filters, key_of, tag_spec};
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::FlowLogSpec;
@@ -88,3 +88,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("ec2:DeleteFlowLogs", e))?;
     Ok(())
 }
+
+/// `FlowLog` in the registry (`aws/registry.rs`) (no in-place update).
+pub const OPS: Ops = ops!(FlowLog, observe, create, none, delete);

@@ -3,12 +3,11 @@
 use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
-use super::Aws;
+use super::{Aws, registry::Ops};
+use crate::consts::IAM_ROLES;
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::IamRoleSpec;
-
-pub const ROLES: [&str; 3] = ["flow-logs", "task-execution", "task"];
 
 /// IAM returns policy documents URL-encoded; moto sometimes does not.
 pub fn decode_policy(doc: &str) -> Value {
@@ -46,10 +45,17 @@ pub fn decode_policy(doc: &str) -> Value {
     serde_json::from_slice(&out).unwrap_or(Value::Null)
 }
 
-fn trust(service: &str) -> String {
+/// The trust policy: `service` may assume the role, only on behalf of
+/// `account` (`aws:SourceAccount`, against the confused-deputy problem).
+fn trust(service: &str, account: &str) -> String {
     json!({
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": service},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+        }]
     })
     .to_string()
 }
@@ -61,13 +67,20 @@ fn trusted_service(doc: &Value) -> String {
         .to_string()
 }
 
+fn source_account(doc: &Value) -> String {
+    doc["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn policy_name(role: &str) -> String {
     format!("{role}-policy")
 }
 
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     let mut res = Vec::new();
-    for logical in ROLES {
+    for logical in IAM_ROLES {
         let name = format!("{}-{logical}", aws.prefix);
         let role = match aws.iam.get_role().role_name(&name).send().await {
             Ok(o) => o.role,
@@ -101,6 +114,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         let spec = IamRoleSpec {
             name: name.clone(),
             trusted_service: trusted_service(&trust),
+            source_account: source_account(&trust),
             policy,
         };
         res.push(
@@ -134,7 +148,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .iam
         .create_role()
         .role_name(&spec.name)
-        .assume_role_policy_document(trust(&spec.trusted_service))
+        .assume_role_policy_document(trust(&spec.trusted_service, &spec.source_account))
         .set_tags(Some(tags))
         .send()
         .await
@@ -149,7 +163,7 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     aws.iam
         .update_assume_role_policy()
         .role_name(&spec.name)
-        .policy_document(trust(&spec.trusted_service))
+        .policy_document(trust(&spec.trusted_service, &spec.source_account))
         .send()
         .await
         .map_err(|e| Error::aws("iam:UpdateAssumeRolePolicy", e))?;
@@ -183,6 +197,9 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     Ok(())
 }
 
+/// `IamRole` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(IamRole, observe, create, update, delete);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +212,13 @@ mod tests {
         assert_eq!(decode_policy(enc), json!({"a": "b c"}));
         assert_eq!(trusted_service(&doc), "ecs-tasks.amazonaws.com");
         assert_eq!(decode_policy("%zz"), Value::Null);
+    }
+
+    #[test]
+    fn trust_is_limited_to_the_source_account() {
+        let doc = decode_policy(&trust("ecs-tasks.amazonaws.com", "123456789012"));
+        assert_eq!(trusted_service(&doc), "ecs-tasks.amazonaws.com");
+        assert_eq!(source_account(&doc), "123456789012");
+        assert_eq!(doc["Statement"][0]["Action"], "sts:AssumeRole");
     }
 }

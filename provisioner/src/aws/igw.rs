@@ -2,8 +2,8 @@
 
 use aws_sdk_ec2::types::ResourceType;
 
-use super::Aws;
 use super::ec2util::{env_filters, key_of, tag_spec};
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::InternetGatewaySpec;
@@ -110,3 +110,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("ec2:DeleteInternetGateway", e))?;
     Ok(())
 }
+
+/// `InternetGateway` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(InternetGateway, observe, create, update, delete);

@@ -5,7 +5,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
     LoadBalancerTypeEnum, Tag,
 };
 
-use super::{Aws, wait_for};
+use super::{Aws, registry::Ops, wait_for};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::LoadBalancerSpec;
@@ -151,6 +151,9 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     )
     .await
 }
+
+/// `LoadBalancer` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(LoadBalancer, observe, create, update, delete);
 
 #[cfg(test)]
 mod tests {

@@ -6,8 +6,8 @@ use aws_sdk_elasticloadbalancingv2::types::{
     RedirectActionStatusCodeEnum,
 };
 
-use super::{Aws, lb};
-use crate::desired::TEST_LISTENER_PORT;
+use super::{Aws, lb, registry::Ops};
+use crate::consts::TEST_LISTENER_PORT;
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::{ListenerAction, ListenerSpec};
@@ -184,3 +184,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("elbv2:DeleteListener", e))?;
     Ok(())
 }
+
+/// `Listener` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(Listener, observe, create, update, delete);

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::Aws;
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::LogGroupSpec;
@@ -92,3 +92,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("logs:DeleteLogGroup", e))?;
     Ok(())
 }
+
+/// `LogGroup` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(LogGroup, observe, create, update, delete);

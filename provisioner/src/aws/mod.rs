@@ -2,6 +2,35 @@
 //! `observe` / `create` / `update` / `delete`, and [`AwsProvider`] dispatching
 //! the engine's calls to them.
 
+/// One registry entry ([`registry::Ops`]) from a module's functions:
+/// `ops!(Kind, observe, create, UPDATE, delete)`, where UPDATE is a function
+/// called with the actual and desired resource, `(changed f)` when it also
+/// takes the changed fields, `(recreate f)` when an update re-applies the
+/// whole spec through `f(aws, desired)`, or `none` (no in-place update).
+macro_rules! ops {
+    ($kind:ident, $observe:path, $create:path, $update:tt, $delete:path) => {
+        $crate::aws::registry::Ops {
+            kind: $crate::model::Kind::$kind,
+            observe: |a| Box::pin($observe(a)),
+            create: |a, d| Box::pin($create(a, d)),
+            update: ops!(@update $update),
+            delete: |a, x| Box::pin($delete(a, x)),
+        }
+    };
+    (@update none) => {
+        None
+    };
+    (@update (recreate $f:path)) => {
+        Some(|a, _, d, _| Box::pin($f(a, d)))
+    };
+    (@update (changed $f:path)) => {
+        Some(|a, x, d, changed| Box::pin($f(a, x, d, changed)))
+    };
+    (@update $f:path) => {
+        Some(|a, x, d, _| Box::pin($f(a, x, d)))
+    };
+}
+
 pub mod alarm;
 pub mod amp;
 pub mod autoscaling;
@@ -20,12 +49,14 @@ pub mod listener;
 pub mod log_group;
 pub mod nat;
 pub mod rds;
+pub mod registry;
 pub mod route_table;
 pub mod secret;
 pub mod security_group;
 pub mod sg_rules;
 pub mod sns;
 pub mod subnet;
+pub mod subnet_group;
 pub mod target_group;
 pub mod task_definition;
 pub mod vpc;
@@ -64,6 +95,8 @@ pub struct Aws {
     pub iam: aws_sdk_iam::Client,
     pub acm: aws_sdk_acm::Client,
     pub region: String,
+    /// The caller's account (STS), for `aws:SourceAccount` in trust policies.
+    pub account_id: String,
     pub project: String,
     pub env: String,
     pub prefix: String,
@@ -72,6 +105,9 @@ pub struct Aws {
     /// Talking to an emulator (`--endpoint-url`): known emulator gaps on
     /// teardown are reported as warnings instead of failing `down`.
     pub emulator: bool,
+    /// The env file's `disposable`: `down` may lift RDS deletion protection
+    /// and delete secrets without a recovery window. Off unless set.
+    pub disposable: bool,
 }
 
 impl Aws {
@@ -92,7 +128,13 @@ impl Aws {
         let region = conf.region().map(Region::to_string).ok_or_else(|| {
             Error::invalid("no AWS region configured (set AWS_REGION or a profile region)")
         })?;
+        let identity = aws_sdk_sts::Client::new(&conf)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| Error::aws("sts:GetCallerIdentity", e))?;
         Ok(Aws {
+            account_id: identity.account().unwrap_or_default().to_string(),
             ec2: aws_sdk_ec2::Client::new(&conf),
             ecs: aws_sdk_ecs::Client::new(&conf),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(&conf),
@@ -113,6 +155,7 @@ impl Aws {
             prefix: prefix.to_string(),
             wait_timeout,
             emulator: endpoint_url.is_some(),
+            disposable: false,
         })
     }
 
@@ -251,77 +294,27 @@ pub struct AwsProvider<'a> {
     pub grafana: Option<&'a Grafana>,
 }
 
+impl AwsProvider<'_> {
+    fn ops(kind: Kind) -> Result<&'static registry::Ops> {
+        registry::ops(kind).ok_or_else(|| Error::invalid(format!("no AWS module serves {kind}")))
+    }
+
+    async fn upload_dashboard(&self, d: &Desired) -> Result<Actual> {
+        match self.grafana {
+            Some(g) => g.upload(d).await,
+            None => Err(Error::invalid("Grafana is not configured")),
+        }
+    }
+}
+
 impl Provider for AwsProvider<'_> {
     async fn observe(&self) -> Result<Vec<Actual>> {
-        let a = self.aws;
         // Independent lookups, run concurrently (about 40 API calls).
-        let (network, security, data, edge, compute) = tokio::try_join!(
-            async {
-                let parts = tokio::try_join!(
-                    vpc::observe(a),
-                    igw::observe(a),
-                    subnet::observe(a),
-                    eip::observe(a),
-                    nat::observe(a),
-                    route_table::observe(a),
-                    flow_log::observe(a),
-                    log_group::observe(a),
-                )?;
-                Ok::<_, Error>(
-                    [
-                        parts.0, parts.1, parts.2, parts.3, parts.4, parts.5, parts.6, parts.7,
-                    ]
-                    .concat(),
-                )
-            },
-            async {
-                let parts = tokio::try_join!(
-                    security_group::observe(a),
-                    sg_rules::observe(a),
-                    iam::observe(a),
-                    secret::observe(a),
-                )?;
-                Ok::<_, Error>([parts.0, parts.1, parts.2, parts.3].concat())
-            },
-            async {
-                let parts = tokio::try_join!(
-                    rds::observe_subnet_groups(a),
-                    rds::observe(a),
-                    elasticache::observe_subnet_groups(a),
-                    elasticache::observe(a),
-                )?;
-                Ok::<_, Error>([parts.0, parts.1, parts.2, parts.3].concat())
-            },
-            async {
-                let parts = tokio::try_join!(
-                    certificate::observe(a),
-                    ecr::observe(a),
-                    lb::observe(a),
-                    target_group::observe(a),
-                    listener::observe(a),
-                    sns::observe(a),
-                    amp::observe(a),
-                    amp::observe_rule_groups(a),
-                )?;
-                Ok::<_, Error>(
-                    [
-                        parts.0, parts.1, parts.2, parts.3, parts.4, parts.5, parts.6, parts.7,
-                    ]
-                    .concat(),
-                )
-            },
-            async {
-                let parts = tokio::try_join!(
-                    ecs_cluster::observe(a),
-                    task_definition::observe(a),
-                    ecs_service::observe(a),
-                    autoscaling::observe(a),
-                    alarm::observe(a),
-                )?;
-                Ok::<_, Error>([parts.0, parts.1, parts.2, parts.3, parts.4].concat())
-            },
-        )?;
-        let mut all = [network, security, data, edge, compute].concat();
+        let found = futures_util::future::try_join_all(
+            registry::REGISTRY.iter().map(|o| (o.observe)(self.aws)),
+        )
+        .await?;
+        let mut all = found.concat();
         if let Some(g) = self.grafana {
             all.extend(g.observe().await?);
         }
@@ -329,80 +322,19 @@ impl Provider for AwsProvider<'_> {
     }
 
     async fn create(&self, d: &Desired) -> Result<Actual> {
-        let a = self.aws;
-        match d.key.kind {
-            Kind::Vpc => vpc::create(a, d).await,
-            Kind::InternetGateway => igw::create(a, d).await,
-            Kind::Subnet => subnet::create(a, d).await,
-            Kind::ElasticIp => eip::create(a, d).await,
-            Kind::NatGateway => nat::create(a, d).await,
-            Kind::RouteTable => route_table::create(a, d).await,
-            Kind::LogGroup => log_group::create(a, d).await,
-            Kind::IamRole => iam::create(a, d).await,
-            Kind::FlowLog => flow_log::create(a, d).await,
-            Kind::SecurityGroup => security_group::create(a, d).await,
-            Kind::SecurityGroupRules => sg_rules::create(a, d).await,
-            Kind::Secret => secret::create(a, d).await,
-            Kind::DbSubnetGroup => rds::create_subnet_group(a, d).await,
-            Kind::DbInstance => rds::create(a, d).await,
-            Kind::CacheSubnetGroup => elasticache::create_subnet_group(a, d).await,
-            Kind::ReplicationGroup => elasticache::create(a, d).await,
-            Kind::Certificate => certificate::create(a, d).await,
-            Kind::EcrRepository => ecr::create(a, d).await,
-            Kind::LoadBalancer => lb::create(a, d).await,
-            Kind::TargetGroup => target_group::create(a, d).await,
-            Kind::Listener => listener::create(a, d).await,
-            Kind::SnsTopic => sns::create(a, d).await,
-            Kind::AmpWorkspace => amp::create(a, d).await,
-            Kind::AmpRuleGroups => amp::create_rule_groups(a, d).await,
-            Kind::EcsCluster => ecs_cluster::create(a, d).await,
-            Kind::TaskDefinition => task_definition::create(a, d).await,
-            Kind::EcsService => ecs_service::create(a, d).await,
-            Kind::ScalingPolicy => autoscaling::create(a, d).await,
-            Kind::Alarm => alarm::create(a, d).await,
-            Kind::GrafanaDashboard => match self.grafana {
-                Some(g) => g.upload(d).await,
-                None => Err(Error::invalid("Grafana is not configured")),
-            },
+        if d.key.kind == Kind::GrafanaDashboard {
+            return self.upload_dashboard(d).await;
         }
+        (Self::ops(d.key.kind)?.create)(self.aws, d).await
     }
 
     async fn update(&self, actual: &Actual, d: &Desired, changed: &[String]) -> Result<Actual> {
-        let a = self.aws;
-        match d.key.kind {
-            Kind::Vpc => vpc::update(a, actual, d).await,
-            Kind::InternetGateway => igw::update(a, actual, d).await,
-            Kind::Subnet => subnet::update(a, actual, d).await,
-            Kind::RouteTable => route_table::update(a, actual, d).await,
-            Kind::LogGroup => log_group::update(a, actual, d).await,
-            Kind::IamRole => iam::update(a, actual, d).await,
-            Kind::SecurityGroupRules => sg_rules::create(a, d).await,
-            Kind::Secret => secret::update(a, actual, d).await,
-            Kind::DbSubnetGroup => rds::update_subnet_group(a, actual, d).await,
-            Kind::DbInstance => rds::update(a, actual, d).await,
-            Kind::CacheSubnetGroup => elasticache::update_subnet_group(a, actual, d).await,
-            Kind::ReplicationGroup => elasticache::update(a, actual, d, changed).await,
-            Kind::EcrRepository => ecr::update(a, actual, d).await,
-            Kind::LoadBalancer => lb::update(a, actual, d).await,
-            Kind::TargetGroup => target_group::update(a, actual, d).await,
-            Kind::Listener => listener::update(a, actual, d).await,
-            Kind::SnsTopic => sns::update(a, actual, d).await,
-            Kind::AmpRuleGroups => amp::update_rule_groups(a, actual, d).await,
-            Kind::EcsCluster => ecs_cluster::update(a, actual, d).await,
-            Kind::TaskDefinition => task_definition::create(a, d).await,
-            Kind::EcsService => ecs_service::update(a, actual, d, changed).await,
-            Kind::ScalingPolicy => autoscaling::create(a, d).await,
-            Kind::Alarm => alarm::create(a, d).await,
-            Kind::GrafanaDashboard => match self.grafana {
-                Some(g) => g.upload(d).await,
-                None => Err(Error::invalid("Grafana is not configured")),
-            },
-            Kind::ElasticIp
-            | Kind::NatGateway
-            | Kind::FlowLog
-            | Kind::SecurityGroup
-            | Kind::Certificate
-            | Kind::AmpWorkspace => Err(Error::invalid(format!(
+        if d.key.kind == Kind::GrafanaDashboard {
+            return self.upload_dashboard(d).await;
+        }
+        match Self::ops(d.key.kind)?.update {
+            Some(update) => update(self.aws, actual, d, changed).await,
+            None => Err(Error::invalid(format!(
                 "{} cannot be updated in place (changed: {})",
                 d.key,
                 changed.join(", ")
@@ -411,42 +343,13 @@ impl Provider for AwsProvider<'_> {
     }
 
     async fn delete(&self, actual: &Actual) -> Result<()> {
-        let a = self.aws;
-        match actual.key.kind {
-            Kind::Vpc => vpc::delete(a, actual).await,
-            Kind::InternetGateway => igw::delete(a, actual).await,
-            Kind::Subnet => subnet::delete(a, actual).await,
-            Kind::ElasticIp => eip::delete(a, actual).await,
-            Kind::NatGateway => nat::delete(a, actual).await,
-            Kind::RouteTable => route_table::delete(a, actual).await,
-            Kind::LogGroup => log_group::delete(a, actual).await,
-            Kind::IamRole => iam::delete(a, actual).await,
-            Kind::FlowLog => flow_log::delete(a, actual).await,
-            Kind::SecurityGroup => security_group::delete(a, actual).await,
-            Kind::SecurityGroupRules => sg_rules::delete(a, actual).await,
-            Kind::Secret => secret::delete(a, actual).await,
-            Kind::DbSubnetGroup => rds::delete_subnet_group(a, actual).await,
-            Kind::DbInstance => rds::delete(a, actual).await,
-            Kind::CacheSubnetGroup => elasticache::delete_subnet_group(a, actual).await,
-            Kind::ReplicationGroup => elasticache::delete(a, actual).await,
-            Kind::Certificate => certificate::delete(a, actual).await,
-            Kind::EcrRepository => ecr::delete(a, actual).await,
-            Kind::LoadBalancer => lb::delete(a, actual).await,
-            Kind::TargetGroup => target_group::delete(a, actual).await,
-            Kind::Listener => listener::delete(a, actual).await,
-            Kind::SnsTopic => sns::delete(a, actual).await,
-            Kind::AmpWorkspace => amp::delete(a, actual).await,
-            Kind::AmpRuleGroups => amp::delete_rule_groups(a, actual).await,
-            Kind::EcsCluster => ecs_cluster::delete(a, actual).await,
-            Kind::TaskDefinition => task_definition::delete(a, actual).await,
-            Kind::EcsService => ecs_service::delete(a, actual).await,
-            Kind::ScalingPolicy => autoscaling::delete(a, actual).await,
-            Kind::Alarm => alarm::delete(a, actual).await,
-            Kind::GrafanaDashboard => match self.grafana {
+        if actual.key.kind == Kind::GrafanaDashboard {
+            return match self.grafana {
                 Some(g) => g.delete(actual).await,
                 None => Ok(()),
-            },
+            };
         }
+        (Self::ops(actual.key.kind)?.delete)(self.aws, actual).await
     }
 }
 

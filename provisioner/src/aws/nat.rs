@@ -3,7 +3,7 @@
 use aws_sdk_ec2::types::{NatGatewayState, ResourceType};
 
 use super::ec2util::{env_filters, key_of, tag_spec};
-use super::{Aws, wait_for};
+use super::{Aws, registry::Ops, wait_for};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::NatGatewaySpec;
@@ -118,3 +118,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     )
     .await
 }
+
+/// `NatGateway` in the registry (`aws/registry.rs`) (no in-place update).
+pub const OPS: Ops = ops!(NatGateway, observe, create, none, delete);

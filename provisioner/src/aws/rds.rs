@@ -3,16 +3,14 @@
 
 use aws_sdk_rds::types::Tag;
 
-use super::{Aws, secret, wait_for};
+use super::{Aws, registry::Ops, secret, subnet_group, wait_for};
+use crate::consts::POSTGRES_PORT;
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::{DbInstanceSpec, SubnetGroupSpec};
 
 fn tags(aws: &Aws, key: &Key) -> Vec<Tag> {
-    aws.tags(key)
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect()
+    subnet_group::tags(aws, key, |k, v| Tag::builder().key(k).value(v).build())
 }
 
 fn subnet_group_name(aws: &Aws) -> String {
@@ -23,6 +21,9 @@ fn instance_id(aws: &Aws) -> String {
     format!("{}-db", aws.prefix)
 }
 
+// The subnet-group calls below have the shape of those in `elasticache.rs`: the
+// same API in two SDKs whose types differ. What is shared (the spec read
+// back, the tags) lives in `subnet_group.rs`.
 pub async fn observe_subnet_groups(aws: &Aws) -> Result<Vec<Actual>> {
     let items = aws
         .rds
@@ -38,21 +39,12 @@ pub async fn observe_subnet_groups(aws: &Aws) -> Result<Vec<Actual>> {
         .iter()
         .filter(|g| g.db_subnet_group_name() == Some(name.as_str()))
         .map(|g| {
-            let mut subnets: Vec<String> = g
-                .subnets()
-                .iter()
-                .filter_map(|s| s.subnet_identifier().map(str::to_string))
-                .collect();
-            subnets.sort();
-            let spec = SubnetGroupSpec {
-                name: name.clone(),
-                description: g
-                    .db_subnet_group_description()
-                    .unwrap_or_default()
-                    .to_string(),
-                subnets,
-            };
-            Actual::new(Key::new(Kind::DbSubnetGroup, "main"), &name, &spec)
+            subnet_group::actual(
+                Kind::DbSubnetGroup,
+                &name,
+                g.db_subnet_group_description(),
+                g.subnets().iter().map(|s| s.subnet_identifier()),
+            )
         })
         .collect())
 }
@@ -153,7 +145,10 @@ fn actual_of(i: &aws_sdk_rds::types::DbInstance) -> Actual {
     )
     .output(
         "port",
-        endpoint.and_then(|e| e.port()).unwrap_or(5432).to_string(),
+        endpoint
+            .and_then(|e| e.port())
+            .unwrap_or(POSTGRES_PORT)
+            .to_string(),
     )
     .state(i.db_instance_status().unwrap_or_default())
 }
@@ -204,7 +199,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .set_vpc_security_group_ids(Some(spec.security_groups.clone()))
         .master_username(&spec.master_username)
         .master_user_password(password)
-        .port(5432)
+        .port(POSTGRES_PORT)
         .db_name("gateway")
         .copy_tags_to_snapshot(true)
         .set_tags(Some(tags(aws, &d.key)))
@@ -234,9 +229,28 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     wait_available(aws).await
 }
 
-/// Lifts deletion protection first (`down` was confirmed), and keeps a final
-/// snapshot when the instance was protected.
+/// Why `down` may not delete this instance: deletion protection is on and
+/// the environment is not disposable. Lifting it is the operator's decision
+/// (`deletion_protection = false` in the env file, then `up`), never a side
+/// effect of `down`.
+pub fn teardown_blocker(a: &Actual, disposable: bool) -> Option<String> {
+    let protected = a.props.get("deletion_protection").and_then(|v| v.as_bool()) == Some(true);
+    (protected && !disposable).then(|| {
+        format!(
+            "{} ({}) has deletion protection: set [database] deletion_protection = false and run `up` first (only env files marked `disposable = true` have it lifted by `down`)",
+            a.key, a.id
+        )
+    })
+}
+
+/// Deletes the instance. A disposable environment lifts deletion protection
+/// first (`down` was confirmed); any other refuses a protected instance.
+/// A final snapshot is kept unless the environment is disposable and the
+/// instance was unprotected.
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
+    if let Some(why) = teardown_blocker(a, aws.disposable) {
+        return Err(Error::invalid(why));
+    }
     let protected = a.props.get("deletion_protection").and_then(|v| v.as_bool()) == Some(true);
     if protected {
         aws.rds
@@ -249,7 +263,7 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
             .map_err(|e| Error::aws("rds:ModifyDBInstance", e))?;
     }
     let mut req = aws.rds.delete_db_instance().db_instance_identifier(&a.id);
-    req = if protected {
+    req = if protected || !aws.disposable {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -268,4 +282,37 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         || async { Ok(describe(aws).await?.is_none().then_some(())) },
     )
     .await
+}
+
+/// `DbSubnetGroup` in the registry (`aws/registry.rs`).
+pub const SUBNET_GROUP_OPS: Ops = ops!(
+    DbSubnetGroup,
+    observe_subnet_groups,
+    create_subnet_group,
+    update_subnet_group,
+    delete_subnet_group
+);
+
+/// `DbInstance` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(DbInstance, observe, create, update, delete);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(protected: bool) -> Actual {
+        Actual::new(
+            Key::new(Kind::DbInstance, "main"),
+            "p-db",
+            &serde_json::json!({"deletion_protection": protected}),
+        )
+    }
+
+    #[test]
+    fn protected_instances_block_down_unless_disposable() {
+        let why = teardown_blocker(&instance(true), false).expect("blocked");
+        assert!(why.contains("deletion_protection = false"), "{why}");
+        assert_eq!(teardown_blocker(&instance(true), true), None);
+        assert_eq!(teardown_blocker(&instance(false), false), None);
+    }
 }

@@ -2,8 +2,8 @@
 
 use aws_sdk_ec2::types::{ResourceType, RouteTable};
 
-use super::Aws;
 use super::ec2util::{env_filters, key_of, tag_spec};
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::RouteTableSpec;
@@ -182,6 +182,9 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("ec2:DeleteRouteTable", e))?;
     Ok(())
 }
+
+/// `RouteTable` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(RouteTable, observe, create, update, delete);
 
 #[cfg(test)]
 mod tests {

@@ -2,17 +2,11 @@
 
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
 
-use super::Aws;
+use super::{Aws, registry::Ops};
+use crate::consts::SECRETS;
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::SecretSpec;
-
-/// (logical name, secret name suffix).
-pub const SECRETS: [(&str, &str); 3] = [
-    ("jwt", "jwt-secret"),
-    ("db-password", "db-password"),
-    ("redis-token", "redis-auth-token"),
-];
 
 fn prefix(aws: &Aws) -> String {
     format!("{}/{}/", aws.project, aws.env)
@@ -37,9 +31,9 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         if s.deleted_date().is_some() {
             continue;
         }
-        let Some((logical, _)) = SECRETS
+        let Some((logical, _, _)) = SECRETS
             .iter()
-            .find(|(_, suffix)| name == format!("{}{suffix}", prefix(aws)))
+            .find(|(_, suffix, _)| name == format!("{}{suffix}", prefix(aws)))
         else {
             continue;
         };
@@ -102,7 +96,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
-    let out = aws
+    let created = aws
         .secrets
         .create_secret()
         .name(&spec.name)
@@ -111,9 +105,37 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .set_tags(Some(tags))
         .send()
         .await
-        .map_err(|e| Error::aws("secretsmanager:CreateSecret", e))?;
-    let arn = out.arn().unwrap_or_default();
-    Ok(Actual::new(d.key.clone(), arn, &spec).output("arn", arn))
+        .map_err(|e| Error::aws("secretsmanager:CreateSecret", e));
+    let arn = match created {
+        Ok(out) => out.arn().unwrap_or_default().to_string(),
+        Err(e) => restore_if_scheduled(aws, &spec.name).await?.ok_or(e)?,
+    };
+    Ok(Actual::new(d.key.clone(), &arn, &spec).output("arn", &arn))
+}
+
+/// A `down` of a non-disposable environment left the secret in its recovery
+/// window (AWS answers CreateSecret with "scheduled for deletion", moto with
+/// "already exists"): bring it back, with its value, and return its ARN.
+/// `None` when there is no such secret.
+async fn restore_if_scheduled(aws: &Aws, name: &str) -> Result<Option<String>> {
+    let scheduled = match aws.secrets.describe_secret().secret_id(name).send().await {
+        Ok(s) => s.deleted_date().is_some(),
+        Err(_) => false,
+    };
+    if !scheduled {
+        return Ok(None);
+    }
+    crate::progress::note(&format!(
+        "  restoring secret {name} (scheduled for deletion by an earlier down)"
+    ));
+    let out = aws
+        .secrets
+        .restore_secret()
+        .secret_id(name)
+        .send()
+        .await
+        .map_err(|e| Error::aws("secretsmanager:RestoreSecret", e))?;
+    Ok(Some(out.arn().unwrap_or_default().to_string()))
 }
 
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
@@ -130,15 +152,24 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     Ok(n)
 }
 
-/// Deleted without a recovery window so that `up` after `down` can reuse
-/// the names.
+/// Days a deleted secret of a non-disposable environment can be restored.
+pub const RECOVERY_WINDOW_DAYS: i64 = 7;
+
+/// A disposable environment deletes at once, so that `up` after `down`
+/// can reuse the names; any other keeps a recovery window (`create`
+/// restores a secret still in it).
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
-    aws.secrets
-        .delete_secret()
-        .secret_id(&a.id)
-        .force_delete_without_recovery(true)
-        .send()
+    let req = aws.secrets.delete_secret().secret_id(&a.id);
+    let req = if aws.disposable {
+        req.force_delete_without_recovery(true)
+    } else {
+        req.recovery_window_in_days(RECOVERY_WINDOW_DAYS)
+    };
+    req.send()
         .await
         .map_err(|e| Error::aws("secretsmanager:DeleteSecret", e))?;
     Ok(())
 }
+
+/// `Secret` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(Secret, observe, create, update, delete);

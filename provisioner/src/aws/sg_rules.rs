@@ -3,8 +3,8 @@
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, UserIdGroupPair};
 
-use super::Aws;
 use super::security_group::describe;
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::{SecurityGroupRulesSpec, SgRule};
@@ -141,6 +141,9 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     };
     sync(aws, &spec).await
 }
+
+/// `SecurityGroupRules` in the registry (`aws/registry.rs`) (an update re-applies the whole spec).
+pub const OPS: Ops = ops!(SecurityGroupRules, observe, create, (recreate create), delete);
 
 #[cfg(test)]
 mod tests {

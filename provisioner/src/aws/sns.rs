@@ -2,10 +2,10 @@
 
 use aws_sdk_sns::types::Tag;
 
-use super::Aws;
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
-use crate::specs::SnsTopicSpec;
+use crate::specs::{SnsTopicSpec, redact_endpoint};
 
 fn name(aws: &Aws) -> String {
     format!("{}-alarms", aws.prefix)
@@ -49,7 +49,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         let mut subs: Vec<String> = subscriptions(aws, arn)
             .await?
             .into_iter()
-            .map(|(e, _)| e)
+            .map(|(e, _)| redact_endpoint(&e))
             .collect();
         subs.sort();
         let spec = SnsTopicSpec {
@@ -59,6 +59,14 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         res.push(Actual::new(Key::new(Kind::SnsTopic, "alarms"), arn, &spec).output("arn", arn));
     }
     Ok(res)
+}
+
+/// The real endpoints (the spec only holds their redacted form).
+fn endpoints(d: &Desired) -> Vec<String> {
+    d.inputs
+        .get("https_subscriptions")
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 async fn sync_subscriptions(aws: &Aws, arn: &str, want: &[String]) -> Result<()> {
@@ -108,13 +116,12 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let arn = out
         .topic_arn()
         .ok_or_else(|| Error::invalid("CreateTopic returned no ARN"))?;
-    sync_subscriptions(aws, arn, &spec.https_subscriptions).await?;
+    sync_subscriptions(aws, arn, &endpoints(d)).await?;
     Ok(Actual::new(d.key.clone(), arn, &spec).output("arn", arn))
 }
 
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
-    let spec: SnsTopicSpec = d.spec()?;
-    sync_subscriptions(aws, &a.id, &spec.https_subscriptions).await?;
+    sync_subscriptions(aws, &a.id, &endpoints(d)).await?;
     let mut n = a.clone();
     n.props = d.props.clone();
     Ok(n)
@@ -129,3 +136,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
         .map_err(|e| Error::aws("sns:DeleteTopic", e))?;
     Ok(())
 }
+
+/// `SnsTopic` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(SnsTopic, observe, create, update, delete);

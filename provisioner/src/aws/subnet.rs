@@ -2,8 +2,8 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType};
 
-use super::Aws;
 use super::ec2util::{env_filters, key_of, tag_spec, tag_value};
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::SubnetSpec;
@@ -98,3 +98,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// `Subnet` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(Subnet, observe, create, update, delete);

@@ -4,8 +4,8 @@ use aws_sdk_elasticloadbalancingv2::types::{
     Matcher, ProtocolEnum, TargetGroup, TargetGroupAttribute, TargetTypeEnum,
 };
 
-use super::Aws;
 use super::lb::elb_tags;
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::TargetGroupSpec;
@@ -147,3 +147,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// `TargetGroup` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(TargetGroup, observe, create, update, delete);

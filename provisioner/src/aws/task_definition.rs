@@ -10,9 +10,9 @@ use aws_sdk_ecs::types::{
     TransportProtocol,
 };
 
-use super::Aws;
 use super::ecs_cluster::ecs_tags;
-use crate::desired::{PROXY_PORT, STATUS_PORT};
+use super::{Aws, registry::Ops};
+use crate::consts::{PROXY_PORT, STATUS_PORT};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::TaskDefinitionSpec;
@@ -312,6 +312,9 @@ pub async fn delete(aws: &Aws, _a: &Actual) -> Result<()> {
     }
     Ok(())
 }
+
+/// `TaskDefinition` in the registry (`aws/registry.rs`) (an update re-applies the whole spec).
+pub const OPS: Ops = ops!(TaskDefinition, observe, create, (recreate create), delete);
 
 #[cfg(test)]
 mod tests {

@@ -2,8 +2,8 @@
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 
-use super::Aws;
 use super::ec2util::{env_filters, key_of, tag_spec};
+use super::{Aws, registry::Ops};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::VpcSpec;
@@ -119,3 +119,6 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// `Vpc` in the registry (`aws/registry.rs`).
+pub const OPS: Ops = ops!(Vpc, observe, create, update, delete);

@@ -1,0 +1,44 @@
+//! Names and numbers both sides agree on: the desired state (`desired/`)
+//! and the AWS modules (`aws/`) import them from here, never from each
+//! other.
+
+/// The gateway's proxy listener in the task (target groups forward here).
+pub const PROXY_PORT: i32 = 8000;
+/// The gateway's status listener (health checks).
+pub const STATUS_PORT: i32 = 8100;
+/// The ALB's blue-green test listener (reachable from inside the VPC only).
+pub const TEST_LISTENER_PORT: i32 = 8443;
+pub const POSTGRES_PORT: i32 = 5432;
+pub const REDIS_PORT: i32 = 6379;
+pub const HEALTH_CHECK_PATH: &str = "/status/ready";
+pub const SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+
+/// ECR repositories of the suite (`<project>/<name>`, as the release
+/// workflow pushes them).
+pub const ECR_REPOSITORIES: [&str; 3] = ["gateway", "metrics-agent", "provisioner"];
+/// The repositories the task definition pulls from (the task execution
+/// role may read these and no other).
+pub const TASK_IMAGES: [&str; 2] = ["gateway", "metrics-agent"];
+
+/// Generated secrets: (logical name, name suffix under `<project>/<env>/`,
+/// description).
+pub const SECRETS: [(&str, &str, &str); 3] = [
+    (
+        "jwt",
+        "jwt-secret",
+        "HS256 secret the gateway verifies JWTs with",
+    ),
+    (
+        "db-password",
+        "db-password",
+        "Master password of the PostgreSQL instance",
+    ),
+    (
+        "redis-token",
+        "redis-auth-token",
+        "AUTH token of the Redis replication group",
+    ),
+];
+
+/// IAM roles, named `<prefix>-<role>`.
+pub const IAM_ROLES: [&str; 3] = ["flow-logs", "task-execution", "task"];

@@ -1,0 +1,127 @@
+//! ECS cluster, task definition, service and its auto scaling.
+
+use super::*;
+
+/// The gateway service.
+pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
+    let cfg = b.cfg;
+    let ctx = b.ctx;
+    let ids = b.ids;
+    let p = &b.p;
+    let app_group = b.app_group();
+    let live = live_color(ids);
+    let cluster = b.cluster();
+    out.push(Desired::new(
+        k(Kind::EcsCluster, "main"),
+        &EcsClusterSpec {
+            name: cluster.clone(),
+            container_insights: true,
+        },
+        vec![],
+    ));
+    let td = k(Kind::TaskDefinition, "gateway");
+    // After the first deploy the images belong to `deploy`, not to `up`.
+    let image = |out: &str, default: &str| {
+        let v = ids.get(Kind::TaskDefinition, "gateway", out);
+        if v == PENDING { default.to_string() } else { v }
+    };
+    let mut gateway_env = BTreeMap::new();
+    gateway_env.insert(
+        "GATEWAY_PROXY_LISTEN".to_string(),
+        format!("0.0.0.0:{PROXY_PORT}"),
+    );
+    gateway_env.insert(
+        "GATEWAY_STATUS_LISTEN".to_string(),
+        format!("0.0.0.0:{STATUS_PORT}"),
+    );
+    gateway_env.insert(
+        "GATEWAY_WORKERS".to_string(),
+        cfg.service.gateway_workers.to_string(),
+    );
+    // The image's kong.yml reads the rate-limiting store from these
+    // (`${{ env "REDIS_HOST" }}` ...): shared counters in ElastiCache, over TLS.
+    gateway_env.insert("RATE_LIMIT_POLICY".to_string(), "redis".to_string());
+    gateway_env.insert(
+        "REDIS_HOST".to_string(),
+        ids.get(Kind::ReplicationGroup, "main", "endpoint"),
+    );
+    gateway_env.insert("REDIS_PORT".to_string(), REDIS_PORT.to_string());
+    gateway_env.insert("REDIS_SSL".to_string(), "true".to_string());
+    let mut agent_env = BTreeMap::new();
+    agent_env.insert(
+        "METRICS_AGENT_LISTEN".to_string(),
+        "127.0.0.1:9464".to_string(),
+    );
+    agent_env.insert(
+        "AMP_REMOTE_WRITE_URL".to_string(),
+        join(
+            &ids.get(Kind::AmpWorkspace, "main", "endpoint"),
+            "api/v1/remote_write",
+        ),
+    );
+    agent_env.insert("AWS_REGION".to_string(), ctx.region.clone());
+    // docker/metrics-agent/ecs.yml: the `env` external label of every series.
+    agent_env.insert("DEPLOY_ENV".to_string(), cfg.name.clone());
+    let mut gateway_secrets = BTreeMap::new();
+    gateway_secrets.insert("JWT_SECRET".to_string(), b.secret_arn("jwt"));
+    gateway_secrets.insert("REDIS_PASSWORD".to_string(), b.secret_arn("redis-token"));
+    out.push(Desired::new(
+        td.clone(),
+        &TaskDefinitionSpec {
+            family: format!("{p}-gateway"),
+            cpu: cfg.service.cpu.to_string(),
+            memory: cfg.service.memory.to_string(),
+            execution_role_arn: ids.get(Kind::IamRole, "task-execution", "arn"),
+            task_role_arn: ids.get(Kind::IamRole, "task", "arn"),
+            gateway_image: image("gateway_image", &cfg.service.gateway_image),
+            metrics_agent_image: image("metrics_agent_image", &cfg.service.metrics_agent_image),
+            log_group: app_group,
+            stop_timeout: cfg.service.stop_timeout_seconds,
+            gateway_environment: gateway_env,
+            agent_environment: agent_env,
+            gateway_secrets,
+        },
+        vec![
+            k(Kind::IamRole, "task-execution"),
+            k(Kind::IamRole, "task"),
+            k(Kind::LogGroup, "gateway"),
+            k(Kind::Secret, "jwt"),
+            k(Kind::Secret, "redis-token"),
+            k(Kind::ReplicationGroup, "main"),
+            k(Kind::AmpWorkspace, "main"),
+        ],
+    ));
+    let mut svc_deps = b.subnet_keys("private");
+    svc_deps.extend([
+        k(Kind::EcsCluster, "main"),
+        td.clone(),
+        k(Kind::SecurityGroup, "tasks"),
+        k(Kind::Listener, "https"),
+        k(Kind::TargetGroup, live),
+    ]);
+    out.push(Desired::new(
+        k(Kind::EcsService, "gateway"),
+        &EcsServiceSpec {
+            name: "gateway".into(),
+            cluster: cluster.clone(),
+            task_definition: ids.get(Kind::TaskDefinition, "gateway", "arn"),
+            target_group_arn: b.tg_arn(live),
+            desired_count: cfg.service.desired_count,
+            launch_type: "FARGATE".into(),
+            deployment_controller: "EXTERNAL".into(),
+            subnets: b.subnet_ids("private"),
+            security_groups: vec![b.sg("tasks")],
+        },
+        svc_deps,
+    ));
+    out.push(Desired::new(
+        k(Kind::ScalingPolicy, "gateway-cpu"),
+        &ScalingPolicySpec {
+            resource_id: format!("service/{cluster}/gateway"),
+            min_capacity: cfg.service.min_count,
+            max_capacity: cfg.service.max_count,
+            target_cpu_percent: cfg.service.cpu_target_percent,
+        },
+        vec![k(Kind::EcsService, "gateway")],
+    ));
+}

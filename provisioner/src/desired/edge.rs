@@ -1,0 +1,122 @@
+//! Certificate, ECR repositories, load balancer, target groups, listeners.
+
+use super::*;
+
+/// What clients reach, and the registry the images come from.
+pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
+    let cfg = b.cfg;
+    let ids = b.ids;
+    let p = &b.p;
+    let vpc = b.vpc();
+    let vpc_id = b.vpc_id();
+    let (cert_arn, cert_deps) = match &cfg.dns.certificate_arn {
+        Some(arn) => (arn.clone(), vec![]),
+        None => {
+            out.push(Desired::new(
+                k(Kind::Certificate, "main"),
+                &CertificateSpec {
+                    domain: cfg.dns.domain.clone(),
+                    validation: "DNS".into(),
+                },
+                vec![],
+            ));
+            (
+                ids.get(Kind::Certificate, "main", "arn"),
+                vec![k(Kind::Certificate, "main")],
+            )
+        }
+    };
+    for repo in ECR_REPOSITORIES {
+        out.push(Desired::new(
+            k(Kind::EcrRepository, repo),
+            &EcrRepositorySpec {
+                name: format!("{}/{repo}", cfg.project),
+                scan_on_push: true,
+                tag_mutability: "IMMUTABLE".into(),
+            },
+            vec![],
+        ));
+    }
+    let mut lb_deps = b.subnet_keys("public");
+    lb_deps.push(k(Kind::SecurityGroup, "alb"));
+    lb_deps.push(k(Kind::InternetGateway, "main"));
+    out.push(Desired::new(
+        k(Kind::LoadBalancer, "main"),
+        &LoadBalancerSpec {
+            name: format!("{p}-alb"),
+            scheme: "internet-facing".into(),
+            subnets: b.subnet_ids("public"),
+            security_groups: vec![b.sg("alb")],
+        },
+        lb_deps,
+    ));
+    for color in ["blue", "green"] {
+        out.push(Desired::new(
+            k(Kind::TargetGroup, color),
+            &TargetGroupSpec {
+                name: format!("{p}-{color}"),
+                port: PROXY_PORT,
+                protocol: "HTTP".into(),
+                vpc_id: vpc_id.clone(),
+                target_type: "ip".into(),
+                health_check_path: HEALTH_CHECK_PATH.into(),
+                health_check_port: STATUS_PORT.to_string(),
+                health_check_interval: 15,
+                healthy_threshold: 2,
+                unhealthy_threshold: 3,
+                matcher: "200".into(),
+            },
+            vec![vpc.clone()],
+        ));
+    }
+    let live = live_color(ids);
+    let idle = other_color(live);
+    let lb_arn = ids.get(Kind::LoadBalancer, "main", "arn");
+    let lb_and_tgs = vec![
+        k(Kind::LoadBalancer, "main"),
+        k(Kind::TargetGroup, "blue"),
+        k(Kind::TargetGroup, "green"),
+    ];
+    let mut https_deps = lb_and_tgs.clone();
+    https_deps.extend(cert_deps);
+    out.push(Desired::new(
+        k(Kind::Listener, "https"),
+        &ListenerSpec {
+            load_balancer_arn: lb_arn.clone(),
+            port: 443,
+            protocol: "HTTPS".into(),
+            certificate_arn: Some(cert_arn.clone()),
+            ssl_policy: Some(SSL_POLICY.into()),
+            action: ListenerAction::Forward {
+                target_group_arn: b.tg_arn(live),
+            },
+        },
+        https_deps.clone(),
+    ));
+    out.push(Desired::new(
+        k(Kind::Listener, "http"),
+        &ListenerSpec {
+            load_balancer_arn: lb_arn.clone(),
+            port: 80,
+            protocol: "HTTP".into(),
+            certificate_arn: None,
+            ssl_policy: None,
+            action: ListenerAction::RedirectHttps,
+        },
+        vec![k(Kind::LoadBalancer, "main")],
+    ));
+    out.push(Desired::new(
+        k(Kind::Listener, "test"),
+        &ListenerSpec {
+            load_balancer_arn: lb_arn.clone(),
+            port: TEST_LISTENER_PORT,
+            protocol: "HTTPS".into(),
+            certificate_arn: Some(cert_arn),
+            ssl_policy: Some(SSL_POLICY.into()),
+            action: ListenerAction::Forward {
+                target_group_arn: b.tg_arn(idle),
+            },
+        },
+        https_deps,
+    ));
+}

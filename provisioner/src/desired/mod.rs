@@ -1,0 +1,431 @@
+//! The desired state of an environment: env file + discovered context + ids
+//! known so far -> every resource, with references resolved (or pending).
+//! One file per area; [`build`] runs them all. A kind is built in exactly
+//! one area, which keeps the builder's order inside each kind.
+
+mod compute;
+mod data;
+mod edge;
+mod network;
+mod observability;
+mod security;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::config::EnvConfig;
+use crate::consts::*;
+use crate::model::{Desired, Ids, Key, Kind, PENDING};
+use crate::specs::*;
+
+/// Facts gathered before planning that the env file does not contain.
+#[derive(Debug, Clone, Default)]
+pub struct Ctx {
+    pub region: String,
+    /// The account the environment lives in (`aws:SourceAccount` of the
+    /// role trust policies).
+    pub account_id: String,
+    /// Availability zone names, at least `az_count` of them.
+    pub azs: Vec<String>,
+    pub dashboards: Vec<DashboardFile>,
+    pub rule_files: Vec<RuleFile>,
+    /// HTTPS endpoint from the PagerDuty secret, when it exists.
+    pub pagerduty_endpoint: Option<String>,
+    /// Whether dashboards are managed (a Grafana URL is configured).
+    pub grafana_enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DashboardFile {
+    pub uid: String,
+    pub title: String,
+    /// The dashboard model as uploaded.
+    pub json: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleFile {
+    /// Namespace name (file stem).
+    pub name: String,
+    pub data: String,
+    pub hash: String,
+}
+
+const TIERS: [&str; 3] = ["public", "private", "database"];
+
+fn az_letter(i: usize) -> char {
+    (b'a' + i as u8) as char
+}
+
+fn k(kind: Kind, name: &str) -> Key {
+    Key::new(kind, name)
+}
+
+/// `base + suffix`, staying pending while `base` is.
+fn join(base: &str, suffix: &str) -> String {
+    if base == PENDING {
+        PENDING.to_string()
+    } else {
+        format!("{base}{suffix}")
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn rule(port: i32, peer: String) -> SgRule {
+    SgRule {
+        protocol: "tcp".into(),
+        from_port: port,
+        to_port: port,
+        peer,
+    }
+}
+
+fn rules(mut v: Vec<SgRule>) -> Vec<SgRule> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Names of the secrets the task definition and data stores use.
+pub fn secret_name(cfg: &EnvConfig, which: &str) -> String {
+    format!("{}/{}/{which}", cfg.project, cfg.name)
+}
+
+/// Which target group receives production traffic, as recorded on the
+/// HTTPS listener (blue until a deploy flips it).
+pub fn live_color(ids: &Ids) -> &'static str {
+    let green = ids.get(Kind::TargetGroup, "green", "arn");
+    let live = ids.get(Kind::Listener, "https", "target_group_arn");
+    if green != PENDING && live == green {
+        "green"
+    } else {
+        "blue"
+    }
+}
+
+pub fn other_color(color: &str) -> &'static str {
+    if color == "green" { "blue" } else { "green" }
+}
+
+/// What every area reads: the env file, the context, the ids known so far,
+/// and the names and references several areas share.
+pub(crate) struct Build<'a> {
+    pub cfg: &'a EnvConfig,
+    pub ctx: &'a Ctx,
+    pub ids: &'a Ids,
+    /// `<project>-<env>`, the prefix of every name.
+    pub p: String,
+    /// Availability zones in use.
+    pub n: usize,
+}
+
+impl Build<'_> {
+    fn vpc(&self) -> Key {
+        k(Kind::Vpc, "main")
+    }
+
+    fn vpc_id(&self) -> String {
+        self.ids.id(Kind::Vpc, "main")
+    }
+
+    /// Subnet ids of a tier, sorted.
+    fn subnet_ids(&self, tier: &str) -> Vec<String> {
+        sorted(
+            (0..self.n)
+                .map(|i| {
+                    self.ids
+                        .id(Kind::Subnet, &format!("{tier}-{}", az_letter(i)))
+                })
+                .collect(),
+        )
+    }
+
+    fn subnet_keys(&self, tier: &str) -> Vec<Key> {
+        (0..self.n)
+            .map(|i| k(Kind::Subnet, &format!("{tier}-{}", az_letter(i))))
+            .collect()
+    }
+
+    fn sg(&self, name: &str) -> String {
+        self.ids.id(Kind::SecurityGroup, name)
+    }
+
+    fn secret_arn(&self, which: &str) -> String {
+        self.ids.get(Kind::Secret, which, "arn")
+    }
+
+    fn tg_arn(&self, color: &str) -> String {
+        self.ids.get(Kind::TargetGroup, color, "arn")
+    }
+
+    fn cluster(&self) -> String {
+        format!("{}-cluster", self.p)
+    }
+
+    fn flow_group(&self) -> String {
+        format!("/{}/{}/vpc-flow-logs", self.cfg.project, self.cfg.name)
+    }
+
+    fn app_group(&self) -> String {
+        format!("/ecs/{}/gateway", self.p)
+    }
+}
+
+/// Every resource of the environment, in dependency order within each kind.
+pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
+    let b = Build {
+        cfg,
+        ctx,
+        ids,
+        p: cfg.prefix(),
+        n: cfg.network.az_count.min(ctx.azs.len()),
+    };
+    let mut out = Vec::new();
+    network::push(&b, &mut out);
+    observability::push_logs(&b, &mut out);
+    security::push_roles(&b, &mut out);
+    security::push_groups(&b, &mut out);
+    security::push_secrets(&b, &mut out);
+    data::push(&b, &mut out);
+    edge::push(&b, &mut out);
+    observability::push_metrics(&b, &mut out);
+    compute::push(&b, &mut out);
+    observability::push_alarms(&b, &mut out);
+    observability::push_dashboards(&b, &mut out);
+    out
+}
+
+/// Names of the alarms whose ALARM state aborts a deploy.
+pub fn deploy_guard_alarms(cfg: &EnvConfig) -> Vec<String> {
+    let p = cfg.prefix();
+    vec![format!("{p}-alb-5xx"), format!("{p}-target-5xx")]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+    use crate::engine::order;
+    use crate::model::Actual;
+    use std::path::Path;
+
+    fn env(name: &str) -> EnvConfig {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("envs/{name}.toml"));
+        Env::load(&p).expect("env").cfg
+    }
+
+    fn ctx() -> Ctx {
+        Ctx {
+            region: "us-east-1".into(),
+            azs: vec![
+                "us-east-1a".into(),
+                "us-east-1b".into(),
+                "us-east-1c".into(),
+            ],
+            rule_files: vec![RuleFile {
+                name: "gateway".into(),
+                data: "groups: []".into(),
+                hash: "h".into(),
+            }],
+            dashboards: vec![DashboardFile {
+                uid: "gw".into(),
+                title: "Gateway".into(),
+                json: "{}".into(),
+                hash: "h".into(),
+            }],
+            pagerduty_endpoint: None,
+            grafana_enabled: true,
+            account_id: "123456789012".into(),
+        }
+    }
+
+    fn count(v: &[Desired], kind: Kind) -> usize {
+        v.iter().filter(|d| d.key.kind == kind).count()
+    }
+
+    #[test]
+    fn staging_and_production_sets_are_ordered_and_sized() {
+        for (name, azs, nats) in [("staging", 2, 1), ("production", 3, 3)] {
+            let cfg = env(name);
+            let set = build(&cfg, &ctx(), &Ids::default());
+            order(&set).expect("dependencies come first");
+            assert_eq!(count(&set, Kind::Subnet), 3 * azs);
+            assert_eq!(count(&set, Kind::NatGateway), nats);
+            assert_eq!(count(&set, Kind::RouteTable), azs + 2);
+            assert_eq!(count(&set, Kind::Listener), 3);
+            assert_eq!(count(&set, Kind::GrafanaDashboard), 1);
+            assert_eq!(count(&set, Kind::AmpRuleGroups), 1);
+        }
+    }
+
+    #[test]
+    fn security_groups_are_least_privilege() {
+        let cfg = env("staging");
+        let set = build(&cfg, &ctx(), &Ids::default());
+        let rules = |n: &str| -> SecurityGroupRulesSpec {
+            set.iter()
+                .find(|d| d.key == Key::new(Kind::SecurityGroupRules, n))
+                .expect("rules")
+                .spec()
+                .expect("spec")
+        };
+        let ports = |r: &[SgRule]| r.iter().map(|r| r.from_port).collect::<Vec<_>>();
+        assert_eq!(
+            ports(&rules("alb").ingress),
+            vec![80, 443, TEST_LISTENER_PORT]
+        );
+        assert_eq!(
+            ports(&rules("tasks").ingress),
+            vec![PROXY_PORT, STATUS_PORT]
+        );
+        assert_eq!(ports(&rules("database").ingress), vec![5432]);
+        assert!(rules("database").egress.is_empty());
+        assert_eq!(ports(&rules("redis").ingress), vec![6379]);
+        assert!(rules("redis").egress.is_empty());
+        let test_rule = rules("alb")
+            .ingress
+            .into_iter()
+            .find(|r| r.from_port == TEST_LISTENER_PORT)
+            .expect("test listener rule");
+        assert_eq!(test_rule.peer, cfg.network.cidr);
+    }
+
+    #[test]
+    fn live_color_follows_the_https_listener() {
+        let mut ids = Ids::default();
+        assert_eq!(live_color(&ids), "blue");
+        let tg = |c: &str| {
+            Actual::new(
+                Key::new(Kind::TargetGroup, c),
+                format!("arn:{c}"),
+                &json!({}),
+            )
+            .output("arn", format!("arn:{c}"))
+        };
+        ids.record(&tg("blue"));
+        ids.record(&tg("green"));
+        ids.record(
+            &Actual::new(Key::new(Kind::Listener, "https"), "l", &json!({}))
+                .output("target_group_arn", "arn:green"),
+        );
+        assert_eq!(live_color(&ids), "green");
+        let cfg = env("staging");
+        let set = build(&cfg, &ctx(), &ids);
+        let test: ListenerSpec = set
+            .iter()
+            .find(|d| d.key == Key::new(Kind::Listener, "test"))
+            .expect("test listener")
+            .spec()
+            .expect("spec");
+        assert_eq!(
+            test.action,
+            ListenerAction::Forward {
+                target_group_arn: "arn:blue".into()
+            }
+        );
+    }
+
+    #[test]
+    fn deployed_image_wins_over_the_env_default() {
+        let cfg = env("staging");
+        let mut ids = Ids::default();
+        let set = build(&cfg, &ctx(), &ids);
+        let td = |set: &[Desired]| -> TaskDefinitionSpec {
+            set.iter()
+                .find(|d| d.key.kind == Kind::TaskDefinition)
+                .expect("td")
+                .spec()
+                .expect("spec")
+        };
+        assert_eq!(td(&set).gateway_image, cfg.service.gateway_image);
+        ids.record(
+            &Actual::new(
+                Key::new(Kind::TaskDefinition, "gateway"),
+                "arn:td:2",
+                &json!({}),
+            )
+            .output("gateway_image", "repo/gateway:v2"),
+        );
+        assert_eq!(
+            td(&build(&cfg, &ctx(), &ids)).gateway_image,
+            "repo/gateway:v2"
+        );
+    }
+
+    fn find<T: serde::de::DeserializeOwned>(set: &[Desired], kind: Kind, name: &str) -> T {
+        set.iter()
+            .find(|d| d.key == Key::new(kind, name))
+            .expect("resource")
+            .spec()
+            .expect("spec")
+    }
+
+    #[test]
+    fn the_pagerduty_url_is_never_in_the_spec() {
+        let url = "https://events.pagerduty.com/integration/0123456789abcdef/enqueue";
+        let mut c = ctx();
+        c.pagerduty_endpoint = Some(url.into());
+        let set = build(&env("staging"), &c, &Ids::default());
+        let topic = set
+            .iter()
+            .find(|d| d.key.kind == Kind::SnsTopic)
+            .expect("topic");
+        let shown = serde_json::to_string(&topic.props).expect("json");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert_eq!(topic.inputs["https_subscriptions"], url);
+        let spec: SnsTopicSpec = topic.spec().expect("spec");
+        assert_eq!(spec.https_subscriptions, vec![redact_endpoint(url)]);
+    }
+
+    #[test]
+    fn ecr_pulls_are_scoped_to_the_task_repositories() {
+        let mut ids = Ids::default();
+        for r in ["gateway", "metrics-agent", "provisioner"] {
+            ids.record(
+                &Actual::new(Key::new(Kind::EcrRepository, r), r, &json!({}))
+                    .output("arn", format!("arn:ecr:{r}")),
+            );
+        }
+        let set = build(&env("production"), &ctx(), &ids);
+        let role: IamRoleSpec = find(&set, Kind::IamRole, "task-execution");
+        for st in role.policy["Statement"].as_array().expect("statements") {
+            let actions = st["Action"].to_string();
+            if actions.contains("ecr:") && !actions.contains("GetAuthorizationToken") {
+                assert_eq!(
+                    st["Resource"],
+                    json!(["arn:ecr:gateway", "arn:ecr:metrics-agent"])
+                );
+            } else if st["Resource"] == "*" {
+                // Only the token call, which has no resource-level permissions.
+                assert_eq!(st["Action"], json!(["ecr:GetAuthorizationToken"]));
+            }
+        }
+        order(&set).expect("the role depends on the repositories it names");
+    }
+
+    #[test]
+    fn every_role_trusts_its_service_for_this_account_only() {
+        let set = build(&env("staging"), &ctx(), &Ids::default());
+        for name in ["flow-logs", "task-execution", "task"] {
+            let role: IamRoleSpec = find(&set, Kind::IamRole, name);
+            assert_eq!(role.source_account, "123456789012", "{name}");
+        }
+    }
+
+    #[test]
+    fn no_grafana_means_no_dashboards() {
+        let cfg = env("staging");
+        let mut c = ctx();
+        c.grafana_enabled = false;
+        assert_eq!(
+            count(&build(&cfg, &c, &Ids::default()), Kind::GrafanaDashboard),
+            0
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! Security groups and their rules, IAM roles, the generated secrets.
+
+use super::*;
+
+/// Security groups and their least-privilege rules.
+pub(super) fn push_groups(b: &Build<'_>, out: &mut Vec<Desired>) {
+    let cfg = b.cfg;
+    let p = &b.p;
+    let vpc = b.vpc();
+    let vpc_id = b.vpc_id();
+    let groups = [
+        ("alb", "ALB: HTTPS/HTTP from the internet, to gateway tasks"),
+        (
+            "tasks",
+            "Gateway tasks: from the ALB, to RDS, Redis and HTTPS",
+        ),
+        ("database", "RDS PostgreSQL: 5432 from gateway tasks only"),
+        ("redis", "ElastiCache Redis: 6379 from gateway tasks only"),
+    ];
+    for (name, description) in groups {
+        out.push(Desired::new(
+            k(Kind::SecurityGroup, name),
+            &SecurityGroupSpec {
+                name: format!("{p}-{name}"),
+                vpc_id: vpc_id.clone(),
+                description: description.into(),
+            },
+            vec![vpc.clone()],
+        ));
+    }
+    let all_sg_keys: Vec<Key> = groups
+        .iter()
+        .map(|(g, _)| k(Kind::SecurityGroup, g))
+        .collect();
+    let anywhere = "0.0.0.0/0".to_string();
+    let sg_rules: [(&str, Vec<SgRule>, Vec<SgRule>); 4] = [
+        (
+            "alb",
+            vec![
+                rule(443, anywhere.clone()),
+                rule(80, anywhere.clone()),
+                // The blue-green test listener is reachable from inside the VPC only.
+                rule(TEST_LISTENER_PORT, cfg.network.cidr.clone()),
+            ],
+            vec![
+                rule(PROXY_PORT, b.sg("tasks")),
+                rule(STATUS_PORT, b.sg("tasks")),
+            ],
+        ),
+        (
+            "tasks",
+            vec![
+                rule(PROXY_PORT, b.sg("alb")),
+                rule(STATUS_PORT, b.sg("alb")),
+            ],
+            vec![
+                rule(POSTGRES_PORT, b.sg("database")),
+                rule(REDIS_PORT, b.sg("redis")),
+                // ECR, Secrets Manager, CloudWatch Logs and AMP are HTTPS APIs.
+                rule(443, anywhere.clone()),
+            ],
+        ),
+        ("database", vec![rule(POSTGRES_PORT, b.sg("tasks"))], vec![]),
+        ("redis", vec![rule(REDIS_PORT, b.sg("tasks"))], vec![]),
+    ];
+    for (name, ingress, egress) in sg_rules {
+        out.push(Desired::new(
+            k(Kind::SecurityGroupRules, name),
+            &SecurityGroupRulesSpec {
+                group_id: b.sg(name),
+                ingress: rules(ingress),
+                egress: rules(egress),
+            },
+            all_sg_keys.clone(),
+        ));
+    }
+}
+
+/// An IAM role `<prefix>-<name>` that `service` may assume on behalf of
+/// this account only, with one inline policy of `statements`.
+fn role(b: &Build<'_>, name: &str, service: &str, statements: Value, deps: Vec<Key>) -> Desired {
+    Desired::new(
+        k(Kind::IamRole, name),
+        &IamRoleSpec {
+            name: format!("{}-{name}", b.p),
+            trusted_service: service.into(),
+            source_account: b.ctx.account_id.clone(),
+            policy: json!({"Version": "2012-10-17", "Statement": statements}),
+        },
+        deps,
+    )
+}
+
+/// IAM roles: flow-log delivery, task execution, task.
+pub(super) fn push_roles(b: &Build<'_>, out: &mut Vec<Desired>) {
+    let ids = b.ids;
+    let flow_group_arn = ids.get(Kind::LogGroup, "flow-logs", "arn");
+    out.push(role(
+        b,
+        "flow-logs",
+        "vpc-flow-logs.amazonaws.com",
+        json!([{
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": [flow_group_arn.clone(), join(&flow_group_arn, ":*")],
+        }]),
+        vec![k(Kind::LogGroup, "flow-logs")],
+    ));
+    out.push(role(
+        b,
+        "task-execution",
+        "ecs-tasks.amazonaws.com",
+        json!([
+            // GetAuthorizationToken has no resource-level permissions (AWS
+            // requires "*"); the pulls themselves are limited to the
+            // repositories the task runs.
+            {
+                "Effect": "Allow",
+                "Action": ["ecr:GetAuthorizationToken"],
+                "Resource": "*",
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["ecr:BatchCheckLayerAvailability",
+                           "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+                "Resource": TASK_IMAGES.iter()
+                    .map(|r| ids.get(Kind::EcrRepository, r, "arn"))
+                    .collect::<Vec<_>>(),
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": join(&ids.get(Kind::LogGroup, "gateway", "arn"), ":*"),
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue"],
+                "Resource": [b.secret_arn("jwt"), b.secret_arn("redis-token")],
+            }
+        ]),
+        [
+            k(Kind::LogGroup, "gateway"),
+            k(Kind::Secret, "jwt"),
+            k(Kind::Secret, "redis-token"),
+        ]
+        .into_iter()
+        .chain(TASK_IMAGES.iter().map(|r| k(Kind::EcrRepository, r)))
+        .collect(),
+    ));
+    out.push(role(
+        b,
+        "task",
+        "ecs-tasks.amazonaws.com",
+        json!([{
+            "Effect": "Allow",
+            "Action": ["aps:RemoteWrite"],
+            "Resource": ids.get(Kind::AmpWorkspace, "main", "arn"),
+        }]),
+        vec![k(Kind::AmpWorkspace, "main")],
+    ));
+}
+
+/// Secrets Manager secrets with generated values.
+pub(super) fn push_secrets(b: &Build<'_>, out: &mut Vec<Desired>) {
+    let cfg = b.cfg;
+    for (key, name, description) in SECRETS {
+        out.push(Desired::new(
+            k(Kind::Secret, key),
+            &SecretSpec {
+                name: secret_name(cfg, name),
+                description: description.into(),
+            },
+            vec![],
+        ));
+    }
+}
