@@ -55,6 +55,14 @@ impl LocalResponse {
                 "text/plain; charset=utf-8",
                 format!("{message}\nrequest_id: {request_id}\n"),
             ),
+            ErrorType::Xml => (
+                "application/xml; charset=utf-8",
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error>\n  <message>{}</message>\n  <requestid>{}</requestid>\n</error>\n",
+                    html_escape(message),
+                    html_escape(request_id)
+                ),
+            ),
             ErrorType::Json => (
                 "application/json; charset=utf-8",
                 format!("{{\n  \"message\":\"{esc}\",\n  \"request_id\":\"{rid}\"\n}}"),
@@ -77,8 +85,12 @@ enum ErrorType {
     Json,
     Html,
     Plain,
+    Xml,
 }
 
+/// Kong's choice of error format from `Accept` (`kong.tools.http.get_response_type`):
+/// the media range with the highest q wins (the first on a tie); `*/*`, `application/*`
+/// and any type without a template mean JSON, `text/*` plain text.
 fn preferred_type(accept: Option<&str>) -> ErrorType {
     let Some(accept) = accept else {
         return ErrorType::Json;
@@ -87,22 +99,27 @@ fn preferred_type(accept: Option<&str>) -> ErrorType {
     for part in accept.split(',') {
         let mut it = part.split(';');
         let media = it.next().unwrap_or("").trim().to_ascii_lowercase();
+        let Some((main, sub)) = media.split_once('/') else {
+            continue;
+        };
+        if main.is_empty() || sub.is_empty() {
+            continue;
+        }
         let q = it
             .filter_map(|p| p.trim().strip_prefix("q="))
-            .filter_map(|q| q.parse::<f32>().ok())
+            .filter_map(|q| q.trim().parse::<f32>().ok())
             .next()
             .unwrap_or(1.0);
-        let kind = match media.as_str() {
-            "text/html" => Some(ErrorType::Html),
-            "text/plain" => Some(ErrorType::Plain),
-            "application/json" | "*/*" => Some(ErrorType::Json),
-            _ => None,
-        };
-        if let Some(k) = kind
-            && q > best.0
-        {
-            best = (q, k);
+        if !(0.0..=1.0).contains(&q) || q <= best.0 {
+            continue;
         }
+        let kind = match (main, sub) {
+            ("text", "html") => ErrorType::Html,
+            ("text", "plain") | ("text", "*") => ErrorType::Plain,
+            ("application", "xml") => ErrorType::Xml,
+            _ => ErrorType::Json,
+        };
+        best = (q, kind);
     }
     best.1
 }
@@ -153,4 +170,42 @@ pub fn render(st: &mut RequestState, resp: LocalResponse) -> (ResponseHeader, By
     }
     h.headers.remove(http::header::CONTENT_LENGTH);
     (h, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(accept: &str) -> &'static str {
+        match preferred_type(Some(accept)) {
+            ErrorType::Json => "json",
+            ErrorType::Html => "html",
+            ErrorType::Plain => "plain",
+            ErrorType::Xml => "xml",
+        }
+    }
+
+    #[test]
+    fn error_format_follows_kongs_accept_rules() {
+        assert_eq!(kind("application/xml"), "xml");
+        assert_eq!(kind("text/html"), "html");
+        assert_eq!(kind("text/*"), "plain");
+        assert_eq!(kind("*/*"), "json");
+        assert_eq!(kind("image/png"), "json");
+        assert_eq!(kind("text/html;q=0.5, application/xml;q=0.9"), "xml");
+        // An unknown type with a higher q still wins, and means JSON (Kong's default).
+        assert_eq!(kind("text/html;q=0.5, image/png"), "json");
+        // Ties: the first one.
+        assert_eq!(kind("text/plain, text/html"), "plain");
+        let r = LocalResponse::error(
+            404,
+            "no Route matched with those values",
+            "abc",
+            Some("application/xml"),
+        );
+        assert_eq!(
+            std::str::from_utf8(&r.body).unwrap_or_default(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error>\n  <message>no Route matched with those values</message>\n  <requestid>abc</requestid>\n</error>\n"
+        );
+    }
 }
