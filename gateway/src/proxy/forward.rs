@@ -19,7 +19,31 @@ use crate::balancer::{HashInputs, Outcome};
 use crate::core::chain::{CONSUMER_HEADERS, is_consumer_header};
 use crate::core::{RequestHeader, ResponseHeader};
 
-const VIA: &str = concat!("1.1 gateway/", env!("CARGO_PKG_VERSION"));
+const SERVER_TOKEN: &str = concat!("gateway/", env!("CARGO_PKG_VERSION"));
+
+/// `Via` with this gateway added after what is already there (one comma-separated value).
+fn joined_via(h: &http::HeaderMap, version: &str) -> HeaderValue {
+    if !h.contains_key(http::header::VIA) {
+        // The common case, without formatting.
+        return HeaderValue::from_static(match version {
+            "2" => concat!("2 gateway/", env!("CARGO_PKG_VERSION")),
+            "1.0" => concat!("1.0 gateway/", env!("CARGO_PKG_VERSION")),
+            _ => concat!("1.1 gateway/", env!("CARGO_PKG_VERSION")),
+        });
+    }
+    let mine = format!("{version} {SERVER_TOKEN}");
+    let prev: Vec<&str> = h
+        .get_all(http::header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let text = if prev.is_empty() {
+        mine
+    } else {
+        format!("{}, {mine}", prev.join(", "))
+    };
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("1.1 gateway"))
+}
 
 /// Header names the proxy sets on every request or response, parsed once.
 mod names {
@@ -438,6 +462,14 @@ impl Ctx<'_> {
             HeaderValue::from_str(client.uri.path()).map_err(bad)?,
         );
         h.insert(names::X_REQUEST_ID, st.request_id_value());
+        // Kong's inbound Via: the client's, then "<client HTTP version> gateway/x".
+        let ver = match client.version {
+            http::Version::HTTP_2 => "2",
+            http::Version::HTTP_10 => "1.0",
+            _ => "1.1",
+        };
+        let via = joined_via(h, ver);
+        h.insert(http::header::VIA, via);
         for p in active_plugins(st).iter() {
             p.upstream_request(&mut req, st);
         }
@@ -484,8 +516,9 @@ impl Ctx<'_> {
             names::X_KONG_PROXY_LATENCY,
             HeaderValue::from(total.saturating_sub(up)),
         );
-        head.headers
-            .append(http::header::VIA, HeaderValue::from_static(VIA));
+        // Kong: the upstream's Via, then ours, in one comma-separated value.
+        let via = joined_via(&head.headers, "1.1");
+        head.headers.insert(http::header::VIA, via);
         finish_response_headers(&mut head, &mut self.st);
         let plugins = active_plugins(&mut self.st);
         let back = PoolReturn {

@@ -97,3 +97,49 @@ async fn forwarded_headers_from_a_trusted_proxy_are_passed_on() {
     assert_eq!(h["x-forwarded-port"], "443", "{h}");
     assert_eq!(h["x-real-ip"], "203.0.113.7", "{h}");
 }
+
+#[test]
+fn via_is_appended_in_both_directions() {
+    // An upstream that shows the Via it got and sends its own.
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut r = BufReader::new(s.try_clone().expect("clone"));
+            let mut via = String::new();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("via:") {
+                    via = v.trim().to_string();
+                }
+                if line == "\r\n" {
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nVia: 1.1 upstream-proxy\r\ncontent-length: {}\r\n\r\n{via}",
+                        via.len()
+                    );
+                    let _ = (&s).write_all(resp.as_bytes());
+                    via.clear();
+                }
+            }
+        }
+    });
+    let gw = gateway(&config(up));
+    let resp = raw(
+        gw.port,
+        b"GET /v HTTP/1.1\r\nHost: x\r\nVia: 1.1 client-proxy\r\nConnection: close\r\n\r\n",
+    );
+    let lower = resp.to_ascii_lowercase();
+    let v = env!("CARGO_PKG_VERSION");
+    assert!(
+        lower.contains(&format!("via: 1.1 upstream-proxy, 1.1 gateway/{v}\r\n")),
+        "{resp}"
+    );
+    assert!(
+        resp.ends_with(&format!("1.1 client-proxy, 1.1 gateway/{v}")),
+        "{resp}"
+    );
+}
