@@ -254,12 +254,26 @@ impl Builder<'_> {
             return;
         }
         let (protocol, host, port, spath) = if let Some(url) = &s.url {
-            if s.host.is_some() || s.protocol.is_some() || s.port.is_some() || s.path.is_some() {
-                self.err(
+            // Kong loads both: `url` is a shorthand whose parts replace the fields given
+            // next to it (even a path the url lacks). Likely a mistake: a warning.
+            let overridden: Vec<&str> = [
+                ("protocol", s.protocol.is_some()),
+                ("host", s.host.is_some()),
+                ("port", s.port.is_some()),
+                ("path", s.path.is_some()),
+            ]
+            .iter()
+            .filter(|(_, set)| *set)
+            .map(|(f, _)| *f)
+            .collect();
+            if !overridden.is_empty() {
+                self.warn(
                     format!("{path}.url"),
-                    "`url` is shorthand for protocol/host/port/path; do not set both",
+                    format!(
+                        "`url` replaces {} given next to it (as Kong does); set one or the other",
+                        overridden.join(", ")
+                    ),
                 );
-                return;
             }
             match parse_service_url(url) {
                 Ok(parts) => parts,

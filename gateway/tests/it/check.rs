@@ -190,3 +190,24 @@ plugins:
     );
     assert!(out.contains("--strict"), "{out}");
 }
+
+#[test]
+fn url_next_to_its_parts_loads_as_kong_does_with_a_warning() {
+    let cfg = "_format_version: \"3.0\"
+services:
+- name: s
+  url: http://127.0.0.1:9/v1
+  host: other.example.com
+  path: /ignored
+  routes:
+  - name: r
+    paths: [/]
+";
+    let (ok, out) = check(cfg, &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: kong.yml:4: services[0].url: `url` replaces host, path"),
+        "{out}"
+    );
+    assert!(!check(cfg, &["--strict"]).0);
+}

@@ -143,3 +143,15 @@ fn via_is_appended_in_both_directions() {
         "{resp}"
     );
 }
+
+#[tokio::test]
+async fn url_wins_over_the_fields_next_to_it() {
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&format!(
+        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:{up}/v1\n  host: 127.0.0.1\n  port: 1\n  path: /ignored\n  routes:\n  - name: r\n    paths: [/api]\n"
+    ));
+    let (s, v) = get_json(&client(), &gw.url("/api/x")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["path"], "/v1/x");
+}
