@@ -6,6 +6,14 @@ use std::time::Instant;
 use crate::core::runtime::Runtime;
 use crate::router::RouteMatch;
 
+#[derive(Debug, Default, Clone)]
+pub struct ConnFacts {
+    /// The local address the client connected to.
+    pub local_ip: Option<Arc<str>>,
+    pub serial: u64,
+    pub requests: u64,
+}
+
 #[derive(Default)]
 pub struct RequestState {
     /// The configuration this request runs under, taken once at its start.
@@ -24,6 +32,9 @@ pub struct RequestState {
     pub peer_trusted: bool,
     /// The local port the client connected to.
     pub local_port: u16,
+    /// The connection's serial number and how many requests it carried (this one
+    /// included), for correlation-id's `tracker`.
+    pub conn: ConnFacts,
     pub tls: bool,
     pub route: Option<RouteMatch>,
     pub service: Option<usize>,

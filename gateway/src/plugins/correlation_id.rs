@@ -66,11 +66,16 @@ impl CorrelationId {
                 let n = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
                 format!("{}#{n}", self.worker_uuid)
             }
+            // Kong's format: server_addr-server_port-worker pid-connection serial-
+            // requests on the connection-time with milliseconds.
             Generator::Tracker => format!(
-                "{}-{}-{}",
-                st.client_addr.as_deref().unwrap_or("-"),
+                "{}-{}-{}-{}-{}-{:.3}",
+                st.conn.local_ip.as_deref().unwrap_or("-"),
+                st.local_port,
                 std::process::id(),
-                st.start_wall_ms
+                st.conn.serial,
+                st.conn.requests,
+                st.start_wall_ms as f64 / 1000.0
             ),
         }
     }

@@ -54,6 +54,10 @@ impl Worker {
 /// The client connection a request came on.
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The local address the client connected to (nginx's `server_addr`).
+    pub local_ip: std::sync::Arc<str>,
+    /// This connection's serial number in the process (nginx's `connection`).
+    pub serial: u64,
     /// The peer's address as text (canonical: IPv4-mapped shown as IPv4), once per
     /// connection.
     pub peer_ip: String,
@@ -104,6 +108,15 @@ pub async fn handle(
     st.peer_addr = Some(conn.peer_ip.clone());
     st.peer_trusted = gw.limits.real_ip.is_trusted(peer);
     st.local_port = conn.local_port;
+    st.conn = crate::core::state::ConnFacts {
+        local_ip: Some(conn.local_ip.clone()),
+        serial: conn.serial,
+        requests: conn
+            .shared
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1,
+    };
     let verdict = if conn.h2 {
         None
     } else {

@@ -48,6 +48,8 @@ pub struct ConnShared {
     tunnel: AtomicBool,
     /// A body's framing failed after its head was handed over.
     body_error: AtomicBool,
+    /// Requests served on this connection so far (nginx's `connection_requests`).
+    pub requests: std::sync::atomic::AtomicU64,
 }
 
 impl ConnShared {

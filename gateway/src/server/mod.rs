@@ -183,6 +183,7 @@ async fn accept_loop(
         None
     };
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     loop {
         while slots.active.get() >= slots.max {
             tokio::select! {
@@ -209,8 +210,15 @@ async fn accept_loop(
         slots.active.set(slots.active.get() + 1);
         let guard = SlotGuard(slots.clone());
         let _ = stream.set_nodelay(true);
+        let local_ip: Arc<str> = stream
+            .local_addr()
+            .map(|a| a.ip().to_canonical().to_string())
+            .unwrap_or_default()
+            .into();
         let info = ConnInfo {
             peer,
+            local_ip,
+            serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
             peer_ip: peer.ip().to_canonical().to_string(),
             local_port,
             tls,

@@ -155,3 +155,43 @@ async fn url_wins_over_the_fields_next_to_it() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["path"], "/v1/x");
 }
+
+#[test]
+fn correlation_id_tracker_has_kongs_format() {
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&format!(
+        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:{up}\n  routes:\n  - name: r\n    paths: [/]\nplugins:\n- name: correlation-id\n  config: {{generator: tracker, echo_downstream: true}}\n"
+    ));
+    // Two requests on one connection: server_addr-server_port-pid-connection-requests-time.
+    let resp = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+        s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    };
+    let ids: Vec<String> = resp
+        .lines()
+        .filter_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("kong-request-id:")
+                .map(|v| v.trim().to_string())
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{resp}");
+    let parts: Vec<Vec<&str>> = ids.iter().map(|i| i.split('-').collect()).collect();
+    for p in &parts {
+        assert_eq!(p.len(), 6, "{ids:?}");
+        assert_eq!(p[0], "127.0.0.1");
+        assert_eq!(p[1], gw.port.to_string());
+        assert_eq!(p[2], gw.proc.child.id().to_string());
+        let (secs, ms) = p[5].split_once('.').expect("time with milliseconds");
+        assert!(secs.parse::<u64>().is_ok() && ms.len() == 3, "{ids:?}");
+    }
+    assert_eq!(parts[0][3], parts[1][3], "same connection serial: {ids:?}");
+    assert_eq!((parts[0][4], parts[1][4]), ("1", "2"), "{ids:?}");
+}
