@@ -135,9 +135,19 @@ impl PrefixIndex {
 
 impl Router {
     pub fn new(routes: &[RouteDef]) -> Result<Router, String> {
+        Router::new_filtered(routes, |_| true)
+    }
+
+    /// A router over the routes `keep` accepts (Kong drops the routes of a disabled
+    /// service: they match nothing, so another route may take the request).
+    pub fn new_filtered(
+        routes: &[RouteDef],
+        keep: impl Fn(&RouteDef) -> bool,
+    ) -> Result<Router, String> {
         let mut candidates = Vec::new();
         let mut matchers = Vec::new();
         for (ri, r) in routes.iter().enumerate() {
+            let kept = keep(r);
             let hosts: Vec<HostMatcher> = r
                 .hosts
                 .iter()
@@ -190,6 +200,9 @@ impl Router {
                 ),
                 order: 0,
             };
+            if !kept {
+                continue;
+            }
             if r.paths.is_empty() {
                 candidates.push(base(false, 0, PathMatcher::Any));
             }

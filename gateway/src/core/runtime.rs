@@ -100,7 +100,10 @@ impl Runtime {
         bg: Option<&tokio::runtime::Handle>,
         factory: &dyn PluginFactory,
     ) -> Result<Runtime, String> {
-        let router = Router::new(&decl.routes)?;
+        let router = Router::new_filtered(&decl.routes, |r| {
+            r.service
+                .is_none_or(|si| decl.services.get(si).is_none_or(|s| s.enabled))
+        })?;
         let mut balancers: Vec<Arc<Balancer>> = decl
             .upstreams
             .iter()
@@ -272,7 +275,8 @@ impl Runtime {
     pub fn balancers_in_use(&self) -> Vec<&Arc<Balancer>> {
         let mut out: Vec<&Arc<Balancer>> = Vec::new();
         for r in &self.decl.routes {
-            if let Some(si) = r.service {
+            // A disabled service's routes match nothing: its upstream is not in use.
+            if let Some(si) = r.service.filter(|si| self.services[*si].enabled) {
                 let b = &self.services[si].balancer;
                 if !out.iter().any(|x| Arc::ptr_eq(x, b)) {
                     out.push(b);

@@ -195,3 +195,16 @@ fn correlation_id_tracker_has_kongs_format() {
     assert_eq!(parts[0][3], parts[1][3], "same connection serial: {ids:?}");
     assert_eq!((parts[0][4], parts[1][4]), ("1", "2"), "{ids:?}");
 }
+
+#[tokio::test]
+async fn routes_of_a_disabled_service_match_nothing() {
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&format!(
+        "_format_version: \"3.0\"\nservices:\n- name: off\n  enabled: false\n  url: http://127.0.0.1:1\n  routes:\n  - name: api\n    paths: [/api]\n- name: on\n  url: http://127.0.0.1:{up}\n  routes:\n  - name: rest\n    paths: [/]\n"
+    ));
+    // As in Kong: the disabled service's route is gone, so the catch-all takes it.
+    let (s, v) = get_json(&client(), &gw.url("/api/x")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["path"], "/api/x");
+}
