@@ -116,10 +116,9 @@ fn compile_origin(o: &str) -> Result<Regex, regex::Error> {
 }
 
 enum OriginRule {
-    /// `scheme://host[:port]` or a bare host, normalized.
+    /// `scheme://host[:port]` (or whatever was written), normalized.
     Exact {
         value: String,
-        with_scheme: bool,
     },
     Regex {
         re: Regex,
@@ -180,11 +179,8 @@ impl Cors {
             }
             let with_scheme = o.contains(':');
             if is_plain(o) {
-                let (full, host) = normalize(o);
-                rules.push(OriginRule::Exact {
-                    value: if with_scheme { full } else { host },
-                    with_scheme,
-                });
+                let (full, _) = normalize(o);
+                rules.push(OriginRule::Exact { value: full });
             } else {
                 rules.push(OriginRule::Regex {
                     re: compile_origin(o).map_err(|e| e.to_string())?,
@@ -210,13 +206,9 @@ impl Cors {
     fn origin_allowed(&self, origin: &str) -> bool {
         let (full, host) = normalize(origin);
         self.rules.iter().any(|r| match r {
-            OriginRule::Exact { value, with_scheme } => {
-                if *with_scheme {
-                    value == &full
-                } else {
-                    value == &host
-                }
-            }
+            // Kong compares a plain entry with the whole normalised Origin (scheme, host,
+            // port): an entry without a scheme matches no browser Origin.
+            OriginRule::Exact { value } => value == &full,
             OriginRule::Regex { re, with_scheme } => {
                 re.is_match(if *with_scheme { &full } else { &host })
             }
@@ -242,9 +234,10 @@ impl Cors {
         let allowed = if let Some(single) = &self.single {
             Some(single.clone())
         } else {
+            // The Origin as Kong echoes it: normalised (default port dropped).
             origin
                 .filter(|o| self.origin_allowed(o))
-                .map(str::to_string)
+                .map(|o| normalize(o).0)
         };
         if let Some(a) = allowed {
             out.push(("access-control-allow-origin", a));
@@ -377,5 +370,32 @@ mod tests {
         let v: serde_norway::Value = serde_norway::from_str("origins: [\"~(\"]").expect("yaml");
         let c: Config = super::super::parse_config(&v).expect("config");
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn plain_origins_compare_like_kong() {
+        let cors = |origins: &str| {
+            let v: serde_norway::Value =
+                serde_norway::from_str(&format!("origins: {origins}")).expect("yaml");
+            let c: Config = super::super::parse_config(&v).expect("config");
+            Cors::new(c).expect("cors")
+        };
+        let grant = |c: &Cors, origin: &str| {
+            let mut out = Vec::new();
+            c.origin_headers(Some(origin), &mut out);
+            out.into_iter()
+                .find(|(k, _)| *k == "access-control-allow-origin")
+                .map(|(_, v)| v)
+        };
+        let c = cors("[https://app.example.com, https://admin.example.com]");
+        // The default port is the same origin, echoed normalised.
+        assert_eq!(
+            grant(&c, "https://app.example.com:443").as_deref(),
+            Some("https://app.example.com")
+        );
+        assert_eq!(grant(&c, "http://app.example.com"), None);
+        // An entry without a scheme matches no browser Origin (Kong compares it whole).
+        let c = cors("[app.example.com, other.example.com]");
+        assert_eq!(grant(&c, "https://app.example.com"), None);
     }
 }
