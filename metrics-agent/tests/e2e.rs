@@ -256,7 +256,7 @@ fn receiver_outage_leaves_no_gap() {
     let cfg = config(dir.path(), &prom.write_url(), &[("synthetic", t.port)], "");
     let agent = Agent::start(&cfg, &dir.path().join("wal"), &[], &[]);
     let sel = "synthetic_requests_total{job=\"synthetic\"}";
-    wait_until("first samples", Duration::from_secs(20), || {
+    wait_until("first samples", Duration::from_secs(60), || {
         prom.scalar(sel).is_some()
     });
     let start = now_ms();
@@ -300,7 +300,7 @@ fn agent_sigkill_during_outage_loses_nothing() {
     let cfg = config(dir.path(), &prom.write_url(), &[("synthetic", t.port)], "");
     let mut agent = Agent::start(&cfg, &dir.path().join("wal"), &[], &[]);
     let sel = "synthetic_requests_total{job=\"synthetic\"}";
-    wait_until("first samples", Duration::from_secs(20), || {
+    wait_until("first samples", Duration::from_secs(60), || {
         prom.scalar(sel).is_some()
     });
     let start = now_ms();
