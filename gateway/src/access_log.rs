@@ -80,6 +80,10 @@ pub fn record(
     status: u16,
     err: Option<&str>,
 ) {
+    // Nothing to do with the log off: return before looking anything up.
+    if !gw.access_log.enabled() {
+        return;
+    }
     let rt = st.rt.as_ref();
     let route = rt
         .zip(st.route.as_ref())
@@ -93,9 +97,6 @@ pub fn record(
     let total_ms = st.elapsed_ms();
     let upstream_ms = st.upstream_latency_ms;
     let bytes_in = st.bytes_in + st.request_header_bytes;
-    if !gw.access_log.enabled() {
-        return;
-    }
     let trace_id = st.trace_id_hex();
     let protocol = match req.version {
         http::Version::HTTP_09 => "HTTP/0.9",
