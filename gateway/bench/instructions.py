@@ -40,6 +40,7 @@ from rate_limiting import Procs, free_port, gateway_argv, wait_port  # noqa: E40
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PEERS = os.path.join(ROOT, "..", "shared", "bench-peers")
+KEEP = None  # --keep: where the callgrind profiles go instead of being deleted
 
 
 
@@ -62,7 +63,7 @@ class Counted:
         self.out = os.path.join(workdir, f"callgrind.{name}")
         procs.start(["valgrind", "--tool=callgrind", "--trace-children=no", "--dump-instr=no",
                      f"--callgrind-out-file={self.out}.%p", "--collect-atstart=yes", *argv],
-                    env=env or dict(os.environ))
+                    env=env or dict(os.environ), stderr=open(f"{self.out}.log", "w"))
         self.pid = procs.procs[-1].pid
 
     def control(self, *args):
@@ -89,7 +90,10 @@ class Counted:
                 total += int(m.group(1))
             if complete:
                 for path in new:
-                    os.unlink(path)
+                    if KEEP:
+                        shutil.move(path, os.path.join(KEEP, os.path.basename(path)))
+                    else:
+                        os.unlink(path)
                 return total
             time.sleep(0.2)
         sys.exit("callgrind did not dump")
@@ -109,7 +113,14 @@ def main():
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--only", choices=["observability", "core"])
     ap.add_argument("--hyper-floor", help="the hyper-proto binary")
+    ap.add_argument("--targets", help="comma-separated core targets to count (default: all)")
+    ap.add_argument("--keep", help="keep the callgrind profiles in this directory "
+                                   "(read them with callgrind_annotate --inclusive=yes)")
     args = ap.parse_args()
+    global KEEP
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
+        KEEP = os.path.abspath(args.keep)
     for tool in ("valgrind", "callgrind_control"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found (apt-get install valgrind)")
@@ -190,8 +201,12 @@ def main():
                         targets.append((f"haproxy-{name}", Counted(procs, ["haproxy", "-db", "-f", hcfg], work,
                                                                    f"haproxy-{name}", henv), port,
                                         policy_headers if name == "full" else {}))
+                if args.targets:
+                    wanted = set(args.targets.split(","))
+                    targets = [t for t in targets if t[0] in wanted]
                 for name, counted, port, _ in targets:
                     if not wait_port(port, timeout=120):
+                        sys.stderr.write(open(f"{counted.out}.log").read()[-3000:])
                         sys.exit(f"{name} under valgrind did not start")
                 ref = None
                 for name, counted, port, headers in targets:

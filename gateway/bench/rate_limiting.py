@@ -52,7 +52,8 @@ class Procs:
     def start(self, args, cpu=None, **kw):
         if cpu is not None and shutil.which("taskset"):
             args = ["taskset", "-c", str(cpu)] + args
-        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, **kw)
         self.procs.append(p)
         return p
 
