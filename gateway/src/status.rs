@@ -111,7 +111,7 @@ impl StatusApp {
                 };
                 for s in ["healthchecks_off", "healthy", "unhealthy", "dns_error"] {
                     m.target_health
-                        .with_label_values(&[&b.name, &t.name, &addr, s, "http"])
+                        .with_label_values(&[b.name.as_str(), &t.name, addr.as_str(), s, "http"])
                         .set(i64::from(s == state));
                 }
             }

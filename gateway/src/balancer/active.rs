@@ -73,7 +73,7 @@ pub async fn probe(t: &TargetState, a: &ActiveHealthcheck, host: Option<&str>) -
         if a.kind == "tcp" {
             return Some(Outcome::Success);
         }
-        let host = host.unwrap_or(&t.name);
+        let host = host.unwrap_or(&*t.name);
         let mut req = format!(
             "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gateway-healthcheck\r\nConnection: close\r\n",
             a.http_path

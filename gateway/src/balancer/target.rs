@@ -19,7 +19,8 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct TargetState {
     /// `host:port` as configured.
-    pub name: String,
+    /// Shared with each request's state (no copy per request).
+    pub name: std::sync::Arc<str>,
     /// Resolved address; None when name resolution failed.
     addr: std::sync::RwLock<Option<SocketAddr>>,
     healthy: AtomicBool,
@@ -37,7 +38,7 @@ impl TargetState {
     pub fn new(name: String) -> TargetState {
         let addr = resolve(&name);
         TargetState {
-            name,
+            name: name.into(),
             addr: std::sync::RwLock::new(addr),
             healthy: AtomicBool::new(true),
             successes: AtomicU32::new(0),

@@ -74,8 +74,8 @@ async fn build() -> Option<http::Extensions> {
 
 /// Adds the case map to a response that carries one of the names it spells.
 pub fn apply(headers: &HeaderMap, ext: &mut http::Extensions) {
-    if !(headers.contains_key("ratelimit-limit") || headers.contains_key(http::header::RETRY_AFTER))
-    {
+    const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+    if !(headers.contains_key(RATELIMIT_LIMIT) || headers.contains_key(http::header::RETRY_AFTER)) {
         return;
     }
     TEMPLATE.with(|t| {

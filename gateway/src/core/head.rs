@@ -164,3 +164,43 @@ impl ResponseHeader {
         self.headers.remove(name)
     }
 }
+
+/// A small number as a header value without an allocation (latency headers are mostly a
+/// few milliseconds); larger ones are formatted.
+pub fn number_value(n: u64) -> HeaderValue {
+    static SMALL: [HeaderValue; 16] = [
+        HeaderValue::from_static("0"),
+        HeaderValue::from_static("1"),
+        HeaderValue::from_static("2"),
+        HeaderValue::from_static("3"),
+        HeaderValue::from_static("4"),
+        HeaderValue::from_static("5"),
+        HeaderValue::from_static("6"),
+        HeaderValue::from_static("7"),
+        HeaderValue::from_static("8"),
+        HeaderValue::from_static("9"),
+        HeaderValue::from_static("10"),
+        HeaderValue::from_static("11"),
+        HeaderValue::from_static("12"),
+        HeaderValue::from_static("13"),
+        HeaderValue::from_static("14"),
+        HeaderValue::from_static("15"),
+    ];
+    match SMALL.get(n as usize) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(n),
+    }
+}
+
+#[cfg(test)]
+mod number_tests {
+    #[test]
+    fn number_value_matches_formatting() {
+        for n in [0u64, 1, 9, 15, 16, 99, 12345, u64::MAX] {
+            assert_eq!(
+                super::number_value(n).to_str().ok(),
+                Some(n.to_string().as_str())
+            );
+        }
+    }
+}

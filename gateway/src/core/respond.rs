@@ -137,6 +137,9 @@ fn html_escape(s: &str) -> String {
 
 /// Renders a local response: the gateway's headers and the plugins' header and body
 /// hooks (response-transformer sees local answers too, as in Kong).
+const X_KONG_RESPONSE_LATENCY: http::HeaderName =
+    http::HeaderName::from_static("x-kong-response-latency");
+
 pub fn render(st: &mut RequestState, resp: LocalResponse) -> (ResponseHeader, Bytes) {
     let mut h =
         ResponseHeader::build(resp.status, Some(resp.headers.len() + 6)).unwrap_or_else(|_| {
@@ -151,10 +154,13 @@ pub fn render(st: &mut RequestState, resp: LocalResponse) -> (ResponseHeader, By
             tracing::debug!(header = %k, error = %e, "local response header dropped");
         }
     }
-    let _ = h.insert_header("server", http::HeaderValue::from_static(SERVER_TOKEN));
-    let _ = h.insert_header(
-        "x-kong-response-latency",
-        http::HeaderValue::from(st.elapsed_ms()),
+    h.headers.insert(
+        http::header::SERVER,
+        http::HeaderValue::from_static(SERVER_TOKEN),
+    );
+    h.headers.insert(
+        X_KONG_RESPONSE_LATENCY,
+        super::head::number_value(st.elapsed_ms()),
     );
     st.local_response = true;
     st.local_status = Some(resp.status);

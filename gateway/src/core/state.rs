@@ -62,7 +62,7 @@ pub struct RequestState {
     /// Targets already tried (indexes into the service's balancer).
     pub tried: Vec<usize>,
     pub target: Option<usize>,
-    pub target_name: Option<String>,
+    pub target_name: Option<std::sync::Arc<str>>,
     pub attempts: u32,
     pub upstream_start: Option<Instant>,
     pub upstream_latency_ms: Option<u64>,

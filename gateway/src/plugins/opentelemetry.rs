@@ -445,7 +445,7 @@ impl Plugin for OpenTelemetry {
             attrs.push(KeyValue::new("client.address", ip.clone()));
         }
         if let Some(target) = &st.target_name {
-            attrs.push(KeyValue::new("server.address", target.clone()));
+            attrs.push(KeyValue::new("server.address", target.to_string()));
         }
         let err = if status >= 500 {
             Status::error(format!("HTTP {status}"))

@@ -9,9 +9,14 @@ use crate::core::{RequestHeader, Result};
 use crate::plugins::Flow;
 use crate::router::{RequestView, normalize_path, upstream_path};
 
-fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+fn header_str<'a, K: http::header::AsHeaderName>(
+    req: &'a RequestHeader,
+    name: K,
+) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
+
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 impl Ctx<'_> {
     pub(super) async fn access_phase(&mut self) -> Result<Option<LocalResponse>> {
@@ -29,7 +34,7 @@ impl Ctx<'_> {
             }
         }
         let req = self.session.req_header();
-        self.st.request_id = header_str(req, "x-request-id")
+        self.st.request_id = header_str(req, X_REQUEST_ID)
             .filter(|v| !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_string)
             .unwrap_or_else(super::new_request_id);
@@ -44,7 +49,8 @@ impl Ctx<'_> {
             self.close = true;
             return Ok(Some(self.error(431, "Request Header Fields Too Large")));
         }
-        if let Some(cl) = header_str(req, "content-length").and_then(|v| v.parse::<u64>().ok())
+        if let Some(cl) =
+            header_str(req, http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
             && cl > limits.max_body_bytes
         {
             self.close = true;
@@ -54,7 +60,7 @@ impl Ctx<'_> {
         self.st.request_header_bytes = header_bytes as u64;
 
         let path = normalize_path(req.uri.path());
-        let host = header_str(req, "host")
+        let host = header_str(req, http::header::HOST)
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default();
         let found = {
@@ -99,7 +105,7 @@ impl Ctx<'_> {
             };
             return Ok(Some(r));
         }
-        self.st.request_origin = header_str(req, "origin").map(str::to_string);
+        self.st.request_origin = header_str(req, http::header::ORIGIN).map(str::to_string);
         let query = req.uri.query();
         let Some(si) = route.service else {
             self.st.route = Some(m);

@@ -25,11 +25,17 @@ const SERVER_TOKEN: &str = concat!("gateway/", env!("CARGO_PKG_VERSION"));
 fn joined_via(h: &http::HeaderMap, version: &str) -> HeaderValue {
     if !h.contains_key(http::header::VIA) {
         // The common case, without formatting.
-        return HeaderValue::from_static(match version {
-            "2" => concat!("2 gateway/", env!("CARGO_PKG_VERSION")),
-            "1.0" => concat!("1.0 gateway/", env!("CARGO_PKG_VERSION")),
-            _ => concat!("1.1 gateway/", env!("CARGO_PKG_VERSION")),
-        });
+        const VIA_2: HeaderValue =
+            HeaderValue::from_static(concat!("2 gateway/", env!("CARGO_PKG_VERSION")));
+        const VIA_10: HeaderValue =
+            HeaderValue::from_static(concat!("1.0 gateway/", env!("CARGO_PKG_VERSION")));
+        const VIA_11: HeaderValue =
+            HeaderValue::from_static(concat!("1.1 gateway/", env!("CARGO_PKG_VERSION")));
+        return match version {
+            "2" => VIA_2,
+            "1.0" => VIA_10,
+            _ => VIA_11,
+        };
     }
     let mine = format!("{version} {SERVER_TOKEN}");
     let prev: Vec<&str> = h
@@ -310,7 +316,8 @@ impl Ctx<'_> {
                     None => self.error(413, "Request Entity Too Large"),
                 };
                 let (mut head, body) = crate::core::respond::render(&mut self.st, r);
-                let _ = head.insert_header("connection", "close");
+                head.headers
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
                 let status = head.status.as_u16();
                 return self.respond(head, RespBody::full(body), status, Some("body_too_large"));
             }
@@ -322,7 +329,8 @@ impl Ctx<'_> {
         let r = self.error(code, msg);
         let (mut head, body) = crate::core::respond::render(&mut self.st, r);
         if self.close {
-            let _ = head.insert_header("connection", "close");
+            head.headers
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         self.respond(head, RespBody::full(body), code, Some(err))
     }
@@ -381,12 +389,15 @@ impl Ctx<'_> {
                 );
             }
         }
-        let client_host = client
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| client.uri.authority().map(|a| a.as_str()))
-            .map(str::to_string);
+        // The client's host as a header value: its Host header (shared, not copied), or
+        // an HTTP/2 client's :authority.
+        let client_host: Option<HeaderValue> = match client.headers.get(http::header::HOST) {
+            Some(v) if v.to_str().is_ok() => Some(v.clone()),
+            _ => client
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
         if !route.preserve_host {
             let Some(host) = svc.host_header.clone() else {
                 return Err(crate::core::Error::HeaderValue);
@@ -396,7 +407,7 @@ impl Ctx<'_> {
             && !req.headers.contains_key(http::header::HOST)
         {
             // An HTTP/2 client names the host in :authority only.
-            req.insert_header(http::header::HOST, h.as_str())?;
+            req.headers.insert(http::header::HOST, h.clone());
         }
         if req.headers.keys().any(|k| is_consumer_header(k.as_str())) {
             for h in CONSUMER_HEADERS {
@@ -411,7 +422,12 @@ impl Ctx<'_> {
         }
         let bad = |_| crate::core::Error::HeaderValue;
         let ip = st.client_addr.as_deref().unwrap_or_default();
-        let ip_value = HeaderValue::from_str(ip).map_err(bad)?;
+        // The connection's peer as a header value is made once per connection.
+        let ip_value = if ip == self.conn.peer_ip {
+            self.conn.peer_ip_value.clone()
+        } else {
+            HeaderValue::from_str(ip).map_err(bad)?
+        };
         // Kong appends the connection's peer (realip_remote_addr) to a client-sent
         // X-Forwarded-For, and sends the resolved client address otherwise.
         let xff = match req
@@ -441,21 +457,22 @@ impl Ctx<'_> {
                 HeaderValue::from_static(if st.tls { "https" } else { "http" }),
             );
         }
-        if let Some(host) = client_host
+        if let Some(value) = client_host
             && !(trusted && h.contains_key(&names::X_FORWARDED_HOST))
         {
-            let hn = match host.rsplit_once(':') {
-                Some((a, p)) if !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()) => a,
-                _ => host.as_str(),
+            // The host without its port; the client's value itself when it has none.
+            let host = value.to_str().unwrap_or_default();
+            let value = match host.rsplit_once(':') {
+                Some((a, p)) if !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()) => {
+                    HeaderValue::from_str(a).map_err(bad)?
+                }
+                _ => value,
             };
-            h.insert(
-                names::X_FORWARDED_HOST,
-                HeaderValue::from_str(hn).map_err(bad)?,
-            );
+            h.insert(names::X_FORWARDED_HOST, value);
         }
         if !(trusted && h.contains_key(&names::X_FORWARDED_PORT)) {
             // The port the client connected to (Kong's server_port).
-            h.insert(names::X_FORWARDED_PORT, HeaderValue::from(st.local_port));
+            h.insert(names::X_FORWARDED_PORT, self.conn.local_port_value.clone());
         }
         h.insert(
             names::X_FORWARDED_PATH,
@@ -510,11 +527,13 @@ impl Ctx<'_> {
         hop::strip(&mut head.headers, upgraded);
         let up = self.st.upstream_latency_ms.unwrap_or(0);
         let total = self.st.elapsed_ms();
-        head.headers
-            .insert(names::X_KONG_UPSTREAM_LATENCY, HeaderValue::from(up));
+        head.headers.insert(
+            names::X_KONG_UPSTREAM_LATENCY,
+            crate::core::head::number_value(up),
+        );
         head.headers.insert(
             names::X_KONG_PROXY_LATENCY,
-            HeaderValue::from(total.saturating_sub(up)),
+            crate::core::head::number_value(total.saturating_sub(up)),
         );
         // Kong: the upstream's Via, then ours, in one comma-separated value.
         let via = joined_via(&head.headers, "1.1");

@@ -61,7 +61,11 @@ pub struct ConnInfo {
     /// The peer's address as text (canonical: IPv4-mapped shown as IPv4), once per
     /// connection.
     pub peer_ip: String,
+    /// `peer_ip` as a header value (X-Real-IP, X-Forwarded-For), made once.
+    pub peer_ip_value: http::HeaderValue,
     pub local_port: u16,
+    /// `local_port` as a header value (X-Forwarded-Port), made once.
+    pub local_port_value: http::HeaderValue,
     pub tls: bool,
     pub h2: bool,
     pub shared: Arc<ConnShared>,
@@ -193,7 +197,10 @@ impl Ctx<'_> {
     pub(crate) fn local(&mut self, resp: LocalResponse) -> Response<RespBody> {
         let (mut head, body) = crate::core::respond::render(&mut self.st, resp);
         if self.close {
-            let _ = head.insert_header("connection", "close");
+            head.headers.insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
         }
         let status = head.status.as_u16();
         self.respond(head, RespBody::full(body), status, None)
@@ -212,7 +219,7 @@ impl Ctx<'_> {
             gw: self.w.gw.clone(),
             st: std::mem::take(&mut self.st),
             method: req.method.clone(),
-            path: req.uri.path().to_string(),
+            uri: req.uri.clone(),
             version: req.version,
             status,
             error,
@@ -231,7 +238,8 @@ struct Finish {
     gw: Arc<Gateway>,
     st: Box<RequestState>,
     method: http::Method,
-    path: String,
+    /// The client's URI (a reference-counted copy, not a new string).
+    uri: http::Uri,
     version: http::Version,
     status: u16,
     error: Option<&'static str>,
@@ -253,7 +261,7 @@ impl OnDone for Finish {
         }
         let line = crate::access_log::RequestLine {
             method: f.method.as_str(),
-            path: &f.path,
+            path: f.uri.path(),
             version: f.version,
         };
         crate::access_log::record(&f.gw, &line, st, f.status, f.error);

@@ -310,7 +310,7 @@ impl Tracker {
             h.bad.get_or_insert("obsolete line folding");
             return;
         }
-        if line.contains(&b'\r') || line.contains(&0) {
+        if memchr::memchr2(b'\r', 0, line).is_some() {
             h.bad.get_or_insert("control character in a header");
         }
         let Some(colon) = memchr::memchr(b':', line) else {

@@ -215,12 +215,17 @@ async fn accept_loop(
             .map(|a| a.ip().to_canonical().to_string())
             .unwrap_or_default()
             .into();
+        let peer_ip = peer.ip().to_canonical().to_string();
         let info = ConnInfo {
             peer,
             local_ip,
             serial: SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
-            peer_ip: peer.ip().to_canonical().to_string(),
+            // An IP address's text is always a valid header value.
+            peer_ip_value: http::HeaderValue::from_str(&peer_ip)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("")),
+            peer_ip,
             local_port,
+            local_port_value: http::HeaderValue::from(local_port),
             tls,
             h2: false,
             shared: Arc::new(ConnShared::default()),
