@@ -9,10 +9,7 @@ use crate::core::{RequestHeader, Result};
 use crate::plugins::Flow;
 use crate::router::{RequestView, normalize_path, upstream_path};
 
-fn header_str<'a, K: http::header::AsHeaderName>(
-    req: &'a RequestHeader,
-    name: K,
-) -> Option<&'a str> {
+fn header_str<K: http::header::AsHeaderName>(req: &RequestHeader, name: K) -> Option<&str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
