@@ -30,6 +30,8 @@ pub(super) struct Builder<'a> {
     pub(super) out: Declarative,
     /// Plugin entries seen, with their scope, parsed at the end (when every entity is known).
     pub(super) pending_plugins: Vec<(String, Value, PluginScope, Option<Refs>)>,
+    /// `_format_version` 1.1 or 2.1: route paths are migrated as Kong 3.x does.
+    pub(super) legacy_format: bool,
     /// (group index, consumer key, group path) from `consumer_groups[].consumers`.
     pub(super) group_members: Vec<(usize, String, String)>,
     /// Lookups by name or id (first entity wins, as a scan in file order would), so large
@@ -62,6 +64,7 @@ impl<'a> Builder<'a> {
             out: Declarative::default(),
             pending_plugins: Vec::new(),
             group_members: Vec::new(),
+            legacy_format: false,
         }
     }
 
@@ -156,7 +159,9 @@ impl<'a> Builder<'a> {
 
     pub(super) fn build(&mut self, raw: RawDocument) {
         match raw.format_version.as_deref() {
-            Some("3.0") | Some("2.1") | Some("1.1") => {}
+            Some("3.0") => {}
+            // Kong 3.x migrates these on load: route paths that are regexes get `~`.
+            Some("2.1") | Some("1.1") => self.legacy_format = true,
             Some(other) => self.err(
                 "_format_version",
                 format!("unsupported format version \"{other}\"; expected \"3.0\""),

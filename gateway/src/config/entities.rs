@@ -362,7 +362,23 @@ impl Builder<'_> {
         }
     }
 
-    pub(super) fn route(&mut self, r: Route, service: Option<usize>, path: &str) {
+    pub(super) fn route(&mut self, mut r: Route, service: Option<usize>, path: &str) {
+        if self.legacy_format {
+            for (j, p) in r.paths.iter_mut().enumerate() {
+                let migrated = crate::net::path::migrate_legacy_path(p);
+                if migrated != *p {
+                    if migrated.starts_with('~') {
+                        self.warn(
+                            format!("{path}.paths[{j}]"),
+                            format!(
+                                "`{p}` is a regex in a `_format_version` 2.x file: loaded as `{migrated}`, as Kong 3.x migrates it; write it with `~` and `_format_version: \"3.0\"`"
+                            ),
+                        );
+                    }
+                    *p = migrated;
+                }
+            }
+        }
         let name = r
             .name
             .clone()

@@ -109,3 +109,141 @@ mod tests {
         }
     }
 }
+
+/// Kong's reserved URI characters: kept percent-encoded (upper-cased) when decoding.
+fn is_reserved(b: u8) -> bool {
+    b"!*'();:@&=+$,/?%#[]".contains(&b)
+}
+
+/// Decodes `%XX` triplets the way Kong's migration does: `decoded(byte)` gives the
+/// replacement, or None to keep the triplet (upper-cased).
+fn decode_triplets(path: &str, decoded: impl Fn(u8) -> Option<String>) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = path.get(i + 1..i + 3)
+            && let Ok(v) = u8::from_str_radix(hex, 16)
+            && hex.bytes().all(|c| c.is_ascii_hexdigit())
+        {
+            match decoded(v) {
+                Some(s) => out.push_str(&s),
+                None => {
+                    out.push('%');
+                    out.push_str(&hex.to_ascii_uppercase());
+                }
+            }
+            i += 3;
+            continue;
+        }
+        let ch = path[i..].chars().next().unwrap_or('\u{fffd}');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// Kong's URI normalisation with merged slashes (kong/tools/uri.lua `normalize`): other
+/// than reserved characters decoded, dot segments removed, `//` merged.
+fn kong_normalize(path: &str) -> String {
+    if path.is_empty() || path == "/" {
+        return path.to_string();
+    }
+    let mut uri = if path.contains('%') {
+        decode_triplets(path, |v| (!is_reserved(v)).then(|| (v as char).to_string()))
+    } else {
+        path.to_string()
+    };
+    if !uri.contains('.') && !uri.contains("//") {
+        return uri;
+    }
+    let mut out: Vec<String> = Vec::new();
+    while !uri.is_empty() {
+        let b = uri.as_bytes();
+        let at = |i: usize| b.get(i).copied();
+        if uri == "/." {
+            uri = "/".into();
+        } else if uri == "/.." {
+            uri = "/".into();
+            out.pop();
+        } else if uri == "." || uri == ".." {
+            uri.clear();
+        } else if at(0) == Some(b'.') && at(1) == Some(b'.') && at(2) == Some(b'/') {
+            uri.drain(..3);
+        } else if at(0) == Some(b'.') && at(1) == Some(b'/') {
+            uri.drain(..2);
+        } else if at(0) == Some(b'/') && at(1) == Some(b'.') && at(2) == Some(b'/') {
+            uri.drain(..2);
+        } else if at(0) == Some(b'/')
+            && at(1) == Some(b'.')
+            && at(2) == Some(b'.')
+            && at(3) == Some(b'/')
+        {
+            uri.drain(..3);
+            out.pop();
+        } else if at(0) == Some(b'/') && at(1) == Some(b'/') {
+            uri.drain(..1);
+        } else {
+            match uri[1..].find('/') {
+                Some(i) => {
+                    let rest = uri.split_off(i + 1);
+                    out.push(std::mem::replace(&mut uri, rest));
+                }
+                None => out.push(std::mem::take(&mut uri)),
+            }
+        }
+    }
+    out.concat()
+}
+
+/// A route path of a `_format_version` 1.1/2.1 file as Kong 3.x migrates it on load: a
+/// path of only `[a-zA-Z0-9.-_~/%]` stays a prefix (normalised); anything else was a
+/// regex and gets the `~` that 3.0 requires, with percent-triplets decoded (regex
+/// metacharacters escaped, reserved characters kept encoded).
+pub fn migrate_legacy_path(path: &str) -> String {
+    let plain = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-_~/%".contains(&b));
+    if plain {
+        return kong_normalize(path);
+    }
+    let body = if path.contains('%') {
+        decode_triplets(path, |v| {
+            if is_reserved(v) {
+                None
+            } else if b".^-{}\\|".contains(&v) {
+                Some(format!("\\{}", v as char))
+            } else {
+                Some((v as char).to_string())
+            }
+        })
+    } else {
+        path.to_string()
+    };
+    format!("~{body}")
+}
+
+#[cfg(test)]
+mod legacy_tests {
+    use super::migrate_legacy_path as m;
+
+    #[test]
+    fn legacy_paths_migrate_as_kong_does() {
+        // Prefixes stay prefixes (normalised).
+        assert_eq!(m("/api"), "/api");
+        assert_eq!(m("/api/v1.0/"), "/api/v1.0/");
+        assert_eq!(m("/a/./b/../c"), "/a/c");
+        assert_eq!(m("/a//b"), "/a/b");
+        assert_eq!(m("/%7Euser"), "/~user");
+        assert_eq!(m("/a%2fb"), "/a%2Fb");
+        // Regexes get their `~`.
+        assert_eq!(m("/users/\\d+"), "~/users/\\d+");
+        assert_eq!(m("/v[0-9]/items$"), "~/v[0-9]/items$");
+        assert_eq!(m("/status/(?<code>\\d+)"), "~/status/(?<code>\\d+)");
+        // Triplets in a regex: metacharacters escaped, reserved kept encoded.
+        assert_eq!(m("/a%2Eb(x)"), "~/a\\.b(x)");
+        assert_eq!(m("/a%3ab(x)"), "~/a%3Ab(x)");
+        assert_eq!(m("/a%41(x)"), "~/aA(x)");
+    }
+}

@@ -211,3 +211,25 @@ services:
     );
     assert!(!check(cfg, &["--strict"]).0);
 }
+
+#[test]
+fn format_2x_regex_paths_load_with_a_warning_naming_the_migration() {
+    let cfg = "_format_version: \"2.1\"
+services:
+- name: s
+  url: http://127.0.0.1:9
+  routes:
+  - name: r
+    paths:
+    - /plain
+    - /users/\\d+
+";
+    let (ok, out) = check(cfg, &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: kong.yml:9: services[0].routes[0].paths[1]: `/users/\\d+` is a regex in a `_format_version` 2.x file: loaded as `~/users/\\d+`"),
+        "{out}"
+    );
+    assert!(!out.contains("paths[0]"), "{out}");
+    assert!(!check(cfg, &["--strict"]).0);
+}

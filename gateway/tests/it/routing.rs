@@ -204,3 +204,35 @@ async fn unmatched_gets_kongs_404_and_request_ids_flow() {
     assert!(v["headers"].get("x-consumer-id").is_none(), "{v}");
     assert!(v["headers"].get("x-anonymous-consumer").is_none());
 }
+
+#[tokio::test]
+async fn format_2x_regex_paths_are_migrated_as_kong_3_does() {
+    // Kong 3.x loads a `_format_version: "2.1"` file by giving its regex paths the `~`
+    // they need in 3.0; plain paths stay prefixes.
+    let up = free_port();
+    let _u = upstream(up);
+    let cfg = format!(
+        "_format_version: \"2.1\"
+services:
+- name: items
+  url: http://127.0.0.1:{up}/items
+  routes:
+  - name: by-id
+    paths: [\"/items/\\\\d+$\"]
+- name: plain
+  url: http://127.0.0.1:{up}/plain
+  routes:
+  - name: plain
+    paths: [/v1.0/docs]
+"
+    );
+    let gw = gateway(&cfg);
+    let c = client();
+    let (s, p) = matched(&c, &gw, "GET", "/items/42", &[]).await;
+    assert_eq!((s, p.as_str()), (200, "/items"));
+    // A regex anchored at the end: a suffix does not match.
+    let (s, _) = matched(&c, &gw, "GET", "/items/42/x", &[]).await;
+    assert_eq!(s, 404);
+    let (s, p) = matched(&c, &gw, "GET", "/v1.0/docs/a", &[]).await;
+    assert_eq!((s, p.as_str()), (200, "/plain/a"));
+}
