@@ -22,6 +22,9 @@ pub struct Metrics {
     auth_failures: IntCounterVec,
     otel_spans: IntCounterVec,
     pub info: IntGaugeVec,
+    /// Kong's `kong_datastore_reachable`: always 1 in DB-less mode (the declarative
+    /// configuration is the datastore), as Kong reports it.
+    datastore: IntGaugeVec,
 }
 
 static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
@@ -156,6 +159,12 @@ impl Metrics {
                 "Kong Node metadata information",
                 &["node_id", "version"],
             ),
+            datastore: gauge(
+                &r,
+                "kong_datastore_reachable",
+                "Datastore reachable from Kong, 0 is unreachable",
+                &[],
+            ),
             registry: r,
         }
         .with_rate_limiting()
@@ -170,6 +179,7 @@ impl Metrics {
         for r in ["exported", "dropped"] {
             self.otel_spans.with_label_values(&[r]);
         }
+        self.datastore.with_label_values(&[] as &[&str]).set(1);
         self
     }
 

@@ -115,6 +115,11 @@ impl Plugin for Prometheus {
     }
 
     fn log(&self, st: &RequestState, status: u16) {
+        // As Kong's exporter: a request that matched no route records no series (it is
+        // still counted in kong_nginx_requests_total).
+        if st.route.is_none() {
+            return;
+        }
         let key = self.key(st);
         if let Ok(map) = self.series.read()
             && let Some(series) = map.get(&key)
