@@ -29,6 +29,8 @@ pub enum HashOn {
     Consumer,
     Path,
     Cookie(String),
+    QueryArg(String),
+    UriCapture(String),
 }
 
 /// The values a request offers as hash input.
@@ -37,6 +39,13 @@ pub struct HashInputs<'a> {
     pub ip: Option<&'a str>,
     pub consumer: Option<&'a str>,
     pub path: &'a str,
+    /// The raw query string (without `?`).
+    pub query: Option<&'a str>,
+    /// The matched route's regex captures (numbered and named).
+    pub captures: &'a [(String, String)],
+    /// `hash_on: cookie` without the cookie in the request: the value the gateway issues
+    /// (Kong sends it back in Set-Cookie).
+    pub new_cookie: Option<&'a str>,
 }
 
 #[derive(Debug)]
@@ -49,6 +58,8 @@ pub struct Balancer {
     pub host_header: Option<String>,
     pub hash_on: HashOn,
     pub hash_fallback: HashOn,
+    /// `hash_on_cookie_path`: the Path of the cookie issued for `hash_on: cookie`.
+    pub hash_cookie_path: String,
     /// Weighted wheel of target indexes (round-robin), reduced by the GCD and shuffled.
     wheel: Vec<usize>,
     cursor: AtomicUsize,
@@ -85,8 +96,24 @@ impl TargetRegistry {
     }
 }
 
-fn parse_hash(kind: &str, header: &Option<String>, cookie: &Option<String>) -> HashOn {
-    match kind {
+/// The upstream's `hash_on` (or, with `fallback`, `hash_fallback`) with its field.
+fn parse_hash(u: &crate::config::model::Upstream, fallback: bool) -> HashOn {
+    let (kind, header, query_arg, capture) = if fallback {
+        (
+            &u.hash_fallback,
+            &u.hash_fallback_header,
+            &u.hash_fallback_query_arg,
+            &u.hash_fallback_uri_capture,
+        )
+    } else {
+        (
+            &u.hash_on,
+            &u.hash_on_header,
+            &u.hash_on_query_arg,
+            &u.hash_on_uri_capture,
+        )
+    };
+    match kind.as_str() {
         "header" => header
             .clone()
             .map(|h| HashOn::Header(h.to_ascii_lowercase()))
@@ -94,13 +121,68 @@ fn parse_hash(kind: &str, header: &Option<String>, cookie: &Option<String>) -> H
         "ip" => HashOn::Ip,
         "consumer" => HashOn::Consumer,
         "path" => HashOn::Path,
-        "cookie" => cookie.clone().map(HashOn::Cookie).unwrap_or(HashOn::None),
+        // Kong: the cookie is a hash_on only (never a fallback).
+        "cookie" if !fallback => u
+            .hash_on_cookie
+            .clone()
+            .map(HashOn::Cookie)
+            .unwrap_or(HashOn::None),
+        "query_arg" => query_arg
+            .clone()
+            .map(HashOn::QueryArg)
+            .unwrap_or(HashOn::None),
+        "uri_capture" => capture
+            .clone()
+            .map(HashOn::UriCapture)
+            .unwrap_or(HashOn::None),
         _ => HashOn::None,
+    }
+}
+
+/// A query argument as Kong hashes it: decoded; several values sorted and joined with
+/// `,`; an argument without `=` is `true`.
+fn query_arg(query: &str, name: &str) -> Option<String> {
+    let mut values: Vec<String> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| {
+            let (k, v) = match kv.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (kv, None),
+            };
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(k) == name).then(|| v.map(decode).unwrap_or_else(|| "true".to_string()))
+        })
+        .collect();
+    match values.len() {
+        0 => None,
+        1 => values.pop(),
+        _ => {
+            values.sort();
+            Some(values.join(","))
+        }
     }
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// A position on the consistent-hashing ring: FNV-1a mixed by MurmurHash3's 64-bit
+/// finaliser. FNV alone leaves short keys that differ in their last byte (`user1`,
+/// `user2`) next to each other in the high bits, so they would all land on one arc of
+/// the ring; the finaliser spreads them. Stable across processes and releases.
+fn ring_hash(data: &[u8]) -> u64 {
+    let mut h = fnv1a(data);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// FNV-1a, 64 bit: stable across processes so every gateway instance hashes alike.
@@ -116,7 +198,7 @@ pub fn fnv1a(data: &[u8]) -> u64 {
 impl Balancer {
     pub fn from_upstream(def: &UpstreamDef, registry: &TargetRegistry) -> Balancer {
         let u = &def.def;
-        let hash_on = parse_hash(&u.hash_on, &u.hash_on_header, &u.hash_on_cookie);
+        let hash_on = parse_hash(u, false);
         let algorithm = if hash_on != HashOn::None {
             Algorithm::ConsistentHashing
         } else {
@@ -133,7 +215,7 @@ impl Balancer {
             .map(|t| registry.get(&u.name, &t.target))
             .collect();
         let weights: Vec<u32> = def.targets.iter().map(|t| t.weight).collect();
-        Balancer::build(
+        let mut b = Balancer::build(
             u.name.clone(),
             algorithm,
             targets,
@@ -141,8 +223,10 @@ impl Balancer {
             u.healthchecks.clone(),
             u.host_header.clone(),
             hash_on,
-            parse_hash(&u.hash_fallback, &u.hash_fallback_header, &None),
-        )
+            parse_hash(u, true),
+        );
+        b.hash_cookie_path = u.hash_on_cookie_path.clone();
+        b
     }
 
     /// A balancer for a service that points at a host directly (no upstream entity).
@@ -197,7 +281,7 @@ impl Balancer {
             let points =
                 ((u64::from(weights[i]) * 160) / u64::from(max_w)).max(u64::from(weights[i] > 0));
             for p in 0..points {
-                ring.push((fnv1a(format!("{}-{p}", t.name).as_bytes()), i));
+                ring.push((ring_hash(format!("{}-{p}", t.name).as_bytes()), i));
             }
         }
         ring.sort_unstable();
@@ -210,6 +294,7 @@ impl Balancer {
             host_header,
             hash_on,
             hash_fallback,
+            hash_cookie_path: "/".to_string(),
             wheel,
             cursor: AtomicUsize::new(rand::random::<u32>() as usize),
             ring,
@@ -282,17 +367,23 @@ impl Balancer {
                 let key = self
                     .hash_key(&self.hash_on, inputs)
                     .or_else(|| self.hash_key(&self.hash_fallback, inputs));
-                let Some(key) = key else {
-                    // No hash input: behave as round-robin.
-                    let c = self.cursor.fetch_add(1, Ordering::Relaxed);
-                    return (0..n)
-                        .map(|k| (c + k) % n)
-                        .find(|i| self.usable(*i, exclude));
+                let key = match key {
+                    Some(k) => k,
+                    // consistent-hashing with hash_on none: round-robin over the ring.
+                    None if self.hash_on == HashOn::None => {
+                        let c = self.cursor.fetch_add(1, Ordering::Relaxed);
+                        return (0..n)
+                            .map(|k| (c + k) % n)
+                            .find(|i| self.usable(*i, exclude));
+                    }
+                    // Kong hashes the empty value when no input is there: one stable
+                    // target for all such requests.
+                    None => String::new(),
                 };
                 if self.ring.is_empty() {
                     return None;
                 }
-                let h = fnv1a(key.as_bytes());
+                let h = ring_hash(key.as_bytes());
                 let start = self.ring.partition_point(|(p, _)| *p < h);
                 (0..self.ring.len())
                     .map(|k| self.ring[(start + k) % self.ring.len()].1)
@@ -308,12 +399,20 @@ impl Balancer {
             HashOn::Ip => inputs.ip.map(str::to_string),
             HashOn::Consumer => inputs.consumer.map(str::to_string),
             HashOn::Path => Some(inputs.path.to_string()),
-            HashOn::Cookie(name) => (inputs.header)("cookie").and_then(|c| {
-                c.split(';').find_map(|kv| {
-                    let (k, v) = kv.trim().split_once('=')?;
-                    (k == name).then(|| v.to_string())
+            HashOn::Cookie(name) => (inputs.header)("cookie")
+                .and_then(|c| {
+                    c.split(';').find_map(|kv| {
+                        let (k, v) = kv.trim().split_once('=')?;
+                        (k == name).then(|| v.to_string())
+                    })
                 })
-            }),
+                .or_else(|| inputs.new_cookie.map(str::to_string)),
+            HashOn::QueryArg(name) => inputs.query.and_then(|q| query_arg(q, name)),
+            HashOn::UriCapture(name) => inputs
+                .captures
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone()),
         }
     }
 
@@ -393,7 +492,45 @@ mod tests {
             ip: Some("10.0.0.1"),
             consumer: None,
             path: "/",
+            query: None,
+            captures: &[],
+            new_cookie: None,
         }
+    }
+
+    #[test]
+    fn similar_short_keys_spread_over_the_ring() {
+        let reg = TargetRegistry::default();
+        let mut u = upstream("consistent-hashing", &[100, 100, 100, 100]);
+        u.def.hash_on = "header".into();
+        u.def.hash_on_header = Some("x-user".into());
+        let b = Balancer::from_upstream(&u, &reg);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..40 {
+            let v = format!("v{i}");
+            let header = move |_: &str| Some(v.clone());
+            let inputs = HashInputs {
+                header: &header,
+                ..inputs()
+            };
+            seen.insert(b.select(&inputs, &[]).expect("target"));
+        }
+        assert_eq!(seen.len(), 4, "{seen:?}");
+    }
+
+    #[test]
+    fn query_args_hash_as_kong_normalises_them() {
+        assert_eq!(super::query_arg("a=1&b=2", "b").as_deref(), Some("2"));
+        assert_eq!(super::query_arg("b=z&a=1&b=y", "b").as_deref(), Some("y,z"));
+        assert_eq!(
+            super::query_arg("flag&x=1", "flag").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            super::query_arg("n%61me=v%20w", "name").as_deref(),
+            Some("v w")
+        );
+        assert_eq!(super::query_arg("a=1", "b"), None);
     }
 
     #[test]

@@ -138,29 +138,61 @@ impl Builder<'_> {
                 format!("unknown algorithm `{other}`: expected round-robin, least-connections, consistent-hashing or latency"),
             ),
         }
-        for (field, value, header) in [
-            ("hash_on", &u.hash_on, &u.hash_on_header),
-            ("hash_fallback", &u.hash_fallback, &u.hash_fallback_header),
+        for (field, value, header, query_arg, capture) in [
+            (
+                "hash_on",
+                &u.hash_on,
+                &u.hash_on_header,
+                &u.hash_on_query_arg,
+                &u.hash_on_uri_capture,
+            ),
+            (
+                "hash_fallback",
+                &u.hash_fallback,
+                &u.hash_fallback_header,
+                &u.hash_fallback_query_arg,
+                &u.hash_fallback_uri_capture,
+            ),
         ] {
-            match value.as_str() {
-                "none" | "consumer" | "ip" | "path" => {}
-                "header" if header.is_some() => {}
-                "header" => self.err(
-                    format!("{path}.{field}_header"),
-                    format!("`{field}: header` needs `{field}_header`"),
-                ),
-                "cookie" if u.hash_on_cookie.is_some() => {}
-                "query_arg" | "uri_capture" | "cookie" => self.err(
-                    format!("{path}.{field}"),
-                    format!(
-                        "`{field}: {value}` is not supported; use header, ip, consumer or path"
-                    ),
-                ),
-                other => self.err(
-                    format!("{path}.{field}"),
-                    format!("unknown hash input `{other}`"),
-                ),
+            // Kong's upstream schema: each input names its field, which is then required.
+            let needs = |f: &str, present: bool| (!present).then(|| format!("{field}_{f}"));
+            let missing = match value.as_str() {
+                "none" | "consumer" | "ip" | "path" => None,
+                "header" => needs("header", header.is_some()),
+                "cookie" => (u.hash_on_cookie.is_none()).then(|| "hash_on_cookie".to_string()),
+                "query_arg" => needs("query_arg", query_arg.is_some()),
+                "uri_capture" => needs("uri_capture", capture.is_some()),
+                other => {
+                    self.err(
+                        format!("{path}.{field}"),
+                        format!("unknown hash input `{other}`; expected one of none, consumer, ip, header, cookie, path, query_arg, uri_capture"),
+                    );
+                    None
+                }
+            };
+            if let Some(f) = missing {
+                self.err(
+                    format!("{path}.{f}"),
+                    format!("`{field}: {value}` needs `{f}`: required field missing"),
+                );
             }
+        }
+        if u.hash_fallback != "none" && (u.hash_on == "none" || u.hash_on == "cookie") {
+            self.err(
+                format!("{path}.hash_fallback"),
+                format!(
+                    "must be `none` when `hash_on` is `{}` (as Kong's schema requires)",
+                    u.hash_on
+                ),
+            );
+        } else if u.hash_fallback != "none"
+            && u.hash_fallback == u.hash_on
+            && !matches!(u.hash_on.as_str(), "header" | "query_arg" | "uri_capture")
+        {
+            self.err(
+                format!("{path}.hash_fallback"),
+                format!("must differ from `hash_on` (`{}`)", u.hash_on),
+            );
         }
         let hc = &u.healthchecks;
         if hc.active.kind != "http" && hc.active.kind != "tcp" {

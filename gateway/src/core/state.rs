@@ -63,6 +63,8 @@ pub struct RequestState {
     pub tried: Vec<usize>,
     pub target: Option<usize>,
     pub target_name: Option<std::sync::Arc<str>>,
+    /// `hash_on: cookie` and the request had none: the value issued (Set-Cookie).
+    pub hash_cookie: Option<String>,
     pub attempts: u32,
     pub upstream_start: Option<Instant>,
     pub upstream_latency_ms: Option<u64>,

@@ -51,6 +51,52 @@ fn joined_via(h: &http::HeaderMap, version: &str) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("1.1 gateway"))
 }
 
+/// True when the request carries the cookie `name`.
+fn has_cookie(req: &RequestHeader, name: &str) -> bool {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|c| c.split(';'))
+        .any(|kv| kv.trim().split_once('=').is_some_and(|(k, _)| k == name))
+}
+
+/// Kong's `hash_on: cookie` answer: `<name>=<value>; Path=<path>; Same-Site=Lax;
+/// HttpOnly`, replacing an upstream Set-Cookie of the same name, else added.
+fn set_hash_cookie(h: &mut http::HeaderMap, st: &crate::core::state::RequestState, value: &str) {
+    let (Some(rt), Some(si)) = (&st.rt, st.service) else {
+        return;
+    };
+    let b = &rt.services[si].balancer;
+    let crate::balancer::HashOn::Cookie(name) = &b.hash_on else {
+        return;
+    };
+    let prefix = format!("{name}=");
+    let cookie = format!(
+        "{prefix}{value}; Path={}; Same-Site=Lax; HttpOnly",
+        b.hash_cookie_path
+    );
+    let Ok(cookie) = HeaderValue::from_str(&cookie) else {
+        return;
+    };
+    let mut values: Vec<HeaderValue> = h
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    match values
+        .iter()
+        .position(|v| v.as_bytes().starts_with(prefix.as_bytes()))
+    {
+        Some(i) => values[i] = cookie,
+        None => values.push(cookie),
+    }
+    h.remove(http::header::SET_COOKIE);
+    for v in values {
+        h.append(http::header::SET_COOKIE, v);
+    }
+}
+
 /// Header names the proxy sets on every request or response, parsed once.
 mod names {
     use http::HeaderName;
@@ -197,11 +243,26 @@ impl Ctx<'_> {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
+            if let crate::balancer::HashOn::Cookie(name) = &b.hash_on
+                && self.st.hash_cookie.is_none()
+                && !has_cookie(req, name)
+            {
+                // Kong issues a fresh id as the cookie and hashes on it.
+                self.st.hash_cookie = Some(uuid::Uuid::new_v4().to_string());
+            }
             let inputs = HashInputs {
                 header: &header_lookup,
                 ip: self.st.client_addr.as_deref(),
                 consumer: consumer_id,
                 path: req.uri.path(),
+                query: req.uri.query(),
+                captures: self
+                    .st
+                    .route
+                    .as_ref()
+                    .map(|m| m.captures.as_slice())
+                    .unwrap_or_default(),
+                new_cookie: self.st.hash_cookie.as_deref(),
             };
             b.select(&inputs, &self.st.tried)
         };
@@ -538,6 +599,9 @@ impl Ctx<'_> {
         // Kong: the upstream's Via, then ours, in one comma-separated value.
         let via = joined_via(&head.headers, "1.1");
         head.headers.insert(http::header::VIA, via);
+        if let Some(value) = &self.st.hash_cookie {
+            set_hash_cookie(&mut head.headers, &self.st, value);
+        }
         finish_response_headers(&mut head, &mut self.st);
         let plugins = active_plugins(&mut self.st);
         let back = PoolReturn {

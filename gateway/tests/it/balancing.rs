@@ -176,3 +176,94 @@ async fn all_targets_down_gives_503_and_not_ready() {
     .await;
     assert!(ok, "readiness never recovered");
 }
+
+/// Who served `path` with `headers` (None unless 200), and the response's Set-Cookie.
+async fn hit_with(
+    c: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (Option<String>, Vec<String>) {
+    let mut rb = c.get(url);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let Ok(r) = rb.send().await else {
+        return (None, Vec::new());
+    };
+    let cookies = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let who = (r.status().as_u16() == 200)
+        .then(|| {
+            r.headers()
+                .get("x-upstream")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .flatten();
+    (who, cookies)
+}
+
+#[tokio::test]
+async fn hash_on_cookie_issues_kongs_cookie_and_sticks() {
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let _ups: Vec<_> = ports.iter().map(|p| upstream(*p)).collect();
+    let targets: Vec<(u16, u32)> = ports.iter().map(|p| (*p, 100)).collect();
+    let hash = "  hash_on: cookie\n  hash_on_cookie: sticky\n  hash_on_cookie_path: /app\n";
+    let gw = gateway(&upstream_config("consistent-hashing", &targets, hash));
+    let c = client();
+    // No cookie: Kong issues one, and the request is hashed on the issued value.
+    let (first, cookies) = hit_with(&c, &gw.url("/x"), &[]).await;
+    let first = first.expect("200");
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    let cookie = &cookies[0];
+    let value = cookie
+        .strip_prefix("sticky=")
+        .and_then(|s| s.split(';').next())
+        .expect("sticky cookie");
+    assert_eq!(value.len(), 36, "a UUID: {cookie}");
+    assert!(
+        cookie.ends_with("; Path=/app; Same-Site=Lax; HttpOnly"),
+        "{cookie}"
+    );
+    // With the cookie: the same target every time, and no new cookie.
+    let sent = format!("other=1; sticky={value}");
+    for _ in 0..20 {
+        let (who, cookies) = hit_with(&c, &gw.url("/y"), &[("cookie", &sent)]).await;
+        assert_eq!(who.as_deref(), Some(first.as_str()));
+        assert!(cookies.is_empty(), "{cookies:?}");
+    }
+    // Different cookie values spread over the targets.
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..40 {
+        let (who, _) = hit_with(&c, &gw.url("/z"), &[("cookie", &format!("sticky=v{i}"))]).await;
+        seen.insert(who.expect("200"));
+    }
+    assert!(seen.len() > 1, "{seen:?}");
+}
+
+#[tokio::test]
+async fn hash_on_query_arg_and_a_missing_input_hash_as_kong_does() {
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let _ups: Vec<_> = ports.iter().map(|p| upstream(*p)).collect();
+    let targets: Vec<(u16, u32)> = ports.iter().map(|p| (*p, 100)).collect();
+    let hash = "  hash_on: query_arg\n  hash_on_query_arg: user\n";
+    let gw = gateway(&upstream_config("consistent-hashing", &targets, hash));
+    let c = client();
+    // One value: one target; several values hash as their sorted join.
+    let (a, _) = hit_with(&c, &gw.url("/x?user=alice"), &[]).await;
+    for _ in 0..10 {
+        assert_eq!(hit_with(&c, &gw.url("/y?x=1&user=alice"), &[]).await.0, a);
+    }
+    let (ab, _) = hit_with(&c, &gw.url("/x?user=b&user=a"), &[]).await;
+    assert_eq!(hit_with(&c, &gw.url("/x?user=a&user=b"), &[]).await.0, ab);
+    // Without the argument Kong hashes the empty value: one stable target, not a rotation.
+    let (none, _) = hit_with(&c, &gw.url("/x"), &[]).await;
+    assert!(none.is_some());
+    for _ in 0..12 {
+        assert_eq!(hit_with(&c, &gw.url("/x"), &[]).await.0, none);
+    }
+}
