@@ -349,6 +349,18 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// What follows the matched prefix, without a leading dot segment (Kong's
+/// `sanitize_uri_postfix`): `/api../x` on a `/api` route must not send `/../x` upstream.
+fn sanitize_postfix(postfix: &str) -> &str {
+    match postfix {
+        "." | ".." => "",
+        _ => postfix
+            .strip_prefix("./")
+            .or_else(|| postfix.strip_prefix("../"))
+            .unwrap_or(postfix),
+    }
+}
+
 /// The path sent upstream, following Kong's `path_handling: v0` rules.
 pub fn upstream_path(
     service_path: Option<&str>,
@@ -359,7 +371,7 @@ pub fn upstream_path(
     let base = service_path.unwrap_or("/");
     let base_trimmed = base.strip_suffix('/').unwrap_or(base);
     let postfix = if strip_path && !matched.is_empty() {
-        req_path.get(matched.len()..).unwrap_or("")
+        sanitize_postfix(req_path.get(matched.len()..).unwrap_or(""))
     } else {
         ""
     };
@@ -404,6 +416,23 @@ pub fn upstream_path(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_after_the_prefix_never_reach_the_upstream() {
+        assert_eq!(upstream_path(None, true, "/api", "/api../x"), "/x");
+        assert_eq!(
+            upstream_path(Some("/v1"), true, "/api", "/api../x"),
+            "/v1/x"
+        );
+        assert_eq!(
+            upstream_path(Some("/v1/"), true, "/api", "/api./x"),
+            "/v1/x"
+        );
+        assert_eq!(upstream_path(None, true, "/api", "/api.."), "/");
+        assert_eq!(upstream_path(Some("/v1"), true, "/api", "/api."), "/v1");
+        // Not a dot segment: kept.
+        assert_eq!(upstream_path(None, true, "/api", "/api.json"), "/.json");
+    }
 
     #[test]
     fn v0_paths() {

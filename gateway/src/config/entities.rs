@@ -482,6 +482,11 @@ impl Builder<'_> {
         }
         if r.path_handling != "v0" && r.path_handling != "v1" {
             self.err(format!("{path}.path_handling"), "expected v0 or v1");
+        } else if r.path_handling == "v1" {
+            self.warn(
+                format!("{path}.path_handling"),
+                "`v1` is ignored by Kong 3.9's default router (traditional_compatible): the upstream path is joined by the v0 rules, as Kong does",
+            );
         }
         if !r.snis.is_empty() || r.sources.is_some() || r.destinations.is_some() {
             self.err(path, "snis, sources and destinations are stream/TLS routing fields and are not supported");

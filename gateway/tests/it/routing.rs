@@ -236,3 +236,17 @@ services:
     let (s, p) = matched(&c, &gw, "GET", "/v1.0/docs/a", &[]).await;
     assert_eq!((s, p.as_str()), (200, "/plain/a"));
 }
+
+#[tokio::test]
+async fn dot_segments_after_a_prefix_are_dropped_as_kong_does() {
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&config(up));
+    let c = client();
+    // `/api` matches `/api../x` by prefix; the `../` after it must not climb out of the
+    // service's path upstream (Kong's sanitize_uri_postfix), encoded or not.
+    for path in ["/api../x", "/api%2E%2E/x", "/api%2e./x"] {
+        let (s, p) = matched(&c, &gw, "GET", path, &[]).await;
+        assert_eq!((s, p.as_str()), (200, "/short/x"), "{path}");
+    }
+}
