@@ -187,8 +187,10 @@ impl crate::config::PluginCatalog for Registry {
         warnings: &mut Vec<crate::config::SpecWarning>,
     ) -> Result<crate::config::ParsedPlugin, SpecError> {
         let spec = PluginSpec::parse(name, config)?;
-        if let PluginSpec::Cors(c) = &spec {
-            warnings.extend(c.warnings());
+        match &spec {
+            PluginSpec::Cors(c) => warnings.extend(c.warnings()),
+            PluginSpec::RequestTransformer(c) => warnings.extend(c.warnings()),
+            _ => {}
         }
         Ok(Arc::new(spec))
     }

@@ -68,6 +68,46 @@ pub struct Config {
 const FRAMING: &[&str] = &["content-length", "transfer-encoding"];
 
 impl Config {
+    /// Template expressions Kong evaluates as Lua that the gateway cannot: the file loads
+    /// (as in Kong) and a request that renders one is answered 500, as Kong answers an
+    /// expression that fails.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        let pairs = [
+            ("rename.body", &self.rename.body),
+            ("rename.headers", &self.rename.headers),
+            ("rename.querystring", &self.rename.querystring),
+            ("replace.body", &self.replace.body),
+            ("replace.headers", &self.replace.headers),
+            ("replace.querystring", &self.replace.querystring),
+            ("add.body", &self.add.body),
+            ("add.headers", &self.add.headers),
+            ("add.querystring", &self.add.querystring),
+            ("append.body", &self.append.body),
+            ("append.headers", &self.append.headers),
+            ("append.querystring", &self.append.querystring),
+        ];
+        let mut out = Vec::new();
+        let mut note = |field: String, value: &str| {
+            if let Ok(t) = Template::parse(value)
+                && let Some(expr) = t.unsupported()
+            {
+                out.push((
+                    field,
+                    format!("template expression `$({expr})` is Lua the gateway cannot evaluate: requests that render it are answered 500 (as Kong answers a failing expression); supported: headers, query_params, uri_captures, `or \"default\"`, quoted literals"),
+                ));
+            }
+        };
+        for (field, list) in pairs {
+            for (i, e) in list.iter().enumerate() {
+                note(format!("{field}[{i}]"), split_entry(e).1);
+            }
+        }
+        if let Some(u) = &self.replace.uri {
+            note("replace.uri".to_string(), u);
+        }
+        out
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         if let Some(m) = &self.http_method
             && (m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()))
@@ -776,6 +816,19 @@ impl Plugin for RequestTransformer {
             headers: &orig_headers,
             query: &query,
             captures: &captures,
+            failed: Default::default(),
+        };
+        // A template the gateway cannot evaluate: Kong answers a failing one 500.
+        let failed = |st: &RequestState| {
+            tracing::warn!(
+                "request-transformer: a template expression could not be evaluated; answered 500"
+            );
+            Ok(Flow::Respond(LocalResponse::error(
+                500,
+                "An unexpected error occurred",
+                &st.request_id,
+                None,
+            )))
         };
         let mut pending = Pending {
             method: self.method.clone(),
@@ -794,6 +847,9 @@ impl Plugin for RequestTransformer {
             // below the template's literal directory (`/users/` of `/users/$(...)`).
             let rendered =
                 t.render_escaped(&env, &|v| utf8_percent_encode(v, VALUE_ESCAPE).to_string());
+            if env.failed.get() {
+                return failed(st);
+            }
             let prefix = t.literal_prefix();
             let base = &prefix[..prefix.rfind('/').map(|i| i + 1).unwrap_or(0)];
             let normalized = crate::net::path::normalize_path(&rendered).into_owned();
@@ -839,6 +895,9 @@ impl Plugin for RequestTransformer {
         // 3. Headers.
         if !self.headers.is_empty() {
             let ops = self.headers.render(&env);
+            if env.failed.get() {
+                return failed(st);
+            }
             let mut table: HeaderTable = Vec::new();
             for (k, v) in orig_headers.iter() {
                 let name = k.as_str();
@@ -891,11 +950,17 @@ impl Plugin for RequestTransformer {
             )
         {
             pending.body = Some((kind, self.body.render(&env)));
+            if env.failed.get() {
+                return failed(st);
+            }
         }
 
         // 5. Query string.
         if !self.query.is_empty() {
             let ops = self.query.render(&env);
+            if env.failed.get() {
+                return failed(st);
+            }
             let args = transform_query(&ops, query.clone());
             let enc = encode_args(&args);
             qs = (!enc.is_empty()).then_some(enc);

@@ -51,6 +51,9 @@ struct Expr {
 enum Part {
     Lit(String),
     Expr(Expr),
+    /// A Lua expression the gateway cannot evaluate. Kong loads it and its evaluation may
+    /// fail at request time (answered 500); here rendering it always fails.
+    Fail(String),
 }
 
 /// A value with `$(...)` placeholders, parsed once at load.
@@ -64,6 +67,8 @@ pub struct Env<'a> {
     pub headers: &'a http::HeaderMap,
     pub query: &'a Args,
     pub captures: &'a [(String, String)],
+    /// Set when a template could not be rendered (Kong answers such a request 500).
+    pub failed: std::cell::Cell<bool>,
 }
 
 const SUPPORTED: &str = "supported expressions: headers.NAME, headers[\"NAME\"], query_params.NAME, query_params[\"NAME\"], uri_captures.NAME, uri_captures[N], each optionally followed by `or \"default\"`";
@@ -178,10 +183,21 @@ impl Template {
             let Some(end) = end else {
                 return Err(format!("unterminated `$(` in `{s}`"));
             };
-            if !lit.is_empty() {
-                parts.push(Part::Lit(std::mem::take(&mut lit)));
+            let src = &after[..end];
+            match parse_quoted(src.trim()) {
+                // `$('$(uri_captures.x)')`: a Lua string literal, rendered as written (how
+                // Kong's templates escape a `$(`).
+                Some((text, tail)) if tail.trim().is_empty() => lit.push_str(&text),
+                _ => {
+                    if !lit.is_empty() {
+                        parts.push(Part::Lit(std::mem::take(&mut lit)));
+                    }
+                    parts.push(match parse_expr(src) {
+                        Ok(e) => Part::Expr(e),
+                        Err(_) => Part::Fail(src.to_string()),
+                    });
+                }
             }
-            parts.push(Part::Expr(parse_expr(&after[..end])?));
             rest = &after[end + 1..];
         }
         lit.push_str(rest);
@@ -202,6 +218,7 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
+                Part::Fail(_) => env.failed.set(true),
                 Part::Expr(e) => {
                     let v = lookup(e, env);
                     match (v, &e.default) {
@@ -213,6 +230,14 @@ impl Template {
             }
         }
         out
+    }
+
+    /// The first expression the gateway cannot evaluate, if any.
+    pub fn unsupported(&self) -> Option<&str> {
+        self.parts.iter().find_map(|p| match p {
+            Part::Fail(src) => Some(src.as_str()),
+            _ => None,
+        })
     }
 
     /// The literal text before the first expression.
@@ -366,6 +391,7 @@ mod tests {
             headers: &h,
             query: &q,
             captures: &caps,
+            failed: Default::default(),
         };
         let t = Template::parse("/u/$(uri_captures.id)/$(headers.x_user)?$(query_params[\"a\"])")
             .expect("template");
@@ -373,7 +399,17 @@ mod tests {
         let t =
             Template::parse("$(headers.missing or 'none')-$(query_params.b)").expect("template");
         assert_eq!(t.render(&env), "none-2,3");
-        assert!(Template::parse("$(os.getenv('HOME'))").is_err());
+        // Lua the gateway cannot evaluate loads, and fails when rendered (Kong: 500).
+        let t = Template::parse("$(os.getenv('HOME'))").expect("loads");
+        assert_eq!(t.unsupported(), Some("os.getenv('HOME')"));
+        // A quoted literal is how Kong escapes a template.
+        assert!(!env.failed.get());
+        let _ = t.render(&env);
+        assert!(env.failed.get());
+        // A quoted literal is how Kong escapes a template.
+        let t = Template::parse("$('$(uri_captures.user1)')").expect("literal");
+        assert!(t.unsupported().is_none());
+        assert_eq!(t.render(&env), "$(uri_captures.user1)");
         assert!(Template::parse("$(headers.x").is_err());
     }
 

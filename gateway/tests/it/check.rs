@@ -233,3 +233,28 @@ services:
     assert!(!out.contains("paths[0]"), "{out}");
     assert!(!check(cfg, &["--strict"]).0);
 }
+
+#[test]
+fn unevaluable_template_lua_loads_with_a_warning() {
+    let cfg = "_format_version: \"3.0\"
+services:
+- name: s
+  url: http://127.0.0.1:9
+  routes:
+  - name: r
+    paths: [/]
+    plugins:
+    - name: request-transformer
+      config:
+        add:
+          headers:
+          - \"x-a:$(type(headers.x) == 'table' and 'many' or 'one')\"
+";
+    let (ok, out) = check(cfg, &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("services[0].routes[0].plugins[0].config.add.headers[0]: template expression"),
+        "{out}"
+    );
+    assert!(!check(cfg, &["--strict"]).0);
+}

@@ -926,3 +926,67 @@ async fn bodyless_requests_keep_their_framing() {
         json!({"ok":1})
     );
 }
+
+#[tokio::test]
+async fn templates_escape_by_quoting_and_unevaluable_lua_answers_500() {
+    // Kong's own cases: `$('$(uri_captures.user1)')` is a Lua string, so the text stays
+    // literal; `$(ERROR())` loads and fails when rendered, answered 500.
+    let up = free_port();
+    let _u = upstream(up);
+    let cfg = format!(
+        r#"_format_version: "3.0"
+services:
+- name: api
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: escaped
+    paths: ["~/requests/user1/(?<user1>\\w+)/user2/(?<user2>\\S+)"]
+    strip_path: false
+    plugins:
+    - name: request-transformer
+      config:
+        add: {{querystring: ["q1:$('$(uri_captures.user1)')", "q3:$(uri_captures.user2)"]}}
+  - name: failing
+    paths: [/failing]
+    plugins:
+    - name: request-transformer
+      config:
+        add: {{querystring: ["q1:$(ERROR())"]}}
+"#
+    );
+    let gw = gateway(&cfg);
+    let c = client();
+    let (s, _, body) = send(
+        &c,
+        "GET",
+        &gw.url("/requests/user1/foo/user2/bar?q2=20"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let v = json_of(&body);
+    let q = v["query"].as_str().unwrap_or_default().to_string();
+    let args: std::collections::HashMap<String, String> = q
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let d = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (d(k), d(v))
+        })
+        .collect();
+    assert_eq!(
+        args.get("q1").map(String::as_str),
+        Some("$(uri_captures.user1)"),
+        "{q}"
+    );
+    assert_eq!(args.get("q2").map(String::as_str), Some("20"), "{q}");
+    assert_eq!(args.get("q3").map(String::as_str), Some("bar"), "{q}");
+    let (s, _, body) = send(&c, "GET", &gw.url("/failing"), &[], None).await;
+    assert_eq!(s, 500, "{body}");
+    assert_eq!(json_of(&body)["message"], "An unexpected error occurred");
+}
