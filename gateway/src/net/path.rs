@@ -171,9 +171,10 @@ fn kong_normalize(path: &str) -> String {
             uri.clear();
         } else if at(0) == Some(b'.') && at(1) == Some(b'.') && at(2) == Some(b'/') {
             uri.drain(..3);
-        } else if at(0) == Some(b'.') && at(1) == Some(b'/') {
-            uri.drain(..2);
-        } else if at(0) == Some(b'/') && at(1) == Some(b'.') && at(2) == Some(b'/') {
+        } else if (at(0) == Some(b'.') && at(1) == Some(b'/'))
+            || (at(0) == Some(b'/') && at(1) == Some(b'.') && at(2) == Some(b'/'))
+        {
+            // `./` dropped; `/./` becomes `/`.
             uri.drain(..2);
         } else if at(0) == Some(b'/')
             && at(1) == Some(b'.')
