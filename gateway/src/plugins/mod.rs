@@ -12,6 +12,7 @@ pub mod ip_restriction;
 pub mod jwks;
 pub mod jwt;
 pub mod key_auth;
+pub mod log_serializer;
 pub mod opentelemetry;
 pub mod prometheus;
 pub mod rate_limiting;
