@@ -8,6 +8,7 @@ pub mod acl;
 pub mod auth;
 pub mod correlation_id;
 pub mod cors;
+pub mod file_log;
 pub mod ip_restriction;
 pub mod jwks;
 pub mod jwt;
@@ -44,6 +45,7 @@ pub fn parse_config<T: DeserializeOwned>(v: &serde_norway::Value) -> Result<T, S
         let msg = e.inner().to_string();
         if let Some(field) = msg
             .strip_prefix("unknown field `")
+            .or_else(|| msg.strip_prefix("missing field `"))
             .and_then(|s| s.split('`').next())
             && !path.ends_with(field)
         {
@@ -73,6 +75,7 @@ pub enum PluginSpec {
     RequestTermination(request_termination::Config),
     RequestSizeLimiting(request_size_limiting::Config),
     IpRestriction(ip_restriction::Config),
+    FileLog(file_log::Config),
 }
 
 impl PluginSpec {
@@ -135,6 +138,11 @@ impl PluginSpec {
                 c.validate()?;
                 PluginSpec::IpRestriction(c)
             }
+            "file-log" => {
+                let c: file_log::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::FileLog(c)
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
@@ -169,6 +177,7 @@ impl PluginSpec {
             PluginSpec::IpRestriction(c) => {
                 Arc::new(ip_restriction::IpRestriction::new(c.clone())?)
             }
+            PluginSpec::FileLog(c) => Arc::new(file_log::FileLog::new(c.clone(), ctx)?),
         })
     }
 }
@@ -188,8 +197,9 @@ impl crate::config::PluginCatalog for Registry {
         warnings: &mut Vec<crate::config::SpecWarning>,
     ) -> Result<crate::config::ParsedPlugin, SpecError> {
         let spec = PluginSpec::parse(name, config)?;
-        if let PluginSpec::Cors(c) = &spec {
-            warnings.extend(c.warnings());
+        match &spec {
+            PluginSpec::Cors(c) => warnings.extend(c.warnings()),
+            _ => {}
         }
         Ok(Arc::new(spec))
     }
