@@ -9,10 +9,12 @@ pub mod auth;
 pub mod correlation_id;
 pub mod cors;
 pub mod file_log;
+pub mod http_log;
 pub mod ip_restriction;
 pub mod jwks;
 pub mod jwt;
 pub mod key_auth;
+pub mod log_queue;
 pub mod log_serializer;
 pub mod opentelemetry;
 pub mod prometheus;
@@ -76,6 +78,7 @@ pub enum PluginSpec {
     RequestSizeLimiting(request_size_limiting::Config),
     IpRestriction(ip_restriction::Config),
     FileLog(file_log::Config),
+    HttpLog(Box<http_log::Config>),
 }
 
 impl PluginSpec {
@@ -143,6 +146,11 @@ impl PluginSpec {
                 c.validate()?;
                 PluginSpec::FileLog(c)
             }
+            "http-log" => {
+                let c: http_log::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::HttpLog(Box::new(c))
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
@@ -178,6 +186,7 @@ impl PluginSpec {
                 Arc::new(ip_restriction::IpRestriction::new(c.clone())?)
             }
             PluginSpec::FileLog(c) => Arc::new(file_log::FileLog::new(c.clone(), ctx)?),
+            PluginSpec::HttpLog(c) => Arc::new(http_log::HttpLog::new((**c).clone(), ctx)?),
         })
     }
 }
@@ -199,6 +208,7 @@ impl crate::config::PluginCatalog for Registry {
         let spec = PluginSpec::parse(name, config)?;
         match &spec {
             PluginSpec::Cors(c) => warnings.extend(c.warnings()),
+            PluginSpec::HttpLog(c) => warnings.extend(c.warnings()),
             _ => {}
         }
         Ok(Arc::new(spec))
