@@ -46,7 +46,7 @@ impl Entities {
             .map(|s| {
                 json!({
                     "id": s.id,
-                    "name": s.name,
+                    "name": s.named.then_some(&s.name),
                     "protocol": s.protocol,
                     "host": s.host,
                     "port": s.port,

@@ -23,6 +23,7 @@ pub mod request_size_limiting;
 pub mod request_termination;
 pub mod request_transformer;
 pub mod response_transformer;
+pub mod statsd;
 pub mod transform;
 
 use std::sync::Arc;
@@ -79,6 +80,7 @@ pub enum PluginSpec {
     IpRestriction(ip_restriction::Config),
     FileLog(file_log::Config),
     HttpLog(Box<http_log::Config>),
+    Statsd(Box<statsd::Config>),
 }
 
 impl PluginSpec {
@@ -151,6 +153,11 @@ impl PluginSpec {
                 c.validate()?;
                 PluginSpec::HttpLog(Box::new(c))
             }
+            "statsd" => {
+                let c: statsd::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::Statsd(Box::new(c))
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
@@ -187,6 +194,7 @@ impl PluginSpec {
             }
             PluginSpec::FileLog(c) => Arc::new(file_log::FileLog::new(c.clone(), ctx)?),
             PluginSpec::HttpLog(c) => Arc::new(http_log::HttpLog::new((**c).clone(), ctx)?),
+            PluginSpec::Statsd(c) => Arc::new(statsd::Statsd::new((**c).clone(), ctx)?),
         })
     }
 }
@@ -209,6 +217,7 @@ impl crate::config::PluginCatalog for Registry {
         match &spec {
             PluginSpec::Cors(c) => warnings.extend(c.warnings()),
             PluginSpec::HttpLog(c) => warnings.extend(c.warnings()),
+            PluginSpec::Statsd(c) => warnings.extend(c.warnings()),
             _ => {}
         }
         Ok(Arc::new(spec))
