@@ -190,19 +190,20 @@ mod tests {
     use super::*;
 
     fn parse(v: &str) -> Result<Config, SpecError> {
-        let c: Config = super::super::parse_config(&serde_norway::from_str(v).unwrap())?;
+        let c: Config =
+            super::super::parse_config(&serde_norway::from_str(v).expect("test value"))?;
         c.validate()?;
         Ok(c)
     }
 
     #[test]
     fn schema_like_kong() {
-        let c = parse("path: /tmp/x.log").unwrap();
+        let c = parse("path: /tmp/x.log").expect("test value");
         assert!(!c.reopen);
         assert!(parse("reopen: true").is_err(), "path is required");
-        let e = parse("path: /tmp/a*b").unwrap_err().to_string();
+        let e = parse("path: /tmp/a*b").expect_err("an error").to_string();
         assert!(e.contains("not a valid filename"), "{e}");
-        let e = parse("path: /tmp/x\ncustom_fields_by_lua: {a: return 1}").unwrap_err();
+        let e = parse("path: /tmp/x\ncustom_fields_by_lua: {a: return 1}").expect_err("an error");
         assert!(
             matches!(&e, SpecError::Invalid { path, .. } if path == "custom_fields_by_lua"),
             "{e:?}"

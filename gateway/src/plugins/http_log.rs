@@ -308,7 +308,8 @@ mod tests {
     use super::*;
 
     fn parse(v: &str) -> Result<Config, SpecError> {
-        let c: Config = super::super::parse_config(&serde_norway::from_str(v).unwrap())?;
+        let c: Config =
+            super::super::parse_config(&serde_norway::from_str(v).expect("test value"))?;
         c.validate()?;
         Ok(c)
     }
@@ -322,7 +323,7 @@ mod tests {
 
     #[test]
     fn schema_like_kong() {
-        let c = parse("http_endpoint: http://127.0.0.1:9/x").unwrap();
+        let c = parse("http_endpoint: http://127.0.0.1:9/x").expect("test value");
         assert_eq!(c.method, "POST");
         assert_eq!(c.content_type, "application/json");
         assert_eq!(c.timeout, 10000.0);
@@ -352,7 +353,7 @@ mod tests {
             "custom_fields_by_lua"
         );
         let c = parse("http_endpoint: http://h/\nqueue_size: 7\nflush_timeout: 2\nretry_count: 3")
-            .unwrap();
+            .expect("test value");
         assert_eq!(c.queue().max_batch_size, 7);
         assert_eq!(c.queue().max_coalescing_delay, 1.0);
         assert_eq!(c.warnings().len(), 3);

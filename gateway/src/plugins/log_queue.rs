@@ -397,7 +397,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
+            .expect("test value");
         let sink = Arc::new(Collect(Mutex::new(Vec::new())));
         let cfg = QueueConfig {
             max_entries: 2,
@@ -414,12 +414,12 @@ mod tests {
         assert_eq!(q.dropped(), 3);
         rt.block_on(async {
             for _ in 0..100 {
-                if !sink.0.lock().unwrap().is_empty() {
+                if !sink.0.lock().expect("test value").is_empty() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         });
-        assert_eq!(*sink.0.lock().unwrap(), vec![vec![3, 4]]);
+        assert_eq!(*sink.0.lock().expect("test value"), vec![vec![3, 4]]);
     }
 }

@@ -394,10 +394,16 @@ mod tests {
     #[test]
     fn authorization_redacted_and_repeats_listed() {
         let mut h = http::HeaderMap::new();
-        h.insert("authorization", "Basic c2VjcmV0".parse().unwrap());
-        h.insert("proxy-authorization", "Bearer t".parse().unwrap());
-        h.append("x-a", "1".parse().unwrap());
-        h.append("x-a", "2".parse().unwrap());
+        h.insert(
+            "authorization",
+            "Basic c2VjcmV0".parse().expect("test value"),
+        );
+        h.insert(
+            "proxy-authorization",
+            "Bearer t".parse().expect("test value"),
+        );
+        h.append("x-a", "1".parse().expect("test value"));
+        h.append("x-a", "2".parse().expect("test value"));
         let v = headers_json(&h, true);
         assert_eq!(
             v,

@@ -669,7 +669,8 @@ mod tests {
     use super::*;
 
     fn parse(v: &str) -> Result<Config, SpecError> {
-        let c: Config = super::super::parse_config(&serde_norway::from_str(v).unwrap())?;
+        let c: Config =
+            super::super::parse_config(&serde_norway::from_str(v).expect("test value"))?;
         c.validate()?;
         Ok(c)
     }
@@ -683,7 +684,7 @@ mod tests {
 
     #[test]
     fn schema_like_kong() {
-        let c = parse("{}").unwrap();
+        let c = parse("{}").expect("test value");
         assert_eq!(c.host, "localhost");
         assert_eq!(c.port, 8125);
         assert_eq!(c.prefix, "kong");
