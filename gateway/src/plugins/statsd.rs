@@ -558,8 +558,8 @@ impl Plugin for Statsd {
         if lines.is_empty() {
             return;
         }
-        let n = lines.iter().map(|l| l.len() + 1).sum();
-        self.queue.push(lines, n);
+        // Kong's queue holds statsd entries as tables: `max_bytes` does not apply to them.
+        self.queue.push(lines, 0);
     }
 }
 
