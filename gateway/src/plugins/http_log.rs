@@ -358,4 +358,33 @@ mod tests {
         assert_eq!(c.queue().max_coalescing_delay, 1.0);
         assert_eq!(c.warnings().len(), 3);
     }
+
+    #[test]
+    fn a_deck_dump_with_nulls_loads() {
+        let c = parse(
+            "http_endpoint: http://127.0.0.1:9/x
+method: POST
+content_type: application/json
+timeout: 5000
+keepalive: 60000
+retry_count: null
+queue_size: null
+flush_timeout: null
+headers: null
+custom_fields_by_lua: null
+queue:
+  max_batch_size: 1
+  max_coalescing_delay: 1
+  max_entries: 10000
+  max_bytes: null
+  max_retry_time: 60
+  initial_retry_delay: 0.01
+  max_retry_delay: 60
+  concurrency_limit: 1
+",
+        )
+        .expect("loads");
+        assert_eq!(c.timeout, 5000.0);
+        assert!(c.warnings().is_empty());
+    }
 }

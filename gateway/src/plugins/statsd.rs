@@ -710,6 +710,45 @@ mod tests {
     }
 
     #[test]
+    fn a_deck_dump_with_nulls_loads() {
+        let c = parse(
+            "host: statsd.local
+port: 8125
+prefix: kong
+allow_status_codes: null
+tag_style: null
+retry_count: null
+queue_size: null
+flush_timeout: null
+udp_packet_size: 0
+use_tcp: false
+hostname_in_prefix: false
+consumer_identifier_default: custom_id
+service_identifier_default: service_name_or_host
+workspace_identifier_default: workspace_id
+metrics:
+- name: latency
+  stat_type: timer
+  sample_rate: null
+  consumer_identifier: null
+  service_identifier: null
+  workspace_identifier: null
+queue:
+  max_batch_size: 1
+  max_coalescing_delay: 1
+  max_entries: 10000
+  max_bytes: null
+  max_retry_time: 60
+  initial_retry_delay: 0.01
+  max_retry_delay: 60
+  concurrency_limit: 1
+",
+        )
+        .expect("loads");
+        assert_eq!(c.metrics.len(), 1);
+    }
+
+    #[test]
     fn status_ranges() {
         assert_eq!(parse_range("200-299"), Some((200, 299)));
         assert_eq!(parse_range("2000-2999"), Some((200, 299)));

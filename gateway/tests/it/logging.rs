@@ -140,6 +140,64 @@ services:
     assert_eq!(d["upstream_status"], "");
 }
 
+#[tokio::test]
+async fn file_log_reopen_follows_a_rotated_file() {
+    let up = free_port();
+    let _u = upstream(up);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("rotated.log");
+    let cfg = format!(
+        "_format_version: \"3.0\"
+services:
+- name: api
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: r
+    paths: [/r]
+plugins:
+- name: file-log
+  config:
+    path: {}
+    reopen: true
+",
+        log.display()
+    );
+    let gw = gateway(&cfg);
+    let c = client();
+    // A global file-log also logs a request no route matched.
+    assert_eq!(send(&c, gw.url("/nowhere")).await, 404);
+    let one = eventually(Duration::from_secs(5), || {
+        let n = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        async move { n == 1 }
+    })
+    .await;
+    assert!(one, "first line");
+    let first: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&log).expect("log").trim()).expect("json");
+    assert_eq!(first["response"]["status"], 404);
+    assert!(first.get("route").is_none());
+    // Rotation: the file is moved away; the next line goes to a new file at `path`.
+    std::fs::rename(&log, dir.path().join("rotated.log.1")).expect("rename");
+    assert_eq!(send(&c, gw.url("/r/x")).await, 200);
+    let again = eventually(Duration::from_secs(5), || {
+        let n = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        async move { n == 1 }
+    })
+    .await;
+    assert!(again, "a new file with one line");
+    let v: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&log).expect("log").trim()).expect("json");
+    assert_eq!(v["request"]["uri"], "/r/x");
+    let old = std::fs::read_to_string(dir.path().join("rotated.log.1")).expect("old");
+    assert_eq!(old.lines().count(), 1);
+}
+
 /// What the HTTP receiver saw.
 #[derive(Clone, Debug)]
 struct Hit {
