@@ -8,6 +8,7 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
 use crate::core::state::RequestState;
 use crate::gateway::Gateway;
+use crate::plugins::log_serializer;
 
 pub struct Sink {
     tx: Option<SyncSender<String>>,
@@ -84,19 +85,12 @@ pub fn record(
     if !gw.access_log.enabled() {
         return;
     }
-    let rt = st.rt.as_ref();
-    let route = rt
-        .zip(st.route.as_ref())
-        .map(|(rt, m)| rt.decl.routes[m.route].name.as_str());
-    let service = rt
-        .zip(st.service)
-        .map(|(rt, s)| rt.services[s].name.as_str());
-    let consumer = rt
-        .zip(st.consumer)
-        .and_then(|(rt, c)| rt.decl.consumers[c].username.as_deref());
+    let route = log_serializer::route_name(st);
+    let service = log_serializer::service_name(st);
+    let consumer = log_serializer::consumer_username(st);
     let total_ms = st.elapsed_ms();
     let upstream_ms = st.upstream_latency_ms;
-    let bytes_in = st.bytes_in + st.request_header_bytes;
+    let bytes_in = log_serializer::request_size(st);
     let trace_id = st.trace_id_hex();
     let protocol = match req.version {
         http::Version::HTTP_09 => "HTTP/0.9",

@@ -357,6 +357,7 @@ impl Builder<'_> {
         }
         self.out.services.push(ServiceDef {
             name,
+            named: s.name.is_some(),
             id: s.id.clone(),
             protocol,
             host,

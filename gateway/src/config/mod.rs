@@ -102,7 +102,10 @@ impl std::fmt::Debug for PluginDef {
 
 #[derive(Debug, Clone)]
 pub struct ServiceDef {
+    /// The service's name, or its id or position when the file gives no name.
     pub name: String,
+    /// The file names the service (Kong's `name` is null otherwise).
+    pub named: bool,
     pub id: Option<String>,
     pub protocol: String,
     pub host: String,

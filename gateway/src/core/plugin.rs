@@ -107,6 +107,13 @@ pub trait Plugin: Send + Sync {
 
     /// After the response went out (Kong's log phase): metrics, traces.
     fn log(&self, _st: &RequestState, _status: u16) {}
+
+    /// True when `log` needs the request head and the response headers
+    /// (`RequestState::log_heads`): the proxy then keeps a copy of both for this request.
+    fn logs_heads(&self) -> bool {
+        false
+    }
+
     /// True when the plugin needs the whole request body in `request_body` (asked once,
     /// after the access phase). The proxy then buffers the body up to the gateway's body
     /// limit and sends it upstream chunked, since its length may change.

@@ -105,6 +105,17 @@ pub struct RequestState {
     pub plugin_cache: Option<Arc<[Arc<dyn super::plugin::Plugin>]>>,
     /// Buffer for plugins that rewrite the whole response body.
     pub response_buffer: Option<bytes::BytesMut>,
+    /// The request head and the response headers as sent, kept only when a plugin of
+    /// the request serializes them in its log phase (`Plugin::logs_heads`).
+    pub log_heads: Option<Box<LogHeads>>,
+}
+
+/// What a log serializer needs after the response (Kong's `kong.log.serialize`) that the
+/// rest of the state does not keep: the client's request head (with any plugin edits)
+/// and the response headers sent to the client.
+pub struct LogHeads {
+    pub request: super::RequestHeader,
+    pub response: http::HeaderMap,
 }
 
 impl RequestState {

@@ -8,10 +8,14 @@ pub mod acl;
 pub mod auth;
 pub mod correlation_id;
 pub mod cors;
+pub mod file_log;
+pub mod http_log;
 pub mod ip_restriction;
 pub mod jwks;
 pub mod jwt;
 pub mod key_auth;
+pub mod log_queue;
+pub mod log_serializer;
 pub mod opentelemetry;
 pub mod prometheus;
 pub mod rate_limiting;
@@ -19,6 +23,7 @@ pub mod request_size_limiting;
 pub mod request_termination;
 pub mod request_transformer;
 pub mod response_transformer;
+pub mod statsd;
 pub mod transform;
 
 use std::sync::Arc;
@@ -43,6 +48,7 @@ pub fn parse_config<T: DeserializeOwned>(v: &serde_norway::Value) -> Result<T, S
         let msg = e.inner().to_string();
         if let Some(field) = msg
             .strip_prefix("unknown field `")
+            .or_else(|| msg.strip_prefix("missing field `"))
             .and_then(|s| s.split('`').next())
             && !path.ends_with(field)
         {
@@ -72,6 +78,9 @@ pub enum PluginSpec {
     RequestTermination(request_termination::Config),
     RequestSizeLimiting(request_size_limiting::Config),
     IpRestriction(ip_restriction::Config),
+    FileLog(file_log::Config),
+    HttpLog(Box<http_log::Config>),
+    Statsd(Box<statsd::Config>),
 }
 
 impl PluginSpec {
@@ -134,6 +143,21 @@ impl PluginSpec {
                 c.validate()?;
                 PluginSpec::IpRestriction(c)
             }
+            "file-log" => {
+                let c: file_log::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::FileLog(c)
+            }
+            "http-log" => {
+                let c: http_log::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::HttpLog(Box::new(c))
+            }
+            "statsd" => {
+                let c: statsd::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::Statsd(Box::new(c))
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
@@ -168,6 +192,9 @@ impl PluginSpec {
             PluginSpec::IpRestriction(c) => {
                 Arc::new(ip_restriction::IpRestriction::new(c.clone())?)
             }
+            PluginSpec::FileLog(c) => Arc::new(file_log::FileLog::new(c.clone(), ctx)?),
+            PluginSpec::HttpLog(c) => Arc::new(http_log::HttpLog::new((**c).clone(), ctx)?),
+            PluginSpec::Statsd(c) => Arc::new(statsd::Statsd::new((**c).clone(), ctx)?),
         })
     }
 }
@@ -190,6 +217,8 @@ impl crate::config::PluginCatalog for Registry {
         match &spec {
             PluginSpec::Cors(c) => warnings.extend(c.warnings()),
             PluginSpec::RequestTransformer(c) => warnings.extend(c.warnings()),
+            PluginSpec::HttpLog(c) => warnings.extend(c.warnings()),
+            PluginSpec::Statsd(c) => warnings.extend(c.warnings()),
             _ => {}
         }
         Ok(Arc::new(spec))

@@ -215,6 +215,12 @@ impl Ctx<'_> {
         error: Option<&'static str>,
     ) -> Response<RespBody> {
         let req = self.session.req_header();
+        if active_plugins(&mut self.st).iter().any(|p| p.logs_heads()) {
+            self.st.log_heads = Some(Box::new(crate::core::state::LogHeads {
+                request: req.clone(),
+                response: head.headers.clone(),
+            }));
+        }
         let done = Finish {
             gw: self.w.gw.clone(),
             st: std::mem::take(&mut self.st),

@@ -11,6 +11,7 @@ mod dataplane;
 mod forwarded;
 mod framing;
 mod lifecycle;
+mod logging;
 mod metrics;
 mod otel;
 mod rate_limiting;
