@@ -318,7 +318,7 @@ pub fn serialize(st: &RequestState, status: u16, ent: &Entities) -> Value {
                 .filter_map(|&ti| rt.services[si].balancer.targets.get(ti))
                 .map(|t| match t.addr() {
                     Some(a) => json!({ "ip": a.ip().to_canonical().to_string(), "port": a.port() }),
-                    None => json!({ "ip": t.name }),
+                    None => json!({ "ip": &*t.name }),
                 })
                 .collect(),
         ),

@@ -733,7 +733,8 @@ services:
         "message cannot be used with content_type or body",
         "allow[0]: invalid ip or cidr range",
         "size_unit",
-        "replace.uri: unsupported template expression",
+        "warning: ",
+        "replace.uri: template expression `$(os.getenv('HOME'))` is Lua the gateway cannot evaluate",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
