@@ -23,6 +23,8 @@ pub struct Limits {
     pub client_send_timeout: Duration,
     /// How the client address is determined (Kong's trusted_ips / real_ip_header).
     pub real_ip: crate::realip::RealIp,
+    /// How often upstream names are resolved again (`--dns-refresh`).
+    pub dns_refresh: Duration,
 }
 
 impl Default for Limits {
@@ -34,6 +36,7 @@ impl Default for Limits {
             client_body_timeout: Duration::from_secs(60),
             client_send_timeout: Duration::from_secs(60),
             real_ip: crate::realip::RealIp::default(),
+            dns_refresh: Duration::from_secs(5),
         }
     }
 }
@@ -77,6 +80,10 @@ impl Gateway {
             access_log,
         });
         gw.start_probes();
+        gw.bg.spawn(crate::balancer::dns::run(
+            gw.registry.clone(),
+            gw.limits.dns_refresh,
+        ));
         Ok(gw)
     }
 
@@ -98,6 +105,7 @@ impl Gateway {
         let old = self.current.swap(Arc::new(rt));
         old.retire();
         self.start_probes();
+        self.registry.refresh_now();
         Ok(hash)
     }
 

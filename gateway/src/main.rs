@@ -125,6 +125,11 @@ struct RunArgsCli {
     /// idle timeout, so the ALB closes first).
     #[arg(long, env = "GATEWAY_KEEPALIVE_TIMEOUT", default_value_t = 75)]
     keepalive_timeout: u64,
+    /// Seconds between background resolutions of upstream names (targets and service
+    /// hosts given as DNS names; every address is used). The system resolver gives no
+    /// TTL, so this is the longest an address change goes unnoticed.
+    #[arg(long, env = "GATEWAY_DNS_REFRESH", default_value_t = 5)]
+    dns_refresh: u64,
     /// Concurrent client connections per worker; more wait in the listen queue.
     #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = 16384)]
     max_connections: usize,
@@ -370,6 +375,7 @@ fn run(a: RunArgsCli) -> ExitCode {
         client_body_timeout: Duration::from_secs(a.client_timeout),
         client_send_timeout: Duration::from_secs(a.client_timeout),
         real_ip,
+        dns_refresh: Duration::from_secs(a.dns_refresh.max(1)),
     };
     let gw = match Gateway::new(
         decl,

@@ -25,6 +25,7 @@ pub struct Metrics {
     /// Kong's `kong_datastore_reachable`: always 1 in DB-less mode (the declarative
     /// configuration is the datastore), as Kong reports it.
     datastore: IntGaugeVec,
+    dns_failures: IntCounterVec,
 }
 
 static GLOBAL: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
@@ -165,10 +166,21 @@ impl Metrics {
                 "Datastore reachable from Kong, 0 is unreachable",
                 &[],
             ),
+            dns_failures: counter(
+                &r,
+                "gateway_dns_resolution_failures_total",
+                "Background resolutions of upstream names that failed, by target",
+                &["target"],
+            ),
             registry: r,
         }
         .with_rate_limiting()
         .with_zeroed_counters()
+    }
+
+    /// One failed background resolution of an upstream name.
+    pub fn dns_failure(&self, target: &str) {
+        self.dns_failures.with_label_values(&[target]).inc();
     }
 
     /// Counters whose absence would hide the first increment from `increase()`/`rate()`.

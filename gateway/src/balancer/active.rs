@@ -60,7 +60,6 @@ pub async fn run(b: Arc<Balancer>) {
 
 /// One probe. None when the answer counts neither way (a status in neither list).
 pub async fn probe(t: &TargetState, a: &ActiveHealthcheck, host: Option<&str>) -> Option<Outcome> {
-    t.re_resolve();
     let Some(addr) = t.addr() else {
         return Some(Outcome::TcpFailure);
     };

@@ -2,6 +2,7 @@
 //! health checks, and failover (the caller excludes targets already tried).
 
 pub mod active;
+pub mod dns;
 pub mod target;
 
 use std::collections::HashMap;
@@ -70,9 +71,14 @@ pub struct Balancer {
 }
 
 /// Target states survive reloads: the same upstream and target keep their health.
-#[derive(Debug, Default)]
+/// Target states by (upstream name, target).
+type TargetMap = HashMap<(String, String), Arc<TargetState>>;
+
+#[derive(Debug, Default, Clone)]
 pub struct TargetRegistry {
-    map: Mutex<HashMap<(String, String), Arc<TargetState>>>,
+    map: Arc<Mutex<TargetMap>>,
+    /// Wakes the DNS refresher (a reload re-resolves every name at once).
+    refresh: Arc<tokio::sync::Notify>,
 }
 
 impl TargetRegistry {
@@ -84,6 +90,19 @@ impl TargetRegistry {
         map.entry((upstream.to_string(), target.to_string()))
             .or_insert_with(|| Arc::new(TargetState::new(target.to_string())))
             .clone()
+    }
+
+    /// Every target state, for the background refresher.
+    pub fn all(&self) -> Vec<Arc<TargetState>> {
+        match self.map.lock() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        }
+    }
+
+    /// Asks the DNS refresher to resolve every name now (after a reload).
+    pub fn refresh_now(&self) {
+        self.refresh.notify_one();
     }
 
     /// Drops states no balancer of the current configuration uses.

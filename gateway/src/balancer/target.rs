@@ -21,8 +21,15 @@ pub struct TargetState {
     /// `host:port` as configured.
     /// Shared with each request's state (no copy per request).
     pub name: std::sync::Arc<str>,
-    /// Resolved address; None when name resolution failed.
-    addr: std::sync::RwLock<Option<SocketAddr>>,
+    /// Every resolved address (a name may have several); empty when resolution failed.
+    /// Replaced in the background when the name resolves differently (`dns.rs`).
+    addrs: std::sync::RwLock<std::sync::Arc<[SocketAddr]>>,
+    /// Rotates over `addrs`, one address per new connection.
+    next: AtomicUsize,
+    /// The target is a name (not an address literal): it is re-resolved.
+    pub is_name: bool,
+    /// The last background resolution failed (logged once per failing streak).
+    pub(crate) resolve_failing: AtomicBool,
     healthy: AtomicBool,
     successes: AtomicU32,
     http_failures: AtomicU32,
@@ -36,10 +43,16 @@ pub struct TargetState {
 
 impl TargetState {
     pub fn new(name: String) -> TargetState {
-        let addr = resolve(&name);
+        let is_name = literal(&name).is_none();
+        // The first resolution at load (blocking, as a config load is); afterwards the
+        // background refresher resolves asynchronously.
+        let addrs = resolve_blocking(&name);
         TargetState {
             name: name.into(),
-            addr: std::sync::RwLock::new(addr),
+            addrs: std::sync::RwLock::new(addrs.into()),
+            next: AtomicUsize::new(0),
+            is_name,
+            resolve_failing: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
             successes: AtomicU32::new(0),
             http_failures: AtomicU32::new(0),
@@ -50,17 +63,37 @@ impl TargetState {
         }
     }
 
+    /// An address to connect to: the next of the resolved ones; None when the name does
+    /// not resolve.
     pub fn addr(&self) -> Option<SocketAddr> {
-        self.addr.read().ok().and_then(|a| *a)
+        let addrs = self.addrs.read().ok()?;
+        match addrs.len() {
+            0 => None,
+            1 => Some(addrs[0]),
+            n => Some(addrs[self.next.fetch_add(1, Ordering::Relaxed) % n]),
+        }
     }
 
-    /// Resolves the name again (targets given as DNS names, e.g. Cloud Map).
-    pub fn re_resolve(&self) {
-        if let Some(a) = resolve(&self.name)
-            && let Ok(mut w) = self.addr.write()
-        {
-            *w = Some(a);
+    /// Every resolved address.
+    pub fn addrs(&self) -> std::sync::Arc<[SocketAddr]> {
+        self.addrs
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_else(|_| Vec::new().into())
+    }
+
+    /// Replaces the resolved addresses; true when they changed.
+    pub fn set_addrs(&self, mut addrs: Vec<SocketAddr>) -> bool {
+        addrs.sort();
+        addrs.dedup();
+        let Ok(mut w) = self.addrs.write() else {
+            return false;
+        };
+        if w.as_ref() == addrs.as_slice() {
+            return false;
         }
+        *w = addrs.into();
+        true
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -126,12 +159,24 @@ impl TargetState {
     }
 }
 
-fn resolve(name: &str) -> Option<SocketAddr> {
+/// A target given as an address literal (`10.0.0.1:80`, `[::1]:80`).
+fn literal(name: &str) -> Option<SocketAddr> {
+    name.parse::<SocketAddr>().ok()
+}
+
+/// Every address of `host:port` (sorted, deduplicated), resolved by the system resolver.
+fn resolve_blocking(name: &str) -> Vec<SocketAddr> {
     use std::net::ToSocketAddrs;
-    if let Ok(a) = name.parse::<SocketAddr>() {
-        return Some(a);
+    if let Some(a) = literal(name) {
+        return vec![a];
     }
-    name.to_socket_addrs().ok().and_then(|mut it| it.next())
+    let mut v: Vec<SocketAddr> = name
+        .to_socket_addrs()
+        .map(|it| it.collect())
+        .unwrap_or_default();
+    v.sort();
+    v.dedup();
+    v
 }
 
 #[cfg(test)]

@@ -267,3 +267,98 @@ async fn hash_on_query_arg_and_a_missing_input_hash_as_kong_does() {
         assert_eq!(hit_with(&c, &gw.url("/x"), &[]).await.0, none);
     }
 }
+
+/// A line of /etc/hosts owned by one test, removed when dropped.
+struct HostsEntry {
+    name: String,
+}
+
+impl HostsEntry {
+    fn set(&self, ip: Option<&str>) -> std::io::Result<()> {
+        let text = std::fs::read_to_string("/etc/hosts")?;
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.split_whitespace().any(|w| w == self.name))
+            .map(str::to_string)
+            .collect();
+        if let Some(ip) = ip {
+            lines.push(format!("{ip} {}", self.name));
+        }
+        std::fs::write("/etc/hosts", lines.join("\n") + "\n")
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        let _ = self.set(None);
+    }
+}
+
+#[tokio::test]
+async fn upstream_names_are_re_resolved_without_a_restart() {
+    // A service host that does not resolve at start-up (503 "name resolution failed"),
+    // then appears, then moves: followed by the background resolver, no reload.
+    let entry = HostsEntry {
+        name: format!("dns-follow-{}.test", std::process::id()),
+    };
+    if entry.set(None).is_err() {
+        // /etc/hosts is the only resolver input a test can change; CI runs as root.
+        panic!("this test needs a writable /etc/hosts (run as root)");
+    }
+    let port = free_port();
+    let spawn = |ip: &str, name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_echo-upstream"))
+            .args(["--listen", &format!("{ip}:{port}"), "--name", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn echo-upstream")
+    };
+    let mut a = spawn("127.0.0.1", "first");
+    let mut b = spawn("127.0.0.2", "second");
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: svc\n  url: http://{}:{port}\n  routes:\n  - name: all\n    paths: [/]\n",
+        entry.name
+    );
+    let gw = gateway_with(
+        &cfg,
+        GwOpts {
+            extra: vec!["--dns-refresh".into(), "1".into()],
+            tls: None,
+        },
+    );
+    let c = client();
+    let r = c.get(gw.url("/x")).send().await.expect("send");
+    assert_eq!(r.status().as_u16(), 503);
+    entry.set(Some("127.0.0.1")).expect("hosts");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            hit(&c, &gw.url("/x")).await.as_deref() == Some("first")
+        })
+        .await,
+        "the name that appeared was not picked up"
+    );
+    entry.set(Some("127.0.0.2")).expect("hosts");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            hit(&c, &gw.url("/x")).await.as_deref() == Some("second")
+        })
+        .await,
+        "the address change was not followed"
+    );
+    let m = c
+        .get(format!("http://127.0.0.1:{}/metrics", gw.status))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("gateway_dns_resolution_failures_total{target=\"dns-follow-")),
+        "{m}"
+    );
+    let _ = (a.kill(), b.kill());
+    let _ = (a.wait(), b.wait());
+}
