@@ -6,12 +6,14 @@
 
 pub mod acl;
 pub mod auth;
+pub mod bot_detection;
 pub mod correlation_id;
 pub mod cors;
 pub mod ip_restriction;
 pub mod jwks;
 pub mod jwt;
 pub mod key_auth;
+pub mod lru;
 pub mod opentelemetry;
 pub mod prometheus;
 pub mod rate_limiting;
@@ -72,6 +74,7 @@ pub enum PluginSpec {
     RequestTermination(request_termination::Config),
     RequestSizeLimiting(request_size_limiting::Config),
     IpRestriction(ip_restriction::Config),
+    BotDetection(bot_detection::Config),
 }
 
 impl PluginSpec {
@@ -134,6 +137,11 @@ impl PluginSpec {
                 c.validate()?;
                 PluginSpec::IpRestriction(c)
             }
+            "bot-detection" => {
+                let c: bot_detection::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::BotDetection(c)
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
@@ -168,6 +176,7 @@ impl PluginSpec {
             PluginSpec::IpRestriction(c) => {
                 Arc::new(ip_restriction::IpRestriction::new(c.clone())?)
             }
+            PluginSpec::BotDetection(c) => Arc::new(bot_detection::BotDetection::new(c.clone())?),
         })
     }
 }

@@ -211,3 +211,31 @@ services:
     );
     assert!(!check(cfg, &["--strict"]).0);
 }
+
+#[test]
+fn traffic_plugins_load_and_bad_regexes_name_the_field() {
+    let cfg = "_format_version: \"3.0\"
+services:
+- name: s
+  url: http://127.0.0.1:1
+  routes:
+  - name: r
+    paths: [/]
+    plugins:
+    - name: bot-detection
+      config:
+        allow: [\"^good\"]
+        deny: [\"bad\", \"evil\"]
+plugins:
+- name: bot-detection
+";
+    let (ok, out) = check(cfg, &[]);
+    assert!(ok, "{out}");
+    let bad = cfg.replace("\"evil\"", "\"(?<=x)evil\"");
+    let (ok, out) = check(&bad, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("services[0].routes[0].plugins[0].config.deny[1]: not a valid regex"),
+        "{out}"
+    );
+}

@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod auth;
 mod balancing;
+mod bot_detection;
 mod check;
 mod dataplane;
 mod forwarded;
