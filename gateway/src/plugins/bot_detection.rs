@@ -93,7 +93,10 @@ fn compile_list(field: &str, patterns: &[String]) -> Result<Vec<Regex>, SpecErro
                     regex::Error::Syntax(s) => s.lines().last().unwrap_or("").to_string(),
                     other => other.to_string(),
                 };
-                SpecError::at(format!("{field}[{i}]"), format!("not a valid regex: {p}: {why}"))
+                SpecError::at(
+                    format!("{field}[{i}]"),
+                    format!("not a valid regex: {p}: {why}"),
+                )
             })
         })
         .collect()

@@ -16,6 +16,7 @@ pub mod key_auth;
 pub mod lru;
 pub mod opentelemetry;
 pub mod prometheus;
+pub mod proxy_cache;
 pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
@@ -75,6 +76,7 @@ pub enum PluginSpec {
     RequestSizeLimiting(request_size_limiting::Config),
     IpRestriction(ip_restriction::Config),
     BotDetection(bot_detection::Config),
+    ProxyCache(Box<proxy_cache::Config>),
 }
 
 impl PluginSpec {
@@ -142,6 +144,11 @@ impl PluginSpec {
                 c.validate()?;
                 PluginSpec::BotDetection(c)
             }
+            "proxy-cache" => {
+                let c: proxy_cache::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::ProxyCache(Box::new(c))
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
@@ -177,6 +184,9 @@ impl PluginSpec {
                 Arc::new(ip_restriction::IpRestriction::new(c.clone())?)
             }
             PluginSpec::BotDetection(c) => Arc::new(bot_detection::BotDetection::new(c.clone())?),
+            PluginSpec::ProxyCache(c) => {
+                Arc::new(proxy_cache::ProxyCache::new((**c).clone(), ctx)?)
+            }
         })
     }
 }

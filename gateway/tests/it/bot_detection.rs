@@ -47,13 +47,23 @@ async fn bots_are_forbidden_and_allow_beats_deny() {
     let lists = gw.url("/lists");
 
     // Built-in rules: a crawler gets Kong's 403 with the "Forbidden" message.
-    let (s, body) = send(&c, &bots, &["Googlebot/2.1 (+http://www.google.com/bot.html)"]).await;
+    let (s, body) = send(
+        &c,
+        &bots,
+        &["Googlebot/2.1 (+http://www.google.com/bot.html)"],
+    )
+    .await;
     assert_eq!(s, 403, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap_or_default();
     assert_eq!(v["message"], "Forbidden", "{body}");
     assert!(v["request_id"].is_string(), "{body}");
     // The same agent again (a cached verdict) still gets 403.
-    let (s, _) = send(&c, &bots, &["Googlebot/2.1 (+http://www.google.com/bot.html)"]).await;
+    let (s, _) = send(
+        &c,
+        &bots,
+        &["Googlebot/2.1 (+http://www.google.com/bot.html)"],
+    )
+    .await;
     assert_eq!(s, 403);
     let (s, _) = send(&c, &bots, &["facebookexternalhit/1.1"]).await;
     assert_eq!(s, 403);

@@ -43,7 +43,7 @@ upstreams:
 - name: u
   algorithm: fastest
 plugins:
-- name: proxy-cache
+- name: aws-lambda
   config: {}
 ";
     let (ok, out) = check(cfg, &[]);
@@ -61,7 +61,7 @@ plugins:
         "{out}"
     );
     assert!(
-        out.contains("kong.yml:21: plugins[0].name: plugin `proxy-cache` is not implemented"),
+        out.contains("kong.yml:21: plugins[0].name: plugin `aws-lambda` is not implemented"),
         "{out}"
     );
     assert!(out.contains("4 error(s)"), "{out}");
@@ -226,11 +226,24 @@ services:
       config:
         allow: [\"^good\"]
         deny: [\"bad\", \"evil\"]
+    - name: proxy-cache
+      config:
+        strategy: memory
+        cache_control: true
+        vary_headers: [accept]
+        response_headers: {age: false}
 plugins:
 - name: bot-detection
 ";
     let (ok, out) = check(cfg, &[]);
     assert!(ok, "{out}");
+    let redis = cfg.replace("strategy: memory", "strategy: redis");
+    let (ok, out) = check(&redis, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("services[0].routes[0].plugins[1].config.strategy: expected one of: memory"),
+        "{out}"
+    );
     let bad = cfg.replace("\"evil\"", "\"(?<=x)evil\"");
     let (ok, out) = check(&bad, &[]);
     assert!(!ok);

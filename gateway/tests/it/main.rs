@@ -14,6 +14,7 @@ mod framing;
 mod lifecycle;
 mod metrics;
 mod otel;
+mod proxy_cache;
 mod rate_limiting;
 mod routing;
 mod security;
