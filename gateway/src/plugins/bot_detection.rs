@@ -90,7 +90,7 @@ fn compile_list(field: &str, patterns: &[String]) -> Result<Vec<Regex>, SpecErro
         .map(|(i, p)| {
             compile(p).map_err(|e| {
                 let why = match e {
-                    regex::Error::Syntax(s) => s.lines().last().unwrap_or("").to_string(),
+                    regex::Error::Syntax(s) => s.lines().next_back().unwrap_or("").to_string(),
                     other => other.to_string(),
                 };
                 SpecError::at(

@@ -21,6 +21,7 @@ pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
 pub mod request_transformer;
+pub mod response_ratelimiting;
 pub mod response_transformer;
 pub mod transform;
 
@@ -77,6 +78,7 @@ pub enum PluginSpec {
     IpRestriction(ip_restriction::Config),
     BotDetection(bot_detection::Config),
     ProxyCache(Box<proxy_cache::Config>),
+    ResponseRateLimiting(Box<response_ratelimiting::Config>),
 }
 
 impl PluginSpec {
@@ -149,6 +151,11 @@ impl PluginSpec {
                 c.validate()?;
                 PluginSpec::ProxyCache(Box::new(c))
             }
+            "response-ratelimiting" => {
+                let c: response_ratelimiting::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::ResponseRateLimiting(Box::new(c))
+            }
             _ => return Err(SpecError::Unknown),
         })
     }
@@ -187,6 +194,9 @@ impl PluginSpec {
             PluginSpec::ProxyCache(c) => {
                 Arc::new(proxy_cache::ProxyCache::new((**c).clone(), ctx)?)
             }
+            PluginSpec::ResponseRateLimiting(c) => Arc::new(
+                response_ratelimiting::ResponseRateLimiting::new((**c).clone(), ctx)?,
+            ),
         })
     }
 }

@@ -252,7 +252,7 @@ fn resource_ttl(cc: &HashMap<String, Directive>, headers: &HeaderMap, now: u64) 
     let max_age = number(cc, "s-maxage")
         .or_else(|| number(cc, "max-age"))
         .or_else(|| {
-            let exp = headers.get_all(http::header::EXPIRES).iter().last()?;
+            let exp = headers.get_all(http::header::EXPIRES).iter().next_back()?;
             let t = httpdate::parse_http_date(exp.to_str().ok()?).ok()?;
             let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
             Some(secs as f64 - now as f64)

@@ -232,6 +232,11 @@ services:
         cache_control: true
         vary_headers: [accept]
         response_headers: {age: false}
+    - name: response-ratelimiting
+      config:
+        limits: {video: {second: 5, minute: 60}}
+        policy: redis
+        redis: {host: 127.0.0.1, port: 6379}
 plugins:
 - name: bot-detection
 ";
@@ -242,6 +247,13 @@ plugins:
     assert!(!ok);
     assert!(
         out.contains("services[0].routes[0].plugins[1].config.strategy: expected one of: memory"),
+        "{out}"
+    );
+    let lower = cfg.replace("minute: 60", "minute: 1");
+    let (ok, out) = check(&lower, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("services[0].routes[0].plugins[2].config.limits.video.minute: The limit for minute(1.0) cannot be lower than the limit for second(5.0)"),
         "{out}"
     );
     let bad = cfg.replace("\"evil\"", "\"(?<=x)evil\"");

@@ -16,6 +16,7 @@ mod metrics;
 mod otel;
 mod proxy_cache;
 mod rate_limiting;
+mod response_ratelimiting;
 mod routing;
 mod security;
 mod tls;
