@@ -190,7 +190,9 @@ impl PluginSpec {
             PluginSpec::IpRestriction(c) => {
                 Arc::new(ip_restriction::IpRestriction::new(c.clone())?)
             }
-            PluginSpec::BotDetection(c) => Arc::new(bot_detection::BotDetection::new(c.clone())?),
+            PluginSpec::BotDetection(c) => {
+                Arc::new(bot_detection::BotDetection::new(c.clone(), ctx)?)
+            }
             PluginSpec::ProxyCache(c) => {
                 Arc::new(proxy_cache::ProxyCache::new((**c).clone(), ctx)?)
             }

@@ -249,6 +249,15 @@ plugins:
         out.contains("services[0].routes[0].plugins[1].config.strategy: expected one of: memory"),
         "{out}"
     );
+    // Kong's bot-detection cannot be configured on a consumer.
+    let on_consumer =
+        format!("{cfg}consumers:\n- username: c\n  plugins:\n  - name: bot-detection\n");
+    let (ok, out) = check(&on_consumer, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("consumers[0].plugins[0]: consumer: value must be null"),
+        "{out}"
+    );
     let lower = cfg.replace("minute: 60", "minute: 1");
     let (ok, out) = check(&lower, &[]);
     assert!(!ok);
