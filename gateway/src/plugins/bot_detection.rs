@@ -304,6 +304,14 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_literals_and_flags_compile() {
+        let p = plugin(&["(?i)^MyCrawler", "caf\u{e9}"], &[]);
+        assert_eq!(p.examine(b"mycrawler/1.0"), Verdict::Allow);
+        assert_eq!(p.examine("le caf\u{e9} bot/1.0".as_bytes()), Verdict::Allow);
+        assert_eq!(p.examine(b"some spider/2.0"), Verdict::Bot);
+    }
+
+    #[test]
     fn strip_matches_kong() {
         assert_eq!(strip(b" \t a b \r\n"), b"a b");
         assert_eq!(strip(b"   "), b"");
