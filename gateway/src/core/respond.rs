@@ -149,8 +149,17 @@ pub fn render(st: &mut RequestState, resp: LocalResponse) -> (ResponseHeader, By
                 headers: http::HeaderMap::new(),
             }
         });
-    for (k, v) in &resp.headers {
-        if let Err(e) = h.insert_header(k.as_str(), v.as_str()) {
+    for (i, (k, v)) in resp.headers.iter().enumerate() {
+        // A name given more than once keeps every value (a cached response's Set-Cookie).
+        let repeated = resp.headers[..i]
+            .iter()
+            .any(|(p, _)| p.eq_ignore_ascii_case(k));
+        let done = if repeated {
+            h.append_header(k.as_str(), v.as_str()).map(|_| ())
+        } else {
+            h.insert_header(k.as_str(), v.as_str())
+        };
+        if let Err(e) = done {
             tracing::debug!(header = %k, error = %e, "local response header dropped");
         }
     }

@@ -6,6 +6,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod bot_detection;
 pub mod correlation_id;
 pub mod cors;
 pub mod file_log;
@@ -16,12 +17,15 @@ pub mod jwt;
 pub mod key_auth;
 pub mod log_queue;
 pub mod log_serializer;
+pub mod lru;
 pub mod opentelemetry;
 pub mod prometheus;
+pub mod proxy_cache;
 pub mod rate_limiting;
 pub mod request_size_limiting;
 pub mod request_termination;
 pub mod request_transformer;
+pub mod response_ratelimiting;
 pub mod response_transformer;
 pub mod statsd;
 pub mod transform;
@@ -81,6 +85,9 @@ pub enum PluginSpec {
     FileLog(file_log::Config),
     HttpLog(Box<http_log::Config>),
     Statsd(Box<statsd::Config>),
+    BotDetection(bot_detection::Config),
+    ProxyCache(Box<proxy_cache::Config>),
+    ResponseRateLimiting(Box<response_ratelimiting::Config>),
 }
 
 impl PluginSpec {
@@ -157,6 +164,20 @@ impl PluginSpec {
                 let c: statsd::Config = parse_config(config)?;
                 c.validate()?;
                 PluginSpec::Statsd(Box::new(c))
+            "bot-detection" => {
+                let c: bot_detection::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::BotDetection(c)
+            }
+            "proxy-cache" => {
+                let c: proxy_cache::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::ProxyCache(Box::new(c))
+            }
+            "response-ratelimiting" => {
+                let c: response_ratelimiting::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::ResponseRateLimiting(Box::new(c))
             }
             _ => return Err(SpecError::Unknown),
         })
@@ -195,6 +216,15 @@ impl PluginSpec {
             PluginSpec::FileLog(c) => Arc::new(file_log::FileLog::new(c.clone(), ctx)?),
             PluginSpec::HttpLog(c) => Arc::new(http_log::HttpLog::new((**c).clone(), ctx)?),
             PluginSpec::Statsd(c) => Arc::new(statsd::Statsd::new((**c).clone(), ctx)?),
+            PluginSpec::BotDetection(c) => {
+                Arc::new(bot_detection::BotDetection::new(c.clone(), ctx)?)
+            }
+            PluginSpec::ProxyCache(c) => {
+                Arc::new(proxy_cache::ProxyCache::new((**c).clone(), ctx)?)
+            }
+            PluginSpec::ResponseRateLimiting(c) => Arc::new(
+                response_ratelimiting::ResponseRateLimiting::new((**c).clone(), ctx)?,
+            ),
         })
     }
 }

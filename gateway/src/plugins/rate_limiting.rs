@@ -11,7 +11,7 @@
 
 mod config;
 mod local;
-mod redis_store;
+pub mod redis_store;
 pub mod window;
 
 use std::sync::Arc;
@@ -23,8 +23,9 @@ use async_trait::async_trait;
 
 pub use config::Config;
 use config::{Checked, LimitBy};
+pub use config::{Limits, RedisConfig, RedisTarget, resolve_redis};
 pub use local::LocalStore;
-use redis_store::RedisStore;
+pub use redis_store::RedisStore;
 use window::{Decision, Limit};
 
 use super::{BuildContext, Flow, Plugin};

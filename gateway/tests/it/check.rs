@@ -43,7 +43,7 @@ upstreams:
 - name: u
   algorithm: fastest
 plugins:
-- name: proxy-cache
+- name: aws-lambda
   config: {}
 ";
     let (ok, out) = check(cfg, &[]);
@@ -61,7 +61,7 @@ plugins:
         "{out}"
     );
     assert!(
-        out.contains("kong.yml:21: plugins[0].name: plugin `proxy-cache` is not implemented"),
+        out.contains("kong.yml:21: plugins[0].name: plugin `aws-lambda` is not implemented"),
         "{out}"
     );
     assert!(out.contains("4 error(s)"), "{out}");
@@ -257,4 +257,66 @@ services:
         "{out}"
     );
     assert!(!check(cfg, &["--strict"]).0);
+}
+
+#[test]
+fn traffic_plugins_load_and_bad_regexes_name_the_field() {
+    let cfg = "_format_version: \"3.0\"
+services:
+- name: s
+  url: http://127.0.0.1:1
+  routes:
+  - name: r
+    paths: [/]
+    plugins:
+    - name: bot-detection
+      config:
+        allow: [\"^good\"]
+        deny: [\"bad\", \"evil\"]
+    - name: proxy-cache
+      config:
+        strategy: memory
+        cache_control: true
+        vary_headers: [accept]
+        response_headers: {age: false}
+    - name: response-ratelimiting
+      config:
+        limits: {video: {second: 5, minute: 60}}
+        policy: redis
+        redis: {host: 127.0.0.1, port: 6379}
+plugins:
+- name: bot-detection
+";
+    let (ok, out) = check(cfg, &[]);
+    assert!(ok, "{out}");
+    let redis = cfg.replace("strategy: memory", "strategy: redis");
+    let (ok, out) = check(&redis, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("services[0].routes[0].plugins[1].config.strategy: expected one of: memory"),
+        "{out}"
+    );
+    // Kong's bot-detection cannot be configured on a consumer.
+    let on_consumer =
+        format!("{cfg}consumers:\n- username: c\n  plugins:\n  - name: bot-detection\n");
+    let (ok, out) = check(&on_consumer, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("consumers[0].plugins[0]: consumer: value must be null"),
+        "{out}"
+    );
+    let lower = cfg.replace("minute: 60", "minute: 1");
+    let (ok, out) = check(&lower, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("services[0].routes[0].plugins[2].config.limits.video.minute: The limit for minute(1.0) cannot be lower than the limit for second(5.0)"),
+        "{out}"
+    );
+    let bad = cfg.replace("\"evil\"", "\"(?<=x)evil\"");
+    let (ok, out) = check(&bad, &[]);
+    assert!(!ok);
+    assert!(
+        out.contains("services[0].routes[0].plugins[0].config.deny[1]: not a valid regex"),
+        "{out}"
+    );
 }

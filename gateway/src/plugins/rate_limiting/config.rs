@@ -339,79 +339,97 @@ impl Config {
     }
 
     fn redis_target(&self) -> Result<RedisTarget, SpecError> {
-        let r = self.redis.clone().unwrap_or_default();
-        let host = r.host.clone().or_else(|| self.redis_host.clone());
-        let port = r.port.or(self.redis_port).unwrap_or(6379);
-        let mut nodes = Vec::new();
-        let cluster = r.cluster_nodes.as_ref().is_some_and(|n| !n.is_empty());
-        if cluster {
-            for (i, n) in r.cluster_nodes.iter().flatten().enumerate() {
-                let node = match n {
-                    ClusterNode::Addr(a) => match a.rsplit_once(':') {
-                        Some((h, p)) if !h.is_empty() => match p.parse::<u16>() {
-                            Ok(p) => (h.trim_matches(['[', ']']).to_string(), p),
-                            Err(_) => {
-                                return Err(SpecError::at(
-                                    format!("redis.cluster_nodes[{i}]"),
-                                    "expected host:port",
-                                ));
-                            }
-                        },
-                        _ => (a.clone(), 6379),
-                    },
-                    ClusterNode::Entry { ip, port } => (ip.clone(), *port),
-                };
-                if node.0.is_empty() {
-                    return Err(SpecError::at(
-                        format!("redis.cluster_nodes[{i}]"),
-                        "empty host",
-                    ));
-                }
-                nodes.push(node);
-            }
-        } else {
-            match host.filter(|h| !h.is_empty()) {
-                Some(h) => nodes.push((h, port)),
-                None => {
-                    return Err(SpecError::at(
-                        "redis.host",
-                        "required field missing (policy is `redis`; set redis.host or redis.cluster_nodes)",
-                    ));
-                }
-            }
-        }
-        let database = r.database.or(self.redis_database).unwrap_or(0);
-        if database < 0 {
-            return Err(SpecError::at("redis.database", "must be 0 or more"));
-        }
-        if cluster && database != 0 {
-            return Err(SpecError::at(
-                "redis.database",
-                "Redis Cluster has only database 0",
-            ));
-        }
-        let timeout_ms = r
-            .read_timeout
-            .or(r.timeout)
-            .or(self.redis_timeout)
-            .unwrap_or(2000);
-        if timeout_ms == 0 {
-            return Err(SpecError::at("redis.timeout", "must be greater than 0"));
-        }
-        Ok(RedisTarget {
-            nodes,
-            cluster,
-            username: r.username.or_else(|| self.redis_username.clone()),
-            password: r.password.or_else(|| self.redis_password.clone()),
-            database,
-            ssl: r.ssl.or(self.redis_ssl).unwrap_or(false),
-            // Verified unless the file says `ssl_verify: false` (Kong's default is off: a
-            // man in the middle could then count for us).
-            ssl_verify: r.ssl_verify.or(self.redis_ssl_verify).unwrap_or(true),
-            timeout_ms,
-            connect_timeout_ms: r.connect_timeout.unwrap_or(timeout_ms),
-        })
+        let flat = RedisConfig {
+            host: self.redis_host.clone(),
+            port: self.redis_port,
+            username: self.redis_username.clone(),
+            password: self.redis_password.clone(),
+            database: self.redis_database,
+            ssl: self.redis_ssl,
+            ssl_verify: self.redis_ssl_verify,
+            server_name: self.redis_server_name.clone(),
+            timeout: self.redis_timeout,
+            ..RedisConfig::default()
+        };
+        resolve_redis(self.redis.clone().unwrap_or_default(), &flat)
     }
+}
+
+/// The Redis target from a `redis` record and the deprecated flat `redis_*` shorthands
+/// (given as a record, `flat`; the record wins). Shared by rate-limiting and
+/// response-ratelimiting, whose Kong schemas have the same Redis fields.
+pub fn resolve_redis(r: RedisConfig, flat: &RedisConfig) -> Result<RedisTarget, SpecError> {
+    let host = r.host.clone().or_else(|| flat.host.clone());
+    let port = r.port.or(flat.port).unwrap_or(6379);
+    let mut nodes = Vec::new();
+    let cluster = r.cluster_nodes.as_ref().is_some_and(|n| !n.is_empty());
+    if cluster {
+        for (i, n) in r.cluster_nodes.iter().flatten().enumerate() {
+            let node = match n {
+                ClusterNode::Addr(a) => match a.rsplit_once(':') {
+                    Some((h, p)) if !h.is_empty() => match p.parse::<u16>() {
+                        Ok(p) => (h.trim_matches(['[', ']']).to_string(), p),
+                        Err(_) => {
+                            return Err(SpecError::at(
+                                format!("redis.cluster_nodes[{i}]"),
+                                "expected host:port",
+                            ));
+                        }
+                    },
+                    _ => (a.clone(), 6379),
+                },
+                ClusterNode::Entry { ip, port } => (ip.clone(), *port),
+            };
+            if node.0.is_empty() {
+                return Err(SpecError::at(
+                    format!("redis.cluster_nodes[{i}]"),
+                    "empty host",
+                ));
+            }
+            nodes.push(node);
+        }
+    } else {
+        match host.filter(|h| !h.is_empty()) {
+            Some(h) => nodes.push((h, port)),
+            None => {
+                return Err(SpecError::at(
+                    "redis.host",
+                    "required field missing (policy is `redis`; set redis.host or redis.cluster_nodes)",
+                ));
+            }
+        }
+    }
+    let database = r.database.or(flat.database).unwrap_or(0);
+    if database < 0 {
+        return Err(SpecError::at("redis.database", "must be 0 or more"));
+    }
+    if cluster && database != 0 {
+        return Err(SpecError::at(
+            "redis.database",
+            "Redis Cluster has only database 0",
+        ));
+    }
+    let timeout_ms = r
+        .read_timeout
+        .or(r.timeout)
+        .or(flat.timeout)
+        .unwrap_or(2000);
+    if timeout_ms == 0 {
+        return Err(SpecError::at("redis.timeout", "must be greater than 0"));
+    }
+    Ok(RedisTarget {
+        nodes,
+        cluster,
+        username: r.username.or_else(|| flat.username.clone()),
+        password: r.password.or_else(|| flat.password.clone()),
+        database,
+        ssl: r.ssl.or(flat.ssl).unwrap_or(false),
+        // Verified unless the file says `ssl_verify: false` (Kong's default is off: a
+        // man in the middle could then count for us).
+        ssl_verify: r.ssl_verify.or(flat.ssl_verify).unwrap_or(true),
+        timeout_ms,
+        connect_timeout_ms: r.connect_timeout.unwrap_or(timeout_ms),
+    })
 }
 
 #[cfg(test)]

@@ -125,6 +125,53 @@ impl LocalStore {
         Decision { admitted, usage }
     }
 
+    /// The counts of `windows` in their current periods, without counting anything
+    /// (response-ratelimiting reads usage before the response says what to count).
+    pub fn counts(&self, key: &str, windows: &[super::window::Window], now_ms: u64) -> Vec<u64> {
+        let shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows
+            .iter()
+            .map(|w| match shard.map.get(key) {
+                Some(e) if e.slots[w.index()].start_ms == w.start_ms(now_ms) => {
+                    e.slots[w.index()].count
+                }
+                _ => 0,
+            })
+            .collect()
+    }
+
+    /// Adds `n` to the counts of `windows` in their current periods, unconditionally.
+    pub fn add(&self, key: &str, windows: &[super::window::Window], n: u64, now_ms: u64) {
+        let mut shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !shard.map.contains_key(key) && shard.map.len() >= self.per_shard {
+            self.make_room(&mut shard, now_ms);
+        }
+        let entry = shard.map.entry(key.into()).or_insert_with(|| Entry {
+            slots: [Slot::default(); 6],
+            expires_ms: 0,
+            used_ms: 0,
+        });
+        entry.used_ms = now_ms;
+        for w in windows {
+            let start = w.start_ms(now_ms);
+            let slot = &mut entry.slots[w.index()];
+            if slot.start_ms != start {
+                *slot = Slot {
+                    start_ms: start,
+                    count: 0,
+                };
+            }
+            slot.count = slot.count.saturating_add(n);
+            entry.expires_ms = entry.expires_ms.max(w.end_ms(now_ms));
+        }
+    }
+
     /// Frees a tenth of a full shard: expired entries first, then the least recently
     /// used (as Kong's shared dict), so busy keys keep exact counts under churn.
     fn make_room(&self, shard: &mut Shard, now_ms: u64) {

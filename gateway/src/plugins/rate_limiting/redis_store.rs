@@ -53,6 +53,28 @@ table.insert(counts, 1, admitted)
 return counts
 "#;
 
+/// KEYS: counters. Returns their values (0 when absent).
+const COUNTS_SCRIPT: &str = r#"
+local out = {}
+for i = 1, #KEYS do
+  out[i] = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+end
+return out
+"#;
+
+/// KEYS: counters. ARGV: the amount, then one TTL (seconds) per key, set when the key
+/// is new. Returns the new values.
+const ADD_SCRIPT: &str = r#"
+local n = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local c = redis.call('INCRBY', KEYS[i], n)
+  if c == n then redis.call('EXPIRE', KEYS[i], ARGV[i + 1]) end
+  out[i] = c
+end
+return out
+"#;
+
 /// Probes allowed through while Redis is marked down.
 const PROBES_PER_SEC: u32 = 10;
 
@@ -104,6 +126,8 @@ pub struct RedisStore {
     target: RedisTarget,
     timeout: Duration,
     sha: String,
+    counts_sha: String,
+    add_sha: String,
     conn: ArcSwapOption<Conn>,
     connecting: tokio::sync::Mutex<()>,
     up: AtomicBool,
@@ -148,6 +172,8 @@ impl RedisStore {
         RedisStore {
             timeout: Duration::from_millis(target.timeout_ms),
             sha: redis::Script::new(SCRIPT).get_hash().to_string(),
+            counts_sha: redis::Script::new(COUNTS_SCRIPT).get_hash().to_string(),
+            add_sha: redis::Script::new(ADD_SCRIPT).get_hash().to_string(),
             target,
             conn: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
@@ -164,12 +190,73 @@ impl RedisStore {
         limits: &[Limit],
         now_ms: u64,
     ) -> Result<Decision, StoreError> {
+        self.guarded(self.run(base, limits, now_ms)).await
+    }
+
+    /// The current values of `keys` (0 when absent), nothing counted. The keys must
+    /// share a hash tag (one slot on a Redis Cluster).
+    pub async fn counts(&self, keys: &[String]) -> Result<Vec<u64>, StoreError> {
+        self.guarded(async {
+            let conn = self.connection().await?;
+            let reply = self
+                .eval(&conn, COUNTS_SCRIPT, &self.counts_sha, keys, &[])
+                .await?;
+            if reply.len() != keys.len() {
+                return Err(StoreError::Reply(format!("{reply:?}")));
+            }
+            Ok(reply.into_iter().map(|c| c.max(0) as u64).collect())
+        })
+        .await
+    }
+
+    /// Adds `n` to each key, giving a new key its TTL (seconds): `(key, ttl)` pairs
+    /// sharing a hash tag.
+    pub async fn add(&self, keys: &[(String, u64)], n: u64) -> Result<(), StoreError> {
+        self.guarded(async {
+            let conn = self.connection().await?;
+            let names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+            let mut args = vec![n];
+            args.extend(keys.iter().map(|(_, ttl)| *ttl));
+            self.eval(&conn, ADD_SCRIPT, &self.add_sha, &names, &args)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// EVALSHA, or EVAL when the server does not know the script yet.
+    async fn eval(
+        &self,
+        conn: &Conn,
+        script: &str,
+        sha: &str,
+        keys: &[String],
+        args: &[u64],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(sha).arg(keys.len()).arg(keys).arg(args);
+        match conn.query(&cmd).await {
+            Err(e) if e.code() == Some("NOSCRIPT") => {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(script).arg(keys.len()).arg(keys).arg(args);
+                conn.query(&eval).await
+            }
+            r => r,
+        }
+        .map_err(StoreError::Command)
+    }
+
+    /// Runs one store operation with the timeout, metrics and down/probe bookkeeping.
+    async fn guarded<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         if !self.up.load(Ordering::Relaxed) && self.probes.check().is_err() {
             return Err(StoreError::Down);
         }
         let m = metrics::rate_limiting();
         let t0 = Instant::now();
-        let res = match tokio::time::timeout(self.timeout, self.run(base, limits, now_ms)).await {
+        let res = match tokio::time::timeout(self.timeout, op).await {
             Ok(r) => r,
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         };
@@ -217,17 +304,7 @@ impl RedisStore {
             args.push(l.limit);
             args.push(ttl);
         }
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.sha).arg(keys.len()).arg(&keys).arg(&args);
-        let reply = match conn.query(&cmd).await {
-            Err(e) if e.code() == Some("NOSCRIPT") => {
-                let mut eval = redis::cmd("EVAL");
-                eval.arg(SCRIPT).arg(keys.len()).arg(&keys).arg(&args);
-                conn.query(&eval).await
-            }
-            r => r,
-        }
-        .map_err(StoreError::Command)?;
+        let reply = self.eval(&conn, SCRIPT, &self.sha, &keys, &args).await?;
         if reply.len() != limits.len() + 1 {
             return Err(StoreError::Reply(format!("{reply:?}")));
         }
