@@ -35,6 +35,8 @@ pub type ParsedPlugin = Arc<dyn Any + Send + Sync>;
 pub enum CredentialKind {
     JwtSecret,
     KeyAuth,
+    BasicAuth,
+    HmacAuth,
     Acl,
 }
 

@@ -6,6 +6,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod basic_auth;
 pub mod correlation_id;
 pub mod cors;
 pub mod ip_restriction;
@@ -63,6 +64,7 @@ pub enum PluginSpec {
     Cors(cors::Config),
     Jwt(jwt::Config),
     KeyAuth(key_auth::Config),
+    BasicAuth(basic_auth::Config),
     Acl(acl::Config),
     OpenTelemetry(opentelemetry::Config),
     Prometheus(prometheus::Config),
@@ -93,6 +95,7 @@ impl PluginSpec {
                 c.validate()?;
                 PluginSpec::KeyAuth(c)
             }
+            "basic-auth" => PluginSpec::BasicAuth(parse_config(config)?),
             "acl" => {
                 let c: acl::Config = parse_config(config)?;
                 c.validate()?;
@@ -145,6 +148,7 @@ impl PluginSpec {
             PluginSpec::Cors(c) => Arc::new(cors::Cors::new(c.clone())?),
             PluginSpec::Jwt(c) => Arc::new(jwt::Jwt::new(c.clone(), ctx)?),
             PluginSpec::KeyAuth(c) => Arc::new(key_auth::KeyAuth::new(c.clone(), ctx)?),
+            PluginSpec::BasicAuth(c) => Arc::new(basic_auth::BasicAuth::new(c.clone(), ctx)?),
             PluginSpec::Acl(c) => Arc::new(acl::Acl::new(c.clone(), ctx)?),
             PluginSpec::Prometheus(c) => Arc::new(prometheus::Prometheus::new(c.clone())),
             PluginSpec::OpenTelemetry(c) => {
@@ -202,6 +206,8 @@ impl crate::config::PluginCatalog for Registry {
         match kind {
             CredentialKind::JwtSecret => jwt::check_secret(value).map(|_| ()),
             CredentialKind::KeyAuth => key_auth::check_key(value).map(|_| ()),
+            CredentialKind::BasicAuth => basic_auth::check_credential(value).map(|_| ()),
+            CredentialKind::HmacAuth => Ok(()),
             CredentialKind::Acl => acl::check_acl(value).map(|_| ()),
         }
     }

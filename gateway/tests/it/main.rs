@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod auth;
 mod balancing;
+mod basic_auth;
 mod check;
 mod dataplane;
 mod forwarded;
