@@ -20,7 +20,6 @@ use subtle::ConstantTimeEq;
 use super::auth::{self, set_consumer};
 use super::{BuildContext, Flow, Plugin, SpecError};
 use crate::core::Session;
-use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,45 +128,11 @@ static BASIC: LazyLock<Option<regex::bytes::Regex>> =
 static USER_PASS: LazyLock<Option<regex::bytes::Regex>> =
     LazyLock::new(|| regex::bytes::Regex::new(r"(?-u)([^:]+):(.*)").ok());
 
-/// nginx's base64 decoding (`ngx.decode_base64`): the standard alphabet, padding optional
-/// (decoding stops at the first `=`), any other character refused, a length of 4n+1
-/// refused.
-pub fn ngx_decode_base64(src: &[u8]) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u8> {
-        match c {
-            b'A'..=b'Z' => Some(c - b'A'),
-            b'a'..=b'z' => Some(c - b'a' + 26),
-            b'0'..=b'9' => Some(c - b'0' + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-    let len = src.iter().position(|&c| c == b'=').unwrap_or(src.len());
-    let vals: Vec<u8> = src[..len].iter().map(|&c| val(c)).collect::<Option<_>>()?;
-    if vals.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(vals.len() / 4 * 3 + 2);
-    for q in vals.chunks(4) {
-        if q.len() > 1 {
-            out.push((q[0] << 2) | (q[1] >> 4));
-        }
-        if q.len() > 2 {
-            out.push((q[1] << 4) | (q[2] >> 2));
-        }
-        if q.len() > 3 {
-            out.push((q[2] << 6) | q[3]);
-        }
-    }
-    Some(out)
-}
-
 /// Username and password from one header value, as Kong's `retrieve_credentials` reads
 /// them (None when the header has no usable Basic credentials).
 pub fn parse_basic(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let b64 = BASIC.as_ref()?.captures(value)?.get(1)?.as_bytes();
-    let decoded = ngx_decode_base64(b64)?;
+    let decoded = auth::ngx_decode_base64(b64)?;
     let m = USER_PASS.as_ref()?.captures(&decoded)?;
     Some((m.get(1)?.as_bytes().to_vec(), m.get(2)?.as_bytes().to_vec()))
 }
@@ -275,34 +240,21 @@ impl Plugin for BasicAuth {
         if self.anonymous.is_some() && st.credential.is_some() {
             return Ok(Flow::Continue);
         }
-        let reason = match self.authenticate(session, st) {
+        match self.authenticate(session, st) {
             Ok(cred) => {
                 let (consumer, username) = (cred.consumer, cred.username.clone());
                 set_consumer(st, Some(consumer), Some(username));
-                return Ok(Flow::Continue);
+                Ok(Flow::Continue)
             }
-            Err(reason) => reason,
-        };
-        let route = st
-            .rt
-            .as_ref()
-            .zip(st.route.as_ref())
-            .map(|(rt, m)| rt.decl.routes[m.route].name.clone())
-            .unwrap_or_default();
-        crate::metrics::Metrics::global().auth_failure(&route, "basic-auth", reason);
-        if let Some(a) = self.anonymous {
-            set_consumer(st, Some(a), None);
-            return Ok(Flow::Continue);
+            Err(reason) => Ok(auth::fail(
+                session,
+                st,
+                "basic-auth",
+                reason,
+                self.anonymous,
+                (401, "Unauthorized", &self.www_auth),
+            )),
         }
-        let accept = session
-            .req_header()
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok());
-        Ok(Flow::Respond(
-            LocalResponse::error(401, "Unauthorized", &st.request_id, accept)
-                .with_header("www-authenticate", self.www_auth.as_str()),
-        ))
     }
 }
 
@@ -354,16 +306,6 @@ mod tests {
             parse_basic(v.as_bytes()),
             Some((b"u".to_vec(), b"p1".to_vec()))
         );
-    }
-
-    #[test]
-    fn nginx_base64() {
-        assert_eq!(ngx_decode_base64(b"YWI="), Some(b"ab".to_vec()));
-        assert_eq!(ngx_decode_base64(b"YWI"), Some(b"ab".to_vec()));
-        assert_eq!(ngx_decode_base64(b"YWI=garbage!"), Some(b"ab".to_vec()));
-        assert_eq!(ngx_decode_base64(b"Y"), None);
-        assert_eq!(ngx_decode_base64(b"YW I"), None);
-        assert_eq!(ngx_decode_base64(b""), Some(vec![]));
     }
 
     #[test]

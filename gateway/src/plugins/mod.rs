@@ -9,6 +9,7 @@ pub mod auth;
 pub mod basic_auth;
 pub mod correlation_id;
 pub mod cors;
+pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwks;
 pub mod jwt;
@@ -65,6 +66,7 @@ pub enum PluginSpec {
     Jwt(jwt::Config),
     KeyAuth(key_auth::Config),
     BasicAuth(basic_auth::Config),
+    HmacAuth(hmac_auth::Config),
     Acl(acl::Config),
     OpenTelemetry(opentelemetry::Config),
     Prometheus(prometheus::Config),
@@ -96,6 +98,11 @@ impl PluginSpec {
                 PluginSpec::KeyAuth(c)
             }
             "basic-auth" => PluginSpec::BasicAuth(parse_config(config)?),
+            "hmac-auth" => {
+                let c: hmac_auth::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::HmacAuth(c)
+            }
             "acl" => {
                 let c: acl::Config = parse_config(config)?;
                 c.validate()?;
@@ -149,6 +156,7 @@ impl PluginSpec {
             PluginSpec::Jwt(c) => Arc::new(jwt::Jwt::new(c.clone(), ctx)?),
             PluginSpec::KeyAuth(c) => Arc::new(key_auth::KeyAuth::new(c.clone(), ctx)?),
             PluginSpec::BasicAuth(c) => Arc::new(basic_auth::BasicAuth::new(c.clone(), ctx)?),
+            PluginSpec::HmacAuth(c) => Arc::new(hmac_auth::HmacAuth::new(c.clone(), ctx)?),
             PluginSpec::Acl(c) => Arc::new(acl::Acl::new(c.clone(), ctx)?),
             PluginSpec::Prometheus(c) => Arc::new(prometheus::Prometheus::new(c.clone())),
             PluginSpec::OpenTelemetry(c) => {
@@ -207,7 +215,7 @@ impl crate::config::PluginCatalog for Registry {
             CredentialKind::JwtSecret => jwt::check_secret(value).map(|_| ()),
             CredentialKind::KeyAuth => key_auth::check_key(value).map(|_| ()),
             CredentialKind::BasicAuth => basic_auth::check_credential(value).map(|_| ()),
-            CredentialKind::HmacAuth => Ok(()),
+            CredentialKind::HmacAuth => hmac_auth::check_credential(value).map(|_| ()),
             CredentialKind::Acl => acl::check_acl(value).map(|_| ()),
         }
     }

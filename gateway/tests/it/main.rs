@@ -11,6 +11,7 @@ mod check;
 mod dataplane;
 mod forwarded;
 mod framing;
+mod hmac_auth;
 mod lifecycle;
 mod metrics;
 mod otel;
