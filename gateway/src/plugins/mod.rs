@@ -14,6 +14,7 @@ pub mod ip_restriction;
 pub mod jwks;
 pub mod jwt;
 pub mod key_auth;
+pub mod ldap_auth;
 pub mod opentelemetry;
 pub mod prometheus;
 pub mod rate_limiting;
@@ -67,6 +68,7 @@ pub enum PluginSpec {
     KeyAuth(key_auth::Config),
     BasicAuth(basic_auth::Config),
     HmacAuth(hmac_auth::Config),
+    LdapAuth(ldap_auth::Config),
     Acl(acl::Config),
     OpenTelemetry(opentelemetry::Config),
     Prometheus(prometheus::Config),
@@ -102,6 +104,11 @@ impl PluginSpec {
                 let c: hmac_auth::Config = parse_config(config)?;
                 c.validate()?;
                 PluginSpec::HmacAuth(c)
+            }
+            "ldap-auth" => {
+                let c: ldap_auth::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::LdapAuth(c)
             }
             "acl" => {
                 let c: acl::Config = parse_config(config)?;
@@ -157,6 +164,7 @@ impl PluginSpec {
             PluginSpec::KeyAuth(c) => Arc::new(key_auth::KeyAuth::new(c.clone(), ctx)?),
             PluginSpec::BasicAuth(c) => Arc::new(basic_auth::BasicAuth::new(c.clone(), ctx)?),
             PluginSpec::HmacAuth(c) => Arc::new(hmac_auth::HmacAuth::new(c.clone(), ctx)?),
+            PluginSpec::LdapAuth(c) => Arc::new(ldap_auth::LdapAuth::new(c.clone(), ctx)?),
             PluginSpec::Acl(c) => Arc::new(acl::Acl::new(c.clone(), ctx)?),
             PluginSpec::Prometheus(c) => Arc::new(prometheus::Prometheus::new(c.clone())),
             PluginSpec::OpenTelemetry(c) => {

@@ -12,6 +12,7 @@ mod dataplane;
 mod forwarded;
 mod framing;
 mod hmac_auth;
+mod ldap_auth;
 mod lifecycle;
 mod metrics;
 mod otel;
