@@ -158,7 +158,6 @@ impl<'a> Builder<'a> {
     }
 
     pub(super) fn build(&mut self, raw: RawDocument) {
-        self.out.no_transform = raw.transform == Some(false);
         match raw.format_version.as_deref() {
             Some("3.0") | Some("2.1") | Some("1.1") => {}
             Some(other) => self.err(
@@ -320,6 +319,31 @@ impl<'a> Builder<'a> {
         }
 
         self.check_credentials();
+        // Kong transforms credentials on load unless told they are stored values
+        // (`_transform: false`, as `kong config db_export` writes).
+        if raw.transform != Some(false) {
+            let catalog = self.opts.catalog.0.clone();
+            let out = &mut self.out;
+            for (kind, list) in [
+                (
+                    super::CredentialKind::BasicAuth,
+                    &mut out.basicauth_credentials,
+                ),
+                (
+                    super::CredentialKind::HmacAuth,
+                    &mut out.hmacauth_credentials,
+                ),
+                (super::CredentialKind::KeyAuth, &mut out.keyauth_credentials),
+                (super::CredentialKind::JwtSecret, &mut out.jwt_secrets),
+                (super::CredentialKind::Acl, &mut out.acls),
+            ] {
+                for c in list.iter_mut() {
+                    if let Some(consumer) = out.consumers.get(c.consumer) {
+                        catalog.transform_credential(kind, &consumer.id, &mut c.value);
+                    }
+                }
+            }
+        }
         let pending = std::mem::take(&mut self.pending_plugins);
         for (path, value, scope, refs) in pending {
             self.plugin(&path, &value, scope, refs);

@@ -180,9 +180,6 @@ pub struct Declarative {
     pub basicauth_credentials: Vec<CredentialDef>,
     pub hmacauth_credentials: Vec<CredentialDef>,
     pub acls: Vec<CredentialDef>,
-    /// `_transform: false` (as `kong config db_export` writes): credentials are as Kong
-    /// stores them, so basic-auth passwords are already hashed.
-    pub no_transform: bool,
     pub plugins: Vec<PluginDef>,
     pub certificates: Vec<Certificate>,
     pub ignored_plugins: Vec<String>,

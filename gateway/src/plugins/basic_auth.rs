@@ -2,9 +2,9 @@
 //! `Proxy-Authorization`) checked against consumers' `basicauth_credentials`.
 //!
 //! Passwords are kept only as Kong stores them: the hex SHA-1 of the password followed by
-//! the consumer's id (Kong's `crypto.hash`), computed when the configuration is built
-//! (or taken as written under `_transform: false`, as `kong config db_export` writes
-//! them), and compared in constant time. Statuses, bodies and `WWW-Authenticate` as Kong
+//! the consumer's id (Kong's `crypto.hash`), computed when the configuration is loaded
+//! (Kong's on-load transformation; skipped under `_transform: false`, as `kong config
+//! db_export` writes stored hashes), and compared in constant time. Statuses, bodies and `WWW-Authenticate` as Kong
 //! 3.9 sends them: every failure is 401 `Unauthorized` with `Basic realm="<realm>"`.
 
 use std::collections::HashMap;
@@ -60,6 +60,16 @@ pub fn check_credential(v: &serde_norway::Value) -> Result<BasicDef, SpecError> 
     Ok(c)
 }
 
+/// Kong's on-load transformation of a `basicauth_credentials` entry: the password is
+/// replaced by its hash, so the loaded configuration never holds it.
+pub fn hash_stored_password(consumer_id: &str, value: &mut serde_norway::Value) {
+    if let Some(p) = value.get_mut("password")
+        && let Some(plain) = p.as_str()
+    {
+        *p = serde_norway::Value::String(hash_password(consumer_id, plain.as_bytes()));
+    }
+}
+
 /// Kong's `crypto.hash`: hex SHA-1 of the password followed by the consumer id.
 pub fn hash_password(consumer_id: &str, password: &[u8]) -> String {
     let mut h = Sha1::new();
@@ -96,17 +106,9 @@ impl CredentialTable {
         for c in &decl.basicauth_credentials {
             let def = check_credential(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
             let username = def.username.unwrap_or_default();
-            let password = def.password.unwrap_or_default();
-            let hash = if decl.no_transform {
-                password
-            } else {
-                let consumer_id = decl
-                    .consumers
-                    .get(c.consumer)
-                    .map(|k| k.id.as_str())
-                    .unwrap_or_default();
-                hash_password(consumer_id, password.as_bytes())
-            };
+            // Hashed when the configuration was loaded (`hash_stored_password`), or a
+            // stored hash already (`_transform: false`).
+            let hash = def.password.unwrap_or_default();
             map.insert(
                 username.as_bytes().into(),
                 Credential {
@@ -305,6 +307,27 @@ mod tests {
         assert_eq!(
             parse_basic(v.as_bytes()),
             Some((b"u".to_vec(), b"p1".to_vec()))
+        );
+    }
+
+    #[test]
+    fn loaded_configuration_holds_only_hashes() {
+        let text = "_format_version: \"3.0\"\nconsumers:\n- username: a\n  id: c0ffee\n  basicauth_credentials:\n  - {username: a, password: secret}\n";
+        let d = crate::config::load_str(text, "kong.yml", &super::super::load_options(vec![]))
+            .expect("load");
+        let stored = d.basicauth_credentials[0].value["password"].as_str();
+        assert_eq!(stored, Some(hash_password("c0ffee", b"secret").as_str()));
+        assert!(!format!("{:?}", d.basicauth_credentials).contains("secret"));
+        // `_transform: false`: the value is a stored hash already.
+        let d = crate::config::load_str(
+            &text.replace("\"3.0\"\n", "\"3.0\"\n_transform: false\n"),
+            "kong.yml",
+            &super::super::load_options(vec![]),
+        )
+        .expect("load");
+        assert_eq!(
+            d.basicauth_credentials[0].value["password"].as_str(),
+            Some("secret")
         );
     }
 

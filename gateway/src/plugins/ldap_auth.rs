@@ -93,9 +93,15 @@ impl Config {
     }
 }
 
-/// Bind outcomes of one configuration: key -> (accepted, until). Bounded.
+/// A bind's outcome: accepted or not, and until when (None: for ever).
+type Outcome = (bool, Option<Instant>);
+
+/// Bind outcomes of one configuration, by cache key. Bounded.
 #[derive(Clone, Default)]
-struct BindCache(Arc<Mutex<HashMap<[u8; 32], (bool, Option<Instant>)>>>);
+struct BindCache(Arc<Mutex<HashMap<[u8; 32], Outcome>>>);
+
+/// Username and password as a header gives them.
+type Credentials = (Vec<u8>, Vec<u8>);
 
 const CACHE_MAX: usize = 10_000;
 
@@ -115,7 +121,7 @@ impl BindCache {
     fn put(&self, key: [u8; 32], ok: bool, ttl: f64) {
         // mlcache: a ttl of 0 never expires; a negative one is not cached.
         let until = match ttl {
-            t if t == 0.0 => None,
+            0.0 => None,
             t if t > 0.0 => Some(Instant::now() + Duration::from_secs_f64(t.min(1e9))),
             _ => return,
         };
@@ -149,7 +155,7 @@ pub struct LdapAuth {
 
 /// Kong's `^(.*?):(.+)$` on the decoded credentials (PCRE: `$` also before a final
 /// newline, `.` not a newline).
-fn split_credentials(decoded: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+fn split_credentials(decoded: &[u8]) -> Option<Credentials> {
     static RE: std::sync::LazyLock<Option<regex::bytes::Regex>> =
         std::sync::LazyLock::new(|| regex::bytes::Regex::new(r"(?-u)\A(.*?):(.+)\z").ok());
     let s = decoded.strip_suffix(b"\n").unwrap_or(decoded);
@@ -205,7 +211,7 @@ impl LdapAuth {
 
     /// Kong's `retrieve_credentials`: `<header_type> <base64(username:password)>`, the
     /// scheme in any case. `Err` when the credential is not base64 (Kong fails there).
-    fn retrieve(&self, value: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, LdapError> {
+    fn retrieve(&self, value: &[u8]) -> Result<Option<Credentials>, LdapError> {
         let lower = value.to_ascii_lowercase();
         let Some(m) = self.scheme.as_ref().and_then(|re| re.find(&lower)) else {
             return Ok(None);

@@ -227,6 +227,17 @@ impl crate::config::PluginCatalog for Registry {
             CredentialKind::Acl => acl::check_acl(value).map(|_| ()),
         }
     }
+
+    fn transform_credential(
+        &self,
+        kind: crate::config::CredentialKind,
+        consumer_id: &str,
+        value: &mut serde_norway::Value,
+    ) {
+        if kind == crate::config::CredentialKind::BasicAuth {
+            basic_auth::hash_stored_password(consumer_id, value);
+        }
+    }
 }
 
 impl PluginFactory for Registry {
