@@ -36,8 +36,8 @@ fn default_realm() -> String {
     "service".into()
 }
 
-/// A `basicauth_credentials` entry.
-#[derive(Debug, Clone, Deserialize)]
+/// A `basicauth_credentials` entry (no `Debug`: it holds a password or its hash).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicDef {
     pub username: Option<String>,

@@ -264,7 +264,12 @@ impl LdapAuth {
                     tls: self.tls.clone(),
                     timeout: Duration::from_millis(self.cfg.timeout.clamp(1.0, 1e9) as u64),
                 };
-                let ok = client::bind(&server, &dn, &password).await?;
+                // OpenResty's setkeepalive: 0 keeps an idle connection for ever.
+                let keepalive = match self.cfg.keepalive {
+                    0.0 => None,
+                    k => Some(Duration::from_millis(k.clamp(0.0, 1e12) as u64)),
+                };
+                let ok = client::bind(&server, &dn, &password, keepalive).await?;
                 self.cache.put(key, ok, self.cfg.cache_ttl);
                 ok
             }

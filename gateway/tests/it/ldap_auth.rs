@@ -93,29 +93,52 @@ userPassword: radium
         "slapadd: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (port, tls_port) = (free_port(), free_port());
-    let child = Command::new(find("slapd"))
-        .arg("-f")
-        .arg(dir.path().join("slapd.conf"))
-        .arg("-h")
-        .arg(format!(
-            "ldap://127.0.0.1:{port}/ ldaps://127.0.0.1:{tls_port}/"
-        ))
-        .args(["-d", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("slapd (install with .ci/deps/ldap.sh)");
-    let proc = Proc { child };
-    assert!(
-        wait_port(port, Duration::from_secs(10)) && wait_port(tls_port, Duration::from_secs(10)),
-        "slapd did not start"
-    );
-    Slapd {
-        proc: Some(proc),
-        port,
-        tls_port,
+    let mut s = Slapd {
+        proc: None,
+        port: free_port(),
+        tls_port: free_port(),
         _dir: dir,
+    };
+    s.start();
+    s
+}
+
+impl Slapd {
+    /// Starts slapd (again) on the same ports and directory, logging connections
+    /// (`-d stats`) to `slapd.log`.
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self._dir.path().join("slapd.log"))
+            .expect("slapd.log");
+        let child = Command::new(find("slapd"))
+            .arg("-f")
+            .arg(self._dir.path().join("slapd.conf"))
+            .arg("-h")
+            .arg(format!(
+                "ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{}/",
+                self.port, self.tls_port
+            ))
+            .args(["-d", "stats"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("slapd (install with .ci/deps/ldap.sh)");
+        self.proc = Some(Proc { child });
+        assert!(
+            wait_port(self.port, Duration::from_secs(10))
+                && wait_port(self.tls_port, Duration::from_secs(10)),
+            "slapd did not start"
+        );
+    }
+
+    /// Connections slapd accepted so far.
+    fn accepted(&self) -> usize {
+        std::fs::read_to_string(self._dir.path().join("slapd.log"))
+            .unwrap_or_default()
+            .matches(" ACCEPT from ")
+            .count()
     }
 }
 
@@ -358,4 +381,55 @@ plugins:
         "{out}"
     );
     assert!(out.contains("missing field `base_dn`"), "{out}");
+}
+
+/// Binds that miss the cache reuse a kept connection (Kong's keepalive pool); one that
+/// the server closed meanwhile is replaced without failing the request.
+#[tokio::test]
+async fn ldap_auth_keeps_connections_alive() {
+    let mut dir = slapd();
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&config(up, &dir));
+    // One client connection: every request goes to the same gateway worker.
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .expect("client");
+    let before = dir.accepted();
+    for i in 0..6 {
+        let (s, _, _) = call(
+            &c,
+            &gw,
+            "/plain",
+            &[("authorization", &ldap("einstein", &format!("wrong-{i}")))],
+        )
+        .await;
+        assert_eq!(s, 401);
+    }
+    let (s, _, _) = call(
+        &c,
+        &gw,
+        "/plain",
+        &[("authorization", &ldap("curie", "radium"))],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let used = dir.accepted() - before;
+    assert!(
+        (1..=2).contains(&used),
+        "7 binds over {used} LDAP connections"
+    );
+
+    // slapd restarts: the kept connection is dead, a new one is made.
+    drop(dir.proc.take());
+    dir.start();
+    let (s, _, b) = call(
+        &c,
+        &gw,
+        "/plain",
+        &[("authorization", &ldap("einstein", "password"))],
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
 }

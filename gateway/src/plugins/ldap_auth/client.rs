@@ -2,6 +2,8 @@
 //! encoded in BER by hand, over TCP, LDAPS or StartTLS. That is all ldap-auth needs, so
 //! no LDAP library is pulled in.
 //!
+//! Connections are kept for the next bind (Kong's keepalive pool), per thread.
+//!
 //! Outcomes follow Kong's `ldap.lua` and `access.lua`: a bind the server refuses, a bad
 //! response or a failed TLS handshake is a failed authentication (`Ok(false)`, cached
 //! like a refusal); a connection that cannot be made or breaks, a timeout or a refused
@@ -206,20 +208,178 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(msg)
 }
 
-/// Binds as `dn` with `password`: `Ok(true)` when the server accepts.
-pub async fn bind(server: &Server<'_>, dn: &[u8], password: &[u8]) -> Result<bool, LdapError> {
-    let addr = format!("{}:{}", server.host, server.port);
-    let mut tcp = step(server.timeout, TcpStream::connect(&addr))
-        .await
-        .map_err(|e| match e {
-            LdapError::Io(io) => LdapError::Connect(addr.clone(), io),
-            other => other,
-        })?;
+/// A connection to the directory, plain or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Idle connections of this thread. Each proxy worker runs its own runtime on its own
+/// thread, and a socket belongs to the runtime that opened it, so the pool is per thread
+/// (Kong's pools are per nginx worker too).
+struct Idle {
+    key: PoolKey,
+    conn: Conn,
+    since: std::time::Instant,
+    /// The next LDAP message id on this connection.
+    next_id: u32,
+}
+
+/// Connections are shared only between identical server settings.
+#[derive(Clone, PartialEq, Eq)]
+struct PoolKey {
+    host: String,
+    port: u16,
+    ldaps: bool,
+    start_tls: bool,
+    tls: usize,
+}
+
+/// Idle connections kept per thread, over every server.
+const POOL_MAX: usize = 32;
+
+thread_local! {
+    static POOL: std::cell::RefCell<Vec<Idle>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn pool_take(key: &PoolKey, keepalive: Option<Duration>) -> Option<(Conn, u32)> {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        p.retain(|i| keepalive.is_none_or(|k| i.key != *key || i.since.elapsed() < k));
+        let at = p.iter().rposition(|i| i.key == *key)?;
+        let i = p.remove(at);
+        Some((i.conn, i.next_id))
+    })
+}
+
+fn pool_put(key: PoolKey, conn: Conn, next_id: u32) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() >= POOL_MAX {
+            p.remove(0);
+        }
+        p.push(Idle {
+            key,
+            conn,
+            since: std::time::Instant::now(),
+            next_id,
+        });
+    });
+}
+
+/// Binds as `dn` with `password`: `Ok(true)` when the server accepts. An idle connection
+/// to the same server is reused when there is one (`keepalive`: how long one may stay
+/// idle; None: for ever); a reused connection that turns out closed is replaced by a new
+/// one.
+pub async fn bind(
+    server: &Server<'_>,
+    dn: &[u8],
+    password: &[u8],
+    keepalive: Option<Duration>,
+) -> Result<bool, LdapError> {
+    let key = PoolKey {
+        host: server.host.to_ascii_lowercase(),
+        port: server.port,
+        ldaps: server.ldaps,
+        start_tls: server.start_tls,
+        tls: server.tls.as_ref().map_or(0, |t| Arc::as_ptr(t) as usize),
+    };
+    if let Some((mut conn, id)) = pool_take(&key, keepalive)
+        && let Ok(result) = bind_on(&mut conn, id, dn, password, server.timeout).await
+    {
+        return Ok(finish(key, conn, id, result, server.timeout).await);
+    }
+    let Some(mut conn) = connect(server).await? else {
+        return Ok(false);
+    };
+    let id = if server.start_tls { 2 } else { 1 };
+    let result = bind_on(&mut conn, id, dn, password, server.timeout).await?;
+    Ok(finish(key, conn, id, result, server.timeout).await)
+}
+
+/// Keeps the connection for the next bind when the exchange went as the protocol says,
+/// else closes it. Returns whether the bind was accepted.
+async fn finish(
+    key: PoolKey,
+    mut conn: Conn,
+    id: u32,
+    result: BindResult,
+    timeout: Duration,
+) -> bool {
+    match result {
+        BindResult::Accepted | BindResult::Refused => {
+            pool_put(key, conn, id.wrapping_add(1).max(1));
+        }
+        BindResult::Invalid => {
+            let _ = tokio::time::timeout(timeout, conn.write_all(&unbind_request(id + 1))).await;
+            let _ = tokio::time::timeout(timeout, conn.shutdown()).await;
+        }
+    }
+    matches!(result, BindResult::Accepted)
+}
+
+/// A new connection (TCP, then StartTLS and TLS as configured). `Ok(None)`: the TLS
+/// handshake failed, which Kong counts as a failed authentication.
+async fn connect(server: &Server<'_>) -> Result<Option<Conn>, LdapError> {
+    let tcp = step(
+        server.timeout,
+        TcpStream::connect((server.host, server.port)),
+    )
+    .await
+    .map_err(|e| match e {
+        LdapError::Io(io) => LdapError::Connect(format!("{}:{}", server.host, server.port), io),
+        other => other,
+    })?;
     let _ = tcp.set_nodelay(true);
-    let mut id = 1;
+    let mut conn = Conn::Plain(tcp);
     if server.start_tls {
-        let resp = exchange(&mut tcp, &start_tls_request(id), server.timeout).await?;
-        id += 1;
+        let resp = exchange(&mut conn, &start_tls_request(1), server.timeout).await?;
         match parse_result(&resp) {
             Ok((OP_EXTENDED_RESPONSE, 0)) => {}
             Ok((op, code)) => {
@@ -230,23 +390,36 @@ pub async fn bind(server: &Server<'_>, dn: &[u8], password: &[u8]) -> Result<boo
             Err(e) => return Err(LdapError::StartTls(e.into())),
         }
     }
-    let (Some(tls), true) = (&server.tls, server.ldaps || server.start_tls) else {
-        return bind_on(&mut tcp, id, dn, password, server.timeout).await;
+    let tls = match (&server.tls, server.ldaps || server.start_tls) {
+        (Some(tls), true) => tls,
+        _ => return Ok(Some(conn)),
+    };
+    let tcp = match conn {
+        Conn::Plain(tcp) => tcp,
+        tls_already => return Ok(Some(tls_already)),
     };
     let Ok(name) = rustls::pki_types::ServerName::try_from(server.host.to_string()) else {
-        return Ok(false);
+        return Ok(None);
     };
     let connector = tokio_rustls::TlsConnector::from(tls.clone());
-    let mut stream = match tokio::time::timeout(server.timeout, connector.connect(name, tcp)).await
-    {
-        Ok(Ok(s)) => s,
+    match tokio::time::timeout(server.timeout, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(Some(Conn::Tls(Box::new(s)))),
         Ok(Err(e)) => {
             tracing::warn!(host = server.host, port = server.port, error = %e, "ldap-auth: TLS handshake failed");
-            return Ok(false);
+            Ok(None)
         }
-        Err(_) => return Err(LdapError::Timeout),
-    };
-    bind_on(&mut stream, id, dn, password, server.timeout).await
+        Err(_) => Err(LdapError::Timeout),
+    }
+}
+
+/// How the server answered a bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BindResult {
+    Accepted,
+    /// A BindResponse with another result code (invalid credentials, ...).
+    Refused,
+    /// Not a BindResponse, or not valid BER: the connection is not reused.
+    Invalid,
 }
 
 async fn bind_on<S: AsyncRead + AsyncWrite + Unpin>(
@@ -255,27 +428,23 @@ async fn bind_on<S: AsyncRead + AsyncWrite + Unpin>(
     dn: &[u8],
     password: &[u8],
     timeout: Duration,
-) -> Result<bool, LdapError> {
+) -> Result<BindResult, LdapError> {
     let resp = exchange(s, &bind_request(id, dn, password), timeout).await?;
-    let ok = match parse_result(&resp) {
-        Ok((OP_BIND_RESPONSE, 0)) => true,
+    Ok(match parse_result(&resp) {
+        Ok((OP_BIND_RESPONSE, 0)) => BindResult::Accepted,
         Ok((OP_BIND_RESPONSE, code)) => {
             tracing::debug!(code, "ldap-auth: bind refused");
-            false
+            BindResult::Refused
         }
         Ok((op, _)) => {
             tracing::warn!(op, "ldap-auth: unexpected response to a bind");
-            false
+            BindResult::Invalid
         }
         Err(e) => {
             tracing::warn!(error = e, "ldap-auth: invalid LDAP message encoding");
-            false
+            BindResult::Invalid
         }
-    };
-    // Polite close; the connection is not reused.
-    let _ = tokio::time::timeout(timeout, s.write_all(&unbind_request(id + 1))).await;
-    let _ = tokio::time::timeout(timeout, s.shutdown()).await;
-    Ok(ok)
+    })
 }
 
 /// TLS client settings: the system's trusted roots when `verify`, else any certificate
