@@ -433,3 +433,63 @@ async fn ldap_auth_keeps_connections_alive() {
     .await;
     assert_eq!(s, 200, "{b}");
 }
+
+/// verify_ldap_host with the server's certificate trusted (the system roots read from
+/// `SSL_CERT_FILE`, as Kong reads `lua_ssl_trusted_certificate`): the bind goes through
+/// for the certificate's names.
+#[tokio::test]
+async fn ldap_auth_verifies_the_server_certificate() {
+    let dir = slapd();
+    let up = free_port();
+    let _u = upstream(up);
+    let (port, status) = (free_port(), free_port());
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = cfg_dir.path().join("kong.yml");
+    let route = |name: &str, host: &str, tls: &str| {
+        format!(
+            "  - name: {name}\n    paths: [/{name}]\n    plugins:\n    - name: ldap-auth\n      config: {{ldap_host: {host}, base_dn: \"{BASE_DN}\", attribute: uid, verify_ldap_host: true, {tls}}}\n"
+        )
+    };
+    let text = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: api\n  url: http://127.0.0.1:{up}\n  routes:\n{}{}",
+        route(
+            "ldaps",
+            "localhost",
+            &format!("ldaps: true, ldap_port: {}", dir.tls_port)
+        ),
+        route(
+            "starttls",
+            "127.0.0.1",
+            &format!("start_tls: true, ldap_port: {}", dir.port)
+        ),
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--proxy-listen", &format!("127.0.0.1:{port}")])
+        .args(["--status-listen", &format!("127.0.0.1:{status}")])
+        .args(["--workers", "1", "--access-log", "off"])
+        .env("SSL_CERT_FILE", dir._dir.path().join("cert.pem"))
+        .env("GATEWAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gateway");
+    let _gw = Proc { child };
+    assert!(
+        wait_port(port, Duration::from_secs(20)),
+        "gateway did not start"
+    );
+    let c = client();
+    for path in ["ldaps", "starttls"] {
+        let r = c
+            .get(format!("http://127.0.0.1:{port}/{path}"))
+            .header("authorization", ldap("einstein", "password"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+}
