@@ -91,6 +91,8 @@ fn hex(bytes: &[u8]) -> String {
 /// One credential: its consumer and the stored password hash (never the password).
 struct Credential {
     consumer: usize,
+    /// The consumer's id: the salt of the hash.
+    consumer_id: Box<str>,
     username: String,
     hash: Box<str>,
 }
@@ -113,6 +115,12 @@ impl CredentialTable {
                 username.as_bytes().into(),
                 Credential {
                     consumer: c.consumer,
+                    consumer_id: decl
+                        .consumers
+                        .get(c.consumer)
+                        .map(|k| k.id.as_str())
+                        .unwrap_or_default()
+                        .into(),
                     username,
                     hash: hash.into(),
                 },
@@ -209,13 +217,7 @@ impl BasicAuth {
         let (Some(cred), Some((_, password))) = (cred, given) else {
             return Err("invalid_credentials");
         };
-        let consumer_id = st
-            .rt
-            .as_ref()
-            .and_then(|rt| rt.decl.consumers.get(cred.consumer))
-            .map(|c| c.id.as_str())
-            .unwrap_or_default();
-        let digest = hash_password(consumer_id, &password);
+        let digest = hash_password(&cred.consumer_id, &password);
         if bool::from(digest.as_bytes().ct_eq(cred.hash.as_bytes())) {
             Ok(cred)
         } else {
