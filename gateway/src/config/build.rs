@@ -110,35 +110,38 @@ impl<'a> Builder<'a> {
 
     /// Credentials are checked once at load (key material parsed), with their paths.
     fn check_credentials(&mut self) {
+        use super::CredentialKind as K;
         let mut errs = Vec::new();
-        for c in &self.out.jwt_secrets {
-            if let Err(super::SpecError::Invalid { path, message }) = self
-                .opts
-                .catalog
-                .0
-                .check_credential(super::CredentialKind::JwtSecret, &c.value)
-            {
-                errs.push((join_path(&c.path, &path), message));
+        for (kind, list) in [
+            (K::JwtSecret, &self.out.jwt_secrets),
+            (K::KeyAuth, &self.out.keyauth_credentials),
+            (K::BasicAuth, &self.out.basicauth_credentials),
+            (K::HmacAuth, &self.out.hmacauth_credentials),
+            (K::Acl, &self.out.acls),
+        ] {
+            for c in list {
+                if let Err(super::SpecError::Invalid { path, message }) =
+                    self.opts.catalog.0.check_credential(kind, &c.value)
+                {
+                    errs.push((join_path(&c.path, &path), message));
+                }
             }
         }
-        for c in &self.out.keyauth_credentials {
-            if let Err(super::SpecError::Invalid { path, message }) = self
-                .opts
-                .catalog
-                .0
-                .check_credential(super::CredentialKind::KeyAuth, &c.value)
-            {
-                errs.push((join_path(&c.path, &path), message));
-            }
-        }
-        for c in &self.out.acls {
-            if let Err(super::SpecError::Invalid { path, message }) = self
-                .opts
-                .catalog
-                .0
-                .check_credential(super::CredentialKind::Acl, &c.value)
-            {
-                errs.push((join_path(&c.path, &path), message));
+        // Kong's unique fields: a username names one basic-auth (or hmac-auth) credential.
+        for (what, list) in [
+            ("basic-auth", &self.out.basicauth_credentials),
+            ("hmac-auth", &self.out.hmacauth_credentials),
+        ] {
+            let mut seen = std::collections::HashMap::new();
+            for c in list {
+                if let Some(u) = c.value.get("username").and_then(|k| k.as_str())
+                    && let Some(first) = seen.insert(u.to_string(), c.path.clone())
+                {
+                    errs.push((
+                        format!("{}.username", c.path),
+                        format!("duplicate {what} username `{u}` (also at {first})"),
+                    ));
+                }
             }
         }
         let mut seen = std::collections::HashMap::new();
@@ -261,6 +264,8 @@ impl<'a> Builder<'a> {
         for (kind, list) in [
             ("jwt_secrets", &raw.jwt_secrets),
             ("keyauth_credentials", &raw.keyauth_credentials),
+            ("basicauth_credentials", &raw.basicauth_credentials),
+            ("hmacauth_credentials", &raw.hmacauth_credentials),
             ("acls", &raw.acls),
         ] {
             for (i, v) in list.iter().enumerate() {
@@ -319,6 +324,31 @@ impl<'a> Builder<'a> {
         }
 
         self.check_credentials();
+        // Kong transforms credentials on load unless told they are stored values
+        // (`_transform: false`, as `kong config db_export` writes).
+        if raw.transform != Some(false) {
+            let catalog = self.opts.catalog.0.clone();
+            let out = &mut self.out;
+            for (kind, list) in [
+                (
+                    super::CredentialKind::BasicAuth,
+                    &mut out.basicauth_credentials,
+                ),
+                (
+                    super::CredentialKind::HmacAuth,
+                    &mut out.hmacauth_credentials,
+                ),
+                (super::CredentialKind::KeyAuth, &mut out.keyauth_credentials),
+                (super::CredentialKind::JwtSecret, &mut out.jwt_secrets),
+                (super::CredentialKind::Acl, &mut out.acls),
+            ] {
+                for c in list.iter_mut() {
+                    if let Some(consumer) = out.consumers.get(c.consumer) {
+                        catalog.transform_credential(kind, &consumer.id, &mut c.value);
+                    }
+                }
+            }
+        }
         let pending = std::mem::take(&mut self.pending_plugins);
         for (path, value, scope, refs) in pending {
             self.plugin(&path, &value, scope, refs);

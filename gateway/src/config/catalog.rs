@@ -35,6 +35,8 @@ pub type ParsedPlugin = Arc<dyn Any + Send + Sync>;
 pub enum CredentialKind {
     JwtSecret,
     KeyAuth,
+    BasicAuth,
+    HmacAuth,
     Acl,
 }
 
@@ -53,6 +55,9 @@ pub trait PluginCatalog: Send + Sync {
     ) -> Result<ParsedPlugin, SpecError>;
     /// Checks one credential entity (key material, formats).
     fn check_credential(&self, kind: CredentialKind, value: &Value) -> Result<(), SpecError>;
+    /// Kong's load-time transformation of a checked credential (basic-auth replaces the
+    /// password with its salted hash), skipped when the file says `_transform: false`.
+    fn transform_credential(&self, _kind: CredentialKind, _consumer_id: &str, _value: &mut Value) {}
 }
 
 /// The catalog a load asks. The default knows no plugin.

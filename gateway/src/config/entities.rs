@@ -63,6 +63,8 @@ impl Builder<'_> {
         for (kind, list) in [
             ("jwt_secrets", &c.jwt_secrets),
             ("keyauth_credentials", &c.keyauth_credentials),
+            ("basicauth_credentials", &c.basicauth_credentials),
+            ("hmacauth_credentials", &c.hmacauth_credentials),
             ("acls", &c.acls),
         ] {
             for (j, cred) in list.iter().enumerate() {
@@ -102,6 +104,8 @@ impl Builder<'_> {
         let list = match kind {
             "jwt_secrets" => &mut self.out.jwt_secrets,
             "keyauth_credentials" => &mut self.out.keyauth_credentials,
+            "basicauth_credentials" => &mut self.out.basicauth_credentials,
+            "hmacauth_credentials" => &mut self.out.hmacauth_credentials,
             _ => &mut self.out.acls,
         };
         list.push(CredentialDef {

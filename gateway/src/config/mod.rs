@@ -180,6 +180,8 @@ pub struct Declarative {
     pub consumer_groups: Vec<ConsumerGroupDef>,
     pub jwt_secrets: Vec<CredentialDef>,
     pub keyauth_credentials: Vec<CredentialDef>,
+    pub basicauth_credentials: Vec<CredentialDef>,
+    pub hmacauth_credentials: Vec<CredentialDef>,
     pub acls: Vec<CredentialDef>,
     pub plugins: Vec<PluginDef>,
     pub certificates: Vec<Certificate>,

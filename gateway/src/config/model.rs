@@ -49,6 +49,10 @@ pub struct RawDocument {
     #[serde(default)]
     pub keyauth_credentials: Vec<serde_norway::Value>,
     #[serde(default)]
+    pub basicauth_credentials: Vec<serde_norway::Value>,
+    #[serde(default)]
+    pub hmacauth_credentials: Vec<serde_norway::Value>,
+    #[serde(default)]
     pub acls: Vec<serde_norway::Value>,
     #[serde(default)]
     pub vaults: Vec<serde_norway::Value>,
@@ -379,6 +383,10 @@ pub struct Consumer {
     pub jwt_secrets: Vec<serde_norway::Value>,
     #[serde(default)]
     pub keyauth_credentials: Vec<serde_norway::Value>,
+    #[serde(default)]
+    pub basicauth_credentials: Vec<serde_norway::Value>,
+    #[serde(default)]
+    pub hmacauth_credentials: Vec<serde_norway::Value>,
     #[serde(default)]
     pub acls: Vec<serde_norway::Value>,
     #[serde(default)]

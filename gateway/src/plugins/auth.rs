@@ -45,6 +45,48 @@ pub fn set_consumer(st: &mut RequestState, consumer: Option<usize>, credential: 
     st.credential = credential;
 }
 
+/// A failed authentication, as Kong's auth plugins end it: counted by reason, then the
+/// anonymous consumer when one is configured (Kong's logical OR), else Kong's error
+/// template with `WWW-Authenticate`.
+pub fn fail(
+    session: &crate::core::Session,
+    st: &mut RequestState,
+    plugin: &'static str,
+    reason: &'static str,
+    anonymous: Option<usize>,
+    (status, message, www_authenticate): (u16, &str, &str),
+) -> crate::core::plugin::Flow {
+    use crate::core::plugin::Flow;
+    let route = st
+        .rt
+        .as_ref()
+        .zip(st.route.as_ref())
+        .map(|(rt, m)| rt.decl.routes[m.route].name.clone())
+        .unwrap_or_default();
+    crate::metrics::Metrics::global().auth_failure(&route, plugin, reason);
+    if let Some(a) = anonymous {
+        set_consumer(st, Some(a), None);
+        return Flow::Continue;
+    }
+    let accept = session
+        .req_header()
+        .headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    Flow::Respond(
+        crate::core::respond::LocalResponse::error(status, message, &st.request_id, accept)
+            .with_header("www-authenticate", www_authenticate),
+    )
+}
+
+/// Kong's `kong.request.get_header(name)`: case-insensitive, `_` read as `-`, the first
+/// value when the header is repeated.
+pub fn kong_header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
+    let name = name.to_ascii_lowercase().replace('_', "-");
+    let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+    headers.get(name).map(|v| v.as_bytes())
+}
+
 /// Resolves an `anonymous` setting (consumer id, username or custom id).
 pub fn find_consumer(decl: &crate::config::Declarative, key: &str) -> Option<usize> {
     decl.consumers.iter().position(|c| {
@@ -84,9 +126,53 @@ pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
         })
 }
 
+/// nginx's base64 decoding (`ngx.decode_base64`): the standard alphabet, padding optional
+/// (decoding stops at the first `=`), any other character refused, a length of 4n+1
+/// refused.
+pub fn ngx_decode_base64(src: &[u8]) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u8> {
+        match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let len = src.iter().position(|&c| c == b'=').unwrap_or(src.len());
+    let vals: Vec<u8> = src[..len].iter().map(|&c| val(c)).collect::<Option<_>>()?;
+    if vals.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(vals.len() / 4 * 3 + 2);
+    for q in vals.chunks(4) {
+        if q.len() > 1 {
+            out.push((q[0] << 2) | (q[1] >> 4));
+        }
+        if q.len() > 2 {
+            out.push((q[1] << 4) | (q[2] >> 2));
+        }
+        if q.len() > 3 {
+            out.push((q[2] << 6) | q[3]);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nginx_base64() {
+        assert_eq!(ngx_decode_base64(b"YWI="), Some(b"ab".to_vec()));
+        assert_eq!(ngx_decode_base64(b"YWI"), Some(b"ab".to_vec()));
+        assert_eq!(ngx_decode_base64(b"YWI=garbage!"), Some(b"ab".to_vec()));
+        assert_eq!(ngx_decode_base64(b"Y"), None);
+        assert_eq!(ngx_decode_base64(b"YW I"), None);
+        assert_eq!(ngx_decode_base64(b""), Some(vec![]));
+    }
 
     #[test]
     fn parses_query_and_cookies() {

@@ -6,15 +6,18 @@
 
 pub mod acl;
 pub mod auth;
+pub mod basic_auth;
 pub mod bot_detection;
 pub mod correlation_id;
 pub mod cors;
 pub mod file_log;
+pub mod hmac_auth;
 pub mod http_log;
 pub mod ip_restriction;
 pub mod jwks;
 pub mod jwt;
 pub mod key_auth;
+pub mod ldap_auth;
 pub mod log_queue;
 pub mod log_serializer;
 pub mod lru;
@@ -73,6 +76,9 @@ pub enum PluginSpec {
     Cors(cors::Config),
     Jwt(jwt::Config),
     KeyAuth(key_auth::Config),
+    BasicAuth(basic_auth::Config),
+    HmacAuth(hmac_auth::Config),
+    LdapAuth(ldap_auth::Config),
     Acl(acl::Config),
     OpenTelemetry(opentelemetry::Config),
     Prometheus(prometheus::Config),
@@ -108,6 +114,17 @@ impl PluginSpec {
                 let c: key_auth::Config = parse_config(config)?;
                 c.validate()?;
                 PluginSpec::KeyAuth(c)
+            }
+            "basic-auth" => PluginSpec::BasicAuth(parse_config(config)?),
+            "hmac-auth" => {
+                let c: hmac_auth::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::HmacAuth(c)
+            }
+            "ldap-auth" => {
+                let c: ldap_auth::Config = parse_config(config)?;
+                c.validate()?;
+                PluginSpec::LdapAuth(c)
             }
             "acl" => {
                 let c: acl::Config = parse_config(config)?;
@@ -190,6 +207,9 @@ impl PluginSpec {
             PluginSpec::Cors(c) => Arc::new(cors::Cors::new(c.clone())?),
             PluginSpec::Jwt(c) => Arc::new(jwt::Jwt::new(c.clone(), ctx)?),
             PluginSpec::KeyAuth(c) => Arc::new(key_auth::KeyAuth::new(c.clone(), ctx)?),
+            PluginSpec::BasicAuth(c) => Arc::new(basic_auth::BasicAuth::new(c.clone(), ctx)?),
+            PluginSpec::HmacAuth(c) => Arc::new(hmac_auth::HmacAuth::new(c.clone(), ctx)?),
+            PluginSpec::LdapAuth(c) => Arc::new(ldap_auth::LdapAuth::new(c.clone(), ctx)?),
             PluginSpec::Acl(c) => Arc::new(acl::Acl::new(c.clone(), ctx)?),
             PluginSpec::Prometheus(c) => Arc::new(prometheus::Prometheus::new(c.clone())),
             PluginSpec::OpenTelemetry(c) => {
@@ -263,7 +283,20 @@ impl crate::config::PluginCatalog for Registry {
         match kind {
             CredentialKind::JwtSecret => jwt::check_secret(value).map(|_| ()),
             CredentialKind::KeyAuth => key_auth::check_key(value).map(|_| ()),
+            CredentialKind::BasicAuth => basic_auth::check_credential(value).map(|_| ()),
+            CredentialKind::HmacAuth => hmac_auth::check_credential(value).map(|_| ()),
             CredentialKind::Acl => acl::check_acl(value).map(|_| ()),
+        }
+    }
+
+    fn transform_credential(
+        &self,
+        kind: crate::config::CredentialKind,
+        consumer_id: &str,
+        value: &mut serde_norway::Value,
+    ) {
+        if kind == crate::config::CredentialKind::BasicAuth {
+            basic_auth::hash_stored_password(consumer_id, value);
         }
     }
 }
