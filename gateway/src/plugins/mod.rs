@@ -181,6 +181,7 @@ impl PluginSpec {
                 let c: statsd::Config = parse_config(config)?;
                 c.validate()?;
                 PluginSpec::Statsd(Box::new(c))
+            }
             "bot-detection" => {
                 let c: bot_detection::Config = parse_config(config)?;
                 c.validate()?;
