@@ -848,3 +848,42 @@ services:
         assert_eq!(got, n, "{tier}");
     }
 }
+
+#[tokio::test]
+async fn a_single_redis_host_that_is_a_cluster_node_is_used_as_a_cluster() {
+    // ElastiCache in cluster mode hands the task one configuration endpoint as
+    // `redis.host`. Keys on other shards must not answer MOVED (store down, local
+    // fallback, limits per task): the gateway discovers cluster mode from that one node.
+    away_from_window_end(3600, 30);
+    let up = free_port();
+    let _u = upstream(up);
+    let cluster = redis_cluster(3);
+    let seed = cluster.ports[0];
+    let cfg = config(
+        up,
+        &[(
+            "/c",
+            &redis_cfg(
+                "minute: 10, hour: 10",
+                &format!("host: 127.0.0.1, port: {seed}"),
+                ", fault_tolerant: false",
+            ),
+        )],
+    );
+    let (g1, g2) = (gateway(&cfg), gateway(&cfg));
+    for u in 0..12 {
+        let user = format!("user-{u}");
+        let (codes, remaining) = spread(&[&g1, &g2], "/c", &user, 14, 7).await;
+        assert_eq!(codes.get(&200), Some(&10), "{user}: {codes:?}");
+        assert_eq!(codes.get(&429), Some(&4), "{user}: {codes:?}");
+        assert_eq!(remaining, (0..10).collect::<Vec<u64>>(), "{user}");
+    }
+    // The users' keys landed on several shards, not only on the seed.
+    let sizes: Vec<u64> = cluster
+        .ports
+        .iter()
+        .map(|p| redis_cli(*p, &["dbsize"]).trim().parse().unwrap_or(0))
+        .collect();
+    assert_eq!(sizes.iter().sum::<u64>(), 24, "{sizes:?}");
+    assert!(sizes.iter().filter(|s| **s > 0).count() >= 2, "{sizes:?}");
+}

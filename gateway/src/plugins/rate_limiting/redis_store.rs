@@ -354,9 +354,60 @@ fn node_addr(t: &RedisTarget, host: &str, port: u16) -> ConnectionAddr {
     }
 }
 
+/// True when the single endpoint is a Redis Cluster node (an ElastiCache configuration
+/// endpoint in cluster mode): `INFO cluster` says `cluster_enabled:1`. Asked on a
+/// connection to database 0, since a cluster refuses SELECT of any other.
+async fn is_cluster_node(
+    t: &RedisTarget,
+    host: &str,
+    port: u16,
+    cfg: &AsyncConnectionConfig,
+) -> Result<bool, RedisError> {
+    let mut settings = RedisConnectionInfo::default();
+    if let Some(u) = &t.username {
+        settings = settings.set_username(u);
+    }
+    if let Some(p) = &t.password {
+        settings = settings.set_password(p);
+    }
+    let info = node_addr(t, host, port)
+        .into_connection_info()?
+        .set_redis_settings(settings);
+    let mut c = redis::Client::open(info)?
+        .get_multiplexed_async_connection_with_config(cfg)
+        .await?;
+    let text: String = tokio::time::timeout(
+        Duration::from_millis(t.timeout_ms.max(100)),
+        redis::cmd("INFO").arg("cluster").query_async(&mut c),
+    )
+    .await
+    .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+    Ok(text.lines().any(|l| l.trim() == "cluster_enabled:1"))
+}
+
 async fn connect(t: &RedisTarget) -> Result<Conn, RedisError> {
     let connect_timeout = Duration::from_millis(t.connect_timeout_ms);
-    if t.cluster {
+    let single_cfg = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(connect_timeout))
+        .set_response_timeout(None);
+    // A single `host` that turns out to be a cluster node is used as the cluster's seed:
+    // keys on other shards would otherwise answer MOVED, the store would be marked down
+    // and every gateway would fall back to its own local counters.
+    let discovered = !t.cluster
+        && match t.nodes.first() {
+            Some((h, p)) => is_cluster_node(t, h, *p, &single_cfg).await?,
+            None => false,
+        };
+    if discovered {
+        if t.database != 0 {
+            tracing::warn!(
+                database = t.database,
+                "rate-limiting: redis.host is a Redis Cluster node; a cluster has only database 0, redis.database is ignored"
+            );
+        }
+        tracing::info!("rate-limiting: redis.host is a Redis Cluster node; using cluster mode");
+    }
+    if t.cluster || discovered {
         let nodes = t
             .nodes
             .iter()
@@ -398,12 +449,9 @@ async fn connect(t: &RedisTarget) -> Result<Conn, RedisError> {
             .into_connection_info()?
             .set_redis_settings(settings);
         let client = redis::Client::open(info)?;
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(None);
         Ok(Conn::Single(
             client
-                .get_multiplexed_async_connection_with_config(&cfg)
+                .get_multiplexed_async_connection_with_config(&single_cfg)
                 .await?,
         ))
     }
