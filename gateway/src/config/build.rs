@@ -158,6 +158,25 @@ impl<'a> Builder<'a> {
         for (p, m) in errs {
             self.err(p, m);
         }
+        // Kong generates a random key-auth `key` / hmac-auth `secret` when the file has
+        // none (`auto = true`): it loads, but no client can ever present it.
+        let mut warns = Vec::new();
+        for (list, field, what) in [
+            (&self.out.keyauth_credentials, "key", "key-auth"),
+            (&self.out.hmacauth_credentials, "secret", "hmac-auth"),
+        ] {
+            for c in list {
+                if matches!(c.value.get(field), None | Some(Value::Null)) {
+                    warns.push((
+                        c.path.clone(),
+                        format!("{what} credential without `{field}`: Kong generates a random {field} no client knows, so this credential never authenticates; set `{field}`"),
+                    ));
+                }
+            }
+        }
+        for (p, m) in warns {
+            self.warn(p, m);
+        }
     }
 
     pub(super) fn build(&mut self, raw: RawDocument) {
