@@ -88,9 +88,29 @@ impl<'a> Builder<'a> {
         });
     }
 
+    /// Removes Kong's annotation fields every entity accepts (`_comment`, a string;
+    /// `_ignore`, an array of anything), reporting a wrong type.
+    pub(super) fn strip_annotations(&mut self, v: &mut Value, path: &str) {
+        let Value::Mapping(m) = v else {
+            return;
+        };
+        if let Some(c) = m.remove("_comment")
+            && !matches!(c, Value::String(_) | Value::Null)
+        {
+            self.err(join_path(path, "_comment"), "expected a string");
+        }
+        if let Some(i) = m.remove("_ignore")
+            && !matches!(i, Value::Sequence(_) | Value::Null)
+        {
+            self.err(join_path(path, "_ignore"), "expected an array");
+        }
+    }
+
     /// Deserializes one entity, recording a located error on failure.
     pub(crate) fn de<T: DeserializeOwned>(&mut self, v: &Value, path: &str) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+        let mut v = v.clone();
+        self.strip_annotations(&mut v, path);
+        match serde_path_to_error::deserialize::<_, T>(v) {
             Ok(t) => Some(t),
             Err(e) => {
                 let mut full = join_path(path, &e.path().to_string());
