@@ -291,7 +291,10 @@ mod tests {
         match check_key(&value("key: \"\"")) {
             Err(SpecError::Invalid { path, message }) => {
                 assert_eq!(path, "key");
-                assert!(message.starts_with("length must be at least 1"), "{message}");
+                assert!(
+                    message.starts_with("length must be at least 1"),
+                    "{message}"
+                );
             }
             _ => panic!("an empty key must be refused"),
         }

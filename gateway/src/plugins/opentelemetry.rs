@@ -541,7 +541,10 @@ mod tests {
         match cfg.validate() {
             Err(SpecError::Invalid { path, message }) => {
                 assert_eq!(path, "propagation.inject[1]");
-                assert!(message.contains("`b3-single` is not supported"), "{message}");
+                assert!(
+                    message.contains("`b3-single` is not supported"),
+                    "{message}"
+                );
             }
             other => panic!("expected an error, got {other:?}"),
         }
