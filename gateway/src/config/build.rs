@@ -88,9 +88,29 @@ impl<'a> Builder<'a> {
         });
     }
 
+    /// Removes Kong's annotation fields every entity accepts (`_comment`, a string;
+    /// `_ignore`, an array of anything), reporting a wrong type.
+    pub(super) fn strip_annotations(&mut self, v: &mut Value, path: &str) {
+        let Value::Mapping(m) = v else {
+            return;
+        };
+        if let Some(c) = m.remove("_comment")
+            && !matches!(c, Value::String(_) | Value::Null)
+        {
+            self.err(join_path(path, "_comment"), "expected a string");
+        }
+        if let Some(i) = m.remove("_ignore")
+            && !matches!(i, Value::Sequence(_) | Value::Null)
+        {
+            self.err(join_path(path, "_ignore"), "expected an array");
+        }
+    }
+
     /// Deserializes one entity, recording a located error on failure.
     pub(crate) fn de<T: DeserializeOwned>(&mut self, v: &Value, path: &str) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+        let mut v = v.clone();
+        self.strip_annotations(&mut v, path);
+        match serde_path_to_error::deserialize::<_, T>(v) {
             Ok(t) => Some(t),
             Err(e) => {
                 let mut full = join_path(path, &e.path().to_string());
@@ -157,6 +177,25 @@ impl<'a> Builder<'a> {
         }
         for (p, m) in errs {
             self.err(p, m);
+        }
+        // Kong generates a random key-auth `key` / hmac-auth `secret` when the file has
+        // none (`auto = true`): it loads, but no client can ever present it.
+        let mut warns = Vec::new();
+        for (list, field, what) in [
+            (&self.out.keyauth_credentials, "key", "key-auth"),
+            (&self.out.hmacauth_credentials, "secret", "hmac-auth"),
+        ] {
+            for c in list {
+                if matches!(c.value.get(field), None | Some(Value::Null)) {
+                    warns.push((
+                        c.path.clone(),
+                        format!("{what} credential without `{field}`: Kong generates a random {field} no client knows, so this credential never authenticates; set `{field}`"),
+                    ));
+                }
+            }
+        }
+        for (p, m) in warns {
+            self.warn(p, m);
         }
     }
 

@@ -100,7 +100,14 @@ impl Builder<'_> {
         }
     }
 
-    pub(super) fn credential(&mut self, kind: &str, consumer: usize, value: Value, path: String) {
+    pub(super) fn credential(
+        &mut self,
+        kind: &str,
+        consumer: usize,
+        mut value: Value,
+        path: String,
+    ) {
+        self.strip_annotations(&mut value, &path);
         let list = match kind {
             "jwt_secrets" => &mut self.out.jwt_secrets,
             "keyauth_credentials" => &mut self.out.keyauth_credentials,
@@ -745,5 +752,43 @@ mod tests {
             parse_service_url("http://a.b/").ok(),
             Some(("http".into(), "a.b".into(), 80, Some("/".into())))
         );
+    }
+
+    #[test]
+    fn kong_comment_and_ignore_annotations_load_on_every_entity() {
+        let text = "_format_version: \"3.0\"
+_comment: top
+_ignore:
+- {anything: [1, 2]}
+services:
+- name: s
+  _comment: the backend
+  _ignore: [x]
+  url: http://127.0.0.1:1
+  routes:
+  - name: r
+    _comment: public
+    paths: [/]
+upstreams:
+- name: u
+  _comment: pool
+  targets:
+  - target: 127.0.0.1:2
+    _comment: first
+consumers:
+- username: c
+  _ignore: []
+  acls:
+  - group: g
+    _comment: from LDAP
+";
+        let d = load_str(text, "kong.yml", &LoadOptions::default()).expect("Kong loads it");
+        assert_eq!(d.routes.len(), 1);
+        assert_eq!(d.upstreams[0].targets.len(), 1);
+        assert!(d.acls[0].value.get("_comment").is_none());
+        let bad = text.replace("_comment: the backend", "_comment: [not, a, string]");
+        let e = load_str(&bad, "kong.yml", &LoadOptions::default()).expect_err("wrong type");
+        assert_eq!(e.errors[0].path, "services[0]._comment");
+        assert_eq!(e.errors[0].line, Some(7));
     }
 }

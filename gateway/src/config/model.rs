@@ -20,6 +20,9 @@ pub struct RawDocument {
     pub transform: Option<bool>,
     #[serde(rename = "_comment", default)]
     pub comment: Option<String>,
+    /// Kong's `_ignore`: anything, skipped.
+    #[serde(rename = "_ignore", default)]
+    pub ignore: Option<Vec<serde_norway::Value>>,
     #[serde(rename = "_workspace", default)]
     pub workspace: Option<String>,
     #[serde(rename = "_info", default)]

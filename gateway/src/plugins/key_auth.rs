@@ -78,10 +78,16 @@ pub struct KeyDef {
     pub created_at: Option<i64>,
 }
 
+/// Kong's `key` is `auto = true`: a credential without one gets a random key at load,
+/// which no client knows (so it never authenticates; the loader warns). An empty key
+/// is refused, as Kong's `len_min` refuses it.
 pub fn check_key(v: &serde_norway::Value) -> Result<KeyDef, SpecError> {
     let k: KeyDef = super::parse_config(v)?;
-    if k.key.as_deref().is_none_or(str::is_empty) {
-        return Err(SpecError::at("key", "required: the API key clients send"));
+    if k.key.as_deref() == Some("") {
+        return Err(SpecError::at(
+            "key",
+            "length must be at least 1 (the API key clients send)",
+        ));
     }
     Ok(k)
 }
@@ -104,7 +110,10 @@ impl KeyAuth {
             let mut keys = HashMap::with_capacity(ctx.decl.keyauth_credentials.len());
             for c in &ctx.decl.keyauth_credentials {
                 let k = check_key(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
-                let key = k.key.unwrap_or_default();
+                // Kong's generated key: no request can present it.
+                let Some(key) = k.key else {
+                    continue;
+                };
                 let id =
                     k.id.unwrap_or_else(|| crate::config::stable_id("keyauth_credential", &key));
                 keys.insert(key, (c.consumer, id));
@@ -232,6 +241,62 @@ impl Plugin for KeyAuth {
                 }
                 Ok(Flow::Respond(r))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(yaml: &str) -> serde_norway::Value {
+        serde_norway::from_str(yaml).expect("yaml")
+    }
+
+    #[test]
+    fn a_credential_without_a_key_loads_as_kong_generates_one() {
+        let k = check_key(&value("tags: [generated]")).expect("Kong loads it");
+        assert!(k.key.is_none());
+        assert_eq!(
+            check_key(&value("key: abc")).expect("ok").key.as_deref(),
+            Some("abc")
+        );
+    }
+
+    #[test]
+    fn a_missing_key_or_hmac_secret_is_a_warning_and_an_error_with_strict() {
+        let text = "_format_version: \"3.0\"\nconsumers:\n- username: a\n  keyauth_credentials:\n  - tags: [x]\n  - key: k1\n  hmacauth_credentials:\n  - username: h\n";
+        let opts = super::super::load_options(vec![]);
+        let d = crate::config::load_str(text, "kong.yml", &opts).expect("Kong loads it");
+        let w: Vec<_> = d
+            .warnings
+            .iter()
+            .map(|w| (w.line, w.path.as_str()))
+            .collect();
+        assert_eq!(
+            w,
+            vec![
+                (Some(5), "consumers[0].keyauth_credentials[0]"),
+                (Some(8), "consumers[0].hmacauth_credentials[0]"),
+            ]
+        );
+        assert!(d.warnings[0].message.contains("never authenticates"));
+        let mut strict = opts;
+        strict.strict = true;
+        assert!(crate::config::load_str(text, "kong.yml", &strict).is_err());
+    }
+
+    #[test]
+    fn an_empty_key_is_refused_as_kong_does() {
+        match check_key(&value("key: \"\"")) {
+            Err(SpecError::Invalid { path, message }) => {
+                assert_eq!(path, "key");
+                assert!(
+                    message.starts_with("length must be at least 1"),
+                    "{message}"
+                );
+            }
+            _ => panic!("an empty key must be refused"),
         }
     }
 }

@@ -116,18 +116,17 @@ impl Config {
         if self.protocol != "http/protobuf" && self.protocol != "grpc" {
             return Err(SpecError::at("protocol", "expected http/protobuf or grpc"));
         }
-        for (i, f) in self
-            .propagation
-            .extract
-            .iter()
-            .chain(self.propagation.inject.iter())
-            .enumerate()
-        {
-            if f != "w3c" && f != "preserve" {
-                return Err(SpecError::at(
-                    format!("propagation[{i}]"),
-                    format!("format `{f}` is not supported (w3c, preserve)"),
-                ));
+        for (list, formats) in [
+            ("extract", &self.propagation.extract),
+            ("inject", &self.propagation.inject),
+        ] {
+            for (i, f) in formats.iter().enumerate() {
+                if f != "w3c" && f != "preserve" {
+                    return Err(SpecError::at(
+                        format!("propagation.{list}[{i}]"),
+                        format!("format `{f}` is not supported (w3c, preserve)"),
+                    ));
+                }
             }
         }
         if let Some(h) = &self.header_type
@@ -531,6 +530,25 @@ impl Plugin for OpenTelemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsupported_propagation_format_names_its_list_and_index() {
+        let cfg: Config = serde_json::from_value(serde_json::json!({
+            "traces_endpoint": "http://collector:4318/v1/traces",
+            "propagation": {"extract": ["w3c"], "inject": ["preserve", "b3-single"]}
+        }))
+        .expect("parses");
+        match cfg.validate() {
+            Err(SpecError::Invalid { path, message }) => {
+                assert_eq!(path, "propagation.inject[1]");
+                assert!(
+                    message.contains("`b3-single` is not supported"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
 
     #[test]
     fn traceparent_parsing() {

@@ -9,6 +9,7 @@ mod balancing;
 mod basic_auth;
 mod bot_detection;
 mod check;
+mod corpus;
 mod dataplane;
 mod forwarded;
 mod framing;
