@@ -390,9 +390,35 @@ impl<'a> Builder<'a> {
         }
         let pending = std::mem::take(&mut self.pending_plugins);
         for (path, value, scope, refs) in pending {
+            self.warn_missing_anonymous(&path, &value);
             self.plugin(&path, &value, scope, refs);
         }
         self.check_plugin_duplicates();
+    }
+}
+
+impl Builder<'_> {
+    /// An auth plugin's `anonymous` that names no consumer: Kong loads it and, when
+    /// authentication fails, passes the request on without a consumer, which is almost
+    /// always a typo that opens the route.
+    fn warn_missing_anonymous(&mut self, path: &str, value: &Value) {
+        let Some(a) = value
+            .get("config")
+            .and_then(|c| c.get("anonymous"))
+            .and_then(|a| a.as_str())
+            .filter(|a| !a.is_empty())
+        else {
+            return;
+        };
+        let known = self.out.consumers.iter().any(|c| {
+            c.id == a || c.username.as_deref() == Some(a) || c.custom_id.as_deref() == Some(a)
+        });
+        if !known {
+            self.warn(
+                format!("{path}.config.anonymous"),
+                format!("no consumer `{a}`: as in Kong, a failed authentication is then passed on without a consumer (X-Anonymous-Consumer: true), so the route is open; name an existing consumer"),
+            );
+        }
     }
 }
 

@@ -53,7 +53,7 @@ pub fn fail(
     st: &mut RequestState,
     plugin: &'static str,
     reason: &'static str,
-    anonymous: Option<usize>,
+    anonymous: Option<Option<usize>>,
     (status, message, www_authenticate): (u16, &str, &str),
 ) -> crate::core::plugin::Flow {
     use crate::core::plugin::Flow;
@@ -65,7 +65,9 @@ pub fn fail(
         .unwrap_or_default();
     crate::metrics::Metrics::global().auth_failure(&route, plugin, reason);
     if let Some(a) = anonymous {
-        set_consumer(st, Some(a), None);
+        // `a` is None when `anonymous` names no consumer: Kong passes the request on
+        // without a consumer (X-Anonymous-Consumer: true).
+        set_consumer(st, a, None);
         return Flow::Continue;
     }
     let accept = session

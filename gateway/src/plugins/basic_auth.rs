@@ -150,7 +150,9 @@ pub fn parse_basic(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 pub struct BasicAuth {
     cfg: Config,
     table: CredentialTable,
-    anonymous: Option<usize>,
+    /// Configured `anonymous`: the consumer, or None when it names no consumer (Kong
+    /// then lets a failed authentication through without one; `gateway check` warns).
+    anonymous: Option<Option<usize>>,
     www_auth: String,
 }
 
@@ -160,12 +162,10 @@ impl BasicAuth {
             return Err("basic-auth cannot be configured on a consumer".into());
         }
         let table = ctx.cache.get_or_try_init(|| CredentialTable::build(ctx))?;
-        let anonymous = match &cfg.anonymous {
-            Some(a) => Some(auth::find_consumer(ctx.decl, a).ok_or_else(|| {
-                format!("anonymous consumer `{a}` is configured but doesn't exist")
-            })?),
-            None => None,
-        };
+        let anonymous = cfg
+            .anonymous
+            .as_ref()
+            .map(|a| auth::find_consumer(ctx.decl, a));
         Ok(BasicAuth {
             www_auth: format!("Basic realm=\"{}\"", cfg.realm),
             table,

@@ -361,7 +361,9 @@ type Failure = (&'static str, &'static str);
 pub struct HmacAuth {
     cfg: Config,
     table: CredentialTable,
-    anonymous: Option<usize>,
+    /// Configured `anonymous`: the consumer, or None when it names no consumer (Kong
+    /// then lets a failed authentication through without one; `gateway check` warns).
+    anonymous: Option<Option<usize>>,
     www_auth: String,
 }
 
@@ -371,12 +373,10 @@ impl HmacAuth {
             return Err("hmac-auth cannot be configured on a consumer".into());
         }
         let table = ctx.cache.get_or_try_init(|| CredentialTable::build(ctx))?;
-        let anonymous = match &cfg.anonymous {
-            Some(a) => Some(auth::find_consumer(ctx.decl, a).ok_or_else(|| {
-                format!("anonymous consumer `{a}` is configured but doesn't exist")
-            })?),
-            None => None,
-        };
+        let anonymous = cfg
+            .anonymous
+            .as_ref()
+            .map(|a| auth::find_consumer(ctx.decl, a));
         Ok(HmacAuth {
             www_auth: match &cfg.realm {
                 Some(r) => format!("hmac realm=\"{r}\""),

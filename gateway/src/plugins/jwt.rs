@@ -260,7 +260,9 @@ struct Cred {
 pub struct Jwt {
     cfg: Config,
     creds: Arc<HashMap<String, Cred>>,
-    anonymous: Option<usize>,
+    /// Configured `anonymous`: the consumer, or None when it names no consumer (Kong
+    /// then lets a failed authentication through without one; `gateway check` warns).
+    anonymous: Option<Option<usize>>,
     jwks: Option<Arc<Jwks>>,
     header_names: Vec<HeaderName>,
     claim_headers: Vec<(String, HeaderName)>,
@@ -327,12 +329,10 @@ impl Jwt {
         } else {
             ctx.cache.get_or_try_init(|| build().map(CredsPlain))?.0
         };
-        let anonymous = match &cfg.anonymous {
-            Some(a) => Some(auth::find_consumer(ctx.decl, a).ok_or_else(|| {
-                format!("anonymous consumer `{a}` is configured but doesn't exist")
-            })?),
-            None => None,
-        };
+        let anonymous = cfg
+            .anonymous
+            .as_ref()
+            .map(|a| auth::find_consumer(ctx.decl, a));
         let jwks = match &cfg.jwks_uri {
             Some(u) => {
                 let j = Jwks::new(
@@ -735,7 +735,7 @@ impl Plugin for Jwt {
                     .unwrap_or_default();
                 crate::metrics::Metrics::global().auth_failure(&route, "jwt", f.reason);
                 if let Some(a) = self.anonymous {
-                    set_consumer(st, Some(a), None);
+                    set_consumer(st, a, None);
                     return Ok(Flow::Continue);
                 }
                 let www = if f.invalid_token {

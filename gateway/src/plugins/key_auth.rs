@@ -96,7 +96,9 @@ pub struct KeyAuth {
     cfg: Config,
     names: Vec<HeaderName>,
     keys: Arc<HashMap<String, (usize, String)>>,
-    anonymous: Option<usize>,
+    /// Configured `anonymous`: the consumer, or None when it names no consumer (Kong
+    /// then lets a failed authentication through without one; `gateway check` warns).
+    anonymous: Option<Option<usize>>,
     www_auth: String,
 }
 
@@ -120,12 +122,10 @@ impl KeyAuth {
             }
             Ok(KeyTable(Arc::new(keys)))
         })?;
-        let anonymous = match &cfg.anonymous {
-            Some(a) => Some(auth::find_consumer(ctx.decl, a).ok_or_else(|| {
-                format!("anonymous consumer `{a}` is configured but doesn't exist")
-            })?),
-            None => None,
-        };
+        let anonymous = cfg
+            .anonymous
+            .as_ref()
+            .map(|a| auth::find_consumer(ctx.decl, a));
         Ok(KeyAuth {
             names: cfg
                 .key_names
@@ -227,7 +227,7 @@ impl Plugin for KeyAuth {
                 let reason = if challenge { "no_key" } else { "invalid_key" };
                 crate::metrics::Metrics::global().auth_failure(&route, "key-auth", reason);
                 if let Some(a) = self.anonymous {
-                    set_consumer(st, Some(a), None);
+                    set_consumer(st, a, None);
                     return Ok(Flow::Continue);
                 }
                 let accept = session

@@ -146,7 +146,9 @@ type Failure = &'static str;
 
 pub struct LdapAuth {
     cfg: Config,
-    anonymous: Option<usize>,
+    /// Configured `anonymous`: the consumer, or None when it names no consumer (Kong
+    /// then lets a failed authentication through without one; `gateway check` warns).
+    anonymous: Option<Option<usize>>,
     www_auth: String,
     scheme: Option<regex::bytes::Regex>,
     cache: BindCache,
@@ -168,12 +170,10 @@ impl LdapAuth {
         if ctx.scope.consumer.is_some() {
             return Err("ldap-auth cannot be configured on a consumer".into());
         }
-        let anonymous = match &cfg.anonymous {
-            Some(a) => Some(auth::find_consumer(ctx.decl, a).ok_or_else(|| {
-                format!("anonymous consumer `{a}` is configured but doesn't exist")
-            })?),
-            None => None,
-        };
+        let anonymous = cfg
+            .anonymous
+            .as_ref()
+            .map(|a| auth::find_consumer(ctx.decl, a));
         // Kong upper-cases the default scheme only (backwards compatibility).
         let scheme = if cfg.header_type == "ldap" {
             "LDAP".to_string()

@@ -795,3 +795,37 @@ fn jwks_over_plain_http_is_refused_except_on_loopback() {
     assert!(run(cfg("https://idp.example.com/.well-known/jwks.json")).0);
     assert!(run(cfg("http://127.0.0.1:9/.well-known/jwks.json")).0);
 }
+
+#[tokio::test]
+async fn an_anonymous_naming_no_consumer_opens_the_route_as_in_kong() {
+    // Kong loads it and passes a failed authentication on without a consumer; the
+    // gateway does the same (and `gateway check` warns: see tests/corpus).
+    let up = free_port();
+    let _u = upstream(up);
+    let cfg = format!(
+        "_format_version: \"3.0\"
+consumers:
+- username: alice
+  keyauth_credentials: [{{key: k-alice}}]
+services:
+- name: s
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: r
+    paths: [/open]
+  plugins:
+  - name: key-auth
+    config: {{anonymous: no-such-consumer}}
+"
+    );
+    let gw = gateway(&cfg);
+    let c = client();
+    let (s, _, b) = call(&c, &gw, "/open/x", &[]).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["headers"]["x-anonymous-consumer"], "true");
+    assert!(b["headers"].get("x-consumer-username").is_none(), "{b}");
+    let (s, _, b) = call(&c, &gw, "/open/x", &[("apikey", "k-alice")]).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["headers"]["x-consumer-username"], "alice");
+    assert!(b["headers"].get("x-anonymous-consumer").is_none(), "{b}");
+}
