@@ -65,7 +65,7 @@ pub async fn probe(t: &TargetState, a: &ActiveHealthcheck, host: Option<&str>) -
     };
     let timeout = Duration::from_secs_f64(a.timeout.max(0.001));
     let fut = async {
-        let mut s = match TcpStream::connect(addr).await {
+        let s = match TcpStream::connect(addr).await {
             Ok(s) => s,
             Err(_) => return Some(Outcome::TcpFailure),
         };
@@ -73,38 +73,71 @@ pub async fn probe(t: &TargetState, a: &ActiveHealthcheck, host: Option<&str>) -
             return Some(Outcome::Success);
         }
         let host = host.unwrap_or(&*t.name);
-        let mut req = format!(
-            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gateway-healthcheck\r\nConnection: close\r\n",
-            a.http_path
-        );
-        for (k, v) in &a.headers {
-            for v in v.values() {
-                req.push_str(&format!("{k}: {v}\r\n"));
-            }
+        if a.kind == "https" {
+            // SNI: `https_sni`, else the probe's host without its port (an address gets
+            // none, as Kong sends none for an IP).
+            let sni = a
+                .https_sni
+                .clone()
+                .unwrap_or_else(|| match host.rsplit_once(':') {
+                    Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+                    _ => host.to_string(),
+                });
+            let sni = sni
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let Ok(name) = rustls::pki_types::ServerName::try_from(sni) else {
+                return Some(Outcome::TcpFailure);
+            };
+            let connector = tokio_rustls::TlsConnector::from(crate::net::tls::client_config(
+                a.https_verify_certificate,
+            ));
+            return match connector.connect(name, s).await {
+                Ok(tls) => exchange(tls, a, host).await,
+                Err(_) => Some(Outcome::TcpFailure),
+            };
         }
-        req.push_str("\r\n");
-        if s.write_all(req.as_bytes()).await.is_err() {
-            return Some(Outcome::TcpFailure);
-        }
-        let mut buf = [0u8; 64];
-        let mut got = 0;
-        while got < 12 {
-            match s.read(&mut buf[got..]).await {
-                Ok(0) | Err(_) => return Some(Outcome::TcpFailure),
-                Ok(n) => got += n,
-            }
-        }
-        let status = std::str::from_utf8(&buf[9..12]).ok()?.parse::<u16>().ok()?;
-        if a.healthy.statuses().contains(&status) {
-            Some(Outcome::Success)
-        } else if a.unhealthy.statuses().contains(&status) {
-            Some(Outcome::HttpFailure)
-        } else {
-            None
-        }
+        exchange(s, a, host).await
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(o) => o,
         Err(_) => Some(Outcome::Timeout),
+    }
+}
+
+/// The HTTP part of a probe: `GET http_path`, the status classified.
+async fn exchange<S>(mut s: S, a: &ActiveHealthcheck, host: &str) -> Option<Outcome>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut req = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gateway-healthcheck\r\nConnection: close\r\n",
+        a.http_path
+    );
+    for (k, v) in &a.headers {
+        for v in v.values() {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    req.push_str("\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return Some(Outcome::TcpFailure);
+    }
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while got < 12 {
+        match s.read(&mut buf[got..]).await {
+            Ok(0) | Err(_) => return Some(Outcome::TcpFailure),
+            Ok(n) => got += n,
+        }
+    }
+    let status = std::str::from_utf8(&buf[9..12]).ok()?.parse::<u16>().ok()?;
+    if a.healthy.statuses().contains(&status) {
+        Some(Outcome::Success)
+    } else if a.unhealthy.statuses().contains(&status) {
+        Some(Outcome::HttpFailure)
+    } else {
+        None
     }
 }

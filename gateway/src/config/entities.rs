@@ -206,11 +206,11 @@ impl Builder<'_> {
             );
         }
         let hc = &u.healthchecks;
-        if hc.active.kind != "http" && hc.active.kind != "tcp" {
+        if !matches!(hc.active.kind.as_str(), "http" | "https" | "tcp") {
             self.err(
                 format!("{path}.healthchecks.active.type"),
                 format!(
-                    "active health check type `{}` is not supported (http, tcp)",
+                    "active health check type `{}` is not supported (http, https, tcp)",
                     hc.active.kind
                 ),
             );

@@ -362,3 +362,93 @@ async fn upstream_names_are_re_resolved_without_a_restart() {
     let _ = (a.kill(), b.kill());
     let _ = (a.wait(), b.wait());
 }
+
+/// A TLS server with a self-signed certificate answering every request with `status`.
+fn https_status_server(port: u16, status: std::sync::Arc<std::sync::atomic::AtomicU16>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let der = rustls::pki_types::CertificateDer::from(cert.cert.der().to_vec());
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).expect("key");
+    let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![der], key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    tokio::spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, status) = (acceptor.clone(), status.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = [0u8; 2048];
+                let _ = tls.read(&mut buf).await;
+                let code = status.load(std::sync::atomic::Ordering::Relaxed);
+                let resp =
+                    format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn https_active_health_checks_follow_the_status_and_verify_certificates() {
+    let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(500));
+    let (insecure, verified) = (free_port(), free_port());
+    https_status_server(insecure, status.clone());
+    https_status_server(verified, status.clone());
+    let hc = |verify: bool| {
+        format!(
+            "  healthchecks:\n    active:\n      type: https\n      https_sni: localhost\n      https_verify_certificate: {verify}\n      http_path: /health\n      timeout: 0.5\n      healthy: {{interval: 0.2, successes: 1}}\n      unhealthy: {{interval: 0.2, http_failures: 1, tcp_failures: 1}}\n"
+        )
+    };
+    let ready = |gw: &Gw, want: u16| {
+        let c = client();
+        let url = gw.status_url("/status/ready");
+        async move {
+            eventually(Duration::from_secs(8), || {
+                let (c, url) = (c.clone(), url.clone());
+                async move { get_json(&c, &url).await.0 == want }
+            })
+            .await
+        }
+    };
+    // Certificate not verified: the probe's status decides.
+    let gw = gateway(&upstream_config(
+        "round-robin",
+        &[(insecure, 100)],
+        &hc(false),
+    ));
+    assert!(
+        ready(&gw, 503).await,
+        "a 500 over TLS did not take the target out"
+    );
+    status.store(200, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        ready(&gw, 200).await,
+        "a 200 over TLS did not bring it back"
+    );
+    // Verified (Kong's default): a self-signed certificate fails the probe.
+    let gw2 = gateway(&upstream_config(
+        "round-robin",
+        &[(verified, 100)],
+        &hc(true),
+    ));
+    assert!(
+        ready(&gw2, 503).await,
+        "an untrusted certificate passed the probe"
+    );
+}
