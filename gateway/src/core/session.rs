@@ -93,6 +93,21 @@ impl Session {
         Ok(all)
     }
 
+    /// Replaces a body that was read to its end (a plugin removed something from it,
+    /// e.g. key-auth's `hide_credentials` with `key_in_body`); Content-Length follows.
+    pub fn replace_read_body(&mut self, body: Bytes) {
+        if !self.body_done {
+            return;
+        }
+        self.head.headers.remove(http::header::TRANSFER_ENCODING);
+        self.head.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
+        self.read_bytes = body.len() as u64;
+        self.read = vec![body];
+    }
+
     /// Bytes of the body read so far.
     pub fn body_bytes_read(&self) -> u64 {
         self.read_bytes

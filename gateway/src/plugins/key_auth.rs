@@ -42,12 +42,6 @@ fn default_true() -> bool {
 
 impl Config {
     pub fn validate(&self) -> Result<(), SpecError> {
-        if self.key_in_body {
-            return Err(SpecError::at(
-                "key_in_body",
-                "keys in the request body are not supported; use a header or the query string",
-            ));
-        }
         if self.key_names.is_empty() {
             return Err(SpecError::at(
                 "key_names",
@@ -143,6 +137,7 @@ impl KeyAuth {
         &self,
         session: &Session,
         st: &mut RequestState,
+        body: Option<&BodyArgs>,
     ) -> Result<(), (u16, &'static str, bool)> {
         let req = session.req_header();
         let query = if self.cfg.key_in_query {
@@ -170,6 +165,11 @@ impl KeyAuth {
                         .map(|(_, v)| v.clone()),
                 );
             }
+            if values.is_empty()
+                && let Some(b) = body
+            {
+                values.extend(b.values(name));
+            }
             match values.len() {
                 0 => continue,
                 1 => {
@@ -194,6 +194,109 @@ impl KeyAuth {
     }
 }
 
+/// A request body key-auth can read a key from (`key_in_body`): a form or a JSON object,
+/// as Kong's `kong.request.get_body()` reads them.
+enum BodyArgs {
+    Form(Vec<(String, String)>),
+    Json(serde_json::Map<String, serde_json::Value>),
+}
+
+impl BodyArgs {
+    /// The string values of `name` (Kong: several values are a duplicate key).
+    fn values(&self, name: &str) -> Vec<String> {
+        match self {
+            BodyArgs::Form(args) => args
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .collect(),
+            BodyArgs::Json(m) => match m.get(name) {
+                Some(serde_json::Value::String(s)) => vec![s.clone()],
+                Some(serde_json::Value::Array(a)) if a.len() > 1 => {
+                    a.iter().map(|v| v.to_string()).collect()
+                }
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    /// The body without the key names (`hide_credentials`), when any was present.
+    fn without(&self, names: &[String]) -> Option<bytes::Bytes> {
+        match self {
+            BodyArgs::Form(args) => {
+                if !args.iter().any(|(k, _)| names.contains(k)) {
+                    return None;
+                }
+                let kept: Vec<String> = args
+                    .iter()
+                    .filter(|(k, _)| !names.contains(k))
+                    .map(|(k, v)| {
+                        let enc = |s: &str| {
+                            percent_encoding::utf8_percent_encode(s, FORM_ESCAPE).to_string()
+                        };
+                        format!("{}={}", enc(k), enc(v))
+                    })
+                    .collect();
+                Some(kept.join("&").into())
+            }
+            BodyArgs::Json(m) => {
+                if !names.iter().any(|n| m.contains_key(n)) {
+                    return None;
+                }
+                let mut m = m.clone();
+                for n in names {
+                    m.remove(n);
+                }
+                serde_json::to_vec(&m).ok().map(Into::into)
+            }
+        }
+    }
+}
+
+/// Characters escaped when a form body is written again.
+const FORM_ESCAPE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Reads a form or JSON request body whole (the chunks still go upstream); None for
+/// other types or no body.
+async fn read_body_args(session: &mut Session) -> crate::core::Result<Option<BodyArgs>> {
+    let ct = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let form = ct == "application/x-www-form-urlencoded";
+    let json = ct == "application/json" || ct.ends_with("+json");
+    if !(form || json) || !session.has_body() {
+        return Ok(None);
+    }
+    let mut raw = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        raw.extend_from_slice(&chunk);
+    }
+    Ok(if form {
+        Some(BodyArgs::Form(auth::query_params(Some(
+            &String::from_utf8_lossy(&raw),
+        ))))
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&raw) {
+            Ok(serde_json::Value::Object(m)) => Some(BodyArgs::Json(m)),
+            _ => None,
+        }
+    })
+}
+
 #[async_trait]
 impl Plugin for KeyAuth {
     fn name(&self) -> &'static str {
@@ -215,7 +318,21 @@ impl Plugin for KeyAuth {
         if self.anonymous.is_some() && st.credential.is_some() {
             return Ok(Flow::Continue);
         }
-        match self.authenticate(session, st) {
+        let mut result = self.authenticate(session, st, None);
+        // `key_in_body`: the body is read only when no header or query key was found.
+        if matches!(result, Err((_, _, true)))
+            && self.cfg.key_in_body
+            && let Some(body) = read_body_args(session).await?
+        {
+            result = self.authenticate(session, st, Some(&body));
+            if result.is_ok()
+                && self.cfg.hide_credentials
+                && let Some(rewritten) = body.without(&self.cfg.key_names)
+            {
+                session.replace_read_body(rewritten);
+            }
+        }
+        match result {
             Ok(()) => Ok(Flow::Continue),
             Err((status, msg, challenge)) => {
                 let route = st

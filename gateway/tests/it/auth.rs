@@ -829,3 +829,69 @@ services:
     assert_eq!(b["headers"]["x-consumer-username"], "alice");
     assert!(b["headers"].get("x-anonymous-consumer").is_none(), "{b}");
 }
+
+#[tokio::test]
+async fn key_in_body_reads_form_and_json_bodies_and_hides_the_key() {
+    let up = free_port();
+    let _u = upstream(up);
+    let cfg = format!(
+        "_format_version: \"3.0\"
+consumers:
+- username: alice
+  keyauth_credentials: [{{key: k-alice}}]
+services:
+- name: s
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: forms
+    paths: [/forms]
+    plugins:
+    - name: key-auth
+      config: {{key_names: [api_key], key_in_body: true, hide_credentials: true}}
+"
+    );
+    let gw = gateway(&cfg);
+    let c = client();
+    let post = |ct: &'static str, body: &'static str| {
+        let c = c.clone();
+        let url = gw.url("/forms/submit");
+        async move {
+            let r = c
+                .post(url)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .expect("send");
+            let s = r.status().as_u16();
+            let t = r.text().await.unwrap_or_default();
+            (
+                s,
+                serde_json::from_str::<Value>(&t).unwrap_or(Value::String(t)),
+            )
+        }
+    };
+    let (s, b) = post(
+        "application/x-www-form-urlencoded",
+        "name=bob&api_key=k-alice&x=1",
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["headers"]["x-consumer-username"], "alice");
+    // hide_credentials: the key is gone from the body sent upstream, its length follows.
+    assert_eq!(b["body"], "name=bob&x=1");
+    assert_eq!(b["headers"]["content-length"], "12");
+    let (s, b) = post("application/json", r#"{"api_key":"k-alice","n":1}"#).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["body"], r#"{"n":1}"#);
+    let (s, b) = post("application/json", r#"{"api_key":"wrong"}"#).await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (401, Some("Invalid authentication credentials"))
+    );
+    let (s, b) = post("text/plain", "api_key=k-alice").await;
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (401, Some("No API key found in request"))
+    );
+}
