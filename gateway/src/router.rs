@@ -37,6 +37,7 @@ enum HostMatcher {
 #[derive(Debug)]
 struct RouteMatchers {
     hosts: Vec<HostMatcher>,
+    snis: Vec<HostMatcher>,
     methods: Vec<String>,
     headers: Vec<(String, Vec<String>)>,
     http: bool,
@@ -51,6 +52,8 @@ pub struct RequestView<'a> {
     /// Normalized path, without query.
     pub path: &'a str,
     pub tls: bool,
+    /// The TLS server name the client sent (lower-cased), if any.
+    pub sni: Option<&'a str>,
     pub header: &'a (dyn Fn(&str) -> Vec<String> + Sync),
 }
 
@@ -148,23 +151,22 @@ impl Router {
         let mut matchers = Vec::new();
         for (ri, r) in routes.iter().enumerate() {
             let kept = keep(r);
-            let hosts: Vec<HostMatcher> = r
-                .hosts
-                .iter()
-                .map(|h| {
-                    if let Some(s) = h.strip_prefix('*') {
-                        HostMatcher::Suffix(s.to_string())
-                    } else if let Some(p) = h.strip_suffix('*') {
-                        HostMatcher::Prefix(p.to_string())
-                    } else {
-                        HostMatcher::Exact(h.clone())
-                    }
-                })
-                .collect();
+            let wild = |h: &String| {
+                if let Some(s) = h.strip_prefix('*') {
+                    HostMatcher::Suffix(s.to_string())
+                } else if let Some(p) = h.strip_suffix('*') {
+                    HostMatcher::Prefix(p.to_string())
+                } else {
+                    HostMatcher::Exact(h.clone())
+                }
+            };
+            let hosts: Vec<HostMatcher> = r.hosts.iter().map(wild).collect();
+            let snis: Vec<HostMatcher> = r.snis.iter().map(wild).collect();
             let plain_hosts_only = !r.hosts.is_empty() && r.hosts.iter().all(|h| !h.contains('*'));
             let weight = [
                 !r.methods.is_empty(),
                 !r.hosts.is_empty(),
+                !r.snis.is_empty(),
                 !r.headers.is_empty(),
                 !r.paths.is_empty(),
             ]
@@ -173,6 +175,7 @@ impl Router {
             .count() as u8;
             matchers.push(RouteMatchers {
                 hosts,
+                snis,
                 methods: r.methods.clone(),
                 headers: r
                     .headers
@@ -275,6 +278,15 @@ impl Router {
             return None;
         }
         if !m.hosts.is_empty() && !m.hosts.iter().any(|h| host_matches(h, host, req.host)) {
+            return None;
+        }
+        // Kong: `snis` constrain https requests only (a plain http request ignores them).
+        if req.tls
+            && !m.snis.is_empty()
+            && !req
+                .sni
+                .is_some_and(|sni| m.snis.iter().any(|h| host_matches(h, sni, sni)))
+        {
             return None;
         }
         if !m.headers.iter().all(|(name, values)| {
@@ -465,6 +477,7 @@ mod tests {
             service: None,
             paths,
             hosts,
+            snis: Vec::new(),
             methods,
             headers: Default::default(),
             protocols: vec!["http".into(), "https".into()],
@@ -523,6 +536,7 @@ mod tests {
                         host,
                         path,
                         tls: false,
+                        sni: None,
                         header: &no_headers,
                     };
                     assert_eq!(

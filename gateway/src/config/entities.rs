@@ -500,8 +500,22 @@ impl Builder<'_> {
                 "`v1` is ignored by Kong 3.9's default router (traditional_compatible): the upstream path is joined by the v0 rules, as Kong does",
             );
         }
-        if !r.snis.is_empty() || r.sources.is_some() || r.destinations.is_some() {
-            self.err(path, "snis, sources and destinations are stream/TLS routing fields and are not supported");
+        if r.sources.is_some() || r.destinations.is_some() {
+            self.err(
+                path,
+                "sources and destinations are stream routing fields and are not supported",
+            );
+        }
+        if !r.snis.is_empty()
+            && !r
+                .protocols
+                .iter()
+                .any(|p| matches!(p.as_str(), "https" | "grpcs" | "tls" | "tls_passthrough"))
+        {
+            self.err(
+                format!("{path}.snis"),
+                "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+            );
         }
         if self.errors.len() > before {
             return;
@@ -519,6 +533,17 @@ impl Builder<'_> {
             service,
             paths: r.paths.clone(),
             hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            snis: r
+                .snis
+                .iter()
+                .map(|s| {
+                    let s = s.to_ascii_lowercase();
+                    match s.strip_suffix('.') {
+                        Some(t) if !t.is_empty() && !s.ends_with("*.") => t.to_string(),
+                        _ => s,
+                    }
+                })
+                .collect(),
             methods,
             headers,
             protocols: r.protocols.clone(),

@@ -126,6 +126,8 @@ pub struct RouteDef {
     pub service: Option<usize>,
     pub paths: Vec<String>,
     pub hosts: Vec<String>,
+    /// TLS server names (`*.x` / `x.*` wildcards), lower-cased, trailing dot dropped.
+    pub snis: Vec<String>,
     pub methods: Vec<String>,
     pub headers: BTreeMap<String, Vec<String>>,
     pub protocols: Vec<String>,

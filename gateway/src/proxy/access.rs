@@ -75,6 +75,7 @@ impl Ctx<'_> {
                 host,
                 path: &path,
                 tls: self.st.tls,
+                sni: self.conn.sni.as_deref(),
                 header: &lookup,
             };
             rt.router.route(&view)

@@ -67,6 +67,8 @@ pub struct ConnInfo {
     /// `local_port` as a header value (X-Forwarded-Port), made once.
     pub local_port_value: http::HeaderValue,
     pub tls: bool,
+    /// The TLS server name the client sent (lower-cased, trailing dot dropped).
+    pub sni: Option<Arc<str>>,
     pub h2: bool,
     pub shared: Arc<ConnShared>,
 }

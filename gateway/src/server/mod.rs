@@ -227,6 +227,7 @@ async fn accept_loop(
             local_port,
             local_port_value: http::HeaderValue::from(local_port),
             tls,
+            sni: None,
             h2: false,
             shared: Arc::new(ConnShared::default()),
         };
@@ -276,6 +277,10 @@ async fn serve_connection(
                 }
                 Err(_) => return,
             };
+            info.sni = tls.get_ref().1.server_name().map(|n| {
+                let n = n.to_ascii_lowercase();
+                n.strip_suffix('.').unwrap_or(&n).into()
+            });
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                 info.h2 = true;
                 serve_h2(worker, tls, info, deadlines, shutdown).await;
