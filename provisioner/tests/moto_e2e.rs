@@ -552,6 +552,68 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     });
     assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
 
+    // A broken kong.yml fails plan, naming the file and the line.
+    let kong = scratch.dir.join("envs/staging/kong.yml");
+    let kong_text = std::fs::read_to_string(&kong).expect("kong.yml");
+    let line = kong_text
+        .lines()
+        .position(|l| l.contains("minute: 300"))
+        .expect("login limit")
+        + 1;
+    std::fs::write(&kong, kong_text.replacen("minute: 300", "minute: lots", 1)).expect("write");
+    let broken = run(&["plan", "staging"]);
+    assert_eq!(broken.code, 1, "{}", broken.stderr);
+    assert!(
+        broken
+            .stderr
+            .contains(&format!("envs/staging/kong.yml:{line}:")),
+        "{}",
+        broken.stderr
+    );
+    // A configuration change is deploy's (like an image): plan notes it,
+    // deploy rolls it out blue-green in a new revision.
+    std::fs::write(&kong, kong_text.replacen("minute: 300", "minute: 200", 1)).expect("write");
+    let noted = run(&["plan", "staging", "--detailed-exitcode"]);
+    assert_eq!(noted.code, 0, "{}", noted.stderr);
+    assert!(
+        noted.stderr.contains("differs from the deployed one"),
+        "{}",
+        noted.stderr
+    );
+    let dep = run(&[
+        "deploy",
+        "staging",
+        "--health-source",
+        "task-set",
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(dep["result"], "deployed");
+    assert_eq!(dep["image"], "registry/gateway:v4", "the image stays");
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let ecs = aws_sdk_ecs::Client::new(&conf);
+        let td = ecs
+            .describe_task_definition()
+            .task_definition(dep["task_definition"].as_str().expect("td arn"))
+            .send()
+            .await
+            .expect("td");
+        let gw = &td.task_definition().expect("td").container_definitions()[0];
+        let config = gw
+            .environment()
+            .iter()
+            .find(|kv| kv.name() == Some("GATEWAY_CONFIG_STRING"))
+            .and_then(|kv| kv.value())
+            .expect("config");
+        assert!(config.contains("minute: 200"), "the new configuration");
+    });
+    let quiet = run(&["plan", "staging", "--detailed-exitcode"]);
+    assert_eq!(quiet.code, 0);
+    assert!(!quiet.stderr.contains("differs from the deployed one"));
+
     // down needs confirmation, then removes everything it made.
     let refused = run(&["down", "staging"]);
     assert_eq!(refused.code, 1);

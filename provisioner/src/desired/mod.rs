@@ -10,6 +10,8 @@ mod network;
 mod observability;
 mod security;
 
+pub use compute::{gateway_environment, gateway_secret_names};
+
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
@@ -34,6 +36,8 @@ pub struct Ctx {
     pub pagerduty_endpoint: Option<String>,
     /// Whether dashboards are managed (a Grafana URL is configured).
     pub grafana_enabled: bool,
+    /// The environment's rendered and validated gateway configuration.
+    pub gateway_config: Option<crate::gateway_config::Rendered>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +246,7 @@ mod tests {
             pagerduty_endpoint: None,
             grafana_enabled: true,
             account_id: "123456789012".into(),
+            gateway_config: None,
         }
     }
 
@@ -416,6 +421,60 @@ mod tests {
             let role: IamRoleSpec = find(&set, Kind::IamRole, name);
             assert_eq!(role.source_account, "123456789012", "{name}");
         }
+    }
+
+    fn td(set: &[Desired]) -> (TaskDefinitionSpec, Option<String>) {
+        let d = set
+            .iter()
+            .find(|d| d.key.kind == Kind::TaskDefinition)
+            .expect("td");
+        (
+            d.spec().expect("spec"),
+            d.inputs.get("gateway_config").cloned(),
+        )
+    }
+
+    #[test]
+    fn the_repo_configuration_until_deploy_owns_it() {
+        let cfg = env("staging");
+        let mut c = ctx();
+        let repo =
+            crate::gateway_config::Rendered::new("k.yml", "_format_version: \"3.0\"\n".into());
+        c.gateway_config = Some(repo.clone());
+        let mut ids = Ids::default();
+        let (spec, text) = td(&build(&cfg, &c, &ids));
+        assert_eq!(spec.gateway_config_hash, repo.hash);
+        assert_eq!(text.as_deref(), Some(repo.text.as_str()));
+        assert!(
+            !spec
+                .gateway_environment
+                .contains_key("GATEWAY_CONFIG_STRING"),
+            "the text is an input, never a diffed field"
+        );
+        // A revision with a configuration keeps it: `deploy` rolls changes out.
+        ids.record(
+            &Actual::new(
+                Key::new(Kind::TaskDefinition, "gateway"),
+                "arn:td:2",
+                &json!({}),
+            )
+            .output("gateway_config", "deployed: 1\n")
+            .output("gateway_config_hash", "h-deployed"),
+        );
+        let (spec, text) = td(&build(&cfg, &c, &ids));
+        assert_eq!(spec.gateway_config_hash, "h-deployed");
+        assert_eq!(text.as_deref(), Some("deployed: 1\n"));
+        // A revision from before (no configuration in it) adopts the repo's.
+        let mut ids = Ids::default();
+        ids.record(
+            &Actual::new(
+                Key::new(Kind::TaskDefinition, "gateway"),
+                "arn:td:1",
+                &json!({}),
+            )
+            .output("gateway_config_hash", ""),
+        );
+        assert_eq!(td(&build(&cfg, &c, &ids)).0.gateway_config_hash, repo.hash);
     }
 
     #[test]

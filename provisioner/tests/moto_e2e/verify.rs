@@ -374,8 +374,40 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         .collect();
     assert_eq!(env.get("GATEWAY_PROXY_LISTEN"), Some(&"0.0.0.0:8000"));
     assert_eq!(env.get("GATEWAY_STATUS_LISTEN"), Some(&"0.0.0.0:8100"));
-    assert_eq!(env.get("RATE_LIMIT_POLICY"), Some(&"redis"));
     assert_eq!(env.get("REDIS_SSL"), Some(&"true"));
+    // The declarative configuration: the repo's staging/kong.yml, rendered,
+    // handed over whole; the gateway reads it because no --config is given.
+    assert_eq!(gw.command(), ["run"]);
+    let config = env
+        .get("GATEWAY_CONFIG_STRING")
+        .expect("GATEWAY_CONFIG_STRING in the task definition");
+    assert!(config.contains("_format_version: \"3.0\""), "{config}");
+    assert!(
+        config.contains("target: auth.edge-suite-staging.local:9000"),
+        "the env file's upstream is rendered"
+    );
+    assert!(
+        config.contains(r#"origins: ["https://app.staging.edge-suite.example.com"]"#),
+        "CORS for the frontend domain"
+    );
+    assert!(config.contains(r#"secret: ${{ env "JWT_SECRET" }}"#));
+    assert!(
+        !config.replace("${{", "").contains("{{"),
+        "every provisioner reference rendered"
+    );
+    // It loads in the gateway's own loader with what the task provides: its
+    // plain environment and the names of its secrets.
+    let plain: BTreeMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| **k != "GATEWAY_CONFIG_STRING")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let secrets: std::collections::BTreeSet<String> =
+        secret_names.iter().map(|s| s.to_string()).collect();
+    let rendered =
+        provisioner::gateway_config::Rendered::new("task definition", config.to_string());
+    provisioner::gateway_config::validate(&rendered, &plain, &secrets)
+        .expect("the registered configuration loads in the gateway");
     assert_eq!(
         env.get("REDIS_HOST").copied(),
         rg.configuration_endpoint().and_then(|e| e.address())
