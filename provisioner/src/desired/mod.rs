@@ -289,6 +289,16 @@ mod tests {
             ports(&rules("tasks").ingress),
             vec![PROXY_PORT, STATUS_PORT]
         );
+        assert_eq!(
+            rules("tasks").egress,
+            vec![
+                rule(443, "0.0.0.0/0".into()),
+                rule(POSTGRES_PORT, PENDING.into()),
+                rule(REDIS_PORT, PENDING.into()),
+                // auth.edge-suite-staging.local:9000, a Cloud Map name: the VPC.
+                rule(9000, cfg.network.cidr.clone()),
+            ]
+        );
         assert_eq!(ports(&rules("database").ingress), vec![5432]);
         assert!(rules("database").egress.is_empty());
         assert_eq!(ports(&rules("redis").ingress), vec![6379]);
@@ -299,6 +309,66 @@ mod tests {
             .find(|r| r.from_port == TEST_LISTENER_PORT)
             .expect("test listener rule");
         assert_eq!(test_rule.peer, cfg.network.cidr);
+    }
+
+    #[test]
+    fn egress_opens_exactly_the_upstream_ports() {
+        let mut cfg = env("staging");
+        cfg.gateway.upstreams = vec![
+            crate::config::UpstreamEnv {
+                name: "orders".into(),
+                url: Some("https://orders.example.com".into()),
+                service: None,
+                cidr: None,
+            },
+            crate::config::UpstreamEnv {
+                name: "billing".into(),
+                url: Some("http://billing.internal:8080/v1".into()),
+                service: None,
+                cidr: Some("10.99.0.0/16".into()),
+            },
+            crate::config::UpstreamEnv {
+                name: "users".into(),
+                url: None,
+                service: Some("users.edge.local:7000".into()),
+                cidr: None,
+            },
+        ];
+        cfg.validate().expect("valid");
+        let set = build(&cfg, &ctx(), &Ids::default());
+        let r: SecurityGroupRulesSpec = find(&set, Kind::SecurityGroupRules, "tasks");
+        let mut got: Vec<(i32, String)> = r
+            .egress
+            .iter()
+            .map(|r| (r.from_port, r.peer.clone()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (443, "0.0.0.0/0".to_string()),
+                (5432, PENDING.to_string()),
+                (6379, PENDING.to_string()),
+                (7000, cfg.network.cidr.clone()),
+                (8080, "10.99.0.0/16".to_string()),
+            ],
+            "https://orders is 443 to anywhere, already open"
+        );
+        for bad in [
+            (Some("ftp://x.example.com"), None),
+            (None, Some("users.edge.local")),
+            (Some("http://x.example.com"), Some("x.local:1")),
+            (None, Some("bad_host!:80")),
+        ] {
+            let mut c = env("staging");
+            c.gateway.upstreams = vec![crate::config::UpstreamEnv {
+                name: "x".into(),
+                url: bad.0.map(str::to_string),
+                service: bad.1.map(str::to_string),
+                cidr: None,
+            }];
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

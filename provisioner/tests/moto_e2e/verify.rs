@@ -180,7 +180,9 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         vec![
             (443, any.clone()),
             (5432, id("database")),
-            (6379, id("redis"))
+            (6379, id("redis")),
+            // The env file's upstream, a Cloud Map name: its port, to the VPC.
+            (9000, "10.20.0.0/16".to_string())
         ]
     );
     assert_eq!(
