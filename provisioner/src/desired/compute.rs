@@ -28,6 +28,16 @@ pub fn gateway_environment(cfg: &EnvConfig, ids: &Ids) -> BTreeMap<String, Strin
         "GATEWAY_WORKERS".to_string(),
         cfg.service.gateway_workers.to_string(),
     );
+    // The client address behind the ALB: ALB nodes live in the VPC, and
+    // append the address they saw to X-Forwarded-For; walking it from the
+    // right past trusted (VPC) addresses finds the client, so per-IP limits
+    // and ip-restriction see clients, not ALB nodes.
+    env.insert("GATEWAY_TRUSTED_IPS".to_string(), cfg.network.cidr.clone());
+    env.insert(
+        "GATEWAY_REAL_IP_HEADER".to_string(),
+        "X-Forwarded-For".to_string(),
+    );
+    env.insert("GATEWAY_REAL_IP_RECURSIVE".to_string(), "true".to_string());
     // The rate-limiting store of kong.yml (`${{ env "REDIS_HOST" }}` ...):
     // shared counters in ElastiCache, over TLS.
     env.insert(

@@ -312,6 +312,16 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_believes_the_alb_for_the_client_address() {
+        let cfg = env("production");
+        let (spec, _) = td(&build(&cfg, &ctx(), &Ids::default()));
+        let e = &spec.gateway_environment;
+        assert_eq!(e["GATEWAY_TRUSTED_IPS"], "10.30.0.0/16");
+        assert_eq!(e["GATEWAY_REAL_IP_HEADER"], "X-Forwarded-For");
+        assert_eq!(e["GATEWAY_REAL_IP_RECURSIVE"], "true");
+    }
+
+    #[test]
     fn egress_opens_exactly_the_upstream_ports() {
         let mut cfg = env("staging");
         cfg.gateway.upstreams = vec![

@@ -377,6 +377,10 @@ pub(crate) async fn verify_staging(moto: &Moto) {
     assert_eq!(env.get("GATEWAY_PROXY_LISTEN"), Some(&"0.0.0.0:8000"));
     assert_eq!(env.get("GATEWAY_STATUS_LISTEN"), Some(&"0.0.0.0:8100"));
     assert_eq!(env.get("REDIS_SSL"), Some(&"true"));
+    // The client address from the ALB's X-Forwarded-For (ALB nodes are in the VPC).
+    assert_eq!(env.get("GATEWAY_TRUSTED_IPS"), Some(&"10.20.0.0/16"));
+    assert_eq!(env.get("GATEWAY_REAL_IP_HEADER"), Some(&"X-Forwarded-For"));
+    assert_eq!(env.get("GATEWAY_REAL_IP_RECURSIVE"), Some(&"true"));
     // The declarative configuration: the repo's staging/kong.yml, rendered,
     // handed over whole; the gateway reads it because no --config is given.
     assert_eq!(gw.command(), ["run"]);
