@@ -13,7 +13,7 @@ use support::*;
 use verify::verify_staging;
 
 /// Resources of staging with one dashboard and one rules file.
-const STAGING_TOTAL: u64 = 57;
+const STAGING_TOTAL: u64 = 59;
 /// ECR repositories: shared by all environments, kept by `down`.
 const SHARED: u64 = 3;
 /// Resources ranked before `db-instance/main` (created before the injected failure).
@@ -837,8 +837,8 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
             .expect("secrets");
         assert_eq!(
             secrets.secret_list().len(),
-            3 + 1,
-            "ours plus the PagerDuty one"
+            3 + 2 + 1,
+            "ours (3 generated, the sidecar's 2) plus the PagerDuty one"
         );
         let sns = aws_sdk_sns::Client::new(&conf);
         let topics = sns.list_topics().send().await.expect("topics");
@@ -986,7 +986,13 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
         );
         // Secrets keep their recovery window (a disposable env deletes at once).
         let sm = aws_sdk_secretsmanager::Client::new(&conf);
-        for name in ["jwt-secret", "db-password", "redis-auth-token"] {
+        for name in [
+            "jwt-secret",
+            "db-password",
+            "redis-auth-token",
+            "metrics-agent-postgres-dsn",
+            "metrics-agent-redis-addr",
+        ] {
             let s = sm
                 .describe_secret()
                 .secret_id(format!("edge-suite/production/{name}"))

@@ -34,6 +34,20 @@ fn env_map(c: &ContainerDefinition) -> BTreeMap<String, String> {
         .collect()
 }
 
+fn secret_map(c: &ContainerDefinition) -> BTreeMap<String, String> {
+    c.secrets()
+        .iter()
+        .map(|s| (s.name().to_string(), s.value_from().to_string()))
+        .collect()
+}
+
+fn secrets(map: &BTreeMap<String, String>) -> Result<Vec<Secret>> {
+    map.iter()
+        .map(|(name, arn)| Secret::builder().name(name).value_from(arn).build())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::invalid(e.to_string()))
+}
+
 /// The gateway's environment variable holding the whole declarative
 /// configuration (the gateway reads it when `--config` is absent).
 pub const CONFIG_ENV: &str = "GATEWAY_CONFIG_STRING";
@@ -84,14 +98,8 @@ pub fn spec_of(td: &TaskDefinition) -> TaskDefinitionSpec {
             .filter(|(k, _)| k != CONFIG_ENV)
             .collect(),
         agent_environment: agent.map(env_map).unwrap_or_default(),
-        gateway_secrets: gw
-            .map(|c| {
-                c.secrets()
-                    .iter()
-                    .map(|s| (s.name().to_string(), s.value_from().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        gateway_secrets: gw.map(secret_map).unwrap_or_default(),
+        agent_secrets: agent.map(secret_map).unwrap_or_default(),
         gateway_config_hash: config_of(td)
             .map(|t| fnv1a(t.as_bytes()))
             .unwrap_or_default(),
@@ -232,12 +240,6 @@ pub fn containers(
             "task needs more than {agent_cpu} CPU units and {agent_mem} MiB (the metrics-agent share)"
         )));
     }
-    let secrets: Vec<Secret> = spec
-        .gateway_secrets
-        .iter()
-        .map(|(name, arn)| Secret::builder().name(name).value_from(arn).build())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::invalid(e.to_string()))?;
     let mut gateway_env = spec.gateway_environment.clone();
     let command: Vec<String> = match config {
         Some(text) => {
@@ -262,7 +264,7 @@ pub fn containers(
         .port_mappings(port(PROXY_PORT))
         .port_mappings(port(STATUS_PORT))
         .set_environment(Some(kv(&gateway_env)))
-        .set_secrets(Some(secrets))
+        .set_secrets(Some(secrets(&spec.gateway_secrets)?))
         .log_configuration(logs(spec, region, GATEWAY)?)
         .health_check(health(&format!("http://127.0.0.1:{STATUS_PORT}/health"))?)
         .stop_timeout(spec.stop_timeout)
@@ -282,6 +284,7 @@ pub fn containers(
         .command("--wal-dir")
         .command("/var/lib/metrics-agent")
         .set_environment(Some(kv(&spec.agent_environment)))
+        .set_secrets(Some(secrets(&spec.agent_secrets)?))
         .log_configuration(logs(spec, region, AGENT)?)
         .health_check(health("http://127.0.0.1:9464/ready")?)
         .stop_timeout(spec.stop_timeout)
@@ -393,6 +396,11 @@ mod tests {
             gateway_environment: [("GATEWAY_WORKERS".to_string(), "2".to_string())].into(),
             agent_environment: BTreeMap::new(),
             gateway_secrets: [("JWT_SECRET".to_string(), "arn:secret".to_string())].into(),
+            agent_secrets: [(
+                "METRICS_AGENT_POSTGRES_DSN".to_string(),
+                "arn:dsn".to_string(),
+            )]
+            .into(),
             gateway_config_hash: String::new(),
         }
     }
@@ -416,6 +424,8 @@ mod tests {
         let hc = gw.health_check().expect("health check");
         assert_eq!(hc.command(), ["CMD", PROBE, "http://127.0.0.1:8100/health"]);
         assert_eq!(gw.secrets()[0].name(), "JWT_SECRET");
+        assert_eq!(agent.secrets()[0].name(), "METRICS_AGENT_POSTGRES_DSN");
+        assert_eq!(agent.secrets()[0].value_from(), "arn:dsn");
         assert_eq!(gw.stop_timeout(), Some(30));
         let logs = gw
             .log_configuration()

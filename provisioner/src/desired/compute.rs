@@ -6,6 +6,13 @@ use super::*;
 const GATEWAY_SECRETS: [(&str, &str); 2] =
     [("JWT_SECRET", "jwt"), ("REDIS_PASSWORD", "redis-token")];
 
+/// The metrics-agent container's secrets: env var -> connection secret
+/// (`consts::CONNECTION_SECRETS`).
+const AGENT_SECRETS: [(&str, &str); 2] = [
+    ("METRICS_AGENT_POSTGRES_DSN", "metrics-postgres"),
+    ("METRICS_AGENT_REDIS_ADDR", "metrics-redis"),
+];
+
 /// Names of the gateway container's secrets (what `${{ env "NAME" }}` may
 /// reference besides the plain environment).
 pub fn gateway_secret_names() -> std::collections::BTreeSet<String> {
@@ -88,6 +95,17 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
     agent_env.insert("AWS_REGION".to_string(), ctx.region.clone());
     // docker/metrics-agent/ecs.yml: the `env` external label of every series.
     agent_env.insert("DEPLOY_ENV".to_string(), cfg.name.clone());
+    // The sidecar's PostgreSQL and Redis collectors (metrics-agent's flags
+    // `--postgres` / `--redis` read these).
+    let agent_secrets: BTreeMap<String, String> = AGENT_SECRETS
+        .iter()
+        .map(|(name, secret)| {
+            (
+                name.to_string(),
+                ids.get(Kind::ConnectionSecret, secret, "arn"),
+            )
+        })
+        .collect();
     let gateway_secrets: BTreeMap<String, String> = GATEWAY_SECRETS
         .iter()
         .map(|(name, secret)| (name.to_string(), b.secret_arn(secret)))
@@ -119,6 +137,7 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
             gateway_environment: gateway_env,
             agent_environment: agent_env,
             gateway_secrets,
+            agent_secrets,
             gateway_config_hash: config_hash,
         },
         vec![
@@ -128,6 +147,8 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
             k(Kind::Secret, "jwt"),
             k(Kind::Secret, "redis-token"),
             k(Kind::ReplicationGroup, "main"),
+            k(Kind::ConnectionSecret, "metrics-postgres"),
+            k(Kind::ConnectionSecret, "metrics-redis"),
             k(Kind::AmpWorkspace, "main"),
         ],
     );

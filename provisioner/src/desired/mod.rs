@@ -322,6 +322,93 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecar_reads_postgres_and_redis_from_secrets_manager() {
+        let mut ids = Ids::default();
+        for (name, out) in [
+            ("metrics-postgres", "arn:pg"),
+            ("metrics-redis", "arn:redis"),
+        ] {
+            ids.record(
+                &Actual::new(Key::new(Kind::ConnectionSecret, name), out, &json!({}))
+                    .output("arn", out),
+            );
+        }
+        for (kind, name, key, value) in [
+            (Kind::DbInstance, "main", "endpoint", "db.example"),
+            (
+                Kind::ReplicationGroup,
+                "main",
+                "endpoint",
+                "cfg.redis.example",
+            ),
+            (Kind::Secret, "db-password", "arn", "arn:dbpw"),
+            (Kind::Secret, "redis-token", "arn", "arn:token"),
+        ] {
+            ids.record(&Actual::new(Key::new(kind, name), value, &json!({})).output(key, value));
+        }
+        let set = build(&env("staging"), &ctx(), &ids);
+        order(&set).expect("connection secrets come after the data stores");
+        let (spec, _) = td(&set);
+        assert_eq!(
+            spec.agent_secrets,
+            BTreeMap::from([
+                (
+                    "METRICS_AGENT_POSTGRES_DSN".to_string(),
+                    "arn:pg".to_string()
+                ),
+                (
+                    "METRICS_AGENT_REDIS_ADDR".to_string(),
+                    "arn:redis".to_string()
+                ),
+            ])
+        );
+        assert!(
+            !spec
+                .agent_environment
+                .keys()
+                .any(|k| k.starts_with("METRICS_AGENT_POSTGRES")
+                    || k.starts_with("METRICS_AGENT_REDIS")),
+            "never in the plain environment"
+        );
+        let pg = set
+            .iter()
+            .find(|d| d.key == Key::new(Kind::ConnectionSecret, "metrics-postgres"))
+            .expect("pg secret");
+        assert_eq!(
+            pg.inputs["template"],
+            "postgres://gateway:{password}@db.example:5432/postgres"
+        );
+        assert_eq!(pg.inputs["password_secret"], "arn:dbpw");
+        let shown = serde_json::to_string(&pg.props).expect("json");
+        assert!(
+            shown.contains("db.example") && !shown.contains("password}"),
+            "{shown}"
+        );
+        let redis = set
+            .iter()
+            .find(|d| d.key == Key::new(Kind::ConnectionSecret, "metrics-redis"))
+            .expect("redis secret");
+        assert_eq!(
+            redis.inputs["template"],
+            "redis://:{password}@cfg.redis.example:6379"
+        );
+        let role: IamRoleSpec = find(&set, Kind::IamRole, "task-execution");
+        let reads = role.policy["Statement"]
+            .as_array()
+            .expect("statements")
+            .iter()
+            .find(|s| s["Action"] == json!(["secretsmanager:GetSecretValue"]))
+            .expect("secret reads")["Resource"]
+            .clone();
+        assert!(
+            reads
+                .as_array()
+                .is_some_and(|r| r.contains(&json!("arn:pg")) && r.contains(&json!("arn:redis"))),
+            "{reads}"
+        );
+    }
+
+    #[test]
     fn egress_opens_exactly_the_upstream_ports() {
         let mut cfg = env("staging");
         cfg.gateway.upstreams = vec![

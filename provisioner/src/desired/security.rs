@@ -147,13 +147,20 @@ pub(super) fn push_roles(b: &Build<'_>, out: &mut Vec<Desired>) {
             {
                 "Effect": "Allow",
                 "Action": ["secretsmanager:GetSecretValue"],
-                "Resource": [b.secret_arn("jwt"), b.secret_arn("redis-token")],
+                "Resource": [
+                    b.secret_arn("jwt"),
+                    b.secret_arn("redis-token"),
+                    ids.get(Kind::ConnectionSecret, "metrics-postgres", "arn"),
+                    ids.get(Kind::ConnectionSecret, "metrics-redis", "arn"),
+                ],
             }
         ]),
         [
             k(Kind::LogGroup, "gateway"),
             k(Kind::Secret, "jwt"),
             k(Kind::Secret, "redis-token"),
+            k(Kind::ConnectionSecret, "metrics-postgres"),
+            k(Kind::ConnectionSecret, "metrics-redis"),
         ]
         .into_iter()
         .chain(TASK_IMAGES.iter().map(|r| k(Kind::EcrRepository, r)))

@@ -210,8 +210,39 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         vec![
             "edge-suite/staging/db-password",
             "edge-suite/staging/jwt-secret",
+            "edge-suite/staging/metrics-agent-postgres-dsn",
+            "edge-suite/staging/metrics-agent-redis-addr",
             "edge-suite/staging/redis-auth-token"
         ]
+    );
+    // The sidecar's connections: composed from the endpoints and the
+    // generated passwords.
+    let value = |id: &str| {
+        let sm = sm.clone();
+        let id = id.to_string();
+        async move {
+            sm.get_secret_value()
+                .secret_id(id)
+                .send()
+                .await
+                .expect("secret value")
+                .secret_string()
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    let db_password = value("edge-suite/staging/db-password").await;
+    let dsn = value("edge-suite/staging/metrics-agent-postgres-dsn").await;
+    assert!(
+        dsn.starts_with(&format!("postgres://gateway:{db_password}@"))
+            && dsn.ends_with(":5432/postgres"),
+        "DSN shape"
+    );
+    let token = value("edge-suite/staging/redis-auth-token").await;
+    let addr = value("edge-suite/staging/metrics-agent-redis-addr").await;
+    assert!(
+        addr.starts_with(&format!("redis://:{token}@")) && addr.ends_with(":6379"),
+        "Redis address shape"
     );
 
     // RDS: Multi-AZ, encrypted, 7-day backups, private, in the database SG.
@@ -428,6 +459,29 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         Some("/ecs/edge-suite-staging/gateway")
     );
     let agent = containers["metrics-agent"];
+    let agent_secrets: BTreeMap<&str, &str> = agent
+        .secrets()
+        .iter()
+        .map(|s| (s.name(), s.value_from()))
+        .collect();
+    assert_eq!(
+        agent_secrets.keys().copied().collect::<Vec<_>>(),
+        ["METRICS_AGENT_POSTGRES_DSN", "METRICS_AGENT_REDIS_ADDR"]
+    );
+    assert!(
+        agent_secrets["METRICS_AGENT_POSTGRES_DSN"]
+            .contains(":secret:edge-suite/staging/metrics-agent-postgres-dsn")
+            && agent_secrets["METRICS_AGENT_REDIS_ADDR"]
+                .contains(":secret:edge-suite/staging/metrics-agent-redis-addr"),
+        "{agent_secrets:?}"
+    );
+    assert!(
+        agent.environment().iter().all(|kv| !kv
+            .name()
+            .unwrap_or_default()
+            .starts_with("METRICS_AGENT_POSTGRES")),
+        "the DSN is never plain environment"
+    );
     let agent_env: BTreeMap<&str, &str> = agent
         .environment()
         .iter()
