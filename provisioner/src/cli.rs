@@ -65,8 +65,14 @@ pub enum Command {
         #[arg(long)]
         verbose: bool,
     },
-    /// Create or update everything until it matches the env file.
-    Up { env: String },
+    /// Create or update everything until it matches the env file. Shows the
+    /// plan and asks on a terminal; without one, refuses unless `--yes`.
+    Up {
+        env: String,
+        /// Apply without asking (CI).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Each resource, its state, and the environment's URLs.
     Status { env: String },
     /// Blue-green roll of the gateway service to a new image.
@@ -224,6 +230,23 @@ impl Session {
     }
 }
 
+/// Asks on the terminal before `up` changes anything; refuses without one.
+fn confirm_up(env: &str) -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "refusing to apply without confirmation: no terminal to ask on; review the plan above and pass --yes"
+        );
+    }
+    eprint!("Apply these changes to {env}? Only `yes` is accepted: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != "yes" {
+        anyhow::bail!("not confirmed; nothing changed");
+    }
+    Ok(())
+}
+
 /// Renders the environment's kong.yml and loads it with the gateway's
 /// loader, as the task will (its environment, stand-ins for its secrets).
 fn gateway_config(env: &Env) -> anyhow::Result<crate::gateway_config::Rendered> {
@@ -341,8 +364,22 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                 EXIT_OK
             })
         }
-        Command::Up { env } => {
+        Command::Up { env, yes } => {
             let s = Session::open(cli, env).await?;
+            if !yes {
+                let planned = s.run(Mode::Plan, true, &Options::default()).await?;
+                if Summary::of(&planned).has_changes() {
+                    eprint!(
+                        "{}",
+                        render_text(
+                            &format!("Plan for {} ({}):", s.env.cfg.name, s.env.cfg.prefix()),
+                            &planned,
+                            false
+                        )
+                    );
+                    confirm_up(&s.env.cfg.name)?;
+                }
+            }
             let opts = Options {
                 fail_before: fail_before(),
             };
@@ -603,6 +640,11 @@ mod tests {
         let cli = Cli::try_parse_from(["provisioner", "deploy", "staging"])
             .expect("deploy without --image keeps the image, rolls the configuration");
         assert!(matches!(cli.command, Command::Deploy { image: None, .. }));
+        let cli =
+            Cli::try_parse_from(["provisioner", "up", "staging", "--yes"]).expect("up parses");
+        assert!(matches!(cli.command, Command::Up { yes: true, .. }));
+        let cli = Cli::try_parse_from(["provisioner", "up", "staging"]).expect("up parses");
+        assert!(matches!(cli.command, Command::Up { yes: false, .. }));
         let cli =
             Cli::try_parse_from(["provisioner", "down", "staging", "--yes"]).expect("down parses");
         assert!(matches!(cli.command, Command::Down { yes: true, .. }));

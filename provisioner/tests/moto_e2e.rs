@@ -73,6 +73,36 @@ fn plan_on_an_empty_account_lists_everything() {
         &genv,
     );
     assert_eq!(text.code, 2, "changes pending => 2\n{}", text.stderr);
+
+    // `up` without a terminal and without --yes shows the plan and refuses.
+    let refused = provisioner(&moto, &scratch, &["up", "staging"], &genv);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("Plan for staging") && refused.stderr.contains("+   vpc/main"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("refusing to apply without confirmation")
+            && refused.stderr.contains("--yes"),
+        "{}",
+        refused.stderr
+    );
+    let still = provisioner(
+        &moto,
+        &scratch,
+        &["plan", "staging", "--output", "json"],
+        &genv,
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        summary(&still),
+        (STAGING_TOTAL, 0, 0, 0, 0),
+        "nothing applied"
+    );
     assert!(text.stdout.contains("  +   vpc/main"), "{}", text.stdout);
     assert!(
         text.stdout
@@ -140,7 +170,9 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     let run = |args: &[&str]| provisioner(&moto, &scratch, args, &genv);
 
     // up creates everything, with the settings of the seeds.
-    let up = run(&["up", "staging", "--output", "json"]).ok().json();
+    let up = run(&["up", "staging", "--yes", "--output", "json"])
+        .ok()
+        .json();
     assert_eq!(summary(&up), (STAGING_TOTAL, 0, 0, 0, 0));
     rt().block_on(verify_staging(&moto));
     {
@@ -162,8 +194,12 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     }
 
     // A second up changes nothing; plan agrees (exit 0 with --detailed-exitcode).
-    let again = run(&["up", "staging", "--output", "json"]).ok().json();
+    let again = run(&["up", "staging", "--yes", "--output", "json"])
+        .ok()
+        .json();
     assert_eq!(summary(&again), (0, 0, 0, 0, STAGING_TOTAL));
+    // Nothing to change: nothing to confirm, so no --yes is needed.
+    run(&["up", "staging"]).ok();
     assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
 
     // A changed env file produces exactly the expected changes.
@@ -214,7 +250,9 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
         changed_fields(&plan, "log-group/gateway"),
         vec!["retention_days"]
     );
-    let applied = run(&["up", "staging", "--output", "json"]).ok().json();
+    let applied = run(&["up", "staging", "--yes", "--output", "json"])
+        .ok()
+        .json();
     assert_eq!(changes(&applied), expected);
     assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
     rt().block_on(async {
@@ -736,7 +774,7 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
     let failed = provisioner(
         &moto,
         &scratch,
-        &["up", "staging"],
+        &["up", "staging", "--yes"],
         &[("PROVISIONER_FAIL_BEFORE", "db-instance/main")],
     );
     assert_eq!(failed.code, 1, "{}", failed.stderr);
@@ -764,9 +802,14 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
     assert_eq!(summary(&plan), (total - BEFORE_DB, 0, 0, 0, BEFORE_DB));
     assert!(!changes(&plan).contains_key("grafana-dashboard/gw-overview"));
 
-    let resumed = provisioner(&moto, &scratch, &["up", "staging", "--output", "json"], &[])
-        .ok()
-        .json();
+    let resumed = provisioner(
+        &moto,
+        &scratch,
+        &["up", "staging", "--yes", "--output", "json"],
+        &[],
+    )
+    .ok()
+    .json();
     assert_eq!(summary(&resumed), (total - BEFORE_DB, 0, 0, 0, BEFORE_DB));
     assert_eq!(
         provisioner(
@@ -799,7 +842,7 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
     );
     let text = provisioner(&moto, &scratch, &["plan", "staging"], &[]).ok();
     assert!(text.stdout.contains("-/+ vpc/main"), "{}", text.stdout);
-    let refused = provisioner(&moto, &scratch, &["up", "staging"], &[]);
+    let refused = provisioner(&moto, &scratch, &["up", "staging", "--yes"], &[]);
     assert_eq!(refused.code, 1);
     assert!(
         refused.stderr.contains("needs replacement"),
@@ -861,7 +904,7 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
     let up = provisioner(
         &moto,
         &scratch,
-        &["up", "production", "--output", "json"],
+        &["up", "production", "--yes", "--output", "json"],
         &[],
     )
     .ok()
@@ -956,7 +999,7 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
         "deletion_protection = true",
         "deletion_protection = false",
     );
-    provisioner(&moto, &scratch, &["up", "production"], &[]).ok();
+    provisioner(&moto, &scratch, &["up", "production", "--yes"], &[]).ok();
     let down = provisioner(
         &moto,
         &scratch,
@@ -1008,7 +1051,7 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
     let again = provisioner(
         &moto,
         &scratch,
-        &["up", "production"],
+        &["up", "production", "--yes"],
         &[("PROVISIONER_FAIL_BEFORE", "db-subnet-group/main")],
     );
     assert!(
