@@ -1079,3 +1079,68 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
         }
     });
 }
+
+#[test]
+fn up_after_down_adopts_or_removes_the_leftovers() {
+    let scratch = Scratch::new("again");
+    let moto = Moto::start(&scratch.dir);
+    let run = |args: &[&str]| provisioner(&moto, &scratch, args, &[]);
+    let first = run(&["up", "staging", "--yes", "--output", "json"])
+        .ok()
+        .json();
+    let total = summary(&first).0;
+    run(&["down", "staging", "--yes"]).ok();
+    // moto keeps some of what `down` deleted (see docs/provisioner.md); the
+    // next `up` must not trip over it.
+    let again = run(&["up", "staging", "--yes", "--output", "json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("adopted as found"),
+        "the leftovers are adopted: {}",
+        again.stderr
+    );
+    let again = again.json();
+    let (create, update, ..) = summary(&again);
+    assert!(create + update >= total - SHARED, "{again}");
+    // The service runs the new task definition, which reaches the adopted
+    // Redis group.
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let ecs = aws_sdk_ecs::Client::new(&conf);
+        let svc = ecs
+            .describe_services()
+            .cluster("edge-suite-staging-cluster")
+            .services("gateway")
+            .send()
+            .await
+            .expect("svc");
+        let td = ecs
+            .describe_task_definition()
+            .task_definition(svc.services()[0].task_definition().expect("td"))
+            .send()
+            .await
+            .expect("td");
+        let env: BTreeMap<&str, &str> = td.task_definition().expect("td").container_definitions()
+            [0]
+        .environment()
+        .iter()
+        .filter_map(|kv| Some((kv.name()?, kv.value()?)))
+        .collect();
+        assert!(env.contains_key("GATEWAY_CONFIG_STRING"));
+        let rg = aws_sdk_elasticache::Client::new(&conf)
+            .describe_replication_groups()
+            .send()
+            .await
+            .expect("rgs");
+        assert_eq!(
+            env.get("REDIS_HOST").copied(),
+            rg.replication_groups()[0]
+                .configuration_endpoint()
+                .and_then(|e| e.address())
+        );
+    });
+    // Never fatal: up again, and down again, still work.
+    run(&["up", "staging", "--yes"]).ok();
+    run(&["down", "staging", "--yes"]).ok();
+    rt().block_on(assert_nothing_tagged_left(&moto));
+}
