@@ -1139,8 +1139,19 @@ fn up_after_down_adopts_or_removes_the_leftovers() {
                 .and_then(|e| e.address())
         );
     });
-    // Never fatal: up again, and down again, still work.
+    // Never fatal: up again, and down again, still work; `down` does not
+    // need a loadable kong.yml.
     run(&["up", "staging", "--yes"]).ok();
+    std::fs::write(
+        scratch.dir.join("envs/staging/kong.yml"),
+        "services: [oops\n",
+    )
+    .expect("write");
+    assert_eq!(
+        run(&["plan", "staging"]).code,
+        1,
+        "a broken kong.yml fails plan"
+    );
     run(&["down", "staging", "--yes"]).ok();
     rt().block_on(assert_nothing_tagged_left(&moto));
 }
