@@ -232,7 +232,13 @@ impl Session {
 
 /// Asks on the terminal before `up` changes anything; refuses without one.
 fn confirm_up(env: &str) -> anyhow::Result<()> {
-    if !std::io::stdin().is_terminal() {
+    let terminal = std::io::stdin().is_terminal();
+    confirm(env, terminal, &mut std::io::stdin().lock())
+}
+
+/// The answer to `up`'s question, read from `input` when it is a terminal.
+fn confirm(env: &str, terminal: bool, input: &mut dyn BufRead) -> anyhow::Result<()> {
+    if !terminal {
         anyhow::bail!(
             "refusing to apply without confirmation: no terminal to ask on; review the plan above and pass --yes"
         );
@@ -240,7 +246,7 @@ fn confirm_up(env: &str) -> anyhow::Result<()> {
     eprint!("Apply these changes to {env}? Only `yes` is accepted: ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
+    input.read_line(&mut line)?;
     if line.trim() != "yes" {
         anyhow::bail!("not confirmed; nothing changed");
     }
@@ -599,6 +605,17 @@ async fn status(cli: &Cli, s: &Session) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn up_asks_for_yes_on_a_terminal_only() {
+        assert!(confirm("staging", true, &mut "yes\n".as_bytes()).is_ok());
+        let no = confirm("staging", true, &mut "y\n".as_bytes()).expect_err("only yes");
+        assert_eq!(no.to_string(), "not confirmed; nothing changed");
+        assert!(confirm("staging", true, &mut "".as_bytes()).is_err(), "EOF");
+        let refused = confirm("staging", false, &mut "yes\n".as_bytes())
+            .expect_err("no terminal: never reads");
+        assert!(refused.to_string().contains("pass --yes"), "{refused}");
+    }
 
     #[test]
     fn contract_flags_parse() {
