@@ -65,16 +65,23 @@ pub enum Command {
         #[arg(long)]
         verbose: bool,
     },
-    /// Create or update everything until it matches the env file.
-    Up { env: String },
+    /// Create or update everything until it matches the env file. Shows the
+    /// plan and asks on a terminal; without one, refuses unless `--yes`.
+    Up {
+        env: String,
+        /// Apply without asking (CI).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Each resource, its state, and the environment's URLs.
     Status { env: String },
     /// Blue-green roll of the gateway service to a new image.
     Deploy {
         env: String,
-        /// Image reference for the gateway container.
+        /// Image reference for the gateway container (default: the current
+        /// one; the repo's gateway configuration is rolled out either way).
         #[arg(long)]
-        image: String,
+        image: Option<String>,
         #[arg(long, value_enum, default_value_t = HealthSourceArg::Alb)]
         health_source: HealthSourceArg,
         /// Seconds the new task set gets to become healthy.
@@ -105,12 +112,23 @@ struct Session {
 
 impl Session {
     async fn open(cli: &Cli, env_name: &str) -> anyhow::Result<Session> {
+        Session::open_with(cli, env_name, true).await
+    }
+
+    /// `with_config`: render and validate the gateway's kong.yml (every
+    /// command but `down`, which must work whatever the repo holds).
+    async fn open_with(cli: &Cli, env_name: &str, with_config: bool) -> anyhow::Result<Session> {
         let dir = cli.envs_dir.clone().unwrap_or_else(|| {
             let p = PathBuf::from("provisioner/envs");
             if p.is_dir() { p } else { PathBuf::from("envs") }
         });
         let env = Env::load(&Env::resolve(env_name, &dir))?;
         let cfg = &env.cfg;
+        let gateway_config = if with_config {
+            Some(gateway_config(&env)?)
+        } else {
+            None
+        };
         let mut aws = Aws::connect(
             cli.endpoint_url.as_deref(),
             &cfg.project,
@@ -170,6 +188,7 @@ impl Session {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty()),
             grafana_enabled: grafana.is_some(),
+            gateway_config,
         };
         Ok(Session {
             env,
@@ -208,6 +227,65 @@ impl Session {
             )),
         };
         engine::reconcile(&self.provider(), desired, mode, opts, &mut on_event).await
+    }
+}
+
+/// Asks on the terminal before `up` changes anything; refuses without one.
+fn confirm_up(env: &str) -> anyhow::Result<()> {
+    let terminal = std::io::stdin().is_terminal();
+    confirm(env, terminal, &mut std::io::stdin().lock())
+}
+
+/// The answer to `up`'s question, read from `input` when it is a terminal.
+fn confirm(env: &str, terminal: bool, input: &mut dyn BufRead) -> anyhow::Result<()> {
+    if !terminal {
+        anyhow::bail!(
+            "refusing to apply without confirmation: no terminal to ask on; review the plan above and pass --yes"
+        );
+    }
+    eprint!("Apply these changes to {env}? Only `yes` is accepted: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    if line.trim() != "yes" {
+        anyhow::bail!("not confirmed; nothing changed");
+    }
+    Ok(())
+}
+
+/// Renders the environment's kong.yml and loads it with the gateway's
+/// loader, as the task will (its environment, stand-ins for its secrets).
+fn gateway_config(env: &Env) -> anyhow::Result<crate::gateway_config::Rendered> {
+    let rendered = crate::gateway_config::load(&env.gateway_config_path(), &env.cfg)?;
+    let plain = desired::gateway_environment(&env.cfg, &Ids::default());
+    let warnings =
+        crate::gateway_config::validate(&rendered, &plain, &desired::gateway_secret_names())?;
+    for w in warnings {
+        crate::progress::note(&format!("warning: {w}"));
+    }
+    Ok(rendered)
+}
+
+impl Session {
+    /// A note when the repo's gateway configuration is not the deployed one:
+    /// after the first `up`, `deploy` rolls it out (like an image).
+    async fn note_config_drift(&self) -> anyhow::Result<()> {
+        let Some(repo) = &self.ctx.gateway_config else {
+            return Ok(());
+        };
+        let deployed = crate::aws::task_definition::observe(&self.aws).await?;
+        if let Some(hash) = deployed
+            .first()
+            .and_then(|a| a.outputs.get("gateway_config_hash"))
+            .filter(|h| !h.is_empty() && **h != repo.hash)
+        {
+            crate::progress::note(&format!(
+                "note: {} (gateway configuration {}) differs from the deployed one ({hash}); \
+                 `provisioner deploy {}` rolls it out blue-green",
+                repo.source, repo.hash, self.env.cfg.name
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -273,6 +351,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
         } => {
             let s = Session::open(cli, env).await?;
             let changes = s.run(Mode::Plan, true, &Options::default()).await?;
+            s.note_config_drift().await?;
             let summary = Summary::of(&changes);
             match cli.output {
                 Output::Json => print_json(&changes_json(&s.env.cfg.name, "plan", &changes, false)),
@@ -291,8 +370,22 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                 EXIT_OK
             })
         }
-        Command::Up { env } => {
+        Command::Up { env, yes } => {
             let s = Session::open(cli, env).await?;
+            if !yes {
+                let planned = s.run(Mode::Plan, true, &Options::default()).await?;
+                if Summary::of(&planned).has_changes() {
+                    eprint!(
+                        "{}",
+                        render_text(
+                            &format!("Plan for {} ({}):", s.env.cfg.name, s.env.cfg.prefix()),
+                            &planned,
+                            false
+                        )
+                    );
+                    confirm_up(&s.env.cfg.name)?;
+                }
+            }
             let opts = Options {
                 fail_before: fail_before(),
             };
@@ -305,6 +398,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            s.note_config_drift().await?;
             match cli.output {
                 Output::Json => {
                     let mut v = changes_json(&s.env.cfg.name, "up", &changes, true);
@@ -337,9 +431,12 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
             health_timeout,
         } => {
             let s = Session::open(cli, env).await?;
-            s.env.cfg.check_deploy_image(image)?;
+            if let Some(image) = image {
+                s.env.cfg.check_deploy_image(image)?;
+            }
             let opts = DeployOptions {
                 image: image.clone(),
+                gateway_config: s.ctx.gateway_config.clone(),
                 health_timeout: Duration::from_secs(*health_timeout),
                 guard_alarms: desired::deploy_guard_alarms(&s.env.cfg),
             };
@@ -353,6 +450,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                 Output::Json => print_json(&serde_json::to_value(&report)?),
                 Output::Text => {
                     println!("deploy {}: {}", report.result, report.image);
+                    println!("  gateway configuration: {}", report.gateway_config_hash);
                     println!("  task definition: {}", report.task_definition);
                     println!("  live target group: {}", report.live_target_group);
                     if let Some(r) = &report.reason {
@@ -367,7 +465,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
             })
         }
         Command::Down { env, yes } => {
-            let s = Session::open(cli, env).await?;
+            let s = Session::open_with(cli, env, false).await?;
             let planned = s.run(Mode::Plan, false, &Options::default()).await?;
             if planned.is_empty() {
                 match cli.output {
@@ -509,6 +607,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn up_asks_for_yes_on_a_terminal_only() {
+        assert!(confirm("staging", true, &mut "yes\n".as_bytes()).is_ok());
+        let no = confirm("staging", true, &mut "y\n".as_bytes()).expect_err("only yes");
+        assert_eq!(no.to_string(), "not confirmed; nothing changed");
+        assert!(confirm("staging", true, &mut "".as_bytes()).is_err(), "EOF");
+        let refused = confirm("staging", false, &mut "yes\n".as_bytes())
+            .expect_err("no terminal: never reads");
+        assert!(refused.to_string().contains("pass --yes"), "{refused}");
+    }
+
+    #[test]
     fn contract_flags_parse() {
         let cli = Cli::try_parse_from([
             "provisioner",
@@ -545,10 +654,14 @@ mod tests {
                 ..
             }
         ));
-        assert!(
-            Cli::try_parse_from(["provisioner", "deploy", "staging"]).is_err(),
-            "--image is required"
-        );
+        let cli = Cli::try_parse_from(["provisioner", "deploy", "staging"])
+            .expect("deploy without --image keeps the image, rolls the configuration");
+        assert!(matches!(cli.command, Command::Deploy { image: None, .. }));
+        let cli =
+            Cli::try_parse_from(["provisioner", "up", "staging", "--yes"]).expect("up parses");
+        assert!(matches!(cli.command, Command::Up { yes: true, .. }));
+        let cli = Cli::try_parse_from(["provisioner", "up", "staging"]).expect("up parses");
+        assert!(matches!(cli.command, Command::Up { yes: false, .. }));
         let cli =
             Cli::try_parse_from(["provisioner", "down", "staging", "--yes"]).expect("down parses");
         assert!(matches!(cli.command, Command::Down { yes: true, .. }));

@@ -79,6 +79,7 @@ pub struct EnvConfig {
     pub alarms: Alarms,
     #[serde(default)]
     pub grafana: Option<Grafana>,
+    pub gateway: GatewayEnv,
 }
 
 fn default_dashboards_dir() -> PathBuf {
@@ -169,6 +170,140 @@ pub struct Grafana {
     pub folder_uid: Option<String>,
 }
 
+/// What the gateway of this environment serves: its declarative configuration
+/// (a Kong 3.x file in the repository, rendered by `gateway_config`) and the
+/// upstream services it fronts (the task's egress is opened to exactly these).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEnv {
+    /// The kong.yml template, relative to the env file (default
+    /// `<name>/kong.yml`).
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    /// Origins of the environment's frontend (`{{ frontend_origins }}`, CORS).
+    #[serde(default)]
+    pub frontend_origins: Vec<String>,
+    /// The services the gateway fronts.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamEnv>,
+}
+
+/// One service the gateway fronts: a URL, or a Cloud Map (service discovery)
+/// name with its port. `{{ upstream.<name>.host|port|target|url }}` in the
+/// kong.yml template render its parts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamEnv {
+    pub name: String,
+    /// `http(s)://host[:port][/path]`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `service.namespace:port` (Cloud Map / ECS service discovery).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Where the service lives (the egress rule's peer). Default: the VPC for
+    /// a Cloud Map name, anywhere (`0.0.0.0/0`) for a URL.
+    #[serde(default)]
+    pub cidr: Option<String>,
+}
+
+/// An upstream with its address resolved from the env file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    /// The URL as written (`scheme://host:port` for a Cloud Map name).
+    pub url: String,
+    pub cidr: String,
+}
+
+impl Upstream {
+    /// `host:port`, as a Kong target.
+    pub fn target(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+fn host_ok(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+impl UpstreamEnv {
+    /// The upstream's scheme, host, port and egress peer; `vpc_cidr` is the
+    /// default peer of a Cloud Map name.
+    pub fn resolve(&self, vpc_cidr: &str) -> Result<Upstream, Invalid> {
+        let bad = |what: &str| Invalid::Value(format!("gateway.upstreams '{}': {what}", self.name));
+        let name_ok = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !name_ok {
+            return Err(bad("name must be lower-case letters, digits, '-' and '_'"));
+        }
+        let (scheme, host, port, url, default_cidr) = match (&self.url, &self.service) {
+            (Some(u), None) => {
+                let parsed = reqwest::Url::parse(u).map_err(|e| bad(&format!("url: {e}")))?;
+                let scheme = parsed.scheme().to_string();
+                if scheme != "http" && scheme != "https" {
+                    return Err(bad("url must be http:// or https://"));
+                }
+                let host = parsed
+                    .host_str()
+                    .ok_or_else(|| bad("url has no host"))?
+                    .to_string();
+                let port = parsed
+                    .port_or_known_default()
+                    .ok_or_else(|| bad("url has no port"))?;
+                (scheme, host, port, u.clone(), "0.0.0.0/0".to_string())
+            }
+            (None, Some(s)) => {
+                let (host, port) = s
+                    .rsplit_once(':')
+                    .ok_or_else(|| bad("service must be `name.namespace:port`"))?;
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| bad("service port must be a number in 1..=65535"))?;
+                let url = format!("http://{host}:{port}");
+                (
+                    "http".to_string(),
+                    host.to_string(),
+                    port,
+                    url,
+                    vpc_cidr.to_string(),
+                )
+            }
+            _ => return Err(bad("give exactly one of `url` and `service`")),
+        };
+        if !host_ok(&host) {
+            return Err(bad(&format!("'{host}' is not a DNS name")));
+        }
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        let cidr = self.cidr.clone().unwrap_or(default_cidr);
+        parse_cidr(&cidr)?;
+        Ok(Upstream {
+            name: self.name.clone(),
+            scheme,
+            host,
+            port,
+            url,
+            cidr,
+        })
+    }
+}
+
 fn default_grafana_key_env() -> String {
     "GRAFANA_API_KEY".to_string()
 }
@@ -215,6 +350,16 @@ impl Env {
     pub fn dashboards_dir(&self) -> PathBuf {
         let base = self.path.parent().unwrap_or(Path::new("."));
         base.join(&self.cfg.dashboards_dir)
+    }
+
+    /// The gateway's kong.yml template: `[gateway] config`, or
+    /// `<name>/kong.yml`, next to the env file.
+    pub fn gateway_config_path(&self) -> PathBuf {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        match &self.cfg.gateway.config {
+            Some(p) => base.join(p),
+            None => base.join(&self.cfg.name).join("kong.yml"),
+        }
     }
 }
 
@@ -280,6 +425,16 @@ impl EnvConfig {
         if self.dns.domain.is_empty() {
             return Err("dns.domain must not be empty".into());
         }
+        self.upstreams()?;
+        for o in &self.gateway.frontend_origins {
+            let u = reqwest::Url::parse(o)
+                .map_err(|e| Invalid::Value(format!("gateway.frontend_origins '{o}': {e}")))?;
+            if !matches!(u.scheme(), "http" | "https") || u.path() != "/" || o.ends_with('/') {
+                return Err(Invalid::Value(format!(
+                    "gateway.frontend_origins '{o}': an origin is `scheme://host[:port]`"
+                )));
+            }
+        }
         if self.disposable && self.name.contains("prod") {
             return Err(Invalid::Value(format!(
                 "'{}' looks like production: it cannot be `disposable` (fast teardown)",
@@ -295,6 +450,22 @@ impl EnvConfig {
             }
         }
         Ok(())
+    }
+
+    /// The upstreams of `[gateway]`, resolved; names are unique.
+    pub fn upstreams(&self) -> Result<Vec<Upstream>, Invalid> {
+        let mut out: Vec<Upstream> = Vec::new();
+        for u in &self.gateway.upstreams {
+            let r = u.resolve(&self.network.cidr)?;
+            if out.iter().any(|o| o.name == r.name) {
+                return Err(Invalid::Value(format!(
+                    "gateway.upstreams: '{}' is named twice",
+                    r.name
+                )));
+            }
+            out.push(r);
+        }
+        Ok(out)
     }
 
     /// The image `deploy --image` may roll out: pinned unless disposable.

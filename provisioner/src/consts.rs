@@ -40,5 +40,12 @@ pub const SECRETS: [(&str, &str, &str); 3] = [
     ),
 ];
 
+/// Secrets composed from a data store's endpoint and its password, for the
+/// metrics-agent sidecar: (logical name, name suffix under `<project>/<env>/`).
+pub const CONNECTION_SECRETS: [(&str, &str); 2] = [
+    ("metrics-postgres", "metrics-agent-postgres-dsn"),
+    ("metrics-redis", "metrics-agent-redis-addr"),
+];
+
 /// IAM roles, named `<prefix>-<role>`.
 pub const IAM_ROLES: [&str; 3] = ["flow-logs", "task-execution", "task"];

@@ -112,12 +112,22 @@ impl HealthSource for TaskSetStability {
 pub struct DeployReport {
     pub result: &'static str,
     pub image: String,
+    /// Fingerprint of the declarative configuration the new revision runs.
+    pub gateway_config_hash: String,
     pub task_definition: String,
     pub previous_task_definition: String,
     pub live_target_group: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub seconds: u64,
+}
+
+fn or_none(hash: &str) -> &str {
+    if hash.is_empty() {
+        "(the image's)"
+    } else {
+        hash
+    }
 }
 
 /// Polls the health source until healthy, unhealthy or timed out.
@@ -144,7 +154,11 @@ async fn gate<H: HealthSource>(aws: &Aws, h: &H, t: &Target, timeout: Duration) 
 }
 
 pub struct DeployOptions {
-    pub image: String,
+    /// The gateway image to roll out; `None` keeps the current one.
+    pub image: Option<String>,
+    /// The declarative configuration to roll out (the repo's, rendered);
+    /// `None` keeps the current one.
+    pub gateway_config: Option<crate::gateway_config::Rendered>,
     pub health_timeout: Duration,
     pub guard_alarms: Vec<String>,
 }
@@ -235,15 +249,34 @@ pub async fn deploy<H: HealthSource>(
         }
     }
 
-    // 1. New revision: the current one with the new gateway image.
+    // 1. New revision: the current one with the new gateway image and the
+    //    repo's declarative configuration.
     let old_td_arn = current
         .and_then(|t| t.task_definition())
         .map(str::to_string)
         .unwrap_or_else(|| svc_spec.task_definition.clone());
-    let mut td_spec = task_definition::spec_of(&task_definition::describe(aws, &old_td_arn).await?);
-    td_spec.gateway_image = opts.image.clone();
+    let old_td = task_definition::describe(aws, &old_td_arn).await?;
+    let mut td_spec = task_definition::spec_of(&old_td);
+    if let Some(image) = &opts.image {
+        td_spec.gateway_image = image.clone();
+    }
+    let config = match &opts.gateway_config {
+        Some(r) => {
+            if r.hash != td_spec.gateway_config_hash {
+                crate::progress::note(&format!(
+                    "gateway configuration {} -> {} ({})",
+                    or_none(&td_spec.gateway_config_hash),
+                    r.hash,
+                    r.source
+                ));
+            }
+            td_spec.gateway_config_hash = r.hash.clone();
+            Some(r.text.clone())
+        }
+        None => task_definition::config_of(&old_td),
+    };
     let key = crate::model::Key::new(crate::model::Kind::TaskDefinition, "gateway");
-    let new_td = task_definition::register(aws, &key, &td_spec).await?;
+    let new_td = task_definition::register(aws, &key, &td_spec, config.as_deref()).await?;
     crate::progress::note(&format!("registered {}", new_td.id));
 
     // 2. Green task set behind the idle target group / test listener.
@@ -275,7 +308,8 @@ pub async fn deploy<H: HealthSource>(
 
     let report = |result, reason: Option<String>, td: &str, live_tg: &str| DeployReport {
         result,
-        image: opts.image.clone(),
+        image: td_spec.gateway_image.clone(),
+        gateway_config_hash: td_spec.gateway_config_hash.clone(),
         task_definition: td.to_string(),
         previous_task_definition: old_td_arn.clone(),
         live_target_group: live_tg.to_string(),

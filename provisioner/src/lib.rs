@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod desired;
 pub mod engine;
 pub mod error;
+pub mod gateway_config;
 pub mod grafana;
 pub mod model;
 pub mod plan;

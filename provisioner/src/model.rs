@@ -51,6 +51,7 @@ kinds! {
     DbInstance = "db-instance",
     CacheSubnetGroup = "cache-subnet-group",
     ReplicationGroup = "replication-group",
+    ConnectionSecret = "connection-secret",
     Certificate = "certificate",
     EcrRepository = "ecr-repository",
     LoadBalancer = "load-balancer",

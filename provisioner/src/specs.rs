@@ -242,6 +242,15 @@ pub struct TaskDefinitionSpec {
     pub agent_environment: BTreeMap<String, String>,
     /// Env var -> Secrets Manager ARN, injected into the gateway.
     pub gateway_secrets: BTreeMap<String, String>,
+    /// Env var -> Secrets Manager ARN, injected into the metrics-agent.
+    #[serde(default)]
+    pub agent_secrets: BTreeMap<String, String>,
+    /// Fingerprint (FNV-1a) of the declarative configuration the gateway
+    /// receives as `GATEWAY_CONFIG_STRING`; the text itself travels in
+    /// `Desired::inputs["gateway_config"]` (plans show the hash, not the file).
+    /// Empty: none (the image's file).
+    #[serde(default)]
+    pub gateway_config_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

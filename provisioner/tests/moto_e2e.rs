@@ -13,7 +13,7 @@ use support::*;
 use verify::verify_staging;
 
 /// Resources of staging with one dashboard and one rules file.
-const STAGING_TOTAL: u64 = 57;
+const STAGING_TOTAL: u64 = 59;
 /// ECR repositories: shared by all environments, kept by `down`.
 const SHARED: u64 = 3;
 /// Resources ranked before `db-instance/main` (created before the injected failure).
@@ -73,6 +73,36 @@ fn plan_on_an_empty_account_lists_everything() {
         &genv,
     );
     assert_eq!(text.code, 2, "changes pending => 2\n{}", text.stderr);
+
+    // `up` without a terminal and without --yes shows the plan and refuses.
+    let refused = provisioner(&moto, &scratch, &["up", "staging"], &genv);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("Plan for staging") && refused.stderr.contains("+   vpc/main"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("refusing to apply without confirmation")
+            && refused.stderr.contains("--yes"),
+        "{}",
+        refused.stderr
+    );
+    let still = provisioner(
+        &moto,
+        &scratch,
+        &["plan", "staging", "--output", "json"],
+        &genv,
+    )
+    .ok()
+    .json();
+    assert_eq!(
+        summary(&still),
+        (STAGING_TOTAL, 0, 0, 0, 0),
+        "nothing applied"
+    );
     assert!(text.stdout.contains("  +   vpc/main"), "{}", text.stdout);
     assert!(
         text.stdout
@@ -140,7 +170,9 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     let run = |args: &[&str]| provisioner(&moto, &scratch, args, &genv);
 
     // up creates everything, with the settings of the seeds.
-    let up = run(&["up", "staging", "--output", "json"]).ok().json();
+    let up = run(&["up", "staging", "--yes", "--output", "json"])
+        .ok()
+        .json();
     assert_eq!(summary(&up), (STAGING_TOTAL, 0, 0, 0, 0));
     rt().block_on(verify_staging(&moto));
     {
@@ -162,8 +194,12 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     }
 
     // A second up changes nothing; plan agrees (exit 0 with --detailed-exitcode).
-    let again = run(&["up", "staging", "--output", "json"]).ok().json();
+    let again = run(&["up", "staging", "--yes", "--output", "json"])
+        .ok()
+        .json();
     assert_eq!(summary(&again), (0, 0, 0, 0, STAGING_TOTAL));
+    // Nothing to change: nothing to confirm, so no --yes is needed.
+    run(&["up", "staging"]).ok();
     assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
 
     // A changed env file produces exactly the expected changes.
@@ -214,7 +250,9 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
         changed_fields(&plan, "log-group/gateway"),
         vec!["retention_days"]
     );
-    let applied = run(&["up", "staging", "--output", "json"]).ok().json();
+    let applied = run(&["up", "staging", "--yes", "--output", "json"])
+        .ok()
+        .json();
     assert_eq!(changes(&applied), expected);
     assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
     rt().block_on(async {
@@ -552,6 +590,68 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     });
     assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
 
+    // A broken kong.yml fails plan, naming the file and the line.
+    let kong = scratch.dir.join("envs/staging/kong.yml");
+    let kong_text = std::fs::read_to_string(&kong).expect("kong.yml");
+    let line = kong_text
+        .lines()
+        .position(|l| l.contains("minute: 300"))
+        .expect("login limit")
+        + 1;
+    std::fs::write(&kong, kong_text.replacen("minute: 300", "minute: lots", 1)).expect("write");
+    let broken = run(&["plan", "staging"]);
+    assert_eq!(broken.code, 1, "{}", broken.stderr);
+    assert!(
+        broken
+            .stderr
+            .contains(&format!("envs/staging/kong.yml:{line}:")),
+        "{}",
+        broken.stderr
+    );
+    // A configuration change is deploy's (like an image): plan notes it,
+    // deploy rolls it out blue-green in a new revision.
+    std::fs::write(&kong, kong_text.replacen("minute: 300", "minute: 200", 1)).expect("write");
+    let noted = run(&["plan", "staging", "--detailed-exitcode"]);
+    assert_eq!(noted.code, 0, "{}", noted.stderr);
+    assert!(
+        noted.stderr.contains("differs from the deployed one"),
+        "{}",
+        noted.stderr
+    );
+    let dep = run(&[
+        "deploy",
+        "staging",
+        "--health-source",
+        "task-set",
+        "--output",
+        "json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(dep["result"], "deployed");
+    assert_eq!(dep["image"], "registry/gateway:v4", "the image stays");
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let ecs = aws_sdk_ecs::Client::new(&conf);
+        let td = ecs
+            .describe_task_definition()
+            .task_definition(dep["task_definition"].as_str().expect("td arn"))
+            .send()
+            .await
+            .expect("td");
+        let gw = &td.task_definition().expect("td").container_definitions()[0];
+        let config = gw
+            .environment()
+            .iter()
+            .find(|kv| kv.name() == Some("GATEWAY_CONFIG_STRING"))
+            .and_then(|kv| kv.value())
+            .expect("config");
+        assert!(config.contains("minute: 200"), "the new configuration");
+    });
+    let quiet = run(&["plan", "staging", "--detailed-exitcode"]);
+    assert_eq!(quiet.code, 0);
+    assert!(!quiet.stderr.contains("differs from the deployed one"));
+
     // down needs confirmation, then removes everything it made.
     let refused = run(&["down", "staging"]);
     assert_eq!(refused.code, 1);
@@ -674,7 +774,7 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
     let failed = provisioner(
         &moto,
         &scratch,
-        &["up", "staging"],
+        &["up", "staging", "--yes"],
         &[("PROVISIONER_FAIL_BEFORE", "db-instance/main")],
     );
     assert_eq!(failed.code, 1, "{}", failed.stderr);
@@ -702,9 +802,14 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
     assert_eq!(summary(&plan), (total - BEFORE_DB, 0, 0, 0, BEFORE_DB));
     assert!(!changes(&plan).contains_key("grafana-dashboard/gw-overview"));
 
-    let resumed = provisioner(&moto, &scratch, &["up", "staging", "--output", "json"], &[])
-        .ok()
-        .json();
+    let resumed = provisioner(
+        &moto,
+        &scratch,
+        &["up", "staging", "--yes", "--output", "json"],
+        &[],
+    )
+    .ok()
+    .json();
     assert_eq!(summary(&resumed), (total - BEFORE_DB, 0, 0, 0, BEFORE_DB));
     assert_eq!(
         provisioner(
@@ -737,7 +842,7 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
     );
     let text = provisioner(&moto, &scratch, &["plan", "staging"], &[]).ok();
     assert!(text.stdout.contains("-/+ vpc/main"), "{}", text.stdout);
-    let refused = provisioner(&moto, &scratch, &["up", "staging"], &[]);
+    let refused = provisioner(&moto, &scratch, &["up", "staging", "--yes"], &[]);
     assert_eq!(refused.code, 1);
     assert!(
         refused.stderr.contains("needs replacement"),
@@ -775,8 +880,8 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
             .expect("secrets");
         assert_eq!(
             secrets.secret_list().len(),
-            3 + 1,
-            "ours plus the PagerDuty one"
+            3 + 2 + 1,
+            "ours (3 generated, the sidecar's 2) plus the PagerDuty one"
         );
         let sns = aws_sdk_sns::Client::new(&conf);
         let topics = sns.list_topics().send().await.expect("topics");
@@ -799,7 +904,7 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
     let up = provisioner(
         &moto,
         &scratch,
-        &["up", "production", "--output", "json"],
+        &["up", "production", "--yes", "--output", "json"],
         &[],
     )
     .ok()
@@ -894,7 +999,7 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
         "deletion_protection = true",
         "deletion_protection = false",
     );
-    provisioner(&moto, &scratch, &["up", "production"], &[]).ok();
+    provisioner(&moto, &scratch, &["up", "production", "--yes"], &[]).ok();
     let down = provisioner(
         &moto,
         &scratch,
@@ -924,7 +1029,13 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
         );
         // Secrets keep their recovery window (a disposable env deletes at once).
         let sm = aws_sdk_secretsmanager::Client::new(&conf);
-        for name in ["jwt-secret", "db-password", "redis-auth-token"] {
+        for name in [
+            "jwt-secret",
+            "db-password",
+            "redis-auth-token",
+            "metrics-agent-postgres-dsn",
+            "metrics-agent-redis-addr",
+        ] {
             let s = sm
                 .describe_secret()
                 .secret_id(format!("edge-suite/production/{name}"))
@@ -940,7 +1051,7 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
     let again = provisioner(
         &moto,
         &scratch,
-        &["up", "production"],
+        &["up", "production", "--yes"],
         &[("PROVISIONER_FAIL_BEFORE", "db-subnet-group/main")],
     );
     assert!(
@@ -967,4 +1078,80 @@ fn production_is_three_az_multi_az_and_down_keeps_a_final_snapshot() {
             assert!(s.deleted_date().is_none(), "{name} restored");
         }
     });
+}
+
+#[test]
+fn up_after_down_adopts_or_removes_the_leftovers() {
+    let scratch = Scratch::new("again");
+    let moto = Moto::start(&scratch.dir);
+    let run = |args: &[&str]| provisioner(&moto, &scratch, args, &[]);
+    let first = run(&["up", "staging", "--yes", "--output", "json"])
+        .ok()
+        .json();
+    let total = summary(&first).0;
+    run(&["down", "staging", "--yes"]).ok();
+    // moto keeps some of what `down` deleted (see docs/provisioner.md); the
+    // next `up` must not trip over it.
+    let again = run(&["up", "staging", "--yes", "--output", "json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("adopted as found"),
+        "the leftovers are adopted: {}",
+        again.stderr
+    );
+    let again = again.json();
+    let (create, update, ..) = summary(&again);
+    assert!(create + update >= total - SHARED, "{again}");
+    // The service runs the new task definition, which reaches the adopted
+    // Redis group.
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let ecs = aws_sdk_ecs::Client::new(&conf);
+        let svc = ecs
+            .describe_services()
+            .cluster("edge-suite-staging-cluster")
+            .services("gateway")
+            .send()
+            .await
+            .expect("svc");
+        let td = ecs
+            .describe_task_definition()
+            .task_definition(svc.services()[0].task_definition().expect("td"))
+            .send()
+            .await
+            .expect("td");
+        let env: BTreeMap<&str, &str> = td.task_definition().expect("td").container_definitions()
+            [0]
+        .environment()
+        .iter()
+        .filter_map(|kv| Some((kv.name()?, kv.value()?)))
+        .collect();
+        assert!(env.contains_key("GATEWAY_CONFIG_STRING"));
+        let rg = aws_sdk_elasticache::Client::new(&conf)
+            .describe_replication_groups()
+            .send()
+            .await
+            .expect("rgs");
+        assert_eq!(
+            env.get("REDIS_HOST").copied(),
+            rg.replication_groups()[0]
+                .configuration_endpoint()
+                .and_then(|e| e.address())
+        );
+    });
+    // Never fatal: up again, and down again, still work; `down` does not
+    // need a loadable kong.yml.
+    run(&["up", "staging", "--yes"]).ok();
+    std::fs::write(
+        scratch.dir.join("envs/staging/kong.yml"),
+        "services: [oops\n",
+    )
+    .expect("write");
+    assert_eq!(
+        run(&["plan", "staging"]).code,
+        1,
+        "a broken kong.yml fails plan"
+    );
+    run(&["down", "staging", "--yes"]).ok();
+    rt().block_on(assert_nothing_tagged_left(&moto));
 }

@@ -60,17 +60,31 @@ pub async fn create_subnet_group(aws: &Aws, d: &Desired) -> Result<Actual> {
     Ok(Actual::new(d.key.clone(), &spec.name, &spec))
 }
 
+/// Against an emulator, a group `down` could not delete (moto serves neither
+/// DeleteCacheSubnetGroup nor ModifyCacheSubnetGroup) is adopted as found,
+/// with a warning: `up` after `down` goes on (moto does not check subnets).
 pub async fn update_subnet_group(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     let spec: SubnetGroupSpec = d.spec()?;
-    aws.elasticache
+    let res = aws
+        .elasticache
         .modify_cache_subnet_group()
         .cache_subnet_group_name(&spec.name)
         .cache_subnet_group_description(&spec.description)
         .set_subnet_ids(Some(spec.subnets.clone()))
         .send()
-        .await
-        .map_err(|e| Error::aws("elasticache:ModifyCacheSubnetGroup", e))?;
-    Ok(Actual::new(d.key.clone(), a.id.clone(), &spec))
+        .await;
+    match res {
+        Ok(_) => Ok(Actual::new(d.key.clone(), a.id.clone(), &spec)),
+        Err(e) if aws.emulator => {
+            crate::progress::note(&format!(
+                "  warning: the emulator cannot modify cache subnet group {} ({}); adopted as found",
+                a.id,
+                Error::aws("elasticache:ModifyCacheSubnetGroup", e)
+            ));
+            Ok(Actual::new(d.key.clone(), a.id.clone(), &spec))
+        }
+        Err(e) => Err(Error::aws("elasticache:ModifyCacheSubnetGroup", e)),
+    }
 }
 
 /// moto does not implement DeleteCacheSubnetGroup; against an emulator the
@@ -180,6 +194,30 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .map(|s| s.split(',').map(str::to_string).collect())
         .unwrap_or_default();
     let token = secret::value(aws, token_secret).await?;
+    // A group of the same id still `deleting` (an earlier `down`): AWS frees
+    // the id once it is gone, so wait for that; moto keeps it `deleting`
+    // forever, so against an emulator it is adopted as found.
+    if let Some(g) = describe(aws).await?
+        && g.status() == Some("deleting")
+    {
+        if aws.emulator {
+            crate::progress::note(&format!(
+                "  warning: the emulator keeps replication group {} in `deleting` after down; adopted as found",
+                spec.id
+            ));
+            return Ok(actual_of(&g));
+        }
+        crate::progress::note(&format!(
+            "  replication group {} is still being deleted (an earlier down); waiting for it to go",
+            spec.id
+        ));
+        wait_for(
+            "the previous Redis replication group to be deleted",
+            aws.wait_timeout,
+            || async { Ok(describe(aws).await?.is_none().then_some(())) },
+        )
+        .await?;
+    }
     aws.elasticache
         .create_replication_group()
         .replication_group_id(&spec.id)

@@ -35,6 +35,7 @@ pub mod alarm;
 pub mod amp;
 pub mod autoscaling;
 pub mod certificate;
+pub mod connection_secret;
 pub mod ec2util;
 pub mod ecr;
 pub mod ecs_cluster;

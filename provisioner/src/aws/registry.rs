@@ -6,9 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::{
-    Aws, alarm, amp, autoscaling, certificate, ecr, ecs_cluster, ecs_service, eip, elasticache,
-    flow_log, iam, igw, lb, listener, log_group, nat, rds, route_table, secret, security_group,
-    sg_rules, sns, subnet, target_group, task_definition, vpc,
+    Aws, alarm, amp, autoscaling, certificate, connection_secret, ecr, ecs_cluster, ecs_service,
+    eip, elasticache, flow_log, iam, igw, lb, listener, log_group, nat, rds, route_table, secret,
+    security_group, sg_rules, sns, subnet, target_group, task_definition, vpc,
 };
 use crate::error::Result;
 use crate::model::{Actual, Desired, Kind};
@@ -45,6 +45,7 @@ pub const REGISTRY: &[&Ops] = &[
     &rds::OPS,
     &elasticache::SUBNET_GROUP_OPS,
     &elasticache::OPS,
+    &connection_secret::OPS,
     &certificate::OPS,
     &ecr::OPS,
     &lb::OPS,

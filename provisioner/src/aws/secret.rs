@@ -117,7 +117,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
 /// window (AWS answers CreateSecret with "scheduled for deletion", moto with
 /// "already exists"): bring it back, with its value, and return its ARN.
 /// `None` when there is no such secret.
-async fn restore_if_scheduled(aws: &Aws, name: &str) -> Result<Option<String>> {
+pub(crate) async fn restore_if_scheduled(aws: &Aws, name: &str) -> Result<Option<String>> {
     let scheduled = match aws.secrets.describe_secret().secret_id(name).send().await {
         Ok(s) => s.deleted_date().is_some(),
         Err(_) => false,

@@ -15,7 +15,7 @@ use super::{Aws, registry::Ops};
 use crate::consts::{PROXY_PORT, STATUS_PORT};
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
-use crate::specs::TaskDefinitionSpec;
+use crate::specs::{TaskDefinitionSpec, fnv1a};
 
 pub const GATEWAY: &str = "gateway";
 pub const AGENT: &str = "metrics-agent";
@@ -34,7 +34,40 @@ fn env_map(c: &ContainerDefinition) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Reads a registered revision back into the spec shape.
+fn secret_map(c: &ContainerDefinition) -> BTreeMap<String, String> {
+    c.secrets()
+        .iter()
+        .map(|s| (s.name().to_string(), s.value_from().to_string()))
+        .collect()
+}
+
+fn secrets(map: &BTreeMap<String, String>) -> Result<Vec<Secret>> {
+    map.iter()
+        .map(|(name, arn)| Secret::builder().name(name).value_from(arn).build())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::invalid(e.to_string()))
+}
+
+/// The gateway's environment variable holding the whole declarative
+/// configuration (the gateway reads it when `--config` is absent).
+pub const CONFIG_ENV: &str = "GATEWAY_CONFIG_STRING";
+
+/// The declarative configuration a registered revision hands the gateway.
+pub fn config_of(td: &TaskDefinition) -> Option<String> {
+    td.container_definitions()
+        .iter()
+        .find(|c| c.name() == Some(GATEWAY))
+        .and_then(|c| {
+            c.environment()
+                .iter()
+                .find(|kv| kv.name() == Some(CONFIG_ENV))
+                .and_then(|kv| kv.value())
+                .map(str::to_string)
+        })
+}
+
+/// Reads a registered revision back into the spec shape (the configuration
+/// as its fingerprint, see [`config_of`] for the text).
 pub fn spec_of(td: &TaskDefinition) -> TaskDefinitionSpec {
     let containers = td.container_definitions();
     let find = |n: &str| containers.iter().find(|c| c.name() == Some(n));
@@ -58,15 +91,17 @@ pub fn spec_of(td: &TaskDefinition) -> TaskDefinitionSpec {
             .cloned()
             .unwrap_or_default(),
         stop_timeout: gw.and_then(|c| c.stop_timeout()).unwrap_or(0),
-        gateway_environment: gw.map(env_map).unwrap_or_default(),
+        gateway_environment: gw
+            .map(env_map)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k != CONFIG_ENV)
+            .collect(),
         agent_environment: agent.map(env_map).unwrap_or_default(),
-        gateway_secrets: gw
-            .map(|c| {
-                c.secrets()
-                    .iter()
-                    .map(|s| (s.name().to_string(), s.value_from().to_string()))
-                    .collect()
-            })
+        gateway_secrets: gw.map(secret_map).unwrap_or_default(),
+        agent_secrets: agent.map(secret_map).unwrap_or_default(),
+        gateway_config_hash: config_of(td)
+            .map(|t| fnv1a(t.as_bytes()))
             .unwrap_or_default(),
     }
 }
@@ -74,16 +109,21 @@ pub fn spec_of(td: &TaskDefinition) -> TaskDefinitionSpec {
 fn actual_of(td: &TaskDefinition) -> Actual {
     let spec = spec_of(td);
     let arn = td.task_definition_arn().unwrap_or_default();
-    Actual::new(Key::new(Kind::TaskDefinition, "gateway"), arn, &spec)
+    let a = Actual::new(Key::new(Kind::TaskDefinition, "gateway"), arn, &spec)
         .output("arn", arn)
         .output("revision", td.revision().to_string())
         .output("gateway_image", spec.gateway_image.clone())
         .output("metrics_agent_image", spec.metrics_agent_image.clone())
-        .state(
-            td.status()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_default(),
-        )
+        .output("gateway_config_hash", spec.gateway_config_hash.clone());
+    let a = match config_of(td) {
+        Some(text) => a.output("gateway_config", text),
+        None => a,
+    };
+    a.state(
+        td.status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+    )
 }
 
 pub async fn describe(aws: &Aws, arn: &str) -> Result<TaskDefinition> {
@@ -156,6 +196,10 @@ fn port(p: i32) -> PortMapping {
         .build()
 }
 
+/// The configuration baked into the gateway image (used by revisions without
+/// `GATEWAY_CONFIG_STRING`).
+pub const IMAGE_CONFIG: &str = "/etc/gateway/kong.yml";
+
 /// The images are distroless (no shell, no curl); they ship a small probe
 /// binary, `/usr/local/bin/healthcheck URL`.
 pub const PROBE: &str = "/usr/local/bin/healthcheck";
@@ -173,8 +217,14 @@ fn health(url: &str) -> Result<HealthCheck> {
         .map_err(|e| Error::invalid(e.to_string()))
 }
 
-/// The container definitions for a spec (public for unit tests and deploy).
-pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<ContainerDefinition>> {
+/// The container definitions for a spec and the gateway's declarative
+/// configuration (public for unit tests and deploy). Without a
+/// configuration the gateway runs the image's `/etc/gateway/kong.yml`.
+pub fn containers(
+    spec: &TaskDefinitionSpec,
+    config: Option<&str>,
+    region: &str,
+) -> Result<Vec<ContainerDefinition>> {
     // The sidecar gets a fixed slice; the gateway the rest of the task.
     let cpu: i32 = spec
         .cpu
@@ -190,12 +240,19 @@ pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<Contain
             "task needs more than {agent_cpu} CPU units and {agent_mem} MiB (the metrics-agent share)"
         )));
     }
-    let secrets: Vec<Secret> = spec
-        .gateway_secrets
-        .iter()
-        .map(|(name, arn)| Secret::builder().name(name).value_from(arn).build())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::invalid(e.to_string()))?;
+    let mut gateway_env = spec.gateway_environment.clone();
+    let command: Vec<String> = match config {
+        Some(text) => {
+            if fnv1a(text.as_bytes()) != spec.gateway_config_hash {
+                return Err(Error::invalid(
+                    "the gateway configuration does not match its fingerprint in the spec",
+                ));
+            }
+            gateway_env.insert(CONFIG_ENV.to_string(), text.to_string());
+            vec!["run".into()]
+        }
+        None => vec!["run".into(), "--config".into(), IMAGE_CONFIG.into()],
+    };
     let gateway = ContainerDefinition::builder()
         .name(GATEWAY)
         .image(&spec.gateway_image)
@@ -203,13 +260,11 @@ pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<Contain
         .cpu(cpu - agent_cpu)
         .memory(memory - agent_mem)
         .entry_point("/usr/local/bin/gateway")
-        .command("run")
-        .command("--config")
-        .command("/etc/gateway/kong.yml")
+        .set_command(Some(command))
         .port_mappings(port(PROXY_PORT))
         .port_mappings(port(STATUS_PORT))
-        .set_environment(Some(kv(&spec.gateway_environment)))
-        .set_secrets(Some(secrets))
+        .set_environment(Some(kv(&gateway_env)))
+        .set_secrets(Some(secrets(&spec.gateway_secrets)?))
         .log_configuration(logs(spec, region, GATEWAY)?)
         .health_check(health(&format!("http://127.0.0.1:{STATUS_PORT}/health"))?)
         .stop_timeout(spec.stop_timeout)
@@ -229,6 +284,7 @@ pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<Contain
         .command("--wal-dir")
         .command("/var/lib/metrics-agent")
         .set_environment(Some(kv(&spec.agent_environment)))
+        .set_secrets(Some(secrets(&spec.agent_secrets)?))
         .log_configuration(logs(spec, region, AGENT)?)
         .health_check(health("http://127.0.0.1:9464/ready")?)
         .stop_timeout(spec.stop_timeout)
@@ -237,7 +293,12 @@ pub fn containers(spec: &TaskDefinitionSpec, region: &str) -> Result<Vec<Contain
 }
 
 /// Registers a new revision (create and update are the same thing).
-pub async fn register(aws: &Aws, key: &Key, spec: &TaskDefinitionSpec) -> Result<Actual> {
+pub async fn register(
+    aws: &Aws,
+    key: &Key,
+    spec: &TaskDefinitionSpec,
+    config: Option<&str>,
+) -> Result<Actual> {
     let out = aws
         .ecs
         .register_task_definition()
@@ -254,7 +315,7 @@ pub async fn register(aws: &Aws, key: &Key, spec: &TaskDefinitionSpec) -> Result
                 .cpu_architecture(aws_sdk_ecs::types::CpuArchitecture::Arm64)
                 .build(),
         )
-        .set_container_definitions(Some(containers(spec, &aws.region)?))
+        .set_container_definitions(Some(containers(spec, config, &aws.region)?))
         .set_tags(Some(ecs_tags(aws, key)))
         .send()
         .await
@@ -267,7 +328,8 @@ pub async fn register(aws: &Aws, key: &Key, spec: &TaskDefinitionSpec) -> Result
 
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: TaskDefinitionSpec = d.spec()?;
-    register(aws, &d.key, &spec).await
+    let config = d.inputs.get("gateway_config").map(String::as_str);
+    register(aws, &d.key, &spec, config).await
 }
 
 pub async fn deregister(aws: &Aws, arn: &str) -> Result<()> {
@@ -334,12 +396,18 @@ mod tests {
             gateway_environment: [("GATEWAY_WORKERS".to_string(), "2".to_string())].into(),
             agent_environment: BTreeMap::new(),
             gateway_secrets: [("JWT_SECRET".to_string(), "arn:secret".to_string())].into(),
+            agent_secrets: [(
+                "METRICS_AGENT_POSTGRES_DSN".to_string(),
+                "arn:dsn".to_string(),
+            )]
+            .into(),
+            gateway_config_hash: String::new(),
         }
     }
 
     #[test]
     fn containers_split_resources_and_use_the_image_probe() {
-        let c = containers(&spec("512", "1024"), "us-east-1").expect("containers");
+        let c = containers(&spec("512", "1024"), None, "us-east-1").expect("containers");
         let (gw, agent) = (&c[0], &c[1]);
         assert_eq!(
             (gw.cpu(), gw.memory()),
@@ -356,6 +424,8 @@ mod tests {
         let hc = gw.health_check().expect("health check");
         assert_eq!(hc.command(), ["CMD", PROBE, "http://127.0.0.1:8100/health"]);
         assert_eq!(gw.secrets()[0].name(), "JWT_SECRET");
+        assert_eq!(agent.secrets()[0].name(), "METRICS_AGENT_POSTGRES_DSN");
+        assert_eq!(agent.secrets()[0].value_from(), "arn:dsn");
         assert_eq!(gw.stop_timeout(), Some(30));
         let logs = gw
             .log_configuration()
@@ -366,9 +436,31 @@ mod tests {
             Some("/ecs/p/gateway")
         );
         assert!(
-            containers(&spec("128", "1024"), "us-east-1").is_err(),
+            containers(&spec("128", "1024"), None, "us-east-1").is_err(),
             "no room for the gateway"
         );
-        assert!(containers(&spec("x", "1024"), "us-east-1").is_err());
+        assert!(containers(&spec("x", "1024"), None, "us-east-1").is_err());
+    }
+
+    #[test]
+    fn the_configuration_goes_in_the_environment_and_reads_back_as_a_hash() {
+        let text = "_format_version: \"3.0\"\n";
+        let mut s = spec("512", "1024");
+        assert!(
+            containers(&s, Some(text), "us-east-1").is_err(),
+            "a text that is not the spec's is refused"
+        );
+        s.gateway_config_hash = fnv1a(text.as_bytes());
+        let c = containers(&s, Some(text), "us-east-1").expect("containers");
+        assert_eq!(c[0].command(), ["run"], "no --config: the string is used");
+        let td = TaskDefinition::builder()
+            .family("p-gateway")
+            .set_container_definitions(Some(c))
+            .build();
+        assert_eq!(config_of(&td).as_deref(), Some(text));
+        let back = spec_of(&td);
+        assert_eq!(back.gateway_config_hash, s.gateway_config_hash);
+        assert!(!back.gateway_environment.contains_key(CONFIG_ENV));
+        assert_eq!(back.gateway_environment, s.gateway_environment);
     }
 }

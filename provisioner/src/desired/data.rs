@@ -76,4 +76,46 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
         .input("subnet_group", format!("{p}-redis"))
         .input("security_groups", b.sg("redis")),
     );
+    // The metrics-agent sidecar's connections (ECS secrets): composed from
+    // the endpoints and the generated passwords. The description names the
+    // endpoint, so a new endpoint rewrites the value.
+    let db_host = b.ids.get(Kind::DbInstance, "main", "endpoint");
+    let redis_host = b.ids.get(Kind::ReplicationGroup, "main", "endpoint");
+    let connections = [
+        (
+            "metrics-postgres",
+            format!(
+                "PostgreSQL DSN of gateway@{db_host}:{POSTGRES_PORT} for the metrics-agent sidecar"
+            ),
+            format!("postgres://gateway:{{password}}@{db_host}:{POSTGRES_PORT}/postgres"),
+            "db-password",
+            k(Kind::DbInstance, "main"),
+        ),
+        (
+            "metrics-redis",
+            format!("Redis address of {redis_host}:{REDIS_PORT} for the metrics-agent sidecar"),
+            format!("redis://:{{password}}@{redis_host}:{REDIS_PORT}"),
+            "redis-token",
+            k(Kind::ReplicationGroup, "main"),
+        ),
+    ];
+    for (name, description, template, password, store) in connections {
+        let suffix = CONNECTION_SECRETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| *s)
+            .unwrap_or(name);
+        out.push(
+            Desired::new(
+                k(Kind::ConnectionSecret, name),
+                &SecretSpec {
+                    name: secret_name(cfg, suffix),
+                    description,
+                },
+                vec![store, k(Kind::Secret, password)],
+            )
+            .input("template", template)
+            .input("password_secret", b.secret_arn(password)),
+        );
+    }
 }

@@ -10,6 +10,8 @@ mod network;
 mod observability;
 mod security;
 
+pub use compute::{gateway_environment, gateway_secret_names};
+
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
@@ -34,6 +36,8 @@ pub struct Ctx {
     pub pagerduty_endpoint: Option<String>,
     /// Whether dashboards are managed (a Grafana URL is configured).
     pub grafana_enabled: bool,
+    /// The environment's rendered and validated gateway configuration.
+    pub gateway_config: Option<crate::gateway_config::Rendered>,
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +246,7 @@ mod tests {
             pagerduty_endpoint: None,
             grafana_enabled: true,
             account_id: "123456789012".into(),
+            gateway_config: None,
         }
     }
 
@@ -284,6 +289,16 @@ mod tests {
             ports(&rules("tasks").ingress),
             vec![PROXY_PORT, STATUS_PORT]
         );
+        assert_eq!(
+            rules("tasks").egress,
+            vec![
+                rule(443, "0.0.0.0/0".into()),
+                rule(POSTGRES_PORT, PENDING.into()),
+                rule(REDIS_PORT, PENDING.into()),
+                // auth.edge-suite-staging.local:9000, a Cloud Map name: the VPC.
+                rule(9000, cfg.network.cidr.clone()),
+            ]
+        );
         assert_eq!(ports(&rules("database").ingress), vec![5432]);
         assert!(rules("database").egress.is_empty());
         assert_eq!(ports(&rules("redis").ingress), vec![6379]);
@@ -294,6 +309,163 @@ mod tests {
             .find(|r| r.from_port == TEST_LISTENER_PORT)
             .expect("test listener rule");
         assert_eq!(test_rule.peer, cfg.network.cidr);
+    }
+
+    #[test]
+    fn the_gateway_believes_the_alb_for_the_client_address() {
+        let cfg = env("production");
+        let (spec, _) = td(&build(&cfg, &ctx(), &Ids::default()));
+        let e = &spec.gateway_environment;
+        assert_eq!(e["GATEWAY_TRUSTED_IPS"], "10.30.0.0/16");
+        assert_eq!(e["GATEWAY_REAL_IP_HEADER"], "X-Forwarded-For");
+        assert_eq!(e["GATEWAY_REAL_IP_RECURSIVE"], "true");
+    }
+
+    #[test]
+    fn the_sidecar_reads_postgres_and_redis_from_secrets_manager() {
+        let mut ids = Ids::default();
+        for (name, out) in [
+            ("metrics-postgres", "arn:pg"),
+            ("metrics-redis", "arn:redis"),
+        ] {
+            ids.record(
+                &Actual::new(Key::new(Kind::ConnectionSecret, name), out, &json!({}))
+                    .output("arn", out),
+            );
+        }
+        for (kind, name, key, value) in [
+            (Kind::DbInstance, "main", "endpoint", "db.example"),
+            (
+                Kind::ReplicationGroup,
+                "main",
+                "endpoint",
+                "cfg.redis.example",
+            ),
+            (Kind::Secret, "db-password", "arn", "arn:dbpw"),
+            (Kind::Secret, "redis-token", "arn", "arn:token"),
+        ] {
+            ids.record(&Actual::new(Key::new(kind, name), value, &json!({})).output(key, value));
+        }
+        let set = build(&env("staging"), &ctx(), &ids);
+        order(&set).expect("connection secrets come after the data stores");
+        let (spec, _) = td(&set);
+        assert_eq!(
+            spec.agent_secrets,
+            BTreeMap::from([
+                (
+                    "METRICS_AGENT_POSTGRES_DSN".to_string(),
+                    "arn:pg".to_string()
+                ),
+                (
+                    "METRICS_AGENT_REDIS_ADDR".to_string(),
+                    "arn:redis".to_string()
+                ),
+            ])
+        );
+        assert!(
+            !spec
+                .agent_environment
+                .keys()
+                .any(|k| k.starts_with("METRICS_AGENT_POSTGRES")
+                    || k.starts_with("METRICS_AGENT_REDIS")),
+            "never in the plain environment"
+        );
+        let pg = set
+            .iter()
+            .find(|d| d.key == Key::new(Kind::ConnectionSecret, "metrics-postgres"))
+            .expect("pg secret");
+        assert_eq!(
+            pg.inputs["template"],
+            "postgres://gateway:{password}@db.example:5432/postgres"
+        );
+        assert_eq!(pg.inputs["password_secret"], "arn:dbpw");
+        let shown = serde_json::to_string(&pg.props).expect("json");
+        assert!(
+            shown.contains("db.example") && !shown.contains("password}"),
+            "{shown}"
+        );
+        let redis = set
+            .iter()
+            .find(|d| d.key == Key::new(Kind::ConnectionSecret, "metrics-redis"))
+            .expect("redis secret");
+        assert_eq!(
+            redis.inputs["template"],
+            "redis://:{password}@cfg.redis.example:6379"
+        );
+        let role: IamRoleSpec = find(&set, Kind::IamRole, "task-execution");
+        let reads = role.policy["Statement"]
+            .as_array()
+            .expect("statements")
+            .iter()
+            .find(|s| s["Action"] == json!(["secretsmanager:GetSecretValue"]))
+            .expect("secret reads")["Resource"]
+            .clone();
+        assert!(
+            reads
+                .as_array()
+                .is_some_and(|r| r.contains(&json!("arn:pg")) && r.contains(&json!("arn:redis"))),
+            "{reads}"
+        );
+    }
+
+    #[test]
+    fn egress_opens_exactly_the_upstream_ports() {
+        let mut cfg = env("staging");
+        cfg.gateway.upstreams = vec![
+            crate::config::UpstreamEnv {
+                name: "orders".into(),
+                url: Some("https://orders.example.com".into()),
+                service: None,
+                cidr: None,
+            },
+            crate::config::UpstreamEnv {
+                name: "billing".into(),
+                url: Some("http://billing.internal:8080/v1".into()),
+                service: None,
+                cidr: Some("10.99.0.0/16".into()),
+            },
+            crate::config::UpstreamEnv {
+                name: "users".into(),
+                url: None,
+                service: Some("users.edge.local:7000".into()),
+                cidr: None,
+            },
+        ];
+        cfg.validate().expect("valid");
+        let set = build(&cfg, &ctx(), &Ids::default());
+        let r: SecurityGroupRulesSpec = find(&set, Kind::SecurityGroupRules, "tasks");
+        let mut got: Vec<(i32, String)> = r
+            .egress
+            .iter()
+            .map(|r| (r.from_port, r.peer.clone()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (443, "0.0.0.0/0".to_string()),
+                (5432, PENDING.to_string()),
+                (6379, PENDING.to_string()),
+                (7000, cfg.network.cidr.clone()),
+                (8080, "10.99.0.0/16".to_string()),
+            ],
+            "https://orders is 443 to anywhere, already open"
+        );
+        for bad in [
+            (Some("ftp://x.example.com"), None),
+            (None, Some("users.edge.local")),
+            (Some("http://x.example.com"), Some("x.local:1")),
+            (None, Some("bad_host!:80")),
+        ] {
+            let mut c = env("staging");
+            c.gateway.upstreams = vec![crate::config::UpstreamEnv {
+                name: "x".into(),
+                url: bad.0.map(str::to_string),
+                service: bad.1.map(str::to_string),
+                cidr: None,
+            }];
+            assert!(c.validate().is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -416,6 +588,60 @@ mod tests {
             let role: IamRoleSpec = find(&set, Kind::IamRole, name);
             assert_eq!(role.source_account, "123456789012", "{name}");
         }
+    }
+
+    fn td(set: &[Desired]) -> (TaskDefinitionSpec, Option<String>) {
+        let d = set
+            .iter()
+            .find(|d| d.key.kind == Kind::TaskDefinition)
+            .expect("td");
+        (
+            d.spec().expect("spec"),
+            d.inputs.get("gateway_config").cloned(),
+        )
+    }
+
+    #[test]
+    fn the_repo_configuration_until_deploy_owns_it() {
+        let cfg = env("staging");
+        let mut c = ctx();
+        let repo =
+            crate::gateway_config::Rendered::new("k.yml", "_format_version: \"3.0\"\n".into());
+        c.gateway_config = Some(repo.clone());
+        let mut ids = Ids::default();
+        let (spec, text) = td(&build(&cfg, &c, &ids));
+        assert_eq!(spec.gateway_config_hash, repo.hash);
+        assert_eq!(text.as_deref(), Some(repo.text.as_str()));
+        assert!(
+            !spec
+                .gateway_environment
+                .contains_key("GATEWAY_CONFIG_STRING"),
+            "the text is an input, never a diffed field"
+        );
+        // A revision with a configuration keeps it: `deploy` rolls changes out.
+        ids.record(
+            &Actual::new(
+                Key::new(Kind::TaskDefinition, "gateway"),
+                "arn:td:2",
+                &json!({}),
+            )
+            .output("gateway_config", "deployed: 1\n")
+            .output("gateway_config_hash", "h-deployed"),
+        );
+        let (spec, text) = td(&build(&cfg, &c, &ids));
+        assert_eq!(spec.gateway_config_hash, "h-deployed");
+        assert_eq!(text.as_deref(), Some("deployed: 1\n"));
+        // A revision from before (no configuration in it) adopts the repo's.
+        let mut ids = Ids::default();
+        ids.record(
+            &Actual::new(
+                Key::new(Kind::TaskDefinition, "gateway"),
+                "arn:td:1",
+                &json!({}),
+            )
+            .output("gateway_config_hash", ""),
+        );
+        assert_eq!(td(&build(&cfg, &c, &ids)).0.gateway_config_hash, repo.hash);
     }
 
     #[test]

@@ -33,6 +33,15 @@ pub(super) fn push_groups(b: &Build<'_>, out: &mut Vec<Desired>) {
         .map(|(g, _)| k(Kind::SecurityGroup, g))
         .collect();
     let anywhere = "0.0.0.0/0".to_string();
+    // The services the gateway fronts: exactly their ports, to where they
+    // live (the VPC for a Cloud Map name). The env file was validated on
+    // load, so this cannot fail here.
+    let upstream_egress: Vec<SgRule> = cfg
+        .upstreams()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|u| rule(i32::from(u.port), u.cidr))
+        .collect();
     let sg_rules: [(&str, Vec<SgRule>, Vec<SgRule>); 4] = [
         (
             "alb",
@@ -53,12 +62,15 @@ pub(super) fn push_groups(b: &Build<'_>, out: &mut Vec<Desired>) {
                 rule(PROXY_PORT, b.sg("alb")),
                 rule(STATUS_PORT, b.sg("alb")),
             ],
-            vec![
+            [
                 rule(POSTGRES_PORT, b.sg("database")),
                 rule(REDIS_PORT, b.sg("redis")),
                 // ECR, Secrets Manager, CloudWatch Logs and AMP are HTTPS APIs.
                 rule(443, anywhere.clone()),
-            ],
+            ]
+            .into_iter()
+            .chain(upstream_egress)
+            .collect(),
         ),
         ("database", vec![rule(POSTGRES_PORT, b.sg("tasks"))], vec![]),
         ("redis", vec![rule(REDIS_PORT, b.sg("tasks"))], vec![]),
@@ -135,13 +147,20 @@ pub(super) fn push_roles(b: &Build<'_>, out: &mut Vec<Desired>) {
             {
                 "Effect": "Allow",
                 "Action": ["secretsmanager:GetSecretValue"],
-                "Resource": [b.secret_arn("jwt"), b.secret_arn("redis-token")],
+                "Resource": [
+                    b.secret_arn("jwt"),
+                    b.secret_arn("redis-token"),
+                    ids.get(Kind::ConnectionSecret, "metrics-postgres", "arn"),
+                    ids.get(Kind::ConnectionSecret, "metrics-redis", "arn"),
+                ],
             }
         ]),
         [
             k(Kind::LogGroup, "gateway"),
             k(Kind::Secret, "jwt"),
             k(Kind::Secret, "redis-token"),
+            k(Kind::ConnectionSecret, "metrics-postgres"),
+            k(Kind::ConnectionSecret, "metrics-redis"),
         ]
         .into_iter()
         .chain(TASK_IMAGES.iter().map(|r| k(Kind::EcrRepository, r)))

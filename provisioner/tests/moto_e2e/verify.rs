@@ -180,7 +180,9 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         vec![
             (443, any.clone()),
             (5432, id("database")),
-            (6379, id("redis"))
+            (6379, id("redis")),
+            // The env file's upstream, a Cloud Map name: its port, to the VPC.
+            (9000, "10.20.0.0/16".to_string())
         ]
     );
     assert_eq!(
@@ -208,8 +210,39 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         vec![
             "edge-suite/staging/db-password",
             "edge-suite/staging/jwt-secret",
+            "edge-suite/staging/metrics-agent-postgres-dsn",
+            "edge-suite/staging/metrics-agent-redis-addr",
             "edge-suite/staging/redis-auth-token"
         ]
+    );
+    // The sidecar's connections: composed from the endpoints and the
+    // generated passwords.
+    let value = |id: &str| {
+        let sm = sm.clone();
+        let id = id.to_string();
+        async move {
+            sm.get_secret_value()
+                .secret_id(id)
+                .send()
+                .await
+                .expect("secret value")
+                .secret_string()
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    let db_password = value("edge-suite/staging/db-password").await;
+    let dsn = value("edge-suite/staging/metrics-agent-postgres-dsn").await;
+    assert!(
+        dsn.starts_with(&format!("postgres://gateway:{db_password}@"))
+            && dsn.ends_with(":5432/postgres"),
+        "DSN shape"
+    );
+    let token = value("edge-suite/staging/redis-auth-token").await;
+    let addr = value("edge-suite/staging/metrics-agent-redis-addr").await;
+    assert!(
+        addr.starts_with(&format!("redis://:{token}@")) && addr.ends_with(":6379"),
+        "Redis address shape"
     );
 
     // RDS: Multi-AZ, encrypted, 7-day backups, private, in the database SG.
@@ -374,8 +407,44 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         .collect();
     assert_eq!(env.get("GATEWAY_PROXY_LISTEN"), Some(&"0.0.0.0:8000"));
     assert_eq!(env.get("GATEWAY_STATUS_LISTEN"), Some(&"0.0.0.0:8100"));
-    assert_eq!(env.get("RATE_LIMIT_POLICY"), Some(&"redis"));
     assert_eq!(env.get("REDIS_SSL"), Some(&"true"));
+    // The client address from the ALB's X-Forwarded-For (ALB nodes are in the VPC).
+    assert_eq!(env.get("GATEWAY_TRUSTED_IPS"), Some(&"10.20.0.0/16"));
+    assert_eq!(env.get("GATEWAY_REAL_IP_HEADER"), Some(&"X-Forwarded-For"));
+    assert_eq!(env.get("GATEWAY_REAL_IP_RECURSIVE"), Some(&"true"));
+    // The declarative configuration: the repo's staging/kong.yml, rendered,
+    // handed over whole; the gateway reads it because no --config is given.
+    assert_eq!(gw.command(), ["run"]);
+    let config = env
+        .get("GATEWAY_CONFIG_STRING")
+        .expect("GATEWAY_CONFIG_STRING in the task definition");
+    assert!(config.contains("_format_version: \"3.0\""), "{config}");
+    assert!(
+        config.contains("target: auth.edge-suite-staging.local:9000"),
+        "the env file's upstream is rendered"
+    );
+    assert!(
+        config.contains(r#"origins: ["https://app.staging.edge-suite.example.com"]"#),
+        "CORS for the frontend domain"
+    );
+    assert!(config.contains(r#"secret: ${{ env "JWT_SECRET" }}"#));
+    assert!(
+        !config.replace("${{", "").contains("{{"),
+        "every provisioner reference rendered"
+    );
+    // It loads in the gateway's own loader with what the task provides: its
+    // plain environment and the names of its secrets.
+    let plain: BTreeMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| **k != "GATEWAY_CONFIG_STRING")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let secrets: std::collections::BTreeSet<String> =
+        secret_names.iter().map(|s| s.to_string()).collect();
+    let rendered =
+        provisioner::gateway_config::Rendered::new("task definition", config.to_string());
+    provisioner::gateway_config::validate(&rendered, &plain, &secrets)
+        .expect("the registered configuration loads in the gateway");
     assert_eq!(
         env.get("REDIS_HOST").copied(),
         rg.configuration_endpoint().and_then(|e| e.address())
@@ -390,6 +459,29 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         Some("/ecs/edge-suite-staging/gateway")
     );
     let agent = containers["metrics-agent"];
+    let agent_secrets: BTreeMap<&str, &str> = agent
+        .secrets()
+        .iter()
+        .map(|s| (s.name(), s.value_from()))
+        .collect();
+    assert_eq!(
+        agent_secrets.keys().copied().collect::<Vec<_>>(),
+        ["METRICS_AGENT_POSTGRES_DSN", "METRICS_AGENT_REDIS_ADDR"]
+    );
+    assert!(
+        agent_secrets["METRICS_AGENT_POSTGRES_DSN"]
+            .contains(":secret:edge-suite/staging/metrics-agent-postgres-dsn")
+            && agent_secrets["METRICS_AGENT_REDIS_ADDR"]
+                .contains(":secret:edge-suite/staging/metrics-agent-redis-addr"),
+        "{agent_secrets:?}"
+    );
+    assert!(
+        agent.environment().iter().all(|kv| !kv
+            .name()
+            .unwrap_or_default()
+            .starts_with("METRICS_AGENT_POSTGRES")),
+        "the DSN is never plain environment"
+    );
     let agent_env: BTreeMap<&str, &str> = agent
         .environment()
         .iter()

@@ -141,6 +141,12 @@ impl Scratch {
             );
             assert!(text.contains(r#""../dash""#), "env file layout changed");
             std::fs::write(dir.join(format!("envs/{env}.toml")), text).expect("write env");
+            std::fs::create_dir_all(dir.join(format!("envs/{env}"))).expect("mkdir env dir");
+            std::fs::copy(
+                src.join(format!("{env}/kong.yml")),
+                dir.join(format!("envs/{env}/kong.yml")),
+            )
+            .expect("copy kong.yml");
         }
         std::fs::write(
             dir.join("dash/grafana/gateway.json"),

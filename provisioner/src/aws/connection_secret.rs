@@ -1,0 +1,143 @@
+//! Secrets Manager secrets composed from a data store's endpoint and its
+//! generated password: the metrics-agent sidecar's PostgreSQL DSN and Redis
+//! address (`METRICS_AGENT_POSTGRES_DSN`, `METRICS_AGENT_REDIS_ADDR`, ECS
+//! secrets). The value is written on create and on every update (a changed
+//! endpoint changes the description, which the plan compares); it is never
+//! read back, diffed or printed.
+
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
+
+use super::{Aws, registry::Ops, secret};
+use crate::consts::CONNECTION_SECRETS;
+use crate::error::{Error, Result};
+use crate::model::{Actual, Desired, Key, Kind};
+use crate::specs::SecretSpec;
+
+fn prefix(aws: &Aws) -> String {
+    format!("{}/{}/", aws.project, aws.env)
+}
+
+pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
+    let out = aws
+        .secrets
+        .list_secrets()
+        .filters(
+            Filter::builder()
+                .key(FilterNameStringType::Name)
+                .values(prefix(aws))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| Error::aws("secretsmanager:ListSecrets", e))?;
+    let mut res = Vec::new();
+    for s in out.secret_list() {
+        let Some(name) = s.name() else { continue };
+        if s.deleted_date().is_some() {
+            continue;
+        }
+        let Some((logical, _)) = CONNECTION_SECRETS
+            .iter()
+            .find(|(_, suffix)| name == format!("{}{suffix}", prefix(aws)))
+        else {
+            continue;
+        };
+        let spec = SecretSpec {
+            name: name.to_string(),
+            description: s.description().unwrap_or_default().to_string(),
+        };
+        let arn = s.arn().unwrap_or_default();
+        res.push(
+            Actual::new(Key::new(Kind::ConnectionSecret, *logical), arn, &spec).output("arn", arn),
+        );
+    }
+    Ok(res)
+}
+
+/// The secret's value: `inputs.template` with `{password}` replaced by the
+/// value of the secret `inputs.password_secret`.
+async fn compose(aws: &Aws, d: &Desired) -> Result<String> {
+    let input = |k: &str| {
+        d.inputs
+            .get(k)
+            .ok_or_else(|| Error::invalid(format!("{}: no {k} input", d.key)))
+    };
+    let password = secret::value(aws, input("password_secret")?).await?;
+    Ok(compose_value(input("template")?, &password))
+}
+
+/// `{password}` in `template` replaced by `password`.
+pub fn compose_value(template: &str, password: &str) -> String {
+    template.replace("{password}", password)
+}
+
+pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
+    let spec: SecretSpec = d.spec()?;
+    let value = compose(aws, d).await?;
+    let tags: Vec<Tag> = aws
+        .tags(&d.key)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    let created = aws
+        .secrets
+        .create_secret()
+        .name(&spec.name)
+        .description(&spec.description)
+        .secret_string(&value)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .map_err(|e| Error::aws("secretsmanager:CreateSecret", e));
+    let arn = match created {
+        Ok(out) => out.arn().unwrap_or_default().to_string(),
+        Err(e) => {
+            // Left in its recovery window by an earlier `down`: restore it
+            // and write the value of today's endpoint.
+            let arn = secret::restore_if_scheduled(aws, &spec.name)
+                .await?
+                .ok_or(e)?;
+            write(aws, &arn, &spec, &value).await?;
+            arn
+        }
+    };
+    Ok(Actual::new(d.key.clone(), &arn, &spec).output("arn", &arn))
+}
+
+async fn write(aws: &Aws, id: &str, spec: &SecretSpec, value: &str) -> Result<()> {
+    aws.secrets
+        .update_secret()
+        .secret_id(id)
+        .description(&spec.description)
+        .secret_string(value)
+        .send()
+        .await
+        .map_err(|e| Error::aws("secretsmanager:UpdateSecret", e))?;
+    Ok(())
+}
+
+pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
+    let spec: SecretSpec = d.spec()?;
+    let value = compose(aws, d).await?;
+    write(aws, &a.id, &spec, &value).await?;
+    let mut n = a.clone();
+    n.props = d.props.clone();
+    Ok(n)
+}
+
+/// `ConnectionSecret` in the registry (`aws/registry.rs`); deleted like the
+/// generated secrets.
+pub const OPS: Ops = ops!(ConnectionSecret, observe, create, update, secret::delete);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_goes_into_the_template() {
+        assert_eq!(
+            compose_value("postgres://gateway:{password}@db:5432/postgres", "s3cr3t"),
+            "postgres://gateway:s3cr3t@db:5432/postgres"
+        );
+    }
+}
