@@ -31,6 +31,7 @@ pub mod request_transformer;
 pub mod response_ratelimiting;
 pub mod response_transformer;
 pub mod statsd;
+pub mod trace_propagation;
 pub mod transform;
 
 use std::sync::Arc;

@@ -121,21 +121,39 @@ impl Config {
             ("inject", &self.propagation.inject),
         ] {
             for (i, f) in formats.iter().enumerate() {
-                if f != "w3c" && f != "preserve" {
+                let ok = Format::parse(f).is_some() || (list == "inject" && f == "preserve");
+                if !ok {
                     return Err(SpecError::at(
                         format!("propagation.{list}[{i}]"),
-                        format!("format `{f}` is not supported (w3c, preserve)"),
+                        format!("format `{f}` is not supported ({SUPPORTED})"),
                     ));
                 }
             }
         }
+        if let Some(f) = &self.propagation.default_format
+            && Format::parse(f).is_none()
+        {
+            return Err(SpecError::at(
+                "propagation.default_format",
+                format!("format `{f}` is not supported ({SUPPORTED})"),
+            ));
+        }
+        for (i, c) in self.propagation.clear.iter().enumerate() {
+            if http::HeaderName::from_bytes(c.as_bytes()).is_err() {
+                return Err(SpecError::at(
+                    format!("propagation.clear[{i}]"),
+                    "not a valid header name",
+                ));
+            }
+        }
         if let Some(h) = &self.header_type
-            && h != "w3c"
             && h != "preserve"
+            && h != "ignore"
+            && Format::parse(h).is_none()
         {
             return Err(SpecError::at(
                 "header_type",
-                format!("`{h}` is not supported (w3c, preserve)"),
+                format!("`{h}` is not supported ({SUPPORTED}, ignore)"),
             ));
         }
         if let Some(h) = &self.http_response_header_for_traceid
@@ -152,47 +170,105 @@ impl Config {
 
 pub use crate::core::trace::TraceCtx;
 
-/// Parses a W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`).
-pub fn parse_traceparent(v: &str) -> Option<([u8; 16], [u8; 8], bool)> {
-    let mut it = v.trim().split('-');
-    let version = it.next()?;
-    let trace = it.next()?;
-    let parent = it.next()?;
-    let flags = it.next()?;
-    if version.len() != 2
-        || version == "ff"
-        || trace.len() != 32
-        || parent.len() != 16
-        || flags.len() != 2
-    {
-        return None;
-    }
-    if version == "00" && it.next().is_some() {
-        return None;
-    }
-    let mut t = [0u8; 16];
-    let mut p = [0u8; 8];
-    hex_into(trace, &mut t)?;
-    hex_into(parent, &mut p)?;
-    let f = u8::from_str_radix(flags, 16).ok()?;
-    if t == [0; 16] || p == [0; 8] {
-        return None;
-    }
-    Some((t, p, f & 1 == 1))
+use super::trace_propagation::{self as propagation, Format, SUPPORTED};
+
+/// Where the trace context goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inject {
+    /// The format it came in, else the default format.
+    Preserve,
+    Format(Format),
 }
 
-fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(())
+/// The propagation settings: `propagation`, or the legacy `header_type` (Kong's default
+/// `preserve`: every format read, the incoming one written back, w3c otherwise).
+#[derive(Debug, Clone)]
+struct Propagate {
+    extract: Vec<Format>,
+    inject: Vec<Inject>,
+    default_format: Format,
+    clear: Vec<http::HeaderName>,
 }
+
+impl Propagate {
+    fn from_config(cfg: &Config) -> Propagate {
+        let p = &cfg.propagation;
+        let default_format = p
+            .default_format
+            .as_deref()
+            .and_then(Format::parse)
+            .unwrap_or(Format::W3c);
+        let clear = p
+            .clear
+            .iter()
+            .filter_map(|c| http::HeaderName::from_bytes(c.as_bytes()).ok())
+            .collect();
+        if !p.extract.is_empty() || !p.inject.is_empty() {
+            return Propagate {
+                extract: p
+                    .extract
+                    .iter()
+                    .filter_map(|f| Format::parse(f))
+                    .flat_map(|f| {
+                        // Kong's `b3` extractor reads the single header too.
+                        if f == Format::B3 {
+                            vec![Format::B3, Format::B3Single]
+                        } else {
+                            vec![f]
+                        }
+                    })
+                    .collect(),
+                inject: p
+                    .inject
+                    .iter()
+                    .filter_map(|f| match f.as_str() {
+                        "preserve" => Some(Inject::Preserve),
+                        other => Format::parse(other).map(Inject::Format),
+                    })
+                    .collect(),
+                default_format,
+                clear,
+            };
+        }
+        match cfg.header_type.as_deref().unwrap_or("preserve") {
+            "ignore" => Propagate {
+                extract: Vec::new(),
+                inject: vec![Inject::Format(default_format)],
+                default_format,
+                clear,
+            },
+            "preserve" => Propagate {
+                extract: Format::ALL.to_vec(),
+                inject: vec![Inject::Preserve],
+                default_format,
+                clear,
+            },
+            other => {
+                let f = Format::parse(other).unwrap_or(Format::W3c);
+                Propagate {
+                    extract: Format::ALL.to_vec(),
+                    inject: vec![Inject::Preserve, Inject::Format(f)],
+                    default_format: f,
+                    clear,
+                }
+            }
+        }
+    }
+
+    /// True when only a W3C traceparent goes upstream whatever came in (the fast path).
+    fn w3c_only(&self) -> bool {
+        self.inject
+            .iter()
+            .all(|i| *i == Inject::Format(Format::W3c))
+            || (self.inject == [Inject::Preserve]
+                && self.default_format == Format::W3c
+                && self.extract.iter().all(|f| *f == Format::W3c))
+    }
+}
+
+/// The format the request's trace context came in (for `preserve`).
+#[derive(Debug, Clone, Copy)]
+struct CameIn(Format);
 
 thread_local! {
     /// Seeded from the OS once per thread.
@@ -213,15 +289,9 @@ fn hex_into_slice(b: &[u8], out: &mut [u8]) {
     }
 }
 
-#[cfg(test)]
-fn hex(b: &[u8]) -> String {
-    let mut out = vec![0u8; b.len() * 2];
-    hex_into_slice(b, &mut out);
-    out.into_iter().map(char::from).collect()
-}
-
 pub struct OpenTelemetry {
     rate: f64,
+    propagate: Propagate,
     pipeline: Option<Arc<Pipeline>>,
     response_header: Option<http::HeaderName>,
     scope: InstrumentationScope,
@@ -281,6 +351,7 @@ impl OpenTelemetry {
         });
         Ok(OpenTelemetry {
             rate: cfg.sampling_rate.unwrap_or(0.01),
+            propagate: Propagate::from_config(&cfg),
             response_header: cfg
                 .http_response_header_for_traceid
                 .as_deref()
@@ -348,13 +419,18 @@ impl Plugin for OpenTelemetry {
         // unguessable enough for tracing, not cryptographic): trace id, two span ids, the
         // dice.
         let [a, b, c, d, e]: [u64; 5] = ID_RNG.with(|r| rand::Rng::random(&mut *r.borrow_mut()));
-        let incoming = req
-            .headers
-            .get(&TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent);
+        let incoming = propagation::extract(&req.headers, &self.propagate.extract);
+        if let Some(i) = &incoming {
+            st.ext.insert(CameIn(i.format));
+        }
         let (trace_id, remote_parent, sampled) = match incoming {
-            Some((t, p, s)) => (t, Some(p), s),
+            Some(i) => (
+                i.trace_id,
+                Some(i.parent),
+                // No decision from the sender: ours.
+                i.sampled
+                    .unwrap_or(((d >> 11) as f64 / (1u64 << 53) as f64) < self.rate),
+            ),
             None => (
                 ((u128::from(a) << 64) | u128::from(b)).max(1).to_be_bytes(),
                 None,
@@ -389,15 +465,33 @@ impl Plugin for OpenTelemetry {
         } else {
             t.remote_parent.unwrap_or(t.upstream_span)
         };
-        // 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, built in place
-        let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        hex_into_slice(&t.trace_id, &mut tp[3..35]);
-        hex_into_slice(&parent, &mut tp[36..52]);
-        if t.sampled {
-            tp[54] = b'1';
+        for c in &self.propagate.clear {
+            req.headers.remove(c);
         }
-        if let Ok(v) = http::HeaderValue::from_bytes(&tp) {
-            req.headers.insert(TRACEPARENT.clone(), v);
+        if self.propagate.w3c_only() {
+            // 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, built in place
+            let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-00";
+            hex_into_slice(&t.trace_id, &mut tp[3..35]);
+            hex_into_slice(&parent, &mut tp[36..52]);
+            if t.sampled {
+                tp[54] = b'1';
+            }
+            if let Ok(v) = http::HeaderValue::from_bytes(&tp) {
+                req.headers.insert(TRACEPARENT.clone(), v);
+            }
+        } else {
+            let came_in = st.ext.get::<CameIn>().map(|c| c.0);
+            let mut done: Vec<Format> = Vec::new();
+            for i in &self.propagate.inject {
+                let f = match i {
+                    Inject::Preserve => came_in.unwrap_or(self.propagate.default_format),
+                    Inject::Format(f) => *f,
+                };
+                if !done.contains(&f) {
+                    propagation::inject(&mut req.headers, f, &t.trace_id, &parent, t.sampled);
+                    done.push(f);
+                }
+            }
         }
         if let Some(ts) = &t.tracestate
             && let Ok(v) = http::HeaderValue::from_str(ts)
@@ -535,38 +629,15 @@ mod tests {
     fn unsupported_propagation_format_names_its_list_and_index() {
         let cfg: Config = serde_json::from_value(serde_json::json!({
             "traces_endpoint": "http://collector:4318/v1/traces",
-            "propagation": {"extract": ["w3c"], "inject": ["preserve", "b3-single"]}
+            "propagation": {"extract": ["w3c"], "inject": ["preserve", "aws"]}
         }))
         .expect("parses");
         match cfg.validate() {
             Err(SpecError::Invalid { path, message }) => {
                 assert_eq!(path, "propagation.inject[1]");
-                assert!(
-                    message.contains("`b3-single` is not supported"),
-                    "{message}"
-                );
+                assert!(message.contains("`aws` is not supported"), "{message}");
             }
             other => panic!("expected an error, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn traceparent_parsing() {
-        let (t, p, s) =
-            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-                .expect("valid");
-        assert_eq!(hex(&t), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(hex(&p), "00f067aa0ba902b7");
-        assert!(s);
-        assert!(
-            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
-        );
-        assert!(
-            parse_traceparent("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").is_none()
-        );
-        assert!(
-            parse_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").is_none()
-        );
-        assert!(parse_traceparent("garbage").is_none());
     }
 }

@@ -254,3 +254,102 @@ async fn collector_down_costs_only_dropped_spans() {
     .await;
     assert!(ok, "dropped spans were not counted");
 }
+
+#[tokio::test]
+async fn b3_jaeger_and_ot_contexts_are_extracted_and_injected_as_configured() {
+    let up = free_port();
+    let _u = upstream(up);
+    let (otlp, _spans) = receiver().await;
+    let cfg = format!(
+        "_format_version: \"3.0\"
+services:
+- name: api
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: explicit
+    paths: [/explicit]
+    plugins:
+    - name: opentelemetry
+      config:
+        traces_endpoint: http://127.0.0.1:{otlp}/v1/traces
+        sampling_rate: 1.0
+        propagation:
+          extract: [b3, jaeger, w3c]
+          inject: [b3-single]
+          default_format: b3
+          clear: [x-b3-sampled]
+  - name: legacy
+    paths: [/legacy]
+    plugins:
+    - name: opentelemetry
+      config:
+        traces_endpoint: http://127.0.0.1:{otlp}/v1/traces
+        sampling_rate: 1.0
+        header_type: preserve
+"
+    );
+    let gw = gateway(&cfg);
+    let c = client();
+    let t = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let s = "00f067aa0ba902b7";
+    let send = |path: &'static str, headers: Vec<(&'static str, String)>| {
+        let c = c.clone();
+        let url = gw.url(path);
+        async move {
+            let mut rb = c.get(url);
+            for (k, v) in headers {
+                rb = rb.header(k, v);
+            }
+            let r = rb.send().await.expect("send");
+            assert_eq!(r.status().as_u16(), 200);
+            let v: serde_json::Value = r.json().await.expect("json");
+            v["headers"].clone()
+        }
+    };
+    // Jaeger in, b3-single out (same trace, sampled as the sender said); the cleared
+    // header is gone.
+    let h = send(
+        "/explicit/x",
+        vec![
+            ("uber-trace-id", format!("{t}:{s}:0:1")),
+            ("x-b3-sampled", "1".into()),
+        ],
+    )
+    .await;
+    let b3 = h["b3"].as_str().unwrap_or_default().to_string();
+    assert!(
+        b3.starts_with(&format!("{t}-")) && b3.ends_with("-1"),
+        "{h}"
+    );
+    assert!(h.get("x-b3-sampled").is_none(), "{h}");
+    assert!(h.get("traceparent").is_none(), "{h}");
+    // Nothing in: a new trace, in the configured format.
+    let h = send("/explicit/x", vec![]).await;
+    assert!(
+        h["b3"].as_str().is_some_and(|v| v.len() == 32 + 1 + 16 + 2),
+        "{h}"
+    );
+    // Legacy `header_type: preserve`: B3 in, B3 out with the same trace id.
+    let h = send(
+        "/legacy/x",
+        vec![
+            ("x-b3-traceid", t.into()),
+            ("x-b3-spanid", s.into()),
+            ("x-b3-sampled", "1".into()),
+        ],
+    )
+    .await;
+    assert_eq!(h["x-b3-traceid"], t, "{h}");
+    assert_eq!(h["x-b3-sampled"], "1", "{h}");
+    assert_ne!(
+        h["x-b3-spanid"], s,
+        "the upstream's parent is the gateway's span: {h}"
+    );
+    assert!(h.get("traceparent").is_none(), "{h}");
+    // ... and W3C stays W3C.
+    let h = send("/legacy/x", vec![("traceparent", format!("00-{t}-{s}-01"))]).await;
+    assert!(
+        h["traceparent"].as_str().is_some_and(|v| v.contains(t)),
+        "{h}"
+    );
+}
