@@ -255,14 +255,13 @@ impl Propagate {
         }
     }
 
-    /// True when only a W3C traceparent goes upstream whatever came in (the fast path).
-    fn w3c_only(&self) -> bool {
-        self.inject
-            .iter()
-            .all(|i| *i == Inject::Format(Format::W3c))
-            || (self.inject == [Inject::Preserve]
-                && self.default_format == Format::W3c
-                && self.extract.iter().all(|f| *f == Format::W3c))
+    /// True when only a W3C traceparent goes upstream for a context that came in as
+    /// `came_in` (the common case, written without formatting).
+    fn w3c_only(&self, came_in: Option<Format>) -> bool {
+        self.inject.iter().all(|i| match i {
+            Inject::Format(f) => *f == Format::W3c,
+            Inject::Preserve => came_in.unwrap_or(self.default_format) == Format::W3c,
+        })
     }
 }
 
@@ -468,7 +467,8 @@ impl Plugin for OpenTelemetry {
         for c in &self.propagate.clear {
             req.headers.remove(c);
         }
-        if self.propagate.w3c_only() {
+        let came_in = st.ext.get::<CameIn>().map(|c| c.0);
+        if self.propagate.w3c_only(came_in) {
             // 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, built in place
             let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-00";
             hex_into_slice(&t.trace_id, &mut tp[3..35]);
@@ -480,7 +480,6 @@ impl Plugin for OpenTelemetry {
                 req.headers.insert(TRACEPARENT.clone(), v);
             }
         } else {
-            let came_in = st.ext.get::<CameIn>().map(|c| c.0);
             let mut done: Vec<Format> = Vec::new();
             for i in &self.propagate.inject {
                 let f = match i {
