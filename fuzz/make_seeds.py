@@ -47,7 +47,7 @@ put("kong_config", "json.json", json.dumps({
     "consumers": [{"username": "u", "keyauth_credentials": [{"key": "k"}]}],
     "plugins": [{"name": "key-auth"}, {"name": "rate-limiting", "config": {"minute": 5}}],
 }, indent=1))
-put("kong_config", "legacy_1_1.yml", '_format_version: "1.1"\nservices:\n- name: s\n  url: http://up:80\n  routes:\n  - name: r\n    paths: ["/a/./b/../c", "/users/\\\\d+", "/%7Euser"]\n')
+put("kong_config", "legacy_1_1.yml", '_format_version: "1.1"\nservices:\n- name: s\n  url: http://up:80\n  routes:\n  - name: r\n    paths: ["/a/./b/../c", "/users/\\\\d+", "/%7Euser", "/%FA%2F.b/"]\n')
 put("kong_config", "env_ref.yml", '_format_version: "3.0"\nconsumers:\n- username: u\n  jwt_secrets:\n  - key: k\n    secret: ${{ env "FUZZ_UNSET_SECRET" }}\n')
 
 # -- jwt_token: tokens for the target's credentials (fuzz/fuzz_targets/jwt_token.rs).

@@ -52,9 +52,8 @@ for t in "${targets[@]}"; do
         echo "== $t: ok ($runs runs, ${cov:-cov: ?}, $(ls "$seeds" | wc -l) seeds, $(($(date +%s) - start)) s)"
     else
         echo "== $t: FAILED"
-        grep -E 'panicked at|ERROR: libFuzzer|SUMMARY|==[0-9]+==' "$work/$t.log" | head -n 20 || true
-        tail -n 30 "$work/$t.log"
-        crash=$(grep -Eo 'fuzz/artifacts/[^ ]+' "$work/$t.log" | head -n1 || true)
+        grep -a -A2 -E 'panicked at|ERROR: libFuzzer' "$work/$t.log" | head -n 20 || true
+        crash=$(grep -a -Eo 'fuzz/artifacts/[^ ]*/(crash|leak|timeout|oom|slow-unit)-[0-9a-f]+' "$work/$t.log" | head -n1 || true)
         echo "   crash input: ${crash:-see the log above}"
         failed+=("$t")
     fi

@@ -62,13 +62,15 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     // With every substituted value escaped, the only `/` are the template's own.
-    let no_slash = Template::parse(&template.replace('/', "")).expect("parse");
-    let escaped =
-        no_slash.render_escaped(&env, &|v| utf8_percent_encode(v, VALUE_ESCAPE).to_string());
-    assert!(
-        !escaped.contains('/'),
-        "an escaped value added a path segment: {escaped:?}"
-    );
+    // (`/` replaced by `_`: removing it could join `$/(` into a new `$(`.)
+    if let Ok(no_slash) = Template::parse(&template.replace('/', "_")) {
+        let escaped =
+            no_slash.render_escaped(&env, &|v| utf8_percent_encode(v, VALUE_ESCAPE).to_string());
+        assert!(
+            !escaped.contains('/'),
+            "an escaped value added a path segment: {escaped:?}"
+        );
+    }
     // `replace.uri`: the rendered path is normalised, also as an upstream that decodes
     // `%2F` would read it.
     let rendered = t.render_escaped(&env, &|v| utf8_percent_encode(v, VALUE_ESCAPE).to_string());

@@ -155,7 +155,8 @@ mod tests {
     }
 }
 
-/// Kong's reserved URI characters: kept percent-encoded (upper-cased) when decoding.
+/// Kong's reserved URI characters: kept percent-encoded (upper-cased) when decoding, as
+/// are bytes over 0x7F (one byte of a UTF-8 sequence is no character of its own).
 fn is_reserved(b: u8) -> bool {
     b"!*'();:@&=+$,/?%#[]".contains(&b)
 }
@@ -196,7 +197,9 @@ fn kong_normalize(path: &str) -> String {
         return path.to_string();
     }
     let mut uri = if path.contains('%') {
-        decode_triplets(path, |v| (!is_reserved(v)).then(|| (v as char).to_string()))
+        decode_triplets(path, |v| {
+            (v.is_ascii() && !is_reserved(v)).then(|| (v as char).to_string())
+        })
     } else {
         path.to_string()
     };
@@ -231,7 +234,9 @@ fn kong_normalize(path: &str) -> String {
         } else if at(0) == Some(b'/') && at(1) == Some(b'/') {
             uri.drain(..1);
         } else {
-            match uri[1..].find('/') {
+            // The next `/` after the first character (a byte search: `uri` may start with
+            // a multi-byte character).
+            match uri.bytes().skip(1).position(|b| b == b'/') {
                 Some(i) => {
                     let rest = uri.split_off(i + 1);
                     out.push(std::mem::replace(&mut uri, rest));
@@ -256,7 +261,7 @@ pub fn migrate_legacy_path(path: &str) -> String {
     }
     let body = if path.contains('%') {
         decode_triplets(path, |v| {
-            if is_reserved(v) {
+            if is_reserved(v) || !v.is_ascii() {
                 None
             } else if b".^-{}\\|".contains(&v) {
                 Some(format!("\\{}", v as char))
@@ -291,5 +296,16 @@ mod legacy_tests {
         assert_eq!(m("/a%2Eb(x)"), "~/a\\.b(x)");
         assert_eq!(m("/a%3ab(x)"), "~/a%3Ab(x)");
         assert_eq!(m("/a%41(x)"), "~/aA(x)");
+    }
+
+    /// Found by the `normalize_path` fuzz target: `%FA` was decoded to the character
+    /// U+00FA (two bytes) and slicing after a first byte panicked, so a 1.1/2.1 file with
+    /// such a route path stopped the gateway at load. Bytes over 0x7F stay encoded, as
+    /// `normalize_path` keeps them in request paths.
+    #[test]
+    fn non_ascii_escapes_stay_encoded() {
+        assert_eq!(m("%FA%2F.ba%2ou././"), "%FA%2F.ba%2ou./");
+        assert_eq!(m("/caf%C3%A9/./x"), "/caf%C3%A9/x");
+        assert_eq!(m("/caf%c3%a9(x)"), "~/caf%C3%A9(x)");
     }
 }
