@@ -6,6 +6,9 @@
 #
 #   bash scripts/fuzz.sh [SECONDS] [TARGET...]
 #
+# FUZZ_CORPUS_DIR=DIR keeps the inputs found in DIR/<target> across runs (a long campaign
+# in short pieces) instead of a scratch directory.
+#
 # Fails when a target finds a crash; the failing input is kept under
 # fuzz/artifacts/<target>/ and its path printed (replay it with
 # `RUSTC_BOOTSTRAP=1 cargo fuzz run <target> -s none <file>`).
@@ -40,8 +43,9 @@ trap 'rm -rf "$work"' EXIT
 failed=()
 for t in "${targets[@]}"; do
     seeds="fuzz/corpus/$t"
-    mkdir -p "$seeds" "$work/$t"
-    corpus=("$work/$t" "$seeds")
+    found="${FUZZ_CORPUS_DIR:-$work}/$t"
+    mkdir -p "$seeds" "$found"
+    corpus=("$found" "$seeds")
     [ "${FUZZ_KEEP_CORPUS:-0}" = 1 ] && corpus=("$seeds")
     start=$(date +%s)
     if cargo fuzz run "${build_flags[@]}" "$t" "${corpus[@]}" -- \
