@@ -44,25 +44,39 @@ fn is_normal_path(raw: &str) -> bool {
 
 fn normalize_path_owned(raw: &str) -> String {
     let bytes = raw.as_bytes();
+    let hex = |i: usize| {
+        bytes
+            .get(i)
+            .and_then(|b| (*b as char).to_digit(16))
+            .map(|d| d as u8)
+    };
     let mut decoded = String::with_capacity(raw.len());
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'%' && i + 2 < bytes.len() {
-            let hex = &raw[i + 1..i + 3];
-            if let Ok(v) = u8::from_str_radix(hex, 16) {
+        if bytes[i] == b'%' {
+            if let (Some(h), Some(l)) = (hex(i + 1), hex(i + 2)) {
+                let v = h << 4 | l;
                 if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                     decoded.push(v as char);
                 } else {
                     decoded.push('%');
-                    decoded.push_str(&hex.to_ascii_uppercase());
+                    decoded.push_str(&raw[i + 1..i + 3].to_ascii_uppercase());
                 }
                 i += 3;
-                continue;
+            } else {
+                // A `%` that starts no escape is escaped itself, so normalising again
+                // cannot read it with what follows (`/%%34%31` is `/%2541`, not `/%41`
+                // now and `/A` the next time).
+                decoded.push_str("%25");
+                i += 1;
             }
+            continue;
         }
-        decoded.push(b as char);
-        i += 1;
+        // Anything else as it is (`i` is always at a character boundary: it only moves
+        // over ASCII escapes or whole characters).
+        let ch = raw[i..].chars().next().unwrap_or('\u{fffd}');
+        decoded.push(ch);
+        i += ch.len_utf8();
     }
     let mut out: Vec<&str> = Vec::new();
     let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
@@ -108,9 +122,41 @@ mod tests {
             assert!(matches!(normalize_path(p), Cow::Owned(_)), "{p}");
         }
     }
+
+    /// Found by the `normalize_path` fuzz target: a `%` before a multi-byte character
+    /// panicked (a slice inside the character), which a request path or a
+    /// request-transformer `replace.uri` value could reach.
+    #[test]
+    fn percent_before_multibyte_characters() {
+        assert_eq!(normalize_path("/a/%2\u{fb}b"), "/a/%252\u{fb}b");
+        assert_eq!(normalize_path("/%\u{e9}"), "/%25\u{e9}");
+        assert_eq!(normalize_path("/x%a\u{e9}/"), "/x%25a\u{e9}/");
+        // Other characters are kept as they are (they were read byte by byte as Latin-1).
+        assert_eq!(normalize_path("/caf\u{e9}/./x"), "/caf\u{e9}/x");
+        assert_eq!(normalize_path("/%E2%82%AC/"), "/%E2%82%AC/");
+    }
+
+    /// Found by the fuzz target's invariants: the result has no dot segments and
+    /// normalising it again changes nothing, also with `%` that starts no escape and
+    /// escapes whose digits are not hexadecimal (`%+4`).
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        for (raw, want) in [
+            ("/%%34%31", "/%2541"),
+            ("/a%zz/%", "/a%25zz/%25"),
+            ("/%+41", "/%25+41"),
+            ("/%2e%2E/a/%2e/", "/a/"),
+            ("/a%2Fb/..%2F", "/a%2Fb/..%2F"),
+        ] {
+            let once = normalize_path(raw);
+            assert_eq!(once, want, "{raw}");
+            assert_eq!(normalize_path(&once), once, "{raw}");
+        }
+    }
 }
 
-/// Kong's reserved URI characters: kept percent-encoded (upper-cased) when decoding.
+/// Kong's reserved URI characters: kept percent-encoded (upper-cased) when decoding, as
+/// are bytes over 0x7F (one byte of a UTF-8 sequence is no character of its own).
 fn is_reserved(b: u8) -> bool {
     b"!*'();:@&=+$,/?%#[]".contains(&b)
 }
@@ -151,7 +197,9 @@ fn kong_normalize(path: &str) -> String {
         return path.to_string();
     }
     let mut uri = if path.contains('%') {
-        decode_triplets(path, |v| (!is_reserved(v)).then(|| (v as char).to_string()))
+        decode_triplets(path, |v| {
+            (v.is_ascii() && !is_reserved(v)).then(|| (v as char).to_string())
+        })
     } else {
         path.to_string()
     };
@@ -186,7 +234,9 @@ fn kong_normalize(path: &str) -> String {
         } else if at(0) == Some(b'/') && at(1) == Some(b'/') {
             uri.drain(..1);
         } else {
-            match uri[1..].find('/') {
+            // The next `/` after the first character (a byte search: `uri` may start with
+            // a multi-byte character).
+            match uri.bytes().skip(1).position(|b| b == b'/') {
                 Some(i) => {
                     let rest = uri.split_off(i + 1);
                     out.push(std::mem::replace(&mut uri, rest));
@@ -211,7 +261,7 @@ pub fn migrate_legacy_path(path: &str) -> String {
     }
     let body = if path.contains('%') {
         decode_triplets(path, |v| {
-            if is_reserved(v) {
+            if is_reserved(v) || !v.is_ascii() {
                 None
             } else if b".^-{}\\|".contains(&v) {
                 Some(format!("\\{}", v as char))
@@ -246,5 +296,16 @@ mod legacy_tests {
         assert_eq!(m("/a%2Eb(x)"), "~/a\\.b(x)");
         assert_eq!(m("/a%3ab(x)"), "~/a%3Ab(x)");
         assert_eq!(m("/a%41(x)"), "~/aA(x)");
+    }
+
+    /// Found by the `normalize_path` fuzz target: `%FA` was decoded to the character
+    /// U+00FA (two bytes) and slicing after a first byte panicked, so a 1.1/2.1 file with
+    /// such a route path stopped the gateway at load. Bytes over 0x7F stay encoded, as
+    /// `normalize_path` keeps them in request paths.
+    #[test]
+    fn non_ascii_escapes_stay_encoded() {
+        assert_eq!(m("%FA%2F.ba%2ou././"), "%FA%2F.ba%2ou./");
+        assert_eq!(m("/caf%C3%A9/./x"), "/caf%C3%A9/x");
+        assert_eq!(m("/caf%c3%a9(x)"), "~/caf%C3%A9(x)");
     }
 }

@@ -103,32 +103,7 @@ impl Jwks {
             }
             body.extend_from_slice(&chunk);
         }
-        let set: JwkSet =
-            serde_json::from_slice(&body).map_err(|e| format!("invalid JWKS: {e}"))?;
-        let mut keys = HashMap::new();
-        for jwk in &set.keys {
-            let Some(kid) = jwk.common.key_id.clone() else {
-                continue;
-            };
-            let Some(alg) = key_algorithm(jwk) else {
-                continue;
-            };
-            match DecodingKey::from_jwk(jwk) {
-                Ok(k) => {
-                    keys.insert(
-                        kid,
-                        JwkKey {
-                            alg,
-                            key: Arc::new(k),
-                        },
-                    );
-                }
-                Err(e) => tracing::warn!(kid = %kid, error = %e, "skipping unusable JWK"),
-            }
-        }
-        if keys.is_empty() {
-            return Err("JWKS has no usable keys".into());
-        }
+        let keys = parse_jwks(&body)?;
         let n = keys.len();
         self.keys.store(Arc::new(keys));
         Ok(n)
@@ -149,6 +124,38 @@ impl Jwks {
         }
         self.keys.load().get(kid).cloned()
     }
+}
+
+/// Parses a JWKS document into its usable keys by `kid` (keys without a `kid`, without a
+/// known algorithm or that cannot be decoded are skipped). An error for invalid JSON or a
+/// set without any usable key.
+pub fn parse_jwks(body: &[u8]) -> Result<HashMap<String, JwkKey>, String> {
+    let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("invalid JWKS: {e}"))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        let Some(alg) = key_algorithm(jwk) else {
+            continue;
+        };
+        match DecodingKey::from_jwk(jwk) {
+            Ok(k) => {
+                keys.insert(
+                    kid,
+                    JwkKey {
+                        alg,
+                        key: Arc::new(k),
+                    },
+                );
+            }
+            Err(e) => tracing::warn!(kid = %kid, error = %e, "skipping unusable JWK"),
+        }
+    }
+    if keys.is_empty() {
+        return Err("JWKS has no usable keys".into());
+    }
+    Ok(keys)
 }
 
 /// The algorithm a key is for: its `alg` member, else implied by its type and curve.

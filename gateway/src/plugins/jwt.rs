@@ -662,7 +662,8 @@ fn parse_token(token: &str) -> Result<Parsed<'_>, Failure> {
 }
 
 /// `\s*[Bb]earer\s+(.+)`, searched anywhere in the value as Kong's regex does.
-fn bearer(v: &str) -> Option<&str> {
+#[doc(hidden)] // public for the fuzz targets (fuzz/)
+pub fn bearer(v: &str) -> Option<&str> {
     let bytes = v.as_bytes();
     let mut i = 0;
     while i + 6 <= bytes.len() {

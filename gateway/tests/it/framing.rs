@@ -64,3 +64,20 @@ fn smuggling_shapes_are_rejected() {
     many.push_str("\r\n");
     assert_eq!(status_of(&raw(gw.port, many.as_bytes())), 431);
 }
+
+/// Found by the `normalize_path` fuzz target: a `%` followed by a multi-byte character in
+/// the path (hyper accepts UTF-8 there) panicked in the path normalisation before routing,
+/// so the connection was dropped without an answer.
+#[test]
+fn percent_before_a_multibyte_character_is_routed() {
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&config(up));
+    for req in [
+        b"GET /a/%2\xc3\xbb HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".as_slice(),
+        b"GET /caf\xc3\xa9/%\xc3\xa9/./x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let resp = raw(gw.port, req);
+        assert_eq!(status_of(&resp), 200, "{resp}");
+    }
+}
