@@ -12,6 +12,8 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
+echo "== fuzz targets, 10 s each from the committed corpus (docs/security.md)"
+CARGO_TARGET_DIR="$HOME/.cache/edge-suite/target-fuzz" bash scripts/fuzz.sh 10
 echo "== deploy files (compose, Dockerfiles, workflows; no Docker engine)"
 CHECK_DEPLOY_NO_BUILD=1 bash scripts/check-deploy-files.sh
 echo "== dev stack end to end (scripts/dev-up.sh)"
