@@ -9,6 +9,7 @@ mod entities;
 pub use entities::{split_host_port, stable_id};
 mod env;
 mod locate;
+mod loose;
 pub mod model;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -255,7 +256,41 @@ pub fn load_str(
                 .collect(),
         )
     })?;
-    let raw: RawDocument = match serde_norway::from_str::<RawDocument>(&text) {
+    // Kong's YAML parser keeps the last of repeated keys: so does this loader, with a
+    // warning per repeated entry.
+    let mut repeated_warnings = Vec::new();
+    let first = serde_norway::from_str::<RawDocument>(&text);
+    let first = match first {
+        Err(e)
+            if {
+                let m = e.to_string();
+                m.contains("duplicate entry") || m.contains("duplicate field")
+            } =>
+        {
+            match loose::parse(&text).and_then(|l| {
+                serde_norway::from_value::<RawDocument>(l.value).map(|d| (d, l.repeated))
+            }) {
+                Ok((doc, repeated)) => {
+                    let mut keys = repeated;
+                    keys.sort();
+                    keys.dedup();
+                    for k in keys {
+                        for line in loose::repeated_lines(&text, &k) {
+                            repeated_warnings.push(ConfigError {
+                                path: k.clone(),
+                                line: Some(line),
+                                message: format!("`{k}` is given again here: as in Kong, the last value is used and the earlier one is ignored"),
+                            });
+                        }
+                    }
+                    Ok(doc)
+                }
+                Err(_) => Err(e),
+            }
+        }
+        other => other,
+    };
+    let raw: RawDocument = match first {
         Ok(doc) => doc,
         Err(e) => {
             let line = e.location().map(|l| l.line());
@@ -267,6 +302,7 @@ pub fn load_str(
         }
     };
     let mut b = Builder::new(LazyIndex::new(&text), opts);
+    b.warnings.extend(repeated_warnings);
     b.build(raw);
     if opts.strict {
         let warnings = std::mem::take(&mut b.warnings);

@@ -250,3 +250,16 @@ async fn dot_segments_after_a_prefix_are_dropped_as_kong_does() {
         assert_eq!((s, p.as_str()), (200, "/short/x"), "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_repeated_yaml_key_keeps_the_last_value_as_kong_does() {
+    let up = free_port();
+    let _u = upstream(up);
+    let cfg = format!(
+        "_format_version: \"3.0\"\nservices:\n- name: s\n  url: http://127.0.0.1:{up}/svc\n  routes:\n  - name: r\n    paths: [/v1]\n    paths: [/v2]\n"
+    );
+    let gw = gateway(&cfg);
+    let c = client();
+    assert_eq!(matched(&c, &gw, "GET", "/v2/x", &[]).await.0, 200);
+    assert_eq!(matched(&c, &gw, "GET", "/v1/x", &[]).await.0, 404);
+}
