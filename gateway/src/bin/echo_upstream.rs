@@ -222,8 +222,16 @@ async fn serve(
             })
             .to_string()
         };
+        // `X-Echo-Response-Header: Name: value` (repeatable): added to the response, for
+        // tests of what the gateway does with an upstream's own headers.
+        let extra: String = headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("x-echo-response-header"))
+            .filter(|(_, v)| !v.contains('\r') && !v.contains('\n'))
+            .map(|(_, v)| format!("{v}\r\n"))
+            .collect();
         let head = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Upstream: {name}\r\n{}\r\n",
+            "HTTP/1.1 {status} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nX-Upstream: {name}\r\n{extra}{}\r\n",
             reason(status),
             payload.len(),
             if close { "Connection: close\r\n" } else { "" }

@@ -320,6 +320,15 @@ impl Plugin for Cors {
         let origin = st.request_origin.clone();
         let mut h = Vec::new();
         self.origin_headers(origin.as_deref(), &mut h);
+        // Kong: an origin that is not allowed gets no Access-Control-Allow-Origin, not even
+        // the upstream's own.
+        if !h
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("access-control-allow-origin"))
+        {
+            resp.headers
+                .remove(http::header::ACCESS_CONTROL_ALLOW_ORIGIN);
+        }
         for (k, v) in h {
             if k == "vary" {
                 let _ = resp.append_header(k, v);

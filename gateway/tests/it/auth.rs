@@ -895,3 +895,33 @@ services:
         (401, Some("No API key found in request"))
     );
 }
+
+#[tokio::test]
+async fn cors_replaces_or_removes_the_upstreams_own_allow_origin() {
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&config(up, &keys()));
+    let c = client();
+    let get = |origin: &'static str| {
+        c.get(gw.url("/auth/login"))
+            .header("origin", origin)
+            .header("x-echo-response-header", "Access-Control-Allow-Origin: *")
+            .send()
+    };
+    // An allowed origin: the plugin's value replaces the upstream's `*`.
+    let r = get("https://app.example.com").await.expect("send");
+    let acao: Vec<_> = r
+        .headers()
+        .get_all("access-control-allow-origin")
+        .iter()
+        .collect();
+    assert_eq!(acao.len(), 1);
+    assert_eq!(acao[0], "https://app.example.com");
+    // Not allowed: no Access-Control-Allow-Origin at all, as Kong clears it.
+    let r = get("https://evil.example.net").await.expect("send");
+    assert!(
+        r.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        r.headers()
+    );
+}
