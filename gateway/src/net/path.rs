@@ -11,6 +11,21 @@ pub fn compile_path_regex(re: &str) -> Result<Regex, regex::Error> {
     Regex::new(&format!("^(?:{re})"))
 }
 
+/// True when a `%` in `raw` is not followed by two hex digits (nginx refuses such a
+/// request line with 400, so Kong never routes it).
+pub fn has_invalid_escape(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    while let Some(p) = b[i..].iter().position(|&c| c == b'%') {
+        let at = i + p;
+        match (b.get(at + 1), b.get(at + 2)) {
+            (Some(x), Some(y)) if x.is_ascii_hexdigit() && y.is_ascii_hexdigit() => i = at + 3,
+            _ => return true,
+        }
+    }
+    false
+}
+
 /// Normalizes a request path as Kong does before matching: percent-encodings upper-cased,
 /// unreserved characters decoded, dot segments removed and repeated slashes merged.
 pub fn normalize_path(raw: &str) -> Cow<'_, str> {
@@ -273,6 +288,20 @@ pub fn migrate_legacy_path(path: &str) -> String {
         path.to_string()
     };
     format!("~{body}")
+}
+
+#[cfg(test)]
+mod escape_tests {
+    #[test]
+    fn invalid_escapes_are_found() {
+        use super::has_invalid_escape as bad;
+        assert!(!bad("/a/%41/%2f"));
+        assert!(bad("/a/%"));
+        assert!(bad("/a/%4"));
+        assert!(bad("/a/%zz"));
+        assert!(bad("/a/%2\u{fb}"));
+        assert!(!bad("/plain"));
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,11 @@ impl Ctx<'_> {
         self.st.body_limit = Some(limits.max_body_bytes);
         self.st.request_header_bytes = header_bytes as u64;
 
+        // A `%` that starts no `%XX` escape: nginx (so Kong) answers 400 before routing.
+        if crate::net::path::has_invalid_escape(req.uri.path()) {
+            self.close = true;
+            return Ok(Some(self.error(400, "Bad request")));
+        }
         let path = normalize_path(req.uri.path());
         let host = header_str(req, http::header::HOST)
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
