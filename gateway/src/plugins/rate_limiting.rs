@@ -60,28 +60,37 @@ const EMPTY_UUID: &str = "00000000-0000-0000-0000-000000000000";
 /// Identifiers longer than this are replaced by a digest (bounded keys).
 const MAX_IDENTIFIER: usize = 200;
 
+/// The route and service ids of the plugin's scope as Kong puts them in counter keys
+/// (the declared id, else the stable one derived from the name; Kong's null UUID when the
+/// plugin is not on one). Shared with response-ratelimiting.
+pub(crate) fn scope_ids(ctx: &BuildContext<'_>) -> (String, String) {
+    let decl = ctx.decl;
+    let route_id = ctx
+        .scope
+        .route
+        .and_then(|ri| decl.routes.get(ri))
+        .map(|r| {
+            r.id.clone()
+                .unwrap_or_else(|| crate::config::stable_id("route", &r.name))
+        })
+        .unwrap_or_else(|| EMPTY_UUID.into());
+    let service_id = ctx
+        .scope
+        .service
+        .and_then(|si| decl.services.get(si))
+        .map(|s| {
+            s.id.clone()
+                .unwrap_or_else(|| crate::config::stable_id("service", &s.name))
+        })
+        .unwrap_or_else(|| EMPTY_UUID.into());
+    (route_id, service_id)
+}
+
 impl RateLimiting {
     pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<RateLimiting, String> {
         let checked = cfg.check().map_err(|e| e.to_string())?;
         let decl = ctx.decl;
-        let route_id = ctx
-            .scope
-            .route
-            .and_then(|ri| decl.routes.get(ri))
-            .map(|r| {
-                r.id.clone()
-                    .unwrap_or_else(|| crate::config::stable_id("route", &r.name))
-            })
-            .unwrap_or_else(|| EMPTY_UUID.into());
-        let service_id = ctx
-            .scope
-            .service
-            .and_then(|si| decl.services.get(si))
-            .map(|s| {
-                s.id.clone()
-                    .unwrap_or_else(|| crate::config::stable_id("service", &s.name))
-            })
-            .unwrap_or_else(|| EMPTY_UUID.into());
+        let (route_id, service_id) = scope_ids(ctx);
         let header = match (cfg.limit_by, &cfg.header_name) {
             (LimitBy::Header, Some(h)) => Some(
                 http::HeaderName::from_bytes(h.as_bytes())

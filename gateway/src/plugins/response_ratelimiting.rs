@@ -155,8 +155,6 @@ pub struct ResponseRateLimiting {
     backend: Backend,
 }
 
-const EMPTY_UUID: &str = "00000000-0000-0000-0000-000000000000";
-
 /// What the access phase read, for the response and log phases.
 #[derive(Clone)]
 struct Usage {
@@ -187,25 +185,7 @@ fn parse_amount(s: &str) -> Option<u64> {
 impl ResponseRateLimiting {
     pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<ResponseRateLimiting, String> {
         let (named, redis) = cfg.checked().map_err(|e| e.to_string())?;
-        let decl = ctx.decl;
-        let route_id = ctx
-            .scope
-            .route
-            .and_then(|ri| decl.routes.get(ri))
-            .map(|r| {
-                r.id.clone()
-                    .unwrap_or_else(|| crate::config::stable_id("route", &r.name))
-            })
-            .unwrap_or_else(|| EMPTY_UUID.into());
-        let service_id = ctx
-            .scope
-            .service
-            .and_then(|si| decl.services.get(si))
-            .map(|s| {
-                s.id.clone()
-                    .unwrap_or_else(|| crate::config::stable_id("service", &s.name))
-            })
-            .unwrap_or_else(|| EMPTY_UUID.into());
+        let (route_id, service_id) = super::rate_limiting::scope_ids(ctx);
         let header = http::HeaderName::from_bytes(cfg.header_name.as_bytes())
             .map_err(|e| format!("header_name: {e}"))?;
         let backend = match &redis {
