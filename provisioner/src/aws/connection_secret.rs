@@ -5,53 +5,16 @@
 //! endpoint changes the description, which the plan compares); it is never
 //! read back, diffed or printed.
 
-use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
+use aws_sdk_secretsmanager::types::Tag;
 
 use super::{Aws, registry::Ops, secret};
 use crate::consts::CONNECTION_SECRETS;
 use crate::error::{Error, Result};
-use crate::model::{Actual, Desired, Key, Kind};
+use crate::model::{Actual, Desired, Kind};
 use crate::specs::SecretSpec;
 
-fn prefix(aws: &Aws) -> String {
-    format!("{}/{}/", aws.project, aws.env)
-}
-
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
-    let out = aws
-        .secrets
-        .list_secrets()
-        .filters(
-            Filter::builder()
-                .key(FilterNameStringType::Name)
-                .values(prefix(aws))
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| Error::aws("secretsmanager:ListSecrets", e))?;
-    let mut res = Vec::new();
-    for s in out.secret_list() {
-        let Some(name) = s.name() else { continue };
-        if s.deleted_date().is_some() {
-            continue;
-        }
-        let Some((logical, _)) = CONNECTION_SECRETS
-            .iter()
-            .find(|(_, suffix)| name == format!("{}{suffix}", prefix(aws)))
-        else {
-            continue;
-        };
-        let spec = SecretSpec {
-            name: name.to_string(),
-            description: s.description().unwrap_or_default().to_string(),
-        };
-        let arn = s.arn().unwrap_or_default();
-        res.push(
-            Actual::new(Key::new(Kind::ConnectionSecret, *logical), arn, &spec).output("arn", arn),
-        );
-    }
-    Ok(res)
+    secret::observe_named(aws, Kind::ConnectionSecret, &CONNECTION_SECRETS).await
 }
 
 /// The secret's value: `inputs.template` with `{password}` replaced by the

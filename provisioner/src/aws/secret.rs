@@ -13,6 +13,18 @@ fn prefix(aws: &Aws) -> String {
 }
 
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
+    let names: Vec<(&str, &str)> = SECRETS.iter().map(|(l, s, _)| (*l, *s)).collect();
+    observe_named(aws, Kind::Secret, &names).await
+}
+
+/// This environment's live secrets (not scheduled for deletion) named
+/// `<project>/<env>/<suffix>` for one of `names` (logical name, suffix), as
+/// resources of `kind`. Shared by the generated and the composed secrets.
+pub(super) async fn observe_named(
+    aws: &Aws,
+    kind: Kind,
+    names: &[(&str, &str)],
+) -> Result<Vec<Actual>> {
     let out = aws
         .secrets
         .list_secrets()
@@ -31,9 +43,9 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         if s.deleted_date().is_some() {
             continue;
         }
-        let Some((logical, _, _)) = SECRETS
+        let Some((logical, _)) = names
             .iter()
-            .find(|(_, suffix, _)| name == format!("{}{suffix}", prefix(aws)))
+            .find(|(_, suffix)| name == format!("{}{suffix}", prefix(aws)))
         else {
             continue;
         };
@@ -42,7 +54,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
             description: s.description().unwrap_or_default().to_string(),
         };
         let arn = s.arn().unwrap_or_default();
-        res.push(Actual::new(Key::new(Kind::Secret, *logical), arn, &spec).output("arn", arn));
+        res.push(Actual::new(Key::new(kind, *logical), arn, &spec).output("arn", arn));
     }
     Ok(res)
 }
