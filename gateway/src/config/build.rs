@@ -410,10 +410,7 @@ impl Builder<'_> {
         else {
             return;
         };
-        let known = self.out.consumers.iter().any(|c| {
-            c.id == a || c.username.as_deref() == Some(a) || c.custom_id.as_deref() == Some(a)
-        });
-        if !known {
+        if self.out.consumer_by_key(a).is_none() {
             self.warn(
                 format!("{path}.config.anonymous"),
                 format!("no consumer `{a}`: as in Kong, a failed authentication is then passed on without a consumer (X-Anonymous-Consumer: true), so the route is open; name an existing consumer"),

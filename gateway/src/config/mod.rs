@@ -196,6 +196,16 @@ pub struct Declarative {
     pub warnings: Vec<ConfigError>,
 }
 
+impl Declarative {
+    /// The consumer a reference names, by id, username or custom id (how Kong resolves
+    /// an auth plugin's `anonymous`).
+    pub fn consumer_by_key(&self, key: &str) -> Option<usize> {
+        self.consumers.iter().position(|c| {
+            c.id == key || c.username.as_deref() == Some(key) || c.custom_id.as_deref() == Some(key)
+        })
+    }
+}
+
 /// Loads and checks a configuration file.
 pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<Declarative, ConfigErrors> {
     let name = path.display().to_string();

@@ -53,7 +53,7 @@ pub fn fail(
     st: &mut RequestState,
     plugin: &'static str,
     reason: &'static str,
-    anonymous: Option<Option<usize>>,
+    anonymous: Anonymous,
     (status, message, www_authenticate): (u16, &str, &str),
 ) -> crate::core::plugin::Flow {
     use crate::core::plugin::Flow;
@@ -89,11 +89,14 @@ pub fn kong_header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [
     headers.get(name).map(|v| v.as_bytes())
 }
 
-/// Resolves an `anonymous` setting (consumer id, username or custom id).
-pub fn find_consumer(decl: &crate::config::Declarative, key: &str) -> Option<usize> {
-    decl.consumers.iter().position(|c| {
-        c.id == key || c.username.as_deref() == Some(key) || c.custom_id.as_deref() == Some(key)
-    })
+/// A configured `anonymous`: Some(the consumer), or Some(None) when it names no consumer
+/// (Kong then lets a failed authentication through without one; `gateway check` warns).
+/// None when `anonymous` is not set.
+pub type Anonymous = Option<Option<usize>>;
+
+/// Resolves an auth plugin's `anonymous` setting once, when the plugin is built.
+pub fn anonymous(decl: &crate::config::Declarative, setting: Option<&str>) -> Anonymous {
+    setting.map(|a| decl.consumer_by_key(a))
 }
 
 /// Query parameters, percent-decoded (`+` as space), in order.

@@ -150,9 +150,7 @@ pub fn parse_basic(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 pub struct BasicAuth {
     cfg: Config,
     table: CredentialTable,
-    /// Configured `anonymous`: the consumer, or None when it names no consumer (Kong
-    /// then lets a failed authentication through without one; `gateway check` warns).
-    anonymous: Option<Option<usize>>,
+    anonymous: auth::Anonymous,
     www_auth: String,
 }
 
@@ -162,10 +160,7 @@ impl BasicAuth {
             return Err("basic-auth cannot be configured on a consumer".into());
         }
         let table = ctx.cache.get_or_try_init(|| CredentialTable::build(ctx))?;
-        let anonymous = cfg
-            .anonymous
-            .as_ref()
-            .map(|a| auth::find_consumer(ctx.decl, a));
+        let anonymous = auth::anonymous(ctx.decl, cfg.anonymous.as_deref());
         Ok(BasicAuth {
             www_auth: format!("Basic realm=\"{}\"", cfg.realm),
             table,

@@ -361,9 +361,7 @@ type Failure = (&'static str, &'static str);
 pub struct HmacAuth {
     cfg: Config,
     table: CredentialTable,
-    /// Configured `anonymous`: the consumer, or None when it names no consumer (Kong
-    /// then lets a failed authentication through without one; `gateway check` warns).
-    anonymous: Option<Option<usize>>,
+    anonymous: auth::Anonymous,
     www_auth: String,
 }
 
@@ -373,10 +371,7 @@ impl HmacAuth {
             return Err("hmac-auth cannot be configured on a consumer".into());
         }
         let table = ctx.cache.get_or_try_init(|| CredentialTable::build(ctx))?;
-        let anonymous = cfg
-            .anonymous
-            .as_ref()
-            .map(|a| auth::find_consumer(ctx.decl, a));
+        let anonymous = auth::anonymous(ctx.decl, cfg.anonymous.as_deref());
         Ok(HmacAuth {
             www_auth: match &cfg.realm {
                 Some(r) => format!("hmac realm=\"{r}\""),

@@ -260,9 +260,7 @@ struct Cred {
 pub struct Jwt {
     cfg: Config,
     creds: Arc<HashMap<String, Cred>>,
-    /// Configured `anonymous`: the consumer, or None when it names no consumer (Kong
-    /// then lets a failed authentication through without one; `gateway check` warns).
-    anonymous: Option<Option<usize>>,
+    anonymous: auth::Anonymous,
     jwks: Option<Arc<Jwks>>,
     header_names: Vec<HeaderName>,
     claim_headers: Vec<(String, HeaderName)>,
@@ -329,10 +327,7 @@ impl Jwt {
         } else {
             ctx.cache.get_or_try_init(|| build().map(CredsPlain))?.0
         };
-        let anonymous = cfg
-            .anonymous
-            .as_ref()
-            .map(|a| auth::find_consumer(ctx.decl, a));
+        let anonymous = auth::anonymous(ctx.decl, cfg.anonymous.as_deref());
         let jwks = match &cfg.jwks_uri {
             Some(u) => {
                 let j = Jwks::new(

@@ -90,9 +90,7 @@ pub struct KeyAuth {
     cfg: Config,
     names: Vec<HeaderName>,
     keys: Arc<HashMap<String, (usize, String)>>,
-    /// Configured `anonymous`: the consumer, or None when it names no consumer (Kong
-    /// then lets a failed authentication through without one; `gateway check` warns).
-    anonymous: Option<Option<usize>>,
+    anonymous: auth::Anonymous,
     www_auth: String,
 }
 
@@ -116,10 +114,7 @@ impl KeyAuth {
             }
             Ok(KeyTable(Arc::new(keys)))
         })?;
-        let anonymous = cfg
-            .anonymous
-            .as_ref()
-            .map(|a| auth::find_consumer(ctx.decl, a));
+        let anonymous = auth::anonymous(ctx.decl, cfg.anonymous.as_deref());
         Ok(KeyAuth {
             names: cfg
                 .key_names

@@ -146,9 +146,7 @@ type Failure = &'static str;
 
 pub struct LdapAuth {
     cfg: Config,
-    /// Configured `anonymous`: the consumer, or None when it names no consumer (Kong
-    /// then lets a failed authentication through without one; `gateway check` warns).
-    anonymous: Option<Option<usize>>,
+    anonymous: auth::Anonymous,
     www_auth: String,
     scheme: Option<regex::bytes::Regex>,
     cache: BindCache,
@@ -170,10 +168,7 @@ impl LdapAuth {
         if ctx.scope.consumer.is_some() {
             return Err("ldap-auth cannot be configured on a consumer".into());
         }
-        let anonymous = cfg
-            .anonymous
-            .as_ref()
-            .map(|a| auth::find_consumer(ctx.decl, a));
+        let anonymous = auth::anonymous(ctx.decl, cfg.anonymous.as_deref());
         // Kong upper-cases the default scheme only (backwards compatibility).
         let scheme = if cfg.header_type == "ldap" {
             "LDAP".to_string()
