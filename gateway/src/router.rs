@@ -187,8 +187,8 @@ impl Router {
                         )
                     })
                     .collect(),
-                http: r.protocols.iter().any(|p| p == "http" || p == "grpc"),
-                https: r.protocols.iter().any(|p| p == "https" || p == "grpcs"),
+                http: r.protocols.iter().any(|p| p == "http"),
+                https: r.protocols.iter().any(|p| p == "https"),
             });
             let base = |regex: bool, plen: usize, path: PathMatcher| Candidate {
                 route: ri,
@@ -324,7 +324,9 @@ impl Router {
                 (whole, out)
             }
         };
-        let proto_ok = if req.tls { m.https } else { m.http };
+        // Kong matches on every protocol and answers 426 (or redirects) only when an
+        // https-only route is reached in clear text; gRPC routes are checked later.
+        let proto_ok = req.tls || !m.https || m.http;
         Some(RouteMatch {
             route: c.route,
             matched_path,

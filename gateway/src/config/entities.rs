@@ -334,11 +334,30 @@ impl Builder<'_> {
             let port = s.port.unwrap_or(if protocol == "https" { 443 } else { 80 });
             (protocol, host, port, s.path.clone())
         };
-        if protocol != "http" && protocol != "https" {
+        if !matches!(protocol.as_str(), "http" | "https" | "grpc" | "grpcs") {
             self.err(
                 format!("{path}.protocol"),
-                format!("protocol `{protocol}` is not supported (http, https)"),
+                format!("protocol `{protocol}` is not supported (http, https, grpc, grpcs)"),
             );
+            return;
+        }
+        let port_given = match &s.url {
+            Some(u) => u
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.port_u16())
+                .is_some(),
+            None => s.port.is_some(),
+        };
+        if protocol == "grpcs" && !port_given {
+            self.warn(
+                format!("{path}.port"),
+                "a grpcs service without a port uses port 80, as Kong does; name the port (usually 443)",
+            );
+        }
+        if matches!(protocol.as_str(), "grpc" | "grpcs") && spath.is_some() {
+            // Kong's services schema: a gRPC service has no path.
+            self.err(format!("{path}.path"), "value must be null");
             return;
         }
         if let Some(p) = &spath
@@ -489,6 +508,17 @@ impl Builder<'_> {
                 self.err(
                     format!("{path}.protocols[{j}]"),
                     format!("protocol `{p}` is not supported by HTTP routes"),
+                );
+            }
+        }
+        {
+            // Kong: `protocols` takes one of its mutually exclusive subsets.
+            let web = r.protocols.iter().any(|p| p == "http" || p == "https");
+            let grpc = r.protocols.iter().any(|p| p == "grpc" || p == "grpcs");
+            if web && grpc {
+                self.err(
+                    format!("{path}.protocols"),
+                    "these sets are mutually exclusive: ('http', 'https'), ('grpc', 'grpcs')",
                 );
             }
         }

@@ -13,13 +13,18 @@ pub struct LocalResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// The message of `kong.response.error`/`exit(status, {message = ...})`: what a gRPC
+    /// client gets as `grpc-message` instead of the body.
+    pub message: Option<String>,
 }
 
 impl LocalResponse {
     /// `kong.response.exit(status, {message = ...})`: a compact JSON body.
     pub fn message(status: u16, message: &str) -> LocalResponse {
         let body = serde_json::json!({ "message": message }).to_string();
-        LocalResponse::json(status, body)
+        let mut r = LocalResponse::json(status, body);
+        r.message = Some(message.to_string());
+        r
     }
 
     pub fn json(status: u16, body: String) -> LocalResponse {
@@ -30,6 +35,7 @@ impl LocalResponse {
                 "application/json; charset=utf-8".into(),
             )],
             body: Bytes::from(body),
+            message: None,
         }
     }
 
@@ -72,6 +78,7 @@ impl LocalResponse {
             status,
             headers: vec![("content-type".into(), ctype.into())],
             body: Bytes::from(body),
+            message: Some(message.to_string()),
         }
     }
 
@@ -141,6 +148,7 @@ const X_KONG_RESPONSE_LATENCY: http::HeaderName =
     http::HeaderName::from_static("x-kong-response-latency");
 
 pub fn render(st: &mut RequestState, resp: LocalResponse) -> (ResponseHeader, Bytes) {
+    let resp = if st.grpc { for_grpc(resp) } else { resp };
     let mut h =
         ResponseHeader::build(resp.status, Some(resp.headers.len() + 6)).unwrap_or_else(|_| {
             ResponseHeader {
@@ -185,6 +193,105 @@ pub fn render(st: &mut RequestState, resp: LocalResponse) -> (ResponseHeader, By
     }
     h.headers.remove(http::header::CONTENT_LENGTH);
     (h, body)
+}
+
+/// Kong's gRPC status for an HTTP status (`kong.response`'s table; other codes by class).
+pub fn grpc_status(status: u16) -> u8 {
+    const TABLE: [(u16, u8); 12] = [
+        (200, 0),
+        (400, 3),
+        (401, 16),
+        (403, 7),
+        (404, 5),
+        (409, 6),
+        (429, 8),
+        (499, 1),
+        (500, 13),
+        (501, 12),
+        (503, 14),
+        (504, 4),
+    ];
+    if let Some((_, g)) = TABLE.iter().find(|(h, _)| *h == status) {
+        return *g;
+    }
+    match status {
+        500..=599 => 13,
+        400..=499 => 3,
+        200..=299 => 0,
+        _ => 2,
+    }
+}
+
+/// The name gRPC gives a status code (Kong's `grpc-message` when there is no message).
+fn grpc_status_name(code: u8) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    NAMES.get(usize::from(code)).copied().unwrap_or("Unknown")
+}
+
+/// A gateway answer to a gRPC client, as Kong's `kong.response` sends it: the HTTP
+/// status kept, `grpc-status` from it, the message in `grpc-message`, no body. An
+/// answer that already is gRPC (`Content-Type: application/grpc`) only gets the status
+/// headers it lacks; one with another explicit content type (a configured body) is
+/// sent as it is.
+fn for_grpc(mut resp: LocalResponse) -> LocalResponse {
+    let has =
+        |r: &LocalResponse, name: &str| r.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let ctype = resp
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.clone());
+    let output_is_grpc = ctype
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/grpc"));
+    if !output_is_grpc && resp.message.is_none() && ctype.is_some() {
+        return resp;
+    }
+    let code = grpc_status(resp.status);
+    if !has(&resp, "grpc-status") {
+        resp.headers.push(("grpc-status".into(), code.to_string()));
+    }
+    if output_is_grpc {
+        if !has(&resp, "grpc-message") {
+            resp.headers
+                .push(("grpc-message".into(), grpc_status_name(code).into()));
+        }
+        return resp;
+    }
+    let message = match resp.message.take() {
+        Some(m) => m,
+        None if !resp.body.is_empty() => String::from_utf8_lossy(&resp.body).into_owned(),
+        None => grpc_status_name(code).to_string(),
+    };
+    resp.headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case("content-type"));
+    resp.headers
+        .push(("content-type".into(), "application/grpc".into()));
+    if !has(&resp, "grpc-message") {
+        // A header value cannot hold control characters.
+        let clean: String = message.chars().filter(|c| !c.is_control()).collect();
+        resp.headers.push(("grpc-message".into(), clean));
+    }
+    resp.body = Bytes::new();
+    resp
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ pub struct ServiceRt {
     pub name: String,
     pub id: String,
     pub tls: bool,
+    /// gRPC (`grpc`/`grpcs`): the upstream speaks HTTP/2 (prior knowledge in clear text,
+    /// ALPN `h2` over TLS).
+    pub h2: bool,
     /// SNI and default Host for the upstream.
     pub host: String,
     pub path: Option<String>,
@@ -125,7 +128,8 @@ impl Runtime {
                     .id
                     .clone()
                     .unwrap_or_else(|| crate::config::stable_id("service", &s.name)),
-                tls: s.protocol == "https",
+                tls: s.protocol == "https" || s.protocol == "grpcs",
+                h2: s.protocol == "grpc" || s.protocol == "grpcs",
                 host: s.host.clone(),
                 path: s.path.clone(),
                 retries: s.retries,
@@ -133,8 +137,9 @@ impl Runtime {
                 read_timeout: std::time::Duration::from_millis(s.read_timeout_ms),
                 write_timeout: std::time::Duration::from_millis(s.write_timeout_ms),
                 host_header: {
-                    let default_port = (s.protocol == "https" && s.port == 443)
-                        || (s.protocol != "https" && s.port == 80);
+                    // Kong's set_host_header: no port when it is the scheme's own.
+                    let secure = s.protocol == "https" || s.protocol == "grpcs";
+                    let default_port = (secure && s.port == 443) || (!secure && s.port == 80);
                     let text = balancer.host_header.clone().unwrap_or_else(|| {
                         if default_port {
                             s.host.clone()

@@ -36,6 +36,9 @@ pub struct RequestState {
     /// included), for correlation-id's `tracker`.
     pub conn: ConnFacts,
     pub tls: bool,
+    /// A gRPC request (HTTP/2, `Content-Type: application/grpc...`): the gateway's own
+    /// answers carry `grpc-status`/`grpc-message`, as Kong's do.
+    pub grpc: bool,
     pub route: Option<RouteMatch>,
     pub service: Option<usize>,
     /// Path (and query) sent upstream.

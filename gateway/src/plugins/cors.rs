@@ -284,6 +284,7 @@ impl Plugin for Cors {
             status: 200,
             headers: Vec::new(),
             body: bytes::Bytes::new(),
+            message: None,
         };
         for (k, v) in h {
             resp = resp.with_header(k, v);

@@ -121,7 +121,11 @@ impl KeyAuth {
                 .iter()
                 .filter_map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok())
                 .collect(),
-            www_auth: format!("Key realm=\"{}\"", cfg.realm.as_deref().unwrap_or("kong")),
+            // Kong 3.9: `Key`, with the realm only when one is configured.
+            www_auth: match cfg.realm.as_deref() {
+                Some(r) => format!("Key realm=\"{r}\""),
+                None => "Key".to_string(),
+            },
             keys: keys.0,
             anonymous,
             cfg,
@@ -182,7 +186,7 @@ impl KeyAuth {
             st.strip_query.push(self.cfg.key_names[idx].clone());
         }
         let Some((consumer, id)) = self.keys.get(&key) else {
-            return Err((401, "Invalid authentication credentials", false));
+            return Err((401, "Unauthorized", false));
         };
         set_consumer(st, Some(*consumer), Some(id.clone()));
         Ok(())
@@ -329,14 +333,14 @@ impl Plugin for KeyAuth {
         }
         match result {
             Ok(()) => Ok(Flow::Continue),
-            Err((status, msg, challenge)) => {
+            Err((status, msg, no_key)) => {
                 let route = st
                     .rt
                     .as_ref()
                     .zip(st.route.as_ref())
                     .map(|(rt, m)| rt.decl.routes[m.route].name.clone())
                     .unwrap_or_default();
-                let reason = if challenge { "no_key" } else { "invalid_key" };
+                let reason = if no_key { "no_key" } else { "invalid_key" };
                 crate::metrics::Metrics::global().auth_failure(&route, "key-auth", reason);
                 if let Some(a) = self.anonymous {
                     set_consumer(st, a, None);
@@ -347,10 +351,9 @@ impl Plugin for KeyAuth {
                     .headers
                     .get("accept")
                     .and_then(|v| v.to_str().ok());
-                let mut r = LocalResponse::error(status, msg, &st.request_id, accept);
-                if challenge {
-                    r = r.with_header("www-authenticate", self.www_auth.as_str());
-                }
+                // Every 401 of Kong 3.9's key-auth carries the challenge.
+                let r = LocalResponse::error(status, msg, &st.request_id, accept)
+                    .with_header("www-authenticate", self.www_auth.as_str());
                 Ok(Flow::Respond(r))
             }
         }

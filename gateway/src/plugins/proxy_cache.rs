@@ -695,6 +695,7 @@ impl ProxyCache {
             status: e.status,
             headers,
             body: e.body.clone(),
+            message: None,
         };
         st.ext.insert(CacheCtx::Hit(e));
         resp
@@ -760,6 +761,7 @@ impl Plugin for ProxyCache {
                     status: 504,
                     headers: Vec::new(),
                     body: Bytes::new(),
+                    message: None,
                 }));
             }
             miss(st, "Miss");

@@ -257,6 +257,7 @@ impl Plugin for RequestTermination {
                 status,
                 headers: Vec::new(),
                 body: Bytes::from(body.clone()),
+                message: None,
             };
             if let Some(ct) = &self.cfg.content_type {
                 r.headers.push(("content-type".into(), ct.clone()));
@@ -269,6 +270,7 @@ impl Plugin for RequestTermination {
                 status,
                 headers: Vec::new(),
                 body: Bytes::new(),
+                message: None,
             },
         }))
     }

@@ -108,6 +108,10 @@ impl Ctx<'_> {
             };
             return Ok(Some(r));
         }
+        if let Some(r) = self.grpc_route_check(route, req) {
+            self.st.route = Some(m);
+            return Ok(Some(r));
+        }
         self.st.request_origin = header_str(req, http::header::ORIGIN).map(str::to_string);
         let query = req.uri.query();
         let Some(si) = route.service else {
@@ -115,12 +119,18 @@ impl Ctx<'_> {
             return Ok(Some(self.error(503, "no Service found with those values")));
         };
         let svc = &rt.services[si];
-        let mut up = upstream_path(
-            svc.path.as_deref(),
-            route.strip_path,
-            &m.matched_path,
-            &path,
-        );
+        // nginx's grpc_pass (Kong's gRPC proxy) sends the client's own URI: a gRPC
+        // method's path is never stripped.
+        let mut up = if svc.h2 {
+            req.uri.path().to_string()
+        } else {
+            upstream_path(
+                svc.path.as_deref(),
+                route.strip_path,
+                &m.matched_path,
+                &path,
+            )
+        };
         if let Some(q) = query {
             up.push('?');
             up.push_str(q);
@@ -140,6 +150,51 @@ impl Ctx<'_> {
         let req = self.session.req_header();
         self.st.request_buffering = plugins.iter().any(|p| p.buffers_request(req, &self.st));
         Ok(None)
+    }
+
+    /// Kong's checks on a gRPC route (`protocols: [grpc, grpcs]`): a gRPC request over
+    /// HTTP/2, and over TLS when the route is grpcs-only.
+    fn grpc_route_check(
+        &self,
+        route: &crate::config::RouteDef,
+        req: &RequestHeader,
+    ) -> Option<LocalResponse> {
+        let grpc = route.protocols.iter().any(|p| p == "grpc");
+        let grpcs = route.protocols.iter().any(|p| p == "grpcs");
+        if !grpc && !grpcs {
+            return None;
+        }
+        let ctype = header_str(req, http::header::CONTENT_TYPE).unwrap_or_default();
+        if !ctype.starts_with("application/grpc") {
+            return Some(self.error(415, "Non-gRPC request matched gRPC route"));
+        }
+        if req.version != http::Version::HTTP_2 {
+            return Some(
+                self.error(426, "Please use HTTP2 protocol")
+                    .with_header("connection", "Upgrade")
+                    .with_header("upgrade", "HTTP/2"),
+            );
+        }
+        let secure = self.st.tls
+            || (self.st.peer_trusted
+                && header_str(req, "x-forwarded-proto")
+                    .is_some_and(|p| p.eq_ignore_ascii_case("https")));
+        if !grpc && !secure {
+            return Some(LocalResponse {
+                status: 200,
+                headers: vec![
+                    ("content-type".into(), "application/grpc".into()),
+                    ("grpc-status".into(), "1".into()),
+                    (
+                        "grpc-message".into(),
+                        "gRPC request matched gRPCs route".into(),
+                    ),
+                ],
+                body: bytes::Bytes::new(),
+                message: None,
+            });
+        }
+        None
     }
 
     /// Runs the access phase of the route's plugins in priority order.

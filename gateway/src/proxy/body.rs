@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 
 use super::upstream::{Pool, PoolKey};
 
@@ -178,7 +177,7 @@ pub trait OnDone {
 pub struct PoolReturn {
     pub pool: Rc<Pool>,
     pub key: PoolKey,
-    pub tx: SendRequest<UpBody>,
+    pub tx: super::upstream::UpTx,
 }
 
 enum Kind {

@@ -10,10 +10,9 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 
 use super::body::{BodyReport, PoolReturn, RespBody, UpBody};
-use super::upstream::PoolKey;
+use super::upstream::{PoolKey, UpTx};
 use super::{Ctx, RESPONSE_BUFFER_LIMIT, active_plugins, finish_response_headers, hop};
 use crate::balancer::{HashInputs, Outcome};
 use crate::core::chain::{CONSUMER_HEADERS, is_consumer_header};
@@ -49,6 +48,23 @@ fn joined_via(h: &http::HeaderMap, version: &str) -> HeaderValue {
         format!("{}, {mine}", prev.join(", "))
     };
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("1.1 gateway"))
+}
+
+/// The URI of an HTTP/2 upstream request: scheme and authority (the Host the request
+/// would have carried) in front of the path.
+fn h2_uri(uri: http::Uri, headers: &http::HeaderMap, tls: bool) -> Option<http::Uri> {
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let mut parts = uri.into_parts();
+    parts.scheme = Some(if tls {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    parts.authority = Some(host.parse().ok()?);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    http::Uri::from_parts(parts).ok()
 }
 
 /// True when the request carries the cookie `name`.
@@ -171,12 +187,19 @@ impl Ctx<'_> {
         };
         let idempotent = self.session.req_header().method.is_idempotent();
 
+        // The failure of the previous attempt: what the client gets when no target is
+        // left to retry on (Kong's 502/504; 503 only when there was never a peer).
+        let mut last: Option<Failure> = None;
         loop {
             let (key, tx) = match self.connect_target(&rt, si).await {
                 Ok(x) => x,
                 Err(f) => {
+                    if let (Failure::NoPeer(_), Some(prev)) = (&f, last.take()) {
+                        return self.fail(prev);
+                    }
                     // Nothing was sent: another target may be tried.
                     if matches!(f, Failure::Connect { .. }) && self.st.attempts <= svc.retries {
+                        last = Some(f);
                         continue;
                     }
                     return self.fail(f);
@@ -217,6 +240,7 @@ impl Ctx<'_> {
                     if !retry {
                         return self.fail(f);
                     }
+                    last = Some(f);
                 }
             }
         }
@@ -228,7 +252,7 @@ impl Ctx<'_> {
         &mut self,
         rt: &crate::core::runtime::Runtime,
         si: usize,
-    ) -> Result<(PoolKey, SendRequest<UpBody>), Failure> {
+    ) -> Result<(PoolKey, UpTx), Failure> {
         let svc = &rt.services[si];
         let b = &svc.balancer;
         if let Some(prev) = self.st.target.take() {
@@ -264,7 +288,13 @@ impl Ctx<'_> {
                     .unwrap_or_default(),
                 new_cookie: self.st.hash_cookie.as_deref(),
             };
-            b.select(&inputs, &self.st.tried)
+            // A retry prefers a target not tried yet, and goes back to a tried one when
+            // none is left (Kong retries a single host on itself).
+            b.select(&inputs, &self.st.tried).or_else(|| {
+                (!self.st.tried.is_empty())
+                    .then(|| b.select(&inputs, &[]))
+                    .flatten()
+            })
         };
         let Some(i) = i else {
             return Err(Failure::NoPeer(
@@ -284,6 +314,7 @@ impl Ctx<'_> {
         let key = PoolKey {
             addr,
             tls_name: svc.tls.then(|| svc.host.as_str().into()),
+            h2: svc.h2,
         };
         let pool = self.w.pool.clone();
         let tx = match pool.checkout(&key) {
@@ -316,11 +347,11 @@ impl Ctx<'_> {
         rt: &crate::core::runtime::Runtime,
         si: usize,
         key: PoolKey,
-        mut tx: SendRequest<UpBody>,
+        mut tx: UpTx,
         head: RequestHeader,
         body: UpBody,
         report: &BodyReport,
-    ) -> Result<(Response<Incoming>, PoolKey, SendRequest<UpBody>), Failure> {
+    ) -> Result<(Response<Incoming>, PoolKey, UpTx), Failure> {
         let svc = &rt.services[si];
         let b = &svc.balancer;
         let (Some(i), addr) = (self.st.target, key.addr) else {
@@ -330,11 +361,20 @@ impl Ctx<'_> {
         };
         let mut req = Request::new(body);
         *req.method_mut() = head.method;
-        *req.uri_mut() = head.uri;
-        *req.version_mut() = http::Version::HTTP_11;
-        *req.headers_mut() = head.headers;
+        if tx.is_h2() {
+            // HTTP/2 names scheme and authority in pseudo-headers: the absolute URI.
+            *req.uri_mut() =
+                h2_uri(head.uri, &head.headers, svc.tls).ok_or(Failure::Broken { unsent: true })?;
+            *req.version_mut() = http::Version::HTTP_2;
+            *req.headers_mut() = head.headers;
+            req.headers_mut().remove(http::header::HOST);
+        } else {
+            *req.uri_mut() = head.uri;
+            *req.version_mut() = http::Version::HTTP_11;
+            *req.headers_mut() = head.headers;
+        }
         let wait = svc.read_timeout.max(svc.write_timeout);
-        let sent = tokio::time::timeout(wait, tx.send_request(req)).await;
+        let sent = tokio::time::timeout(wait, tx.send(req)).await;
         match sent {
             Ok(Ok(resp)) => Ok((resp, key, tx)),
             Ok(Err(e)) => {
@@ -400,7 +440,17 @@ impl Ctx<'_> {
     /// plugin rewrites the body).
     fn prepared_head(&mut self) -> crate::core::Result<RequestHeader> {
         let mut head = self.upstream_head()?;
+        // `TE: trailers` is the one TE HTTP/2 allows, and gRPC servers require it.
+        let trailers = self.st.grpc
+            && head
+                .headers
+                .get(http::header::TE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         hop::strip(&mut head.headers, self.client_upgrade.is_some());
+        if trailers {
+            head.headers
+                .insert(http::header::TE, HeaderValue::from_static("trailers"));
+        }
         if self.st.request_buffering {
             head.headers.remove(http::header::CONTENT_LENGTH);
         }
@@ -563,7 +613,7 @@ impl Ctx<'_> {
         &mut self,
         mut resp: Response<Incoming>,
         key: PoolKey,
-        tx: SendRequest<UpBody>,
+        tx: UpTx,
     ) -> Response<RespBody> {
         let status = resp.status().as_u16();
         let st = &mut self.st;

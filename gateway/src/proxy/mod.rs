@@ -128,6 +128,11 @@ pub async fn handle(
     } else {
         conn.shared.next_verdict()
     };
+    st.grpc = req.version() == http::Version::HTTP_2
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let client_upgrade = hop::wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let session = Session::new(

@@ -1,7 +1,8 @@
 //! The proxy's listeners and connections: one current-thread runtime per worker thread,
 //! each with its own `SO_REUSEPORT` socket on every proxy address (the kernel spreads
-//! connections; no locks or task hand-offs between threads), HTTP/1.1 by hyper, TLS by
-//! rustls with HTTP/2 negotiated by ALPN, connection caps and graceful shutdown.
+//! connections; no locks or task hand-offs between threads), HTTP/1.1 by hyper (and
+//! HTTP/2 with prior knowledge in clear text, for gRPC), TLS by rustls with HTTP/2
+//! negotiated by ALPN, connection caps and graceful shutdown.
 //!
 //! Why this shape: on one core, the per-request cost of a work-stealing runtime's
 //! cross-thread wake-ups and of a shared, locked upstream pool showed in every profile;
@@ -267,7 +268,20 @@ async fn serve_connection(
     _slot: SlotGuard,
 ) {
     match acceptor {
-        None => serve_h1(worker, stream, info, deadlines, shutdown).await,
+        None => {
+            // HTTP/2 with prior knowledge (gRPC clients in clear text) or HTTP/1.1,
+            // told apart by the connection preface.
+            match h2_preface(&stream, deadlines.header).await {
+                Some(true) => {
+                    info.h2 = true;
+                    serve_h2(worker, stream, info, deadlines, shutdown).await;
+                }
+                Some(false) => serve_h1(worker, stream, info, deadlines, shutdown).await,
+                // Nothing (or no whole line) before the header deadline: closed, as the
+                // HTTP/1 deadline would have.
+                None => {}
+            }
+        }
         Some(acc) => {
             let tls = match tokio::time::timeout(deadlines.header, acc.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -288,6 +302,31 @@ async fn serve_connection(
                 serve_h1(worker, tls, info, deadlines, shutdown).await;
             }
         }
+    }
+}
+
+/// Whether the client opens with HTTP/2's connection preface (RFC 9113 3.4), looked at
+/// without consuming it: `Some(true)`; other bytes or a close: `Some(false)` (HTTP/1.1,
+/// whose own handling follows); nothing by the header deadline: `None`.
+async fn h2_preface(stream: &TcpStream, wait: Duration) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; 24];
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return Some(false),
+            Err(_) => return None,
+        };
+        if n == 0 || buf[..n] != PREFACE[..n] {
+            return Some(false);
+        }
+        if n == PREFACE.len() {
+            return Some(true);
+        }
+        // A preface split across packets: look again shortly (peek does not wait for
+        // more bytes than are there).
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

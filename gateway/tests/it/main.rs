@@ -13,6 +13,7 @@ mod corpus;
 mod dataplane;
 mod forwarded;
 mod framing;
+mod grpc;
 mod hmac_auth;
 mod ldap_auth;
 mod lifecycle;

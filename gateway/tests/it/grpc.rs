@@ -1,0 +1,468 @@
+//! gRPC services and routes: a real tonic server upstream and a real tonic client, the
+//! gateway between them over HTTP/2 (prior knowledge in clear text).
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use tonic::codegen::tokio_stream::{self, Stream};
+use tonic::{Code, Status};
+use tonic_prost::ProstCodec;
+
+use crate::harness::*;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Msg {
+    #[prost(string, tag = "1")]
+    text: String,
+    #[prost(uint32, tag = "2")]
+    n: u32,
+}
+
+/// What the upstream saw of each request: its authority and headers.
+type Seen = Arc<Mutex<Vec<(String, http::HeaderMap)>>>;
+
+struct Say;
+
+impl tonic::server::UnaryService<Msg> for Say {
+    type Response = Msg;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<tonic::Response<Msg>, Status>> + Send + 'static>>;
+
+    fn call(&mut self, req: tonic::Request<Msg>) -> Self::Future {
+        Box::pin(async move {
+            let m = req.into_inner();
+            if m.text == "missing" {
+                return Err(Status::not_found("no such greeting"));
+            }
+            Ok(tonic::Response::new(Msg {
+                text: format!("hello {}", m.text),
+                n: m.n,
+            }))
+        })
+    }
+}
+
+struct Count;
+
+type MsgStream = Pin<Box<dyn Stream<Item = Result<Msg, Status>> + Send + 'static>>;
+
+impl tonic::server::ServerStreamingService<Msg> for Count {
+    type Response = Msg;
+    type ResponseStream = MsgStream;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<tonic::Response<MsgStream>, Status>> + Send + 'static>>;
+
+    fn call(&mut self, req: tonic::Request<Msg>) -> Self::Future {
+        Box::pin(async move {
+            let n = req.into_inner().n;
+            let items: Vec<Result<Msg, Status>> = (1..=n)
+                .map(|i| {
+                    Ok(Msg {
+                        text: format!("item {i}"),
+                        n: i,
+                    })
+                })
+                .collect();
+            let s: MsgStream = Box::pin(tokio_stream::iter(items));
+            Ok(tonic::Response::new(s))
+        })
+    }
+}
+
+/// The upstream gRPC service `test.Echo` (`Say`, unary; `Count`, server streaming).
+#[derive(Clone)]
+struct Echo {
+    seen: Seen,
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Echo {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        self.seen
+            .lock()
+            .expect("seen")
+            .push((authority, req.headers().clone()));
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<Msg, Msg>::default());
+            Ok(match req.uri().path() {
+                "/test.Echo/Say" => grpc.unary(Say, req).await,
+                "/test.Echo/Count" => grpc.server_streaming(Count, req).await,
+                _ => Status::unimplemented("no such method").into_http(),
+            })
+        })
+    }
+}
+
+/// Starts the upstream on a free port in this test's runtime.
+async fn grpc_upstream() -> (u16, Seen) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let port = listener.local_addr().expect("addr").port();
+    let seen: Seen = Arc::default();
+    let svc = Echo { seen: seen.clone() };
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .serve_with_incoming(svc, incoming)
+            .await;
+    });
+    (port, seen)
+}
+
+async fn client(port: u16) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("endpoint")
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connect to the gateway");
+    tonic::client::Grpc::new(ch)
+}
+
+async fn say(
+    c: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    text: &str,
+    key: Option<&str>,
+) -> Result<Msg, Status> {
+    c.ready()
+        .await
+        .map_err(|e| Status::unknown(e.to_string()))?;
+    let mut req = tonic::Request::new(Msg {
+        text: text.into(),
+        n: 7,
+    });
+    if let Some(k) = key {
+        req.metadata_mut()
+            .insert("apikey", k.parse().expect("metadata"));
+    }
+    c.unary(
+        req,
+        PathAndQuery::from_static("/test.Echo/Say"),
+        ProstCodec::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+fn config(up: u16, extra_routes: &str) -> String {
+    format!(
+        "_format_version: \"3.0\"
+services:
+- name: echo
+  protocol: grpc
+  host: 127.0.0.1
+  port: {up}
+  routes:
+  - name: echo
+    protocols: [grpc]
+    paths: [/test.Echo/]
+{extra_routes}"
+    )
+}
+
+#[tokio::test]
+async fn unary_and_streaming_calls_are_proxied_over_http2() {
+    let (up, seen) = grpc_upstream().await;
+    let gw = gateway(&config(up, ""));
+    let mut c = client(gw.port).await;
+
+    let r = say(&mut c, "world", None).await.expect("unary call");
+    assert_eq!(r.text, "hello world");
+    assert_eq!(r.n, 7);
+    {
+        let seen = seen.lock().expect("seen");
+        let (authority, h) = seen.last().expect("a request upstream");
+        // Kong's :authority: the service host with its port (not the scheme's default).
+        assert_eq!(authority, &format!("127.0.0.1:{up}"));
+        assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+        assert_eq!(
+            h.get("content-type").map(|v| v.as_bytes()),
+            Some(&b"application/grpc"[..])
+        );
+        let via = h.get("via").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(via.starts_with("2 gateway/"), "via: {via}");
+        assert_eq!(
+            h.get("x-forwarded-for").map(|v| v.as_bytes()),
+            Some(&b"127.0.0.1"[..])
+        );
+    }
+
+    // The upstream's own status travels in its trailers, untouched.
+    let e = say(&mut c, "missing", None).await.expect_err("not found");
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(e.message(), "no such greeting");
+
+    // Server streaming: every message, then the trailers.
+    c.ready().await.expect("ready");
+    let mut stream = c
+        .server_streaming(
+            tonic::Request::new(Msg {
+                text: String::new(),
+                n: 5,
+            }),
+            PathAndQuery::from_static("/test.Echo/Count"),
+            ProstCodec::<Msg, Msg>::default(),
+        )
+        .await
+        .expect("streaming call")
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(m) = stream.message().await.expect("stream message") {
+        got.push(m.n);
+    }
+    assert_eq!(got, vec![1, 2, 3, 4, 5]);
+
+    // Many calls share one upstream HTTP/2 connection per worker and stay correct.
+    let mut calls = Vec::new();
+    for i in 0..50 {
+        let mut c = c.clone();
+        calls.push(tokio::spawn(async move {
+            say(&mut c, &format!("n{i}"), None).await
+        }));
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        let r = call.await.expect("join").expect("concurrent call");
+        assert_eq!(r.text, format!("hello n{i}"));
+    }
+}
+
+#[tokio::test]
+async fn gateway_answers_carry_grpc_status() {
+    let (up, _seen) = grpc_upstream().await;
+    let dead = free_port();
+    let extra = format!(
+        "    plugins:
+    - name: key-auth
+    - name: rate-limiting
+      config:
+        minute: 2
+        policy: local
+- name: down
+  protocol: grpc
+  host: 127.0.0.1
+  port: {dead}
+  routes:
+  - name: down
+    protocols: [grpc]
+    paths: [/test.Down/]
+consumers:
+- username: alice
+  keyauth_credentials:
+  - key: alice-key
+"
+    );
+    let gw = gateway(&config(up, &extra));
+    let mut c = client(gw.port).await;
+
+    // key-auth's 401: Unauthenticated with Kong's message.
+    let e = say(&mut c, "x", None).await.expect_err("no key");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(e.message(), "No API key found in request");
+    let e = say(&mut c, "x", Some("wrong")).await.expect_err("bad key");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(e.message(), "Unauthorized");
+
+    // Within the limit, then rate-limiting's 429: ResourceExhausted.
+    say(&mut c, "a", Some("alice-key")).await.expect("first");
+    say(&mut c, "b", Some("alice-key")).await.expect("second");
+    let e = say(&mut c, "c", Some("alice-key"))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    assert_eq!(e.message(), "API rate limit exceeded");
+
+    // No route: 404, NotFound.
+    c.ready().await.expect("ready");
+    let e = c
+        .unary(
+            tonic::Request::new(Msg::default()),
+            PathAndQuery::from_static("/other.Service/Call"),
+            ProstCodec::<Msg, Msg>::default(),
+        )
+        .await
+        .expect_err("no route");
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(e.message(), "no Route matched with those values");
+
+    // The upstream refuses the connection: Kong's 502, which gRPC calls Internal.
+    c.ready().await.expect("ready");
+    let e = c
+        .unary(
+            tonic::Request::new(Msg::default()),
+            PathAndQuery::from_static("/test.Down/Call"),
+            ProstCodec::<Msg, Msg>::default(),
+        )
+        .await
+        .expect_err("upstream down");
+    assert_eq!(e.code(), Code::Internal);
+    assert_eq!(
+        e.message(),
+        "An invalid response was received from the upstream server"
+    );
+}
+
+#[tokio::test]
+async fn grpc_routes_refuse_other_requests_as_kong_does() {
+    let (up, _seen) = grpc_upstream().await;
+    let extra = "- name: secure
+  protocol: grpc
+  host: 127.0.0.1
+  port: 9
+  routes:
+  - name: secure
+    protocols: [grpcs]
+    paths: [/test.Secure/]
+";
+    let gw = gateway(&config(up, extra));
+
+    // Not gRPC: 415.
+    let r = reqwest::Client::new()
+        .post(gw.url("/test.Echo/Say"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 415);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["message"], "Non-gRPC request matched gRPC route");
+
+    // gRPC over HTTP/1.1: 426, asking for HTTP/2.
+    let r = reqwest::Client::new()
+        .post(gw.url("/test.Echo/Say"))
+        .header("content-type", "application/grpc")
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 426);
+    assert_eq!(
+        r.headers().get("upgrade").map(|v| v.as_bytes()),
+        Some(&b"HTTP/2"[..])
+    );
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["message"], "Please use HTTP2 protocol");
+
+    // A grpcs-only route reached in clear text: 200 with grpc-status 1.
+    let mut c = client(gw.port).await;
+    c.ready().await.expect("ready");
+    let e = c
+        .unary(
+            tonic::Request::new(Msg::default()),
+            PathAndQuery::from_static("/test.Secure/Call"),
+            ProstCodec::<Msg, Msg>::default(),
+        )
+        .await
+        .expect_err("grpcs only");
+    assert_eq!(e.code(), Code::Cancelled);
+    assert_eq!(e.message(), "gRPC request matched gRPCs route");
+
+    // Plain HTTP/1.1 still works on the same listener (the preface tells them apart).
+    let r = reqwest::Client::new()
+        .get(gw.url("/nothing-here"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[test]
+fn grpc_config_rules_match_kong() {
+    // A gRPC service has no path; http and grpc protocols do not mix on a route.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("kong.yml");
+    std::fs::write(
+        &f,
+        "_format_version: \"3.0\"
+services:
+- name: s
+  url: grpc://127.0.0.1:50051/v1
+  routes:
+  - name: r
+    protocols: [http, grpc]
+    paths: [/x]
+",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check", "--config"])
+        .arg(&f)
+        .output()
+        .expect("run check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("services[0].path") && err.contains("value must be null"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &f,
+        "_format_version: \"3.0\"
+services:
+- name: s
+  url: grpc://127.0.0.1:50051
+  routes:
+  - name: r
+    protocols: [http, grpc]
+    paths: [/x]
+",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check", "--config"])
+        .arg(&f)
+        .output()
+        .expect("run check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("routes[0].protocols") && err.contains("mutually exclusive"),
+        "{err}"
+    );
+
+    // grpcs without a port: Kong's port 80, with a warning.
+    std::fs::write(
+        &f,
+        "_format_version: \"3.0\"
+services:
+- name: s
+  protocol: grpcs
+  host: greeter.internal
+  routes:
+  - name: r
+    protocols: [grpcs]
+    paths: [/x]
+",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["check", "--config"])
+        .arg(&f)
+        .output()
+        .expect("run check");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("uses port 80"), "{all}");
+}
