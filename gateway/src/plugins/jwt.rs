@@ -178,7 +178,23 @@ fn default_alg() -> String {
     "HS256".into()
 }
 
-pub fn parse_alg(s: &str) -> Option<Algorithm> {
+/// A token's or credential's algorithm: jsonwebtoken's, or ES512 (ECDSA P-521 with
+/// SHA-512), which Kong accepts and jsonwebtoken does not implement; verified with
+/// aws-lc-rs directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alg {
+    Jwt(Algorithm),
+    Es512,
+}
+
+pub fn parse_alg(s: &str) -> Option<Alg> {
+    if s == "ES512" {
+        return Some(Alg::Es512);
+    }
+    parse_jwt_alg(s).map(Alg::Jwt)
+}
+
+fn parse_jwt_alg(s: &str) -> Option<Algorithm> {
     Some(match s {
         "HS256" => Algorithm::HS256,
         "HS384" => Algorithm::HS384,
@@ -196,8 +212,64 @@ pub fn parse_alg(s: &str) -> Option<Algorithm> {
     })
 }
 
-fn is_hmac(a: Algorithm) -> bool {
-    matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+fn is_hmac(a: Alg) -> bool {
+    matches!(
+        a,
+        Alg::Jwt(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+    )
+}
+
+/// A credential's verification key.
+enum Key {
+    Jwt(DecodingKey),
+    /// The uncompressed P-521 point (`04 || X || Y`, 133 bytes).
+    P521(Vec<u8>),
+}
+
+/// The P-521 public point of a PEM `PUBLIC KEY` (SubjectPublicKeyInfo): the curve's OID
+/// must be there and the key's BIT STRING, which ends the structure, holds the point.
+fn p521_point(pem: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    const OID_P521: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
+    const POINT: usize = 133;
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != "-----BEGIN PUBLIC KEY-----")
+        .skip(1)
+        .take_while(|l| *l != "-----END PUBLIC KEY-----")
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.as_bytes())
+        .map_err(|_| "not a PEM PUBLIC KEY".to_string())?;
+    if !der.windows(OID_P521.len()).any(|w| w == OID_P521) {
+        return Err("not a P-521 (secp521r1) key".into());
+    }
+    // ... 03 <len> 00 04 X Y
+    let n = der.len();
+    if n < POINT + 2 || der[n - POINT - 1] != 0 || der[n - POINT] != 4 {
+        return Err("no uncompressed P-521 point".into());
+    }
+    Ok(der[n - POINT..].to_vec())
+}
+
+/// Verifies a token's signature (base64url, as in the token) over `message`.
+fn verify_sig(sig: &str, message: &[u8], key: &Key, alg: Alg) -> bool {
+    match (key, alg) {
+        (Key::Jwt(k), Alg::Jwt(a)) => {
+            jsonwebtoken::crypto::verify(sig, message, k, a).unwrap_or(false)
+        }
+        (Key::P521(point), Alg::Es512) => {
+            use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED, UnparsedPublicKey};
+            let Some(raw) = b64_any(sig) else {
+                return false;
+            };
+            UnparsedPublicKey::new(&ECDSA_P521_SHA512_FIXED, point)
+                .verify(message, &raw)
+                .is_ok()
+        }
+        _ => false,
+    }
 }
 
 /// Checks a credential at configuration load: algorithm known, key material present and
@@ -214,7 +286,7 @@ pub fn check_secret(v: &serde_norway::Value) -> Result<SecretDef, SpecError> {
         return Err(SpecError::at(
             "algorithm",
             format!(
-                "unsupported algorithm `{}`: expected HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA",
+                "unsupported algorithm `{}`: expected HS256/384/512, RS256/384/512, PS256/384/512, ES256/384/512 or EdDSA",
                 s.algorithm
             ),
         ));
@@ -243,18 +315,24 @@ pub fn check_secret(v: &serde_norway::Value) -> Result<SecretDef, SpecError> {
     Ok(s)
 }
 
-fn public_key(alg: Algorithm, pem: &str) -> Result<DecodingKey, jsonwebtoken::errors::Error> {
-    match alg {
+fn public_key(alg: Alg, pem: &str) -> Result<Key, String> {
+    let a = match alg {
+        Alg::Es512 => return p521_point(pem).map(Key::P521),
+        Alg::Jwt(a) => a,
+    };
+    match a {
         Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem.as_bytes()),
         Algorithm::EdDSA => DecodingKey::from_ed_pem(pem.as_bytes()),
         _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
     }
+    .map(Key::Jwt)
+    .map_err(|e| e.to_string())
 }
 
 struct Cred {
     consumer: usize,
-    alg: Algorithm,
-    key: Option<DecodingKey>,
+    alg: Alg,
+    key: Option<Key>,
 }
 
 pub struct Jwt {
@@ -301,9 +379,9 @@ impl Jwt {
                 let key = if is_hmac(alg) {
                     let raw = s.secret.clone().unwrap_or_default();
                     if cfg.secret_is_base64 {
-                        b64_any(&raw).map(|b| DecodingKey::from_secret(&b))
+                        b64_any(&raw).map(|b| Key::Jwt(DecodingKey::from_secret(&b)))
                     } else {
-                        Some(DecodingKey::from_secret(raw.as_bytes()))
+                        Some(Key::Jwt(DecodingKey::from_secret(raw.as_bytes())))
                     }
                 } else {
                     s.rsa_public_key
@@ -429,6 +507,9 @@ impl Jwt {
         if let (Some(jwks), Some(kid)) = (&self.jwks, header.get("kid").and_then(Json::as_str))
             && let Some(k) = jwks.key(kid).await
         {
+            let Alg::Jwt(token_alg) = token_alg else {
+                return Err(fail("invalid_algorithm", "Invalid algorithm"));
+            };
             if k.alg != token_alg {
                 return Err(fail("invalid_algorithm", "Invalid algorithm"));
             }
@@ -524,9 +605,7 @@ impl Jwt {
         let Some(key) = &cred.key else {
             return Err(fail("invalid_key", "Invalid key/secret"));
         };
-        if !jsonwebtoken::crypto::verify(p.sig, p.message.as_bytes(), key, cred.alg)
-            .unwrap_or(false)
-        {
+        if !verify_sig(p.sig, p.message.as_bytes(), key, cred.alg) {
             return Err(fail("bad_signature", "Invalid signature"));
         }
         Ok((Some(cred.consumer), kv))
@@ -624,7 +703,7 @@ impl Jwt {
 struct Parsed<'a> {
     header: Map<String, Json>,
     claims: Map<String, Json>,
-    alg: Algorithm,
+    alg: Alg,
     sig: &'a str,
     /// `header.claims`, the signed part.
     message: &'a str,

@@ -921,3 +921,66 @@ async fn cors_replaces_or_removes_the_upstreams_own_allow_origin() {
         r.headers()
     );
 }
+
+/// ES512 (ECDSA P-521, SHA-512): Kong's jwt accepts it; jsonwebtoken does not implement
+/// it, so the gateway verifies it with aws-lc-rs. Key and signatures made by aws-lc-rs.
+#[tokio::test]
+async fn jwt_es512_tokens_verify() {
+    use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+    use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let kp = EcdsaKeyPair::generate(&ECDSA_P521_SHA512_FIXED_SIGNING).expect("p521 keygen");
+    let spki: PublicKeyX509Der = kp.public_key().as_der().expect("spki");
+    let token = |alg: &str, iss: &str| {
+        let msg = format!(
+            "{}.{}",
+            b64(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes()),
+            b64(json!({"iss": iss, "exp": now() + 60})
+                .to_string()
+                .as_bytes())
+        );
+        let sig = kp
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), msg.as_bytes())
+            .expect("sign");
+        format!("{msg}.{}", b64(sig.as_ref()))
+    };
+    let up = free_port();
+    let _u = upstream(up);
+    let gw = gateway(&format!(
+        r#"_format_version: "3.0"
+consumers:
+- username: fleet
+  jwt_secrets:
+  - key: fleet-signer
+    algorithm: ES512
+    rsa_public_key: |
+{}services:
+- name: api
+  url: http://127.0.0.1:{up}
+  routes:
+  - name: api
+    paths: [/api]
+    plugins:
+    - name: jwt
+      config: {{claims_to_verify: [exp]}}
+"#,
+        indent(&pem("PUBLIC KEY", spki.as_ref()), 6)
+    ));
+    let c = client();
+    let bearer = |t: &str| format!("Bearer {t}");
+    let good = token("ES512", "fleet-signer");
+    let (s, _, b) = call(&c, &gw, "/api/x", &[("authorization", &bearer(&good))]).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["headers"]["x-consumer-username"], "fleet");
+    // One bit of the signature changed: refused.
+    let mut bad = good.clone().into_bytes();
+    let last = bad.len() - 3;
+    bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+    let bad = String::from_utf8(bad).expect("ascii");
+    let (s, _, b) = call(&c, &gw, "/api/x", &[("authorization", &bearer(&bad))]).await;
+    assert_eq!((s, b["message"].as_str()), (401, Some("Invalid signature")));
+    // The same key under another algorithm name: Kong's "Invalid algorithm".
+    let other = token("ES384", "fleet-signer");
+    let (s, _, b) = call(&c, &gw, "/api/x", &[("authorization", &bearer(&other))]).await;
+    assert_eq!((s, b["message"].as_str()), (401, Some("Invalid algorithm")));
+}
