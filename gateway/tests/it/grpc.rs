@@ -466,3 +466,101 @@ services:
     assert!(out.status.success(), "{all}");
     assert!(all.contains("uses port 80"), "{all}");
 }
+
+#[tokio::test]
+async fn grpcs_upstream_and_grpc_over_tls() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+    // Both rustls providers are linked into the test binary: pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    // The upstream: the same service, over TLS with ALPN h2.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let up = listener.local_addr().expect("addr").port();
+    let seen: Seen = Arc::default();
+    let svc = Echo { seen: seen.clone() };
+    let tls = ServerTlsConfig::new().identity(Identity::from_pem(&cert_pem, &key_pem));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .tls_config(tls)
+            .expect("server tls")
+            .serve_with_incoming(svc, incoming)
+            .await;
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert_pem).expect("ca");
+    let gw = gateway_with_env(
+        &format!(
+            "_format_version: \"3.0\"
+services:
+- name: secure
+  protocol: grpcs
+  host: 127.0.0.1
+  port: {up}
+  routes:
+  - name: secure
+    protocols: [grpcs]
+    paths: [/test.Echo/]
+"
+        ),
+        GwOpts {
+            extra: vec![],
+            tls: Some((cert_pem.clone(), key_pem.clone())),
+        },
+        // The upstream's certificate is trusted through the system roots' file.
+        &[("SSL_CERT_FILE", ca.to_str().expect("path"))],
+    );
+    let tls_port = gw.tls_port.expect("tls port");
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://localhost:{tls_port}"))
+        .expect("endpoint")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&cert_pem))
+                .domain_name("localhost"),
+        )
+        .expect("client tls")
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connect over TLS");
+    let mut c = tonic::client::Grpc::new(ch);
+    let r = say(&mut c, "over tls", None).await;
+    // The service host is an address the certificate does not name: the upstream's
+    // certificate is refused (502, Internal), never trusted blindly.
+    let e = r.expect_err("certificate for localhost, service host 127.0.0.1");
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    assert!(seen.lock().expect("seen").is_empty());
+
+    // Named as the certificate names it: proxied over TLS both ways.
+    gw.write_config(&format!(
+        "_format_version: \"3.0\"
+services:
+- name: secure
+  protocol: grpcs
+  host: localhost
+  port: {up}
+  routes:
+  - name: secure
+    protocols: [grpcs]
+    paths: [/test.Echo/]
+"
+    ));
+    let reload = reqwest::Client::new()
+        .post(gw.status_url("/config"))
+        .body(std::fs::read_to_string(&gw.config).expect("config"))
+        .send()
+        .await
+        .expect("reload");
+    assert!(reload.status().is_success(), "{}", reload.status());
+    let r = say(&mut c, "over tls", None).await.expect("grpcs call");
+    assert_eq!(r.text, "hello over tls");
+    let seen = seen.lock().expect("seen");
+    let (authority, h) = seen.last().expect("upstream saw the call");
+    assert_eq!(authority, &format!("localhost:{up}"));
+    let via = h.get("via").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(via.starts_with("2 gateway/"), "via: {via}");
+}

@@ -112,6 +112,11 @@ pub fn gateway(config: &str) -> Gw {
 }
 
 pub fn gateway_with(config: &str, opts: GwOpts) -> Gw {
+    gateway_with_env(config, opts, &[])
+}
+
+/// A gateway with extra environment variables (e.g. `SSL_CERT_FILE` for a test CA).
+pub fn gateway_with_env(config: &str, opts: GwOpts, env: &[(&str, &str)]) -> Gw {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("kong.yml");
     std::fs::write(&path, config).expect("write config");
@@ -126,6 +131,7 @@ pub fn gateway_with(config: &str, opts: GwOpts) -> Gw {
         .args(["--workers", "2", "--access-log", "off"])
         .args(&opts.extra)
         .env("GATEWAY_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut tls_port = None;
