@@ -56,6 +56,24 @@ export CHECK_BIN="$BIN"
 if need docker-compose; then
     run "compose: docker-compose config (.env.example)" \
         docker-compose --env-file .env.example -f docker-compose.yml config -q
+    # A fresh clone has no .env: the built-in development defaults must be enough.
+    : > "$LOG/empty.env"
+    run "compose: docker-compose config (no .env)" \
+        env -i PATH="$PATH" docker-compose --env-file "$LOG/empty.env" -f docker-compose.yml config -q
+    run "compose: built-in defaults equal .env.example" \
+        env EMPTY_ENV="$LOG/empty.env" python3 - <<'PY'
+import os, subprocess, sys, yaml
+def cfg(envfile):
+    out = subprocess.run(["docker-compose", "--env-file", envfile, "-f", "docker-compose.yml", "config"],
+                         check=True, capture_output=True, text=True, env={"PATH": os.environ["PATH"]}).stdout
+    return yaml.safe_load(out)
+a, b = cfg(os.environ["EMPTY_ENV"]), cfg(".env.example")
+if a != b:
+    for name in sorted(set(a["services"]) | set(b["services"])):
+        if a["services"].get(name) != b["services"].get(name):
+            print(f"service {name}: compose defaults differ from .env.example")
+    sys.exit(1)
+PY
 fi
 if need hadolint; then
     for f in docker/*/Dockerfile; do
