@@ -310,6 +310,15 @@ class Stack:
         self.redis_password = b64(os.urandom(18))
         self.pg_password = b64(os.urandom(18))
         self.tasks = {}  # name -> dict(gateway=Popen, agent=Popen, proxy=port, status=port, agent_port=port)
+        # PARITY_TEST_IMAGES=TAG: the tasks run as podman containers of the images
+        # scripts/build-images.sh tagged TAG (`local`), instead of the binaries.
+        self.images = os.environ.get("PARITY_TEST_IMAGES", "")
+        self.run_id = os.urandom(3).hex()
+        self.containers = []
+        self.containers_conf = os.path.join(state, "containers.conf")
+        with open(self.containers_conf, "w") as f:
+            # This sandbox refuses setrlimit (docs: /work/shared/reference/containers.md).
+            f.write("[containers]\ndefault_ulimits = []\n")
 
     # --- infrastructure --------------------------------------------------------------
     def start_stub(self):
@@ -474,10 +483,15 @@ alerting:
         }
         gw_env.update(rewrites)
         base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-        pidfile = os.path.join(self.state, f"{name}-gateway.pid")
-        gw = start(f"{name}-gateway", self.hosts_wrapper(pidfile) + [os.path.join(self.bin, "gateway")] +
-                   gw_def["command"], {**base, **gw_env}, self.logs)
-        gw.pidfile = pidfile
+        if self.images:
+            gw = self.podman_run(f"{name}-gateway", gw_def, gw_env, status, [
+                "--read-only" if gw_def.get("readonlyRootFilesystem") else "--read-only=false",
+                "-v", f"{self.hosts}:/etc/hosts:ro"])
+        else:
+            pidfile = os.path.join(self.state, f"{name}-gateway.pid")
+            gw = start(f"{name}-gateway", self.hosts_wrapper(pidfile) + [os.path.join(self.bin, "gateway")] +
+                       gw_def["command"], {**base, **gw_env}, self.logs)
+            gw.pidfile = pidfile
         ag_def, ag_env = self.container_env(td, "metrics-agent", ("metrics-agent", "metrics-agent"))
         for s in ag_def["secrets"]:
             ag_env[s["name"]] = self.secret_value(td, s["name"])
@@ -495,13 +509,63 @@ alerting:
             "ECS_CONTAINER_METADATA_URI_V4": f"{self.stub}/ecs/{name}",
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"{self.stub}/creds",
         })
-        cmd = ag_def["command"]
-        cmd = [os.path.join(task_dir, "ecs.yml") if a == "/etc/metrics-agent/ecs.yml" else
-               os.path.join(task_dir, "wal") if a == "/var/lib/metrics-agent" else a for a in cmd]
-        agent = start(f"{name}-agent", [os.path.join(self.bin, "metrics-agent")] + cmd, {**base, **ag_env}, self.logs)
+        if self.images:
+            # The image's paths; the WAL volume and the rewritten ecs.yml mounted there.
+            del ag_env["METRICS_AGENT_WAL_DIR"]
+            if os.geteuid() == 0:
+                os.chown(os.path.join(task_dir, "wal"), 65532, 65532)
+            agent = self.podman_run(f"{name}-agent", ag_def, ag_env, agent_port, [
+                "-v", f"{task_dir}/wal:/var/lib/metrics-agent",
+                "-v", f"{task_dir}/ecs.yml:/etc/metrics-agent/ecs.yml:ro"])
+        else:
+            cmd = ag_def["command"]
+            cmd = [os.path.join(task_dir, "ecs.yml") if a == "/etc/metrics-agent/ecs.yml" else
+                   os.path.join(task_dir, "wal") if a == "/var/lib/metrics-agent" else a for a in cmd]
+            agent = start(f"{name}-agent", [os.path.join(self.bin, "metrics-agent")] + cmd, {**base, **ag_env},
+                          self.logs)
         t = dict(name=name, gateway=gw, agent=agent, proxy=proxy, status=status, agent_port=agent_port)
         self.tasks[name] = t
         return t
+
+    PODMAN = ["podman", "--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+
+    def podman_run(self, name, cdef, env, port, extra):
+        """One container of the task definition, from the image scripts/build-images.sh
+        built: its entry point, command, health check and stop timeout; host network (the
+        task's awsvpc namespace is shared by its containers, here with everything); the
+        environment passed by name only (`-e NAME`), so no value is on a command line."""
+        image = f"localhost/edge-suite/{cdef['name']}:{self.images}"
+        hc = cdef.get("healthCheck") or {}
+        probe = [re.sub(r"127\.0\.0\.1:(8100|9464)", f"{HOST}:{port}", a) for a in hc.get("command", [])[1:]]
+        container = f"parity-{self.run_id}-{name}"
+        argv = self.PODMAN + ["run", "--rm", "--name", container, "--network", "host",
+                              "--stop-timeout", str(cdef.get("stopTimeout") or 30)]
+        if probe:
+            argv += ["--health-cmd", json.dumps(probe), "--health-interval", f"{hc.get('interval', 15)}s",
+                     "--health-retries", str(hc.get("retries", 3)), "--health-timeout", f"{hc.get('timeout', 5)}s"]
+        for k in sorted(env):
+            argv += ["-e", k]
+        argv += extra + ["--entrypoint", json.dumps(cdef["entryPoint"]), image] + cdef["command"]
+        penv = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+        penv["CONTAINERS_CONF"] = self.containers_conf
+        p = start(name, argv, {**penv, **env}, self.logs)
+        p.container = container
+        self.containers.append(container)
+        return p
+
+    def podman(self, *args):
+        return subprocess.run(self.PODMAN + list(args), capture_output=True, text=True,
+                              env=dict(os.environ, CONTAINERS_CONF=self.containers_conf))
+
+    def stop_task_container(self, p):
+        """ECS stops a task's containers with their STOPSIGNAL, then SIGKILL after stopTimeout."""
+        if getattr(p, "container", None):
+            self.podman("stop", "-t", "30", p.container)
+            try:
+                return p.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                return stop(p)
+        return stop(p)
 
     def wait_ready(self, t, timeout=60):
         def ready():
@@ -613,12 +677,38 @@ def proof_login(st, base):
               f"proto {seen.get('x-forwarded-proto')}, for {seen.get('x-forwarded-for')}")
 
 
+def check_containers(st, tasks):
+    """The images as the task definition runs them: non-root, read-only root filesystem
+    for the gateway, the health check command passing."""
+    for t in tasks:
+        for role in ("gateway", "agent"):
+            c = t[role].container
+            out = st.podman("inspect", "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}", c).stdout.split()
+            want_ro = "true" if role == "gateway" else "false"
+            check(f"images: {c} runs as 65532 (non-root){', read-only root' if role == 'gateway' else ''}",
+                  out[:1] == ["65532:65532"] and out[1:2] == [want_ro], " ".join(out))
+            try:
+                hc = wait_for(f"{c} health check", lambda c=c: st.podman("healthcheck", "run", c).returncode == 0 or None,
+                              30, 1)
+            except TimeoutError:
+                hc = False
+            check(f"images: {c} health check command passes", hc)
+        if st.images:
+            out = st.podman("exec", t["gateway"].container, "/usr/local/bin/healthcheck",
+                            "http://127.0.0.1:1/health")
+            check(f"images: {t['gateway'].container} health check fails on a closed port", out.returncode != 0,
+                  f"rc {out.returncode}")
+
+
 def proof_dns(st, base, up_port, tasks):
     def gateway_pids():
         out = {}
         for t in tasks:
             try:
-                pid = int(open(t["gateway"].pidfile).read().strip())
+                if st.images:  # the container's main process, as the host sees it
+                    pid = int(st.podman("inspect", "--format", "{{.State.Pid}}", t["gateway"].container).stdout)
+                else:
+                    pid = int(open(t["gateway"].pidfile).read().strip())
                 os.kill(pid, 0)
                 out[t["name"]] = pid
             except (OSError, ValueError):
@@ -772,9 +862,11 @@ def proof_deploy(st, base, up_port, green_ports):
     wait_for("blue drained", lambda: all(int(st.lb_stats()[n]["scur"]) == 0 for n in ("blue1", "blue2")), 30)
     for n in ("blue1", "blue2"):
         st.lb(f"set server tasks/{n} state maint")
+    exits = {}
     for n in ("blue1", "blue2"):
-        stop(st.tasks[n]["gateway"])  # SIGTERM: the gateway drains, as ECS stops a task
-        stop(st.tasks[n]["agent"])
+        # SIGTERM: the gateway drains, as ECS stops a task.
+        exits[n] = st.stop_task_container(st.tasks[n]["gateway"])
+        st.stop_task_container(st.tasks[n]["agent"])
     time.sleep(2)  # traffic on green only, old tasks gone
     stop_load.set()
     for t in loaders:
@@ -782,6 +874,8 @@ def proof_deploy(st, base, up_port, green_ports):
     took = time.monotonic() - t0
     check("(6) zero failed requests during the roll-out", counts["failed"] == 0 and counts["ok"] > 50,
           f"{counts['ok']} ok, {counts['failed']} failed in {took:.1f}s {counts['errors'][:5]}")
+    check("(6) the old gateways exited cleanly on SIGTERM (drained, not killed)", all(c == 0 for c in exits.values()),
+          str(exits))
     check("(6) after: every request sees the new configuration", max_ages(10) == {"600"}, str(max_ages()))
     stats = st.lb_stats()
     check("(6) the new tasks took the traffic",
@@ -809,6 +903,8 @@ def main():
         check("the parity stack ran to the end", False, f"{type(e).__name__}: {e}")
     finally:
         stop_all()
+        for c in st.containers:
+            st.podman("rm", "-f", "-t", "0", c)
         failed = any(not ok for _, ok, _ in results)
         if failed:
             for name in sorted(os.listdir(st.logs)):
@@ -846,6 +942,8 @@ def run(st):
     blue = [st.start_task(f"blue{i}", td, up_port) for i in (1, 2)]
     for t in blue:
         st.wait_ready(t)
+    if st.images:
+        check_containers(st, blue)
     green_ports = [tuple(free_ports(2)) for _ in range(2)]
     st.start_haproxy(blue, green_ports)
     wait_for("blue healthy behind HAProxy", lambda: all(r["status"] == "UP" for n, r in st.lb_stats().items()
