@@ -29,9 +29,12 @@ requests under load.
     python3 tests/e2e/parity_test.py
 
 Environment: PARITY_TEST_PROFILE (cargo profile of the binaries, default `debug`, the one
-`cargo test` builds), CARGO_TARGET_DIR, PARITY_TEST_KEEP=1 (keep the state directory).
+`cargo test` builds), CARGO_TARGET_DIR, PARITY_TEST_KEEP=1 (keep the state directory),
+PARITY_TEST_IMAGES=TAG (run each task's containers with podman from the images
+scripts/build-images.sh tagged TAG, e.g. `local`, instead of the binaries; as root).
 Needs: haproxy, redis-server + redis-cli, PostgreSQL, prometheus, prometheus-alertmanager,
-unshare/setpriv (.ci/deps/parity.sh installs them). Prints `N passed, M failed` last.
+unshare/setpriv (.ci/deps/parity.sh installs them; .ci/deps/images.sh the image tools).
+Prints `N passed, M failed` last.
 """
 import base64
 import csv
