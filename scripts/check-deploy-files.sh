@@ -293,11 +293,17 @@ for df in sorted(glob.glob("docker/*/Dockerfile")):
     stages = parse_dockerfile(df)
     names = [s["name"] for s in stages]
     used_as_source = set()
-    for s in stages:
+    for i, s in enumerate(stages):
         for ins, arg in s["ins"]:
             m = re.search(r"--from=(\S+)", arg)
             if ins == "COPY" and m:
                 used_as_source.add(m.group(1))
+        # A stage built on another (FROM <stage>), and a selector `FROM ${ARG}` whose
+        # default names a stage (BINARIES=build|prebuilt): it may pick any stage above it.
+        if s["base_resolved"] in names:
+            used_as_source.add(s["base_resolved"])
+            if re.fullmatch(r"\$\{\w+\}", s["base"]):
+                used_as_source.update(x["name"] for x in stages[:i] if x["name"])
     if len(stages) < 2:
         probs.append("not multi-stage")
     ignore_file = df + ".dockerignore"
@@ -326,7 +332,12 @@ for df in sorted(glob.glob("docker/*/Dockerfile")):
                     for src in srcs:
                         if src in (".", "./"):
                             continue
-                        if not glob.glob(os.path.join(ROOT, src)):
+                        if src.startswith("docker/prebuilt/"):
+                            # Staged by scripts/build-images.sh (host-built binaries), not committed.
+                            if "docker/prebuilt" not in (open(os.path.join(ROOT, "scripts/build-images.sh")).read()
+                                                         if exists("scripts/build-images.sh") else ""):
+                                probs.append(f"{label}: COPY source {src}: nothing stages docker/prebuilt/")
+                        elif not glob.glob(os.path.join(ROOT, src)):
                             probs.append(f"{label}: COPY source {src} does not exist")
                         elif ignored(src):
                             probs.append(f"{label}: COPY source {src} is excluded by {ignore_file} ({ignored(src)})")

@@ -18,3 +18,12 @@ echo "== deploy files (compose, Dockerfiles, workflows; no Docker engine)"
 CHECK_DEPLOY_NO_BUILD=1 bash scripts/check-deploy-files.sh
 echo "== dev stack end to end (scripts/dev-up.sh)"
 DEVSTACK_TEST_SKIP_BUILD=1 python3 tests/e2e/devstack_test.py
+echo "== production-parity stack (staging's task definition as local processes; docs/provisioner.md)"
+python3 tests/e2e/parity_test.py
+if [ "$(id -u)" -eq 0 ]; then
+    echo "== images (buildah, local base, the binaries above) and the parity stack on them (podman)"
+    bash scripts/build-images.sh
+    PARITY_TEST_IMAGES=local python3 tests/e2e/parity_test.py
+else
+    echo "== images: skipped (buildah/podman run as root here; see docs/provisioner.md)"
+fi

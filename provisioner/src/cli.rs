@@ -1,4 +1,4 @@
-//! Command line: plan / up / status / deploy / down.
+//! Command line: plan / up / status / deploy / render / down.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -88,6 +88,11 @@ pub enum Command {
         #[arg(long, default_value_t = 600)]
         health_timeout: u64,
     },
+    /// Print the gateway task definition `up` would register (JSON, the shape
+    /// of `aws ecs register-task-definition --cli-input-json`), offline: no AWS
+    /// call; endpoints and ARNs only AWS knows stay `(known after apply)`,
+    /// secrets are references. Region: `AWS_REGION`, else us-east-1.
+    Render { env: String },
     /// Remove everything this tool made, in dependency order.
     Down {
         env: String,
@@ -118,11 +123,7 @@ impl Session {
     /// `with_config`: render and validate the gateway's kong.yml (every
     /// command but `down`, which must work whatever the repo holds).
     async fn open_with(cli: &Cli, env_name: &str, with_config: bool) -> anyhow::Result<Session> {
-        let dir = cli.envs_dir.clone().unwrap_or_else(|| {
-            let p = PathBuf::from("provisioner/envs");
-            if p.is_dir() { p } else { PathBuf::from("envs") }
-        });
-        let env = Env::load(&Env::resolve(env_name, &dir))?;
+        let env = Env::load(&Env::resolve(env_name, &envs_dir(cli)))?;
         let cfg = &env.cfg;
         let gateway_config = if with_config {
             Some(gateway_config(&env)?)
@@ -228,6 +229,14 @@ impl Session {
         };
         engine::reconcile(&self.provider(), desired, mode, opts, &mut on_event).await
     }
+}
+
+/// `--envs-dir`, else provisioner/envs or envs.
+fn envs_dir(cli: &Cli) -> PathBuf {
+    cli.envs_dir.clone().unwrap_or_else(|| {
+        let p = PathBuf::from("provisioner/envs");
+        if p.is_dir() { p } else { PathBuf::from("envs") }
+    })
 }
 
 /// Asks on the terminal before `up` changes anything; refuses without one.
@@ -344,6 +353,16 @@ pub async fn run(cli: Cli) -> i32 {
 async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
     let started = Instant::now();
     match &cli.command {
+        Command::Render { env } => {
+            let env = Env::load(&Env::resolve(env, &envs_dir(cli)))?;
+            let region = std::env::var("AWS_REGION")
+                .ok()
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| crate::render::DEFAULT_REGION.to_string());
+            let ctx = crate::render::offline_ctx(&env, &region, gateway_config(&env)?)?;
+            print_json(&crate::render::task_definition(&env, &ctx)?);
+            Ok(EXIT_OK)
+        }
         Command::Plan {
             env,
             detailed_exitcode,
@@ -662,6 +681,8 @@ mod tests {
         assert!(matches!(cli.command, Command::Up { yes: true, .. }));
         let cli = Cli::try_parse_from(["provisioner", "up", "staging"]).expect("up parses");
         assert!(matches!(cli.command, Command::Up { yes: false, .. }));
+        let cli = Cli::try_parse_from(["provisioner", "render", "staging"]).expect("render parses");
+        assert!(matches!(cli.command, Command::Render { .. }));
         let cli =
             Cli::try_parse_from(["provisioner", "down", "staging", "--yes"]).expect("down parses");
         assert!(matches!(cli.command, Command::Down { yes: true, .. }));

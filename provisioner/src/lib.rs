@@ -16,4 +16,5 @@ pub mod grafana;
 pub mod model;
 pub mod plan;
 pub mod progress;
+pub mod render;
 pub mod specs;

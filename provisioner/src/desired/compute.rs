@@ -8,7 +8,7 @@ const GATEWAY_SECRETS: [(&str, &str); 2] =
 
 /// The metrics-agent container's secrets: env var -> connection secret
 /// (`consts::CONNECTION_SECRETS`).
-const AGENT_SECRETS: [(&str, &str); 2] = [
+pub const AGENT_SECRETS: [(&str, &str); 2] = [
     ("METRICS_AGENT_POSTGRES_DSN", "metrics-postgres"),
     ("METRICS_AGENT_REDIS_ADDR", "metrics-redis"),
 ];

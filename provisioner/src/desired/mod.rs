@@ -10,7 +10,7 @@ mod network;
 mod observability;
 mod security;
 
-pub use compute::{gateway_environment, gateway_secret_names};
+pub use compute::{AGENT_SECRETS, gateway_environment, gateway_secret_names};
 
 use std::collections::BTreeMap;
 
