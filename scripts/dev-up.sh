@@ -109,7 +109,13 @@ case "$PROFILE" in
     *) profile_flag=(--profile "$PROFILE") ;;
 esac
 BIN="$TARGET_DIR/$PROFILE"
-if [ "${DEV_SKIP_BUILD:-0}" != 1 ]; then
+if [ "${DEV_SKIP_BUILD:-0}" != 1 ] && [ -x "$BIN/provisioner" ]; then
+    # The workspace was built (`cargo build --workspace`): build it the same way, so cargo
+    # finds it fresh instead of rebuilding shared dependencies for another feature set.
+    say "building the workspace ($PROFILE; nothing to do when it is up to date)"
+    cargo build "${profile_flag[@]}" --workspace --bins
+    touch "$STATE/.agent-ok"
+elif [ "${DEV_SKIP_BUILD:-0}" != 1 ]; then
     say "building the gateway ($PROFILE; the first build takes a few minutes)"
     cargo build "${profile_flag[@]}" -p gateway --bins
     if [ "${DEV_METRICS_AGENT:-auto}" != off ]; then
