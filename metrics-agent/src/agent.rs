@@ -53,13 +53,18 @@ pub struct RunArgs {
     /// PostgreSQL DSN to collect from (libpq key=value or postgres:// URL). Repeatable.
     #[arg(long = "postgres", env = "METRICS_AGENT_POSTGRES_DSN")]
     pub postgres: Vec<String>,
-    /// Redis address to collect from (host:port or redis://[:password@]host:port). Repeatable.
+    /// Redis address to collect from (host:port, redis://[:password@]host:port, or
+    /// rediss://... for TLS). Repeatable.
     #[arg(
         long = "redis",
         env = "METRICS_AGENT_REDIS_ADDR",
         value_delimiter = ','
     )]
     pub redis: Vec<String>,
+    /// PEM file of the CA that signs the Redis servers' certificates (rediss://), instead of
+    /// the system roots.
+    #[arg(long, env = "METRICS_AGENT_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Collection interval of the built-in collectors (default: global scrape_interval).
     #[arg(long, env = "METRICS_AGENT_COLLECTOR_INTERVAL", value_parser = parse_dur)]
     pub collector_interval: Option<Duration>,
@@ -729,13 +734,20 @@ fn collector_targets(
             Collector::Postgres(Box::new(c)),
         ));
     }
+    let redis_ca = match &args.redis_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| RunError::Flag {
+            flag: "redis-ca-file",
+            message: format!("{}: {e}", path.display()),
+        })?),
+        None => None,
+    };
     for addr in &args.redis {
-        let c = RedisCollector::new(addr).map_err(|e| RunError::Flag {
+        let c = RedisCollector::with_ca(addr, redis_ca.clone()).map_err(|e| RunError::Flag {
             flag: "redis",
             message: e.to_string(),
         })?;
         let instance = c.instance();
-        targets.push(target("redis", instance, Collector::Redis(c)));
+        targets.push(target("redis", instance, Collector::Redis(Box::new(c))));
     }
     Ok(targets)
 }

@@ -67,7 +67,7 @@ impl Drop for Server {
     }
 }
 
-fn wait_port(port: u16, what: &str) {
+pub fn wait_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {

@@ -10,7 +10,7 @@ pub mod redis;
 pub enum Collector {
     Ecs(ecs::EcsCollector),
     Postgres(Box<postgres::PostgresCollector>),
-    Redis(redis::RedisCollector),
+    Redis(Box<redis::RedisCollector>),
 }
 
 impl Collector {
