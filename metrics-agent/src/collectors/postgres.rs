@@ -2,8 +2,9 @@
 
 use super::exposition::Exposition;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Instant;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 const ACTIVITY_STATES: [&str; 6] = [
     "active",
@@ -14,8 +15,245 @@ const ACTIVITY_STATES: [&str; 6] = [
     "idle in transaction (aborted)",
 ];
 
+/// libpq's `sslmode`, as the collector acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS when the server offers it (libpq's default), certificate not checked.
+    Prefer,
+    /// TLS or nothing, certificate not checked (libpq's `require` without a root file).
+    Require,
+    /// TLS, the certificate's chain checked, not its name.
+    VerifyCa,
+    /// TLS, chain and host name checked.
+    VerifyFull,
+}
+
+/// Takes `sslmode` and `sslrootcert` out of a DSN (tokio-postgres knows neither
+/// `verify-ca`/`verify-full` nor `sslrootcert`): the rest, the mode (`prefer` when
+/// absent, as libpq), the root file.
+fn tls_options(dsn: &str) -> Result<(String, SslMode, Option<std::path::PathBuf>), String> {
+    let mut mode = None;
+    let mut root = None;
+    let mut take = |k: &str, v: &str| -> Result<bool, String> {
+        match k {
+            "sslmode" => {
+                mode = Some(match v {
+                    "disable" => SslMode::Disable,
+                    "allow" | "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => return Err(format!("unknown sslmode {other:?}")),
+                });
+                Ok(true)
+            }
+            "sslrootcert" => {
+                root = Some(std::path::PathBuf::from(v));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    };
+    let rest = if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+        match dsn.split_once('?') {
+            None => dsn.to_string(),
+            Some((base, query)) => {
+                let mut kept = Vec::new();
+                for kv in query.split('&') {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+                    if !take(k, &v)? {
+                        kept.push(kv);
+                    }
+                }
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+        }
+    } else {
+        // key = value pairs; a value may be single-quoted with backslash escapes.
+        let mut kept = String::new();
+        let b = dsn.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            let start = i;
+            while i < b.len() && b[i] != b'=' && !b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            let key = &dsn[start..i];
+            while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'=') {
+                i += 1;
+            }
+            let mut value = String::new();
+            if i < b.len() && b[i] == b'\'' {
+                i += 1;
+                while i < b.len() && b[i] != b'\'' {
+                    if b[i] == b'\\' && i + 1 < b.len() {
+                        i += 1;
+                    }
+                    value.push(b[i] as char);
+                    i += 1;
+                }
+                i += 1;
+            } else {
+                while i < b.len() && !b[i].is_ascii_whitespace() {
+                    value.push(b[i] as char);
+                    i += 1;
+                }
+            }
+            if key.is_empty() {
+                continue;
+            }
+            if !take(key, &value)? {
+                kept.push_str(&dsn[start..i.min(b.len())]);
+                kept.push(' ');
+            }
+        }
+        kept.trim_end().to_string()
+    };
+    Ok((rest, mode.unwrap_or(SslMode::Prefer), root))
+}
+
+/// Accepts any server certificate (libpq's `prefer`/`require`: encrypted, not
+/// authenticated); signatures are still checked.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Checks the chain against the roots but not the name (libpq's `verify-ca`).
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end: &rustls::pki_types::CertificateDer<'_>,
+        mid: &[rustls::pki_types::CertificateDer<'_>],
+        name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(end, mid, name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The TLS client for a mode: roots from `sslrootcert` (PEM) or the system's.
+fn tls_connector(
+    mode: SslMode,
+    root: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) {
+        let mut roots = rustls::RootCertStore::empty();
+        match root {
+            Some(path) => {
+                for c in rustls::pki_types::CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?
+                {
+                    let c = c.map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
+                }
+            }
+            None => {
+                for c in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(c);
+                }
+            }
+        }
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| e.to_string())?;
+        if mode == SslMode::VerifyFull {
+            builder.with_webpki_verifier(webpki).with_no_client_auth()
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
+                .with_no_client_auth()
+        }
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    };
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 pub struct PostgresCollector {
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     client: Option<Client>,
     statements_limit: usize,
 }
@@ -29,6 +267,8 @@ pub enum PostgresError {
     Connect(#[source] tokio_postgres::Error),
     #[error("not connected")]
     NotConnected,
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("{query}: {source}")]
     Query {
         /// The statement (or, for pg_stat_statements, its name).
@@ -69,10 +309,20 @@ fn text(cell: &Option<String>) -> &str {
 
 impl PostgresCollector {
     /// `dsn` is a libpq key/value string or a `postgres://` URL.
+    /// `sslmode` as libpq (`disable`, `prefer` (the default), `require`, `verify-ca`,
+    /// `verify-full`) and `sslrootcert` are honoured: RDS with `rds.force_ssl` needs TLS.
     pub fn new(dsn: &str) -> Result<Self, PostgresError> {
-        let config = tokio_postgres::Config::from_str(dsn).map_err(PostgresError::Dsn)?;
+        let (rest, mode, root) = tls_options(dsn).map_err(PostgresError::Tls)?;
+        let mut config = tokio_postgres::Config::from_str(&rest).map_err(PostgresError::Dsn)?;
+        config.ssl_mode(match mode {
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        let tls = tls_connector(mode, root.as_deref()).map_err(PostgresError::Tls)?;
         Ok(PostgresCollector {
             config,
+            tls,
             client: None,
             statements_limit: 100,
         })
@@ -93,7 +343,7 @@ impl PostgresCollector {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             let (client, conn) = self
                 .config
-                .connect(NoTls)
+                .connect(self.tls.clone())
                 .await
                 .map_err(PostgresError::Connect)?;
             tokio::spawn(async move {
@@ -351,7 +601,9 @@ mod tests {
             server.port
         );
         // Workload: a table, committed and rolled-back transactions, pg_stat_statements.
-        let (client, conn) = tokio_postgres::connect(&dsn, NoTls).await.expect("connect");
+        let (client, conn) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
         tokio::spawn(conn);
         for sql in [
             "CREATE EXTENSION pg_stat_statements",
@@ -430,5 +682,133 @@ mod tests {
             "{text}"
         );
         assert!(!v.iter().any(|(n, _, _)| n.starts_with("pg_stat_database")));
+    }
+
+    #[test]
+    fn tls_options_come_out_of_both_dsn_forms() {
+        let (rest, mode, root) = tls_options(
+            "host=db port=5432 sslmode=verify-full sslrootcert='/etc/rds ca.pem' user=u",
+        )
+        .expect("kv");
+        assert_eq!(rest, "host=db port=5432 user=u");
+        assert_eq!(mode, SslMode::VerifyFull);
+        assert_eq!(
+            root.as_deref(),
+            Some(std::path::Path::new("/etc/rds ca.pem"))
+        );
+        let (rest, mode, root) =
+            tls_options("postgres://u:p@db:5432/x?sslmode=require&application_name=a")
+                .expect("url");
+        assert_eq!(rest, "postgres://u:p@db:5432/x?application_name=a");
+        assert_eq!((mode, root), (SslMode::Require, None));
+        let (rest, mode, _) =
+            tls_options("postgresql://db/x?sslrootcert=%2Ftmp%2Fca.pem&sslmode=verify-ca")
+                .expect("url");
+        assert_eq!(
+            (rest.as_str(), mode),
+            ("postgresql://db/x", SslMode::VerifyCa)
+        );
+        assert_eq!(tls_options("host=db").expect("kv").1, SslMode::Prefer);
+        assert!(tls_options("host=db sslmode=sometimes").is_err());
+    }
+
+    /// A real PostgreSQL with TLS switched on at run time (certificate from a test CA,
+    /// for `localhost`): every sslmode behaves as libpq's.
+    #[tokio::test]
+    async fn sslmodes_as_libpq_against_a_real_server() {
+        use std::os::unix::fs::MetadataExt;
+        let server = start_postgres();
+        let port = server.port;
+        let up = |dsn: String| async move {
+            let mut c = PostgresCollector::new(&dsn).expect("dsn");
+            let text = c.collect().await;
+            values(&text)
+                .iter()
+                .any(|(n, _, x)| n == "pg_up" && *x == 1.0)
+        };
+        let kv = |host: &str, extra: &str| {
+            format!("host={host} port={port} user=postgres dbname=postgres {extra}")
+        };
+        // No TLS on the server yet: `require` refuses plain text, `prefer` falls back.
+        assert!(!up(kv("127.0.0.1", "sslmode=require")).await);
+        assert!(up(kv("127.0.0.1", "")).await);
+
+        let ca_key = rcgen::KeyPair::generate().expect("ca key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("cert");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cp, kp, cap) = (
+            dir.path().join("server.crt"),
+            dir.path().join("server.key"),
+            dir.path().join("ca.pem"),
+        );
+        std::fs::write(&cp, cert.pem()).expect("cert");
+        std::fs::write(&kp, key.serialize_pem()).expect("key");
+        std::fs::write(&cap, ca.pem()).expect("ca");
+        std::fs::set_permissions(&kp, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
+        if std::fs::metadata(&kp)
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false)
+        {
+            // The server runs as `postgres` and must own its key.
+            let st = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(st.success());
+            std::fs::set_permissions(
+                dir.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .expect("chmod dir");
+        }
+        let (client, conn) = tokio_postgres::connect(&kv("127.0.0.1", ""), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        for sql in [
+            format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cp.display()),
+            format!("ALTER SYSTEM SET ssl_key_file = '{}'", kp.display()),
+            "ALTER SYSTEM SET ssl = on".to_string(),
+            "SELECT pg_reload_conf()".to_string(),
+        ] {
+            client
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let root = format!("sslrootcert={}", cap.display());
+        assert!(up(kv("127.0.0.1", "sslmode=require")).await, "require");
+        assert!(
+            up(kv("localhost", &format!("sslmode=verify-full {root}"))).await,
+            "verify-full"
+        );
+        assert!(
+            up(format!(
+                "postgres://postgres@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={}",
+                cap.display()
+            ))
+            .await,
+            "verify-full, URL"
+        );
+        // The certificate names localhost, not 127.0.0.1: verify-full refuses, verify-ca
+        // (chain only) accepts.
+        assert!(!up(kv("127.0.0.1", &format!("sslmode=verify-full {root}"))).await);
+        assert!(
+            up(kv("127.0.0.1", &format!("sslmode=verify-ca {root}"))).await,
+            "verify-ca"
+        );
+        // Against the system roots the test CA is unknown.
+        assert!(!up(kv("localhost", "sslmode=verify-full")).await);
     }
 }
