@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::log_serializer::{self, Entities};
-use super::{BuildContext, Plugin, SpecError};
+use super::{BuildContext, BuildError, Plugin, SpecError};
 use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,7 +137,7 @@ pub struct FileLog {
 }
 
 impl FileLog {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<FileLog, String> {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<FileLog, BuildError> {
         Ok(FileLog {
             path: cfg.path.into(),
             reopen: cfg.reopen,

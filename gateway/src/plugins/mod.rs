@@ -39,7 +39,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 pub use crate::config::SpecError;
-pub use crate::core::plugin::{BuildContext, Flow, Plugin, PluginFactory};
+pub use crate::core::plugin::{BuildContext, BuildError, Flow, Plugin, PluginFactory};
 
 /// Parses a plugin's `config` into its typed form, with the failing field's path.
 pub fn parse_config<T: DeserializeOwned>(v: &serde_norway::Value) -> Result<T, SpecError> {
@@ -203,7 +203,7 @@ impl PluginSpec {
     }
 
     /// Builds the running instance. Expensive work (regexes, keys) happens here, once.
-    pub fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Plugin>, String> {
+    pub fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Plugin>, BuildError> {
         Ok(match self {
             PluginSpec::CorrelationId(c) => Arc::new(correlation_id::CorrelationId::new(c.clone())),
             PluginSpec::Cors(c) => Arc::new(cors::Cors::new(c.clone())?),
@@ -308,12 +308,12 @@ impl PluginFactory for Registry {
         &self,
         def: &crate::config::PluginDef,
         ctx: &BuildContext<'_>,
-    ) -> Result<Arc<dyn Plugin>, String> {
+    ) -> Result<Arc<dyn Plugin>, BuildError> {
         let Some(spec) = def.spec.downcast_ref::<PluginSpec>() else {
-            return Err(format!(
-                "{}: plugin `{}` was not parsed by this gateway",
-                def.path, def.name
-            ));
+            return Err(BuildError::NotParsed {
+                path: def.path.clone(),
+                name: def.name.clone(),
+            });
         };
         spec.build(ctx)
     }

@@ -17,7 +17,7 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use serde::Deserialize;
 
-use super::{BuildContext, Plugin, SpecError};
+use super::{BuildContext, BuildError, Plugin, SpecError};
 use crate::core::state::RequestState;
 use crate::otel_export::{ExportConfig, Pipeline, Protocol};
 
@@ -297,7 +297,7 @@ pub struct OpenTelemetry {
 }
 
 impl OpenTelemetry {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<OpenTelemetry, String> {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<OpenTelemetry, BuildError> {
         let endpoint = cfg
             .traces_endpoint
             .clone()

@@ -23,11 +23,11 @@ use serde_json::Value;
 
 use super::transform::multipart::{PartsTarget, boundary, parse_multipart, serialize_multipart};
 use super::transform::{
-    ArgValue, Args, ArgsTarget, Env, KONG_ORDER, MULTIPART_ORDER, Ops, Target, Template,
-    append_arg, check_header_name, check_pair, decode_args, encode_args, json::JsonTarget, names,
-    split_entry,
+    ArgValue, Args, ArgsTarget, EntryError, Env, KONG_ORDER, MULTIPART_ORDER, Ops, Target,
+    Template, TemplateError, append_arg, check_header_name, check_pair, decode_args, encode_args,
+    json::JsonTarget, names, split_entry,
 };
-use super::{Flow, Plugin, SpecError};
+use super::{BuildError, Flow, Plugin, SpecError};
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
 
@@ -140,14 +140,14 @@ impl Config {
                 }
                 if field == "remove.headers" {
                     check_header_name(name)
-                        .map_err(|m| SpecError::at(format!("{field}[{i}]"), m))?;
+                        .map_err(|m| SpecError::at(format!("{field}[{i}]"), m.to_string()))?;
                 }
             }
         }
         let pairs = self.value_lists();
         for (field, list) in pairs {
             for (i, e) in list.iter().enumerate() {
-                let at = |m: String| SpecError::at(format!("{field}[{i}]"), m);
+                let at = |m: EntryError| SpecError::at(format!("{field}[{i}]"), m.to_string());
                 let (name, value) = check_pair(e).map_err(at)?;
                 if field.ends_with(".headers") {
                     check_header_name(name).map_err(at)?;
@@ -155,11 +155,11 @@ impl Config {
                         check_header_name(value).map_err(at)?;
                     }
                 }
-                Template::parse(value).map_err(at)?;
+                Template::parse(value).map_err(|e| at(e.into()))?;
             }
         }
         if let Some(u) = &self.replace.uri {
-            Template::parse(u).map_err(|m| SpecError::at("replace.uri", m))?;
+            Template::parse(u).map_err(|m| SpecError::at("replace.uri", m.to_string()))?;
         }
         Ok(())
     }
@@ -171,7 +171,7 @@ struct Entry {
     value: Template,
 }
 
-fn compile(list: &[String]) -> Result<Vec<Entry>, String> {
+fn compile(list: &[String]) -> Result<Vec<Entry>, TemplateError> {
     list.iter()
         .map(|e| {
             let (name, value) = split_entry(e);
@@ -199,7 +199,7 @@ impl TemplateOps {
         replace: &[String],
         add: &[String],
         append: &[String],
-    ) -> Result<TemplateOps, String> {
+    ) -> Result<TemplateOps, TemplateError> {
         Ok(TemplateOps {
             remove: names(remove),
             rename: compile(rename)?,
@@ -261,37 +261,47 @@ pub struct RequestTransformer {
 }
 
 impl RequestTransformer {
-    pub fn new(c: Config) -> Result<RequestTransformer, String> {
+    pub fn new(c: Config) -> Result<RequestTransformer, BuildError> {
         let method = match &c.http_method {
             Some(m) => Some(
-                http::Method::from_bytes(m.as_bytes()).map_err(|_| format!("bad method {m}"))?,
+                http::Method::from_bytes(m.as_bytes())
+                    .map_err(|_| BuildError::Invalid(format!("bad method {m}")))?,
             ),
             None => None,
         };
         Ok(RequestTransformer {
             method,
-            uri: c.replace.uri.as_deref().map(Template::parse).transpose()?,
+            uri: c
+                .replace
+                .uri
+                .as_deref()
+                .map(Template::parse)
+                .transpose()
+                .map_err(BuildError::other)?,
             headers: TemplateOps::new(
                 &c.remove.headers,
                 &c.rename.headers,
                 &c.replace.headers,
                 &c.add.headers,
                 &c.append.headers,
-            )?,
+            )
+            .map_err(BuildError::other)?,
             query: TemplateOps::new(
                 &c.remove.querystring,
                 &c.rename.querystring,
                 &c.replace.querystring,
                 &c.add.querystring,
                 &c.append.querystring,
-            )?,
+            )
+            .map_err(BuildError::other)?,
             body: TemplateOps::new(
                 &c.remove.body,
                 &c.rename.body,
                 &c.replace.body,
                 &c.add.body,
                 &c.append.body,
-            )?,
+            )
+            .map_err(BuildError::other)?,
         })
     }
 }

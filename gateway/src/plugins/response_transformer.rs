@@ -12,9 +12,10 @@ use serde_json::Value;
 
 use super::transform::json::JsonTarget;
 use super::transform::{
-    KONG_ORDER, Ops, Target, check_header_name, check_pair, is_media, names, pairs, split_entry,
+    EntryError, KONG_ORDER, Ops, Target, check_header_name, check_pair, is_media, names, pairs,
+    split_entry,
 };
-use super::{Plugin, SpecError};
+use super::{BuildError, Plugin, SpecError};
 use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -64,7 +65,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), SpecError> {
         for (i, h) in self.remove.headers.iter().enumerate() {
             check_header_name(split_entry(h).0)
-                .map_err(|m| SpecError::at(format!("remove.headers[{i}]"), m))?;
+                .map_err(|m| SpecError::at(format!("remove.headers[{i}]"), m.to_string()))?;
         }
         for (i, k) in self.remove.json.iter().enumerate() {
             if split_entry(k).0.is_empty() {
@@ -82,14 +83,14 @@ impl Config {
             ("append.json", &self.append.json, false),
         ] {
             for (i, e) in list.iter().enumerate() {
-                let at = |m: String| SpecError::at(format!("{field}[{i}]"), m);
+                let at = |m: EntryError| SpecError::at(format!("{field}[{i}]"), m.to_string());
                 let (name, value) = check_pair(e).map_err(at)?;
                 if headers {
                     check_header_name(name).map_err(at)?;
                     if field == "rename.headers" {
                         check_header_name(value).map_err(at)?;
                     } else if http::HeaderValue::from_str(value).is_err() {
-                        return Err(at(format!("'{value}' is not a valid header value")));
+                        return Err(at(EntryError::HeaderValue(value.to_string())));
                     }
                 }
             }
@@ -151,7 +152,7 @@ pub struct ResponseTransformer {
 }
 
 impl ResponseTransformer {
-    pub fn new(c: Config) -> Result<ResponseTransformer, String> {
+    pub fn new(c: Config) -> Result<ResponseTransformer, BuildError> {
         let has_json = !(c.remove.json.is_empty()
             && c.rename.json.is_empty()
             && c.replace.json.is_empty()

@@ -16,7 +16,7 @@ pub mod multipart;
 pub mod template;
 
 pub use args::{ArgValue, Args, ArgsTarget, append_arg, decode_args, encode_args};
-pub use template::{Env, Template};
+pub use template::{Env, Template, TemplateError};
 
 /// One of Kong's transform operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,22 +172,37 @@ pub fn split_entry(entry: &str) -> (&str, &str) {
     }
 }
 
+/// A transformer config entry that is rejected (Kong's messages).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("`{0}`: the name is empty")]
+    EmptyName(String),
+    #[error("key '{0}' has no value")]
+    NoValue(String),
+    #[error("'{0}' is not a valid header")]
+    HeaderName(String),
+    #[error("'{0}' is not a valid header value")]
+    HeaderValue(String),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
 /// Checks a `name:value` entry; returns (name, value).
-pub fn check_pair(entry: &str) -> Result<(&str, &str), String> {
+pub fn check_pair(entry: &str) -> Result<(&str, &str), EntryError> {
     let (name, value) = split_entry(entry);
     if name.is_empty() {
-        return Err(format!("`{entry}`: the name is empty"));
+        return Err(EntryError::EmptyName(entry.to_string()));
     }
     if value.is_empty() {
-        return Err(format!("key '{name}' has no value"));
+        return Err(EntryError::NoValue(name.to_string()));
     }
     Ok((name, value))
 }
 
-pub fn check_header_name(name: &str) -> Result<(), String> {
+pub fn check_header_name(name: &str) -> Result<(), EntryError> {
     http::HeaderName::from_bytes(name.as_bytes())
         .map(|_| ())
-        .map_err(|_| format!("'{name}' is not a valid header"))
+        .map_err(|_| EntryError::HeaderName(name.to_string()))
 }
 
 /// Whether a Content-Type names `media` (`type/subtype`, parameters ignored), as Kong's

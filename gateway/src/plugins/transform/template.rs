@@ -41,6 +41,15 @@ pub struct Env<'a> {
     pub failed: std::cell::Cell<bool>,
 }
 
+/// A template that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unsupported template expression `{0}`; {SUPPORTED}")]
+    Unsupported(String),
+    #[error("unterminated `$(` in `{0}`")]
+    Unterminated(String),
+}
+
 const SUPPORTED: &str = "supported expressions: headers.NAME, headers[\"NAME\"], query_params.NAME, query_params[\"NAME\"], uri_captures.NAME, uri_captures[N], each optionally followed by `or \"default\"`";
 
 fn parse_quoted(s: &str) -> Option<(String, &str)> {
@@ -53,7 +62,7 @@ fn parse_quoted(s: &str) -> Option<(String, &str)> {
     Some((rest[..end].to_string(), &rest[end + 1..]))
 }
 
-fn parse_expr(src: &str) -> Result<Expr, String> {
+fn parse_expr(src: &str) -> Result<Expr, TemplateError> {
     let s = src.trim();
     let (source, rest) = if let Some(r) = s.strip_prefix("headers") {
         (Source::Headers, r)
@@ -62,18 +71,14 @@ fn parse_expr(src: &str) -> Result<Expr, String> {
     } else if let Some(r) = s.strip_prefix("uri_captures") {
         (Source::Captures, r)
     } else {
-        return Err(format!(
-            "unsupported template expression `{src}`; {SUPPORTED}"
-        ));
+        return Err(TemplateError::Unsupported(src.to_string()));
     };
     let (key, rest) = if let Some(r) = rest.strip_prefix('.') {
         let end = r
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(r.len());
         if end == 0 {
-            return Err(format!(
-                "unsupported template expression `{src}`; {SUPPORTED}"
-            ));
+            return Err(TemplateError::Unsupported(src.to_string()));
         }
         (r[..end].to_string(), &r[end..])
     } else if let Some(r) = rest.strip_prefix('[') {
@@ -83,22 +88,16 @@ fn parse_expr(src: &str) -> Result<Expr, String> {
         } else {
             let end = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
             if end == 0 {
-                return Err(format!(
-                    "unsupported template expression `{src}`; {SUPPORTED}"
-                ));
+                return Err(TemplateError::Unsupported(src.to_string()));
             }
             (r[..end].to_string(), &r[end..])
         };
         let Some(r) = r.trim_start().strip_prefix(']') else {
-            return Err(format!(
-                "unsupported template expression `{src}`; {SUPPORTED}"
-            ));
+            return Err(TemplateError::Unsupported(src.to_string()));
         };
         (key, r)
     } else {
-        return Err(format!(
-            "unsupported template expression `{src}`; {SUPPORTED}"
-        ));
+        return Err(TemplateError::Unsupported(src.to_string()));
     };
     let rest = rest.trim();
     let default = if rest.is_empty() {
@@ -107,15 +106,11 @@ fn parse_expr(src: &str) -> Result<Expr, String> {
         match parse_quoted(r.trim_start()) {
             Some((d, tail)) if tail.trim().is_empty() => Some(d),
             _ => {
-                return Err(format!(
-                    "unsupported template expression `{src}`; {SUPPORTED}"
-                ));
+                return Err(TemplateError::Unsupported(src.to_string()));
             }
         }
     } else {
-        return Err(format!(
-            "unsupported template expression `{src}`; {SUPPORTED}"
-        ));
+        return Err(TemplateError::Unsupported(src.to_string()));
     };
     Ok(Expr {
         source,
@@ -125,7 +120,7 @@ fn parse_expr(src: &str) -> Result<Expr, String> {
 }
 
 impl Template {
-    pub fn parse(s: &str) -> Result<Template, String> {
+    pub fn parse(s: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut rest = s;
@@ -151,7 +146,7 @@ impl Template {
                 }
             }
             let Some(end) = end else {
-                return Err(format!("unterminated `$(` in `{s}`"));
+                return Err(TemplateError::Unterminated(s.to_string()));
             };
             let src = &after[..end];
             match parse_quoted(src.trim()) {
