@@ -306,7 +306,7 @@ pub fn render_info(info: &str, e: &mut Exposition) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::start_redis;
+    use test_support::redis::start_redis;
 
     async fn raw(port: u16, args: &[&str]) -> String {
         let s = TcpStream::connect(("127.0.0.1", port))
