@@ -3,7 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
-use super::locate::LazyIndex;
+use yaml_locate::LazyIndex;
 use super::model::*;
 use super::*;
 

@@ -8,7 +8,6 @@ pub use catalog::{Catalog, CredentialKind, ParsedPlugin, PluginCatalog, SpecErro
 mod entities;
 pub use entities::{split_host_port, stable_id};
 mod env;
-mod locate;
 mod loose;
 pub mod model;
 
@@ -19,7 +18,7 @@ use std::path::Path;
 use serde_norway::Value;
 
 use build::Builder;
-use locate::LazyIndex;
+use yaml_locate::LazyIndex;
 use model::*;
 
 /// One problem in a configuration.
