@@ -18,8 +18,8 @@ use std::path::Path;
 use serde_norway::Value;
 
 use build::Builder;
-use yaml_locate::LazyIndex;
 use model::*;
+use yaml_locate::LazyIndex;
 
 /// One problem in a configuration.
 #[derive(Debug, Clone, PartialEq)]

@@ -190,10 +190,7 @@ mod tests {
     use super::*;
 
     fn parse(v: &str) -> Result<Config, SpecError> {
-        let c: Config =
-            super::super::parse_config(&serde_norway::from_str(v).expect("test value"))?;
-        c.validate()?;
-        Ok(c)
+        crate::plugins::test_config::parse(v, Config::validate)
     }
 
     #[test]

@@ -331,17 +331,11 @@ mod tests {
     use super::*;
 
     fn parse(v: &str) -> Result<Config, SpecError> {
-        let c: Config =
-            super::super::parse_config(&serde_norway::from_str(v).expect("test value"))?;
-        c.validate()?;
-        Ok(c)
+        crate::plugins::test_config::parse(v, Config::validate)
     }
 
     fn err_path(v: &str) -> String {
-        match parse(v) {
-            Err(SpecError::Invalid { path, .. }) => path,
-            other => panic!("expected an error, got {other:?}"),
-        }
+        crate::plugins::test_config::err_path(parse(v))
     }
 
     #[test]

@@ -334,3 +334,28 @@ pub fn load_options(ignore_plugins: Vec<String>) -> crate::config::LoadOptions {
         strict: false,
     }
 }
+
+/// Config parsing for the plugins' unit tests.
+#[cfg(test)]
+pub(crate) mod test_config {
+    use super::{SpecError, parse_config};
+    use serde::de::DeserializeOwned;
+
+    /// Parses `yaml` as a plugin's config and checks it with `validate`.
+    pub fn parse<C: DeserializeOwned>(
+        yaml: &str,
+        validate: fn(&C) -> Result<(), SpecError>,
+    ) -> Result<C, SpecError> {
+        let c: C = parse_config(&serde_norway::from_str(yaml).expect("test value"))?;
+        validate(&c)?;
+        Ok(c)
+    }
+
+    /// The field path of the error `r` must be.
+    pub fn err_path<C: std::fmt::Debug>(r: Result<C, SpecError>) -> String {
+        match r {
+            Err(SpecError::Invalid { path, .. }) => path,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+}

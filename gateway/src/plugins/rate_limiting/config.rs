@@ -444,10 +444,7 @@ mod tests {
     }
 
     fn err_path(y: &str) -> String {
-        match parse(y) {
-            Err(SpecError::Invalid { path, .. }) => path,
-            other => panic!("expected an error, got {other:?}"),
-        }
+        crate::plugins::test_config::err_path(parse(y))
     }
 
     #[test]
