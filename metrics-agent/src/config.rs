@@ -224,6 +224,7 @@ const SERVER_ONLY: [(&str, &str); 7] = [
     ("runtime", "Go runtime tuning does not apply"),
 ];
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalConfig {
@@ -271,6 +272,7 @@ pub struct GlobalConfig {
     pub extra_scrape_metrics: Option<bool>,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
@@ -284,6 +286,7 @@ pub struct BasicAuth {
     pub password_file: Option<PathBuf>,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
@@ -295,6 +298,7 @@ pub struct Authorization {
     pub credentials_file: Option<PathBuf>,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -1328,6 +1332,7 @@ fn validate(
     })
 }
 
+// dup: same table shape as the other section's, on purpose: each lists its own fields.
 fn global(cx: &mut Ctx<'_>, g: &GlobalConfig) -> Result<GlobalDefaults, ConfigError> {
     // Prometheus: an unset (or zero) interval is 1m; an explicit timeout must not exceed
     // it; an unset timeout is min(10s, interval).
@@ -1550,6 +1555,7 @@ fn job_timing(
     Ok((interval, timeout))
 }
 
+// dup: same table shape as the other section's, on purpose: each lists its own fields.
 /// Warns about fields that change nothing the agent does and refuses the ones it cannot do.
 fn check_job_features(cx: &mut Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<(), ConfigError> {
     // The same shape as the table in `global`, on purpose: each lists its own section's

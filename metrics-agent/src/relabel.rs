@@ -5,6 +5,7 @@ use md5::{Digest, Md5};
 use regex::Regex;
 use serde::Deserialize;
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 /// A relabel rule as written in prometheus.yml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -232,6 +232,7 @@ fn ships_scraped_collected_and_synthetic_series_with_labels() {
     );
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[test]
 fn receiver_outage_leaves_no_gap() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -276,6 +277,7 @@ fn receiver_outage_leaves_no_gap() {
     );
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[test]
 fn agent_sigkill_during_outage_loses_nothing() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -172,6 +172,7 @@ pub struct ConsumerGroupDef {
     pub id: Option<String>,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 /// A loaded, cross-checked configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Declarative {

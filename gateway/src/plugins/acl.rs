@@ -99,6 +99,7 @@ impl Acl {
 
 #[async_trait]
 impl Plugin for Acl {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "acl"
     }

@@ -36,6 +36,7 @@ fn default_realm() -> String {
     "service".into()
 }
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 /// A `basicauth_credentials` entry (no `Debug`: it holds a password or its hash).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +151,7 @@ pub fn parse_basic(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((m.get(1)?.as_bytes().to_vec(), m.get(2)?.as_bytes().to_vec()))
 }
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 pub struct BasicAuth {
     cfg: Config,
     table: CredentialTable,
@@ -228,6 +230,7 @@ impl BasicAuth {
 
 #[async_trait]
 impl Plugin for BasicAuth {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "basic-auth"
     }

@@ -192,6 +192,7 @@ fn strip(s: &[u8]) -> &[u8] {
 
 #[async_trait]
 impl Plugin for BotDetection {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "bot-detection"
     }

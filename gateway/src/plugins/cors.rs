@@ -250,6 +250,7 @@ impl Cors {
 
 #[async_trait]
 impl Plugin for Cors {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "cors"
     }

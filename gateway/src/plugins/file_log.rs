@@ -137,6 +137,7 @@ pub struct FileLog {
 }
 
 impl FileLog {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<FileLog, BuildError> {
         Ok(FileLog {
             path: cfg.path.into(),

@@ -70,6 +70,7 @@ impl Config {
     }
 }
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 /// A `hmacauth_credentials` entry (Kong generates a secret nobody knows when it has none).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -361,6 +362,7 @@ const NO_DATE: &str = "HMAC signature cannot be verified, a valid date or x-date
 /// Why authentication failed: (metric reason, Kong's message).
 type Failure = (&'static str, &'static str);
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 pub struct HmacAuth {
     cfg: Config,
     table: CredentialTable,
@@ -543,6 +545,7 @@ impl HmacAuth {
 
 #[async_trait]
 impl Plugin for HmacAuth {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "hmac-auth"
     }

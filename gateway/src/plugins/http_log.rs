@@ -22,6 +22,7 @@ use super::log_serializer::{self, Entities};
 use super::{BuildContext, BuildError, Plugin, SpecError};
 use crate::core::state::RequestState;
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -235,6 +236,7 @@ pub struct HttpLog {
 }
 
 impl HttpLog {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<HttpLog, BuildError> {
         let mut url = endpoint(&cfg.http_endpoint)?;
         let port = url.port_or_known_default().unwrap_or(80);
@@ -317,6 +319,7 @@ impl Plugin for HttpLog {
         true
     }
 
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn log(&self, st: &RequestState, status: u16) {
         let record = log_serializer::serialize(st, status, &self.entities);
         if let Ok(s) = serde_json::to_string(&record) {
@@ -326,6 +329,7 @@ impl Plugin for HttpLog {
     }
 }
 
+// dup: the same config-test wrappers as statsd's tests (each names its own Config).
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +342,7 @@ mod tests {
         crate::plugins::test_config::err_path(parse(v))
     }
 
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     #[test]
     fn schema_like_kong() {
         let c = parse("http_endpoint: http://127.0.0.1:9/x").expect("test value");

@@ -86,6 +86,7 @@ impl IpRestriction {
 
 #[async_trait]
 impl Plugin for IpRestriction {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "ip-restriction"
     }

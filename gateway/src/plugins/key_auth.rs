@@ -60,6 +60,7 @@ impl Config {
     }
 }
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 /// A `keyauth_credentials` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -300,6 +300,7 @@ impl LdapAuth {
 
 #[async_trait]
 impl Plugin for LdapAuth {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "ldap-auth"
     }

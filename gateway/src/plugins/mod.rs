@@ -98,6 +98,7 @@ pub enum PluginSpec {
 }
 
 impl PluginSpec {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     pub fn parse(name: &str, config: &serde_norway::Value) -> Result<PluginSpec, SpecError> {
         Ok(match name {
             "correlation-id" => PluginSpec::CorrelationId(parse_config(config)?),

@@ -707,6 +707,7 @@ struct KongDebug;
 
 #[async_trait]
 impl Plugin for ProxyCache {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "proxy-cache"
     }

@@ -241,6 +241,7 @@ fn now_ms() -> u64 {
 
 #[async_trait]
 impl Plugin for RateLimiting {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "rate-limiting"
     }

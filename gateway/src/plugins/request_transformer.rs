@@ -31,6 +31,7 @@ use super::{BuildError, Flow, Plugin, SpecError};
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
 
+// dup: alike in shape only (other types and fields); kept apart on purpose.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lists {
@@ -562,6 +563,7 @@ pub fn transform_multipart(ops: &RenderedOps, body: &[u8], boundary: &str) -> Op
 
 #[async_trait]
 impl Plugin for RequestTransformer {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "request-transformer"
     }

@@ -90,6 +90,7 @@ struct Named {
 }
 
 impl Config {
+    // dup: both rate-limiting configs have Kong's flat redis_* fields; each maps its own.
     fn checked(
         &self,
     ) -> Result<(Vec<Named>, Option<super::rate_limiting::RedisTarget>), SpecError> {

@@ -35,6 +35,7 @@ pub enum JsonType {
     String,
 }
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValueLists {

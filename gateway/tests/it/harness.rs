@@ -198,3 +198,20 @@ pub fn away_from_window_end(window_secs: u64, need_secs: u64) {
         std::thread::sleep(Duration::from_secs_f64(left + 0.05));
     }
 }
+
+/// A response read whole: status, headers and body.
+pub struct Got {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Got {
+    /// A header's value ("" when absent or not text).
+    pub fn h(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}

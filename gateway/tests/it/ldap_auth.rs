@@ -200,6 +200,7 @@ services:
     )
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 async fn call(
     c: &reqwest::Client,
     gw: &Gw,
