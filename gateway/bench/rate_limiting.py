@@ -28,6 +28,7 @@ import urllib.request
 BIG = 1_000_000_000  # a limit no run reaches: every request is decided and admitted
 
 
+# dup: each benchmark script runs standalone (no shared module to install).
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

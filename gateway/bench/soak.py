@@ -37,6 +37,7 @@ import threading
 import time
 
 
+# dup: each benchmark script runs standalone (no shared module to install).
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -27,7 +27,11 @@ impl Default for RealIp {
 }
 
 impl RealIp {
-    pub fn new(trusted: &[String], header: &str, recursive: bool) -> Result<RealIp, String> {
+    pub fn new(
+        trusted: &[String],
+        header: &str,
+        recursive: bool,
+    ) -> Result<RealIp, crate::net::cidr::CidrError> {
         let trusted = trusted
             .iter()
             .filter(|s| !s.trim().is_empty())

@@ -109,12 +109,23 @@ fn parse_dur(s: &str) -> Result<Duration, crate::duration::DurationError> {
     parse_duration(s)
 }
 
+/// A `--wal-*-size` value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("invalid size {0:?}")]
+    Invalid(String),
+    #[error("invalid size unit {0:?} (use KiB, MiB, GiB)")]
+    Unit(String),
+    #[error("size {0:?} is too large")]
+    TooLarge(String),
+}
+
 /// Parses `1048576`, `512KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let n: u64 = n.parse().map_err(|_| SizeError::Invalid(s.to_string()))?;
     let mult = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -123,10 +134,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "KB" => 1000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        u => return Err(format!("invalid size unit {u:?} (use KiB, MiB, GiB)")),
+        u => return Err(SizeError::Unit(u.to_string())),
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+        .ok_or_else(|| SizeError::TooLarge(s.to_string()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +162,23 @@ pub enum RunError {
     HttpClient {
         file: PathBuf,
         what: String,
+        #[source]
+        source: crate::http_client::ClientError,
+    },
+}
+
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("field `remote_write`: changing remote_write needs a restart")]
+    RemoteWrite,
+    #[error("field `global.external_labels`: changing external_labels needs a restart")]
+    ExternalLabels,
+    #[error("scrape job {job:?}: {source}")]
+    Client {
+        job: String,
         #[source]
         source: crate::http_client::ClientError,
     },
@@ -257,15 +285,13 @@ fn reload(
     jobs: &mut JobSet,
     appender: &Appender,
     metrics: &AgentMetrics,
-) -> Result<String, String> {
-    let new = new.map_err(|e| e.to_string())?;
+) -> Result<String, ReloadError> {
+    let new = new?;
     if format!("{:?}", new.remote_writes) != format!("{:?}", cur.remote_writes) {
-        return Err("field `remote_write`: changing remote_write needs a restart".into());
+        return Err(ReloadError::RemoteWrite);
     }
     if new.external_labels != cur.external_labels {
-        return Err(
-            "field `global.external_labels`: changing external_labels needs a restart".into(),
-        );
+        return Err(ReloadError::ExternalLabels);
     }
     for w in &new.warnings {
         tracing::warn!("{w}");
@@ -278,7 +304,10 @@ fn reload(
             .get(&job.name)
             .is_some_and(|r| r.fingerprint == format!("{job:?}"));
         if !unchanged {
-            let c = job_client(job).map_err(|e| format!("scrape job {:?}: {e}", job.name))?;
+            let c = job_client(job).map_err(|source| ReloadError::Client {
+                job: job.name.clone(),
+                source,
+            })?;
             clients.insert(job.name.clone(), c);
         }
     }

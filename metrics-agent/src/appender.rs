@@ -6,7 +6,7 @@ use crate::config::RemoteWrite;
 use crate::labels::Labels;
 use crate::prompb;
 use crate::relabel;
-use crate::wal::{RecordIn, WalWriter};
+use crate::wal::{RecordIn, WalError, WalWriter};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -31,13 +31,14 @@ pub struct Point {
 pub enum AppendError {
     #[error("the WAL writer has stopped")]
     Closed,
+    /// Shared by every request of the failed batch.
     #[error("WAL append failed: {0}")]
-    Wal(String),
+    Wal(#[source] Arc<WalError>),
 }
 
 struct Request {
     points: Vec<Point>,
-    ack: oneshot::Sender<Result<(), String>>,
+    ack: oneshot::Sender<Result<(), Arc<WalError>>>,
 }
 
 struct RemoteSpec {
@@ -184,7 +185,7 @@ fn writer_loop(mut rx: mpsc::Receiver<Request>, mut writers: Vec<WriterSpec>, wi
             let records = build_records(ri, w, &reqs, &mut encoder);
             if let Err(e) = w.writer.append(&records) {
                 tracing::error!("{e}");
-                result = Err(e.to_string());
+                result = Err(Arc::new(e));
             }
         }
         for r in reqs {

@@ -224,6 +224,7 @@ const SERVER_ONLY: [(&str, &str); 7] = [
     ("runtime", "Go runtime tuning does not apply"),
 ];
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalConfig {
@@ -271,6 +272,7 @@ pub struct GlobalConfig {
     pub extra_scrape_metrics: Option<bool>,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
@@ -284,6 +286,7 @@ pub struct BasicAuth {
     pub password_file: Option<PathBuf>,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
@@ -295,6 +298,7 @@ pub struct Authorization {
     pub credentials_file: Option<PathBuf>,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -1047,7 +1051,8 @@ impl Ctx<'_> {
     }
 }
 
-fn rule_err(cx: &Ctx<'_>, m: String) -> ConfigError {
+fn rule_err(cx: &Ctx<'_>, e: relabel::RulesError) -> ConfigError {
+    let m = e.to_string();
     match m.split_once(": ") {
         Some((field, msg)) => cx.err(field, msg),
         None => cx.err(m.clone(), m),
@@ -1060,14 +1065,19 @@ fn valid_label_name(s: &str) -> bool {
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
+/// A byte size that does not parse (`body_size_limit`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid size {0:?} (e.g. 10MB, 512KiB)")]
+pub struct Base2BytesError(pub String);
+
 /// Parses Prometheus' byte sizes (`body_size_limit`): `0`, or numbers with units
 /// `B`, `KB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`, `TB`/`TiB`, `PB`/`PiB`, `EB`/`EiB` (all powers of
 /// 1024), possibly combined (`1GB512MB`).
-pub fn parse_base2_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_base2_bytes(s: &str) -> Result<u64, Base2BytesError> {
     if s == "0" {
         return Ok(0);
     }
-    let bad = || format!("invalid size {s:?} (e.g. 10MB, 512KiB)");
+    let bad = || Base2BytesError(s.to_string());
     let mut rest = s;
     let mut total: f64 = 0.0;
     if rest.is_empty() {
@@ -1322,6 +1332,7 @@ fn validate(
     })
 }
 
+// dup: same table shape as the other section's, on purpose: each lists its own fields.
 fn global(cx: &mut Ctx<'_>, g: &GlobalConfig) -> Result<GlobalDefaults, ConfigError> {
     // Prometheus: an unset (or zero) interval is 1m; an explicit timeout must not exceed
     // it; an unset timeout is min(10s, interval).
@@ -1408,7 +1419,9 @@ fn global(cx: &mut Ctx<'_>, g: &GlobalConfig) -> Result<GlobalDefaults, ConfigEr
     refuse_true(cx, "global", "extra_scrape_metrics", g.extra_scrape_metrics)?;
     let body_size = match &g.body_size_limit {
         None => 0,
-        Some(s) => parse_base2_bytes(s).map_err(|m| cx.err("global.body_size_limit", m))?,
+        Some(s) => {
+            parse_base2_bytes(s).map_err(|m| cx.err("global.body_size_limit", m.to_string()))?
+        }
     };
     Ok(GlobalDefaults {
         interval,
@@ -1542,6 +1555,7 @@ fn job_timing(
     Ok((interval, timeout))
 }
 
+// dup: same table shape as the other section's, on purpose: each lists its own fields.
 /// Warns about fields that change nothing the agent does and refuses the ones it cannot do.
 fn check_job_features(cx: &mut Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<(), ConfigError> {
     // The same shape as the table in `global`, on purpose: each lists its own section's
@@ -1640,7 +1654,9 @@ fn job_limits(
     };
     let body_size = match &sc.body_size_limit {
         Some(s) => {
-            match parse_base2_bytes(s).map_err(|m| cx.err(format!("{f}.body_size_limit"), m))? {
+            match parse_base2_bytes(s)
+                .map_err(|m| cx.err(format!("{f}.body_size_limit"), m.to_string()))?
+            {
                 0 => gd.limits.body_size,
                 n => n,
             }

@@ -33,27 +33,48 @@ fn valid_label_name(s: &str) -> bool {
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
 }
 
+/// Why a file_sd file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileSdError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Yaml(#[from] serde_norway::Error),
+    #[error("group {group}: {name:?} is not a valid label name")]
+    LabelName { group: usize, name: String },
+    /// From `check`: the file's name before the reason.
+    #[error("checking SD file {}: {source}", .file.display())]
+    Check {
+        file: PathBuf,
+        #[source]
+        source: Box<FileSdError>,
+    },
+}
+
 /// Reads one file_sd file (JSON by extension, else YAML) into target groups.
-pub fn read_file_groups(path: &Path) -> Result<Vec<TargetGroup>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+pub fn read_file_groups(path: &Path) -> Result<Vec<TargetGroup>, FileSdError> {
+    let text = std::fs::read_to_string(path)?;
     let is_json = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let groups: Vec<FileGroup> = if is_json {
-        serde_json::from_str(&text).map_err(|e| e.to_string())?
+        serde_json::from_str(&text)?
     } else if text.trim().is_empty() {
         Vec::new()
     } else {
-        serde_norway::from_str::<Option<Vec<FileGroup>>>(&text)
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default()
+        serde_norway::from_str::<Option<Vec<FileGroup>>>(&text)?.unwrap_or_default()
     };
     let file = path.display().to_string();
     let mut out = Vec::with_capacity(groups.len());
     for (i, g) in groups.into_iter().enumerate() {
         if let Some(bad) = g.labels.keys().find(|k| !valid_label_name(k)) {
-            return Err(format!("group {i}: {bad:?} is not a valid label name"));
+            return Err(FileSdError::LabelName {
+                group: i,
+                name: bad.clone(),
+            });
         }
         let mut labels = g.labels;
         labels.insert("__meta_filepath".into(), file.clone());
@@ -111,7 +132,7 @@ pub fn expand(pattern: &Path) -> Vec<PathBuf> {
 
 /// For `check`: reads every file the job's `file_sd_configs` name now (as promtool does).
 /// Returns the number of targets in them.
-pub fn check_file_sd(job: &ScrapeJob) -> Result<usize, String> {
+pub fn check_file_sd(job: &ScrapeJob) -> Result<usize, FileSdError> {
     let mut n = 0;
     for sd in &job.file_sd {
         for pattern in &sd.files {
@@ -119,8 +140,10 @@ pub fn check_file_sd(job: &ScrapeJob) -> Result<usize, String> {
                 if !f.exists() {
                     continue; // may appear later; Prometheus waits for it too
                 }
-                let groups = read_file_groups(&f)
-                    .map_err(|e| format!("checking SD file {}: {e}", f.display()))?;
+                let groups = read_file_groups(&f).map_err(|e| FileSdError::Check {
+                    file: f.clone(),
+                    source: Box::new(e),
+                })?;
                 n += groups.iter().map(|g| g.targets.len()).sum::<usize>();
             }
         }

@@ -28,18 +28,19 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
         if line.trim_start().starts_with('#') {
             out.push_str(line);
         } else {
-            expand_line(line, &lookup, &mut out).map_err(|name| Unset { line: i + 1, name })?;
+            expand_line(line, i + 1, &lookup, &mut out)?;
         }
     }
     Ok(out)
 }
 
-/// Expands one line into `out`; the error is the name of an unset variable.
+/// Expands line `number` (1-based) into `out`; the error names an unset variable.
 fn expand_line(
     line: &str,
+    number: usize,
     lookup: &impl Fn(&str) -> Option<String>,
     out: &mut String,
-) -> Result<(), String> {
+) -> Result<(), Unset> {
     let mut rest = line;
     while let Some(i) = rest.find('$') {
         let (before, from) = rest.split_at(i);
@@ -53,7 +54,10 @@ fn expand_line(
             Some((name, default, len)) => {
                 match lookup(name).filter(|v| !v.is_empty() || default.is_none()) {
                     Some(v) => out.push_str(&v),
-                    None => out.push_str(default.ok_or_else(|| name.to_string())?),
+                    None => out.push_str(default.ok_or_else(|| Unset {
+                        line: number,
+                        name: name.to_string(),
+                    })?),
                 }
                 rest = &from[len..];
             }

@@ -25,6 +25,4 @@ pub mod scrape;
 pub mod self_metrics;
 pub mod server;
 pub mod sigv4;
-#[cfg(test)]
-mod testutil;
 pub mod wal;

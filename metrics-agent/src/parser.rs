@@ -28,6 +28,44 @@ pub struct ParseError {
     pub message: String,
 }
 
+/// Why a sample line does not parse (the message of a [`ParseError`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("invalid metric name in {0:?}")]
+    MetricName(String),
+    #[error("unterminated label set in {0:?}")]
+    UnterminatedLabels(String),
+    #[error("expected whitespace after series in {0:?}")]
+    NoWhitespace(String),
+    #[error("missing value in {0:?}")]
+    MissingValue(String),
+    #[error("invalid value {0:?}")]
+    Value(String),
+    #[error("invalid timestamp {0:?}")]
+    Timestamp(String),
+    #[error("unexpected trailing text in {0:?}")]
+    TrailingText(String),
+}
+
+/// Why a series (`name{label="value",...}`) does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeriesError {
+    #[error("unterminated label set")]
+    Unterminated,
+    #[error("invalid label name in {0:?}")]
+    LabelName(String),
+    #[error("expected '=' after label {0:?}")]
+    NoEquals(String),
+    #[error("expected quoted value for label {0:?}")]
+    NotQuoted(String),
+    #[error("unterminated value for label {0:?}")]
+    UnterminatedValue(String),
+    #[error("dangling escape")]
+    DanglingEscape,
+    #[error("duplicate label {0:?}")]
+    Duplicate(String),
+}
+
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawSample<'a> {
@@ -92,7 +130,7 @@ pub fn parse(body: &str, format: Format) -> Result<Vec<RawSample<'_>>, ParseErro
             }
             continue;
         }
-        out.push(parse_line(line, format).map_err(|m| err(&m))?);
+        out.push(parse_line(line, format).map_err(|m| err(&m.to_string()))?);
     }
     if format == Format::OpenMetrics && !saw_eof {
         return Err(ParseError {
@@ -103,10 +141,10 @@ pub fn parse(body: &str, format: Format) -> Result<Vec<RawSample<'_>>, ParseErro
     Ok(out)
 }
 
-fn parse_line(line: &str, format: Format) -> Result<RawSample<'_>, String> {
+fn parse_line(line: &str, format: Format) -> Result<RawSample<'_>, LineError> {
     let b = line.as_bytes();
     if b.is_empty() || !is_name_start(b[0]) {
-        return Err(format!("invalid metric name in {line:?}"));
+        return Err(LineError::MetricName(line.to_string()));
     }
     let mut i = 1;
     while i < b.len() && is_name_char(b[i]) {
@@ -114,13 +152,13 @@ fn parse_line(line: &str, format: Format) -> Result<RawSample<'_>, String> {
     }
     let mut series_end = i;
     if i < b.len() && b[i] == b'{' {
-        i = scan_labels_end(b, i).ok_or_else(|| format!("unterminated label set in {line:?}"))?;
+        i = scan_labels_end(b, i).ok_or_else(|| LineError::UnterminatedLabels(line.to_string()))?;
         series_end = i;
     }
     let series = &line[..series_end];
     let rest = &line[series_end..];
     if !rest.starts_with(' ') && !rest.starts_with('\t') {
-        return Err(format!("expected whitespace after series in {line:?}"));
+        return Err(LineError::NoWhitespace(line.to_string()));
     }
     let rest = match format {
         Format::OpenMetrics => rest.split(" # ").next().unwrap_or(rest),
@@ -129,24 +167,24 @@ fn parse_line(line: &str, format: Format) -> Result<RawSample<'_>, String> {
     let mut parts = rest.split_ascii_whitespace();
     let vtok = parts
         .next()
-        .ok_or_else(|| format!("missing value in {line:?}"))?;
-    let value = parse_value(vtok).ok_or_else(|| format!("invalid value {vtok:?}"))?;
+        .ok_or_else(|| LineError::MissingValue(line.to_string()))?;
+    let value = parse_value(vtok).ok_or_else(|| LineError::Value(vtok.to_string()))?;
     let timestamp_ms = match parts.next() {
         None => None,
         Some(t) => Some(match format {
             Format::Text => t
                 .parse::<i64>()
-                .map_err(|_| format!("invalid timestamp {t:?}"))?,
+                .map_err(|_| LineError::Timestamp(t.to_string()))?,
             Format::OpenMetrics => {
                 let secs = t
                     .parse::<f64>()
-                    .map_err(|_| format!("invalid timestamp {t:?}"))?;
+                    .map_err(|_| LineError::Timestamp(t.to_string()))?;
                 (secs * 1000.0).round() as i64
             }
         }),
     };
     if parts.next().is_some() {
-        return Err(format!("unexpected trailing text in {line:?}"));
+        return Err(LineError::TrailingText(line.to_string()));
     }
     Ok(RawSample {
         series,
@@ -178,7 +216,7 @@ fn scan_labels_end(b: &[u8], start: usize) -> Option<usize> {
 }
 
 /// Splits a raw series into its metric name and label pairs (unescaped).
-pub fn parse_series(series: &str) -> Result<(String, Vec<(String, String)>), String> {
+pub fn parse_series(series: &str) -> Result<(String, Vec<(String, String)>), SeriesError> {
     let (name, rest) = match series.find('{') {
         Some(p) => (&series[..p], &series[p..]),
         None => (series, ""),
@@ -194,14 +232,14 @@ pub fn parse_series(series: &str) -> Result<(String, Vec<(String, String)>), Str
             i += 1;
         }
         if i >= b.len() {
-            return Err("unterminated label set".into());
+            return Err(SeriesError::Unterminated);
         }
         if b[i] == b'}' {
             break;
         }
         let ns = i;
         if !(b[i].is_ascii_alphabetic() || b[i] == b'_') {
-            return Err(format!("invalid label name in {series:?}"));
+            return Err(SeriesError::LabelName(series.to_string()));
         }
         while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
             i += 1;
@@ -211,21 +249,21 @@ pub fn parse_series(series: &str) -> Result<(String, Vec<(String, String)>), Str
             i += 1;
         }
         if i >= b.len() || b[i] != b'=' {
-            return Err(format!("expected '=' after label {lname:?}"));
+            return Err(SeriesError::NoEquals(lname.to_string()));
         }
         i += 1;
         while i < b.len() && b[i] == b' ' {
             i += 1;
         }
         if i >= b.len() || b[i] != b'"' {
-            return Err(format!("expected quoted value for label {lname:?}"));
+            return Err(SeriesError::NotQuoted(lname.to_string()));
         }
         i += 1;
         let mut val = String::new();
         let mut seg = i;
         loop {
             if i >= b.len() {
-                return Err(format!("unterminated value for label {lname:?}"));
+                return Err(SeriesError::UnterminatedValue(lname.to_string()));
             }
             match b[i] {
                 b'"' => {
@@ -240,7 +278,7 @@ pub fn parse_series(series: &str) -> Result<(String, Vec<(String, String)>), Str
                         Some(b'\\') => val.push('\\'),
                         Some(b'"') => val.push('"'),
                         Some(_) => val.push('\\'),
-                        None => return Err("dangling escape".into()),
+                        None => return Err(SeriesError::DanglingEscape),
                     }
                     if matches!(b.get(i + 1), Some(b'n' | b'\\' | b'"')) {
                         i += 2;
@@ -253,7 +291,7 @@ pub fn parse_series(series: &str) -> Result<(String, Vec<(String, String)>), Str
             }
         }
         if labels.iter().any(|(n, _): &(String, String)| n == lname) {
-            return Err(format!("duplicate label {lname:?}"));
+            return Err(SeriesError::Duplicate(lname.to_string()));
         }
         labels.push((lname.to_string(), val));
     }

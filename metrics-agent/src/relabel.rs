@@ -5,6 +5,7 @@ use md5::{Digest, Md5};
 use regex::Regex;
 use serde::Deserialize;
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 /// A relabel rule as written in prometheus.yml.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,9 +62,42 @@ fn is_label_name(s: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Why a relabel rule is rejected; the text starts with the offending field.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RuleError {
+    #[error("action: unknown relabel action {0:?}")]
+    UnknownAction(String),
+    #[error("regex: invalid regular expression {raw:?}: {source}")]
+    Regex {
+        raw: String,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("target_label: required for action {0:?}")]
+    TargetRequired(Action),
+    #[error("target_label: {0:?} is not a valid label name")]
+    TargetName(String),
+    #[error("modulus: required and non-zero for action hashmod")]
+    Modulus,
+    #[error("source_labels: not allowed with labeldrop/labelkeep")]
+    SourceLabels,
+    #[error("regex: not allowed with keepequal/dropequal")]
+    RegexNotAllowed,
+}
+
+/// A rejected rule in a list: `field[index].` before the rule's error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{field}[{index}].{source}")]
+pub struct RulesError {
+    pub field: String,
+    pub index: usize,
+    #[source]
+    pub source: RuleError,
+}
+
 impl RelabelConfig {
     /// Validates the rule; the error text names the offending field.
-    pub fn compile(&self) -> Result<Rule, String> {
+    pub fn compile(&self) -> Result<Rule, RuleError> {
         let action = match self.action.as_deref().unwrap_or("replace") {
             "replace" => Action::Replace,
             "keep" => Action::Keep,
@@ -76,11 +110,13 @@ impl RelabelConfig {
             "labelkeep" => Action::LabelKeep,
             "lowercase" => Action::Lowercase,
             "uppercase" => Action::Uppercase,
-            other => return Err(format!("action: unknown relabel action {other:?}")),
+            other => return Err(RuleError::UnknownAction(other.to_string())),
         };
         let raw = self.regex.as_deref().unwrap_or("(.*)");
-        let regex = Regex::new(&format!("^(?s:{raw})$"))
-            .map_err(|e| format!("regex: invalid regular expression {raw:?}: {e}"))?;
+        let regex = Regex::new(&format!("^(?s:{raw})$")).map_err(|source| RuleError::Regex {
+            raw: raw.to_string(),
+            source,
+        })?;
         let target_label = self.target_label.clone().unwrap_or_default();
         let needs_target = matches!(
             action,
@@ -92,7 +128,7 @@ impl RelabelConfig {
                 | Action::DropEqual
         );
         if needs_target && target_label.is_empty() {
-            return Err(format!("target_label: required for action {action:?}"));
+            return Err(RuleError::TargetRequired(action));
         }
         if matches!(
             action,
@@ -103,27 +139,23 @@ impl RelabelConfig {
                 | Action::DropEqual
         ) && !is_label_name(&target_label)
         {
-            return Err(format!(
-                "target_label: {target_label:?} is not a valid label name"
-            ));
+            return Err(RuleError::TargetName(target_label));
         }
         if action == Action::Replace && !target_label.contains('$') && !is_label_name(&target_label)
         {
-            return Err(format!(
-                "target_label: {target_label:?} is not a valid label name"
-            ));
+            return Err(RuleError::TargetName(target_label));
         }
         let modulus = self.modulus.unwrap_or(0);
         if action == Action::HashMod && modulus == 0 {
-            return Err("modulus: required and non-zero for action hashmod".into());
+            return Err(RuleError::Modulus);
         }
         if matches!(action, Action::LabelDrop | Action::LabelKeep)
             && (!self.source_labels.is_empty() || self.target_label.is_some())
         {
-            return Err("source_labels: not allowed with labeldrop/labelkeep".into());
+            return Err(RuleError::SourceLabels);
         }
         if matches!(action, Action::KeepEqual | Action::DropEqual) && self.regex.is_some() {
-            return Err("regex: not allowed with keepequal/dropequal".into());
+            return Err(RuleError::RegexNotAllowed);
         }
         Ok(Rule {
             source_labels: self.source_labels.clone(),
@@ -211,10 +243,16 @@ impl Rule {
 }
 
 /// Compiles a list of rules, prefixing errors with `field[index]`.
-pub fn compile_all(field: &str, cfgs: &[RelabelConfig]) -> Result<Vec<Rule>, String> {
+pub fn compile_all(field: &str, cfgs: &[RelabelConfig]) -> Result<Vec<Rule>, RulesError> {
     cfgs.iter()
         .enumerate()
-        .map(|(i, c)| c.compile().map_err(|e| format!("{field}[{i}].{e}")))
+        .map(|(index, c)| {
+            c.compile().map_err(|source| RulesError {
+                field: field.to_string(),
+                index,
+                source,
+            })
+        })
         .collect()
 }
 
@@ -305,18 +343,21 @@ mod tests {
         assert!(
             c.compile()
                 .expect_err("must be rejected")
+                .to_string()
                 .starts_with("modulus")
         );
         let c: RelabelConfig = serde_norway::from_str("action: frobnicate").expect("yaml");
         assert!(
             c.compile()
                 .expect_err("must be rejected")
+                .to_string()
                 .starts_with("action")
         );
         let c: RelabelConfig = serde_norway::from_str("regex: '('\ntarget_label: x").expect("yaml");
         assert!(
             c.compile()
                 .expect_err("must be rejected")
+                .to_string()
                 .starts_with("regex")
         );
     }

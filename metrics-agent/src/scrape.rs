@@ -90,67 +90,143 @@ impl From<&ScrapeJob> for JobSettings {
     }
 }
 
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("reading body: {0}")]
+    Read(#[source] reqwest::Error),
+    #[error("body size limit exceeded ({0} bytes)")]
+    Limit(u64),
+    #[error("gzip: {0}")]
+    Gzip(#[source] Box<BodyError>),
+}
+
+/// Why a scrape failed (the text is logged and is the target's last error).
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("target_limit exceeded (job has more than {0} targets)")]
+    TargetLimit(usize),
+    #[error("GET {url}: {source}")]
+    Credentials {
+        url: String,
+        #[source]
+        source: crate::config::SecretError,
+    },
+    #[error("GET {url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("GET {url}: server returned HTTP status {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("GET {url}: {source}")]
+    Body {
+        url: String,
+        #[source]
+        source: BodyError,
+    },
+    #[error("collector timed out")]
+    CollectorTimeout,
+    #[error("{0}")]
+    Collector(#[from] crate::collectors::ecs::EcsError),
+    #[error("body is not UTF-8")]
+    NotUtf8,
+    #[error("{0}")]
+    Parse(#[from] parser::ParseError),
+    #[error("{0}")]
+    Series(#[from] parser::SeriesError),
+    #[error("label_limit exceeded (metric: {metric}, number of labels: {count}, limit: {limit})")]
+    LabelLimit {
+        metric: String,
+        count: usize,
+        limit: usize,
+    },
+    #[error(
+        "label_name_length_limit exceeded (metric: {metric}, label name: {name}, length: {length}, limit: {limit})"
+    )]
+    LabelNameLength {
+        metric: String,
+        name: String,
+        length: usize,
+        limit: usize,
+    },
+    #[error(
+        "label_value_length_limit exceeded (metric: {metric}, label name: {name}, value: {value:.50}, length: {length}, limit: {limit})"
+    )]
+    LabelValueLength {
+        metric: String,
+        name: String,
+        value: String,
+        length: usize,
+        limit: usize,
+    },
+    #[error("sample_limit exceeded ({samples} samples, limit {limit})")]
+    SampleLimit { samples: usize, limit: usize },
+}
+
 /// Reads at most `limit` bytes from `r`; more is an error.
-fn read_limited(r: impl Read, limit: u64, out: &mut Vec<u8>) -> Result<(), String> {
-    r.take(limit + 1)
-        .read_to_end(out)
-        .map_err(|e| e.to_string())?;
+fn read_limited(r: impl Read, limit: u64, out: &mut Vec<u8>) -> Result<(), BodyError> {
+    r.take(limit + 1).read_to_end(out)?;
     if out.len() as u64 > limit {
-        return Err(format!("body size limit exceeded ({limit} bytes)"));
+        return Err(BodyError::Limit(limit));
     }
     Ok(())
 }
 
 /// Reads a response body of at most `limit` bytes, stopping as soon as it is over.
-async fn read_body(resp: &mut reqwest::Response, limit: u64) -> Result<bytes::Bytes, String> {
+async fn read_body(resp: &mut reqwest::Response, limit: u64) -> Result<bytes::Bytes, BodyError> {
     let mut buf = bytes::BytesMut::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("reading body: {e}"))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
         buf.extend_from_slice(&chunk);
         if buf.len() as u64 > limit {
-            return Err(format!("body size limit exceeded ({limit} bytes)"));
+            return Err(BodyError::Limit(limit));
         }
     }
     Ok(buf.freeze())
 }
 
 /// Inflates a gzip body, failing once the output is over `limit` bytes.
-fn gunzip(raw: &[u8], limit: u64) -> Result<bytes::Bytes, String> {
+fn gunzip(raw: &[u8], limit: u64) -> Result<bytes::Bytes, BodyError> {
     let mut out = Vec::with_capacity((raw.len() * 4).min(limit as usize));
     read_limited(flate2::read::GzDecoder::new(raw), limit, &mut out)
-        .map_err(|e| format!("gzip: {e}"))?;
+        .map_err(|e| BodyError::Gzip(Box::new(e)))?;
     Ok(bytes::Bytes::from(out))
 }
 
 /// Prometheus' label limits on one series after metric relabeling.
-fn check_label_limits(l: &Labels, limits: &Limits) -> Result<(), String> {
+fn check_label_limits(l: &Labels, limits: &Limits) -> Result<(), ScrapeError> {
     let name = l.get("__name__").unwrap_or("");
     let short: String = name.chars().take(50).collect();
     if limits.label > 0 && l.len() > limits.label {
-        return Err(format!(
-            "label_limit exceeded (metric: {short}, number of labels: {}, limit: {})",
-            l.len(),
-            limits.label
-        ));
+        return Err(ScrapeError::LabelLimit {
+            metric: short,
+            count: l.len(),
+            limit: limits.label,
+        });
     }
     for (n, v) in l.iter() {
         if limits.label_name_length > 0 && n.len() > limits.label_name_length {
-            return Err(format!(
-                "label_name_length_limit exceeded (metric: {short}, label name: {n}, length: {}, limit: {})",
-                n.len(),
-                limits.label_name_length
-            ));
+            return Err(ScrapeError::LabelNameLength {
+                metric: short,
+                name: n.to_string(),
+                length: n.len(),
+                limit: limits.label_name_length,
+            });
         }
         if limits.label_value_length > 0 && v.len() > limits.label_value_length {
-            return Err(format!(
-                "label_value_length_limit exceeded (metric: {short}, label name: {n}, value: {:.50}, length: {}, limit: {})",
-                v,
-                v.len(),
-                limits.label_value_length
-            ));
+            return Err(ScrapeError::LabelValueLength {
+                metric: short,
+                name: n.to_string(),
+                value: v.to_string(),
+                length: v.len(),
+                limit: limits.label_value_length,
+            });
         }
     }
     Ok(())
@@ -325,14 +401,11 @@ impl ScrapeLoop {
         }
     }
 
-    async fn fetch(&mut self) -> Result<Fetched, String> {
+    async fn fetch(&mut self) -> Result<Fetched, ScrapeError> {
         let job = &self.target.job;
         let timeout = job.timeout;
         if job.over_target_limit.load(Ordering::Relaxed) {
-            return Err(format!(
-                "target_limit exceeded (job has more than {} targets)",
-                job.limits.target
-            ));
+            return Err(ScrapeError::TargetLimit(job.limits.target));
         }
         match &mut self.target.source {
             Source::Http { url, client } => {
@@ -357,13 +430,22 @@ impl ScrapeLoop {
                         format!("{}", timeout.as_secs_f64()),
                     );
                 if let Some(auth) = &job.auth {
-                    req = auth.apply(req).map_err(|e| format!("GET {url}: {e}"))?;
+                    req = auth.apply(req).map_err(|source| ScrapeError::Credentials {
+                        url: url.clone(),
+                        source,
+                    })?;
                 }
                 let limit = job.body_cap();
-                let mut resp = req.send().await.map_err(|e| format!("GET {url}: {e}"))?;
+                let mut resp = req.send().await.map_err(|source| ScrapeError::Request {
+                    url: url.clone(),
+                    source,
+                })?;
                 let status = resp.status();
                 if !status.is_success() {
-                    return Err(format!("GET {url}: server returned HTTP status {status}"));
+                    return Err(ScrapeError::Status {
+                        url: url.clone(),
+                        status,
+                    });
                 }
                 let headers = resp.headers().clone();
                 let gz = headers
@@ -377,11 +459,13 @@ impl ScrapeLoop {
                 } else {
                     limit
                 };
-                let raw = read_body(&mut resp, raw_limit)
-                    .await
-                    .map_err(|e| format!("GET {url}: {e}"))?;
+                let body_err = |source| ScrapeError::Body {
+                    url: url.clone(),
+                    source,
+                };
+                let raw = read_body(&mut resp, raw_limit).await.map_err(body_err)?;
                 let body = if gz {
-                    gunzip(&raw, limit).map_err(|e| format!("GET {url}: {e}"))?
+                    gunzip(&raw, limit).map_err(body_err)?
                 } else {
                     raw
                 };
@@ -393,8 +477,7 @@ impl ScrapeLoop {
             Source::Collector(c) => {
                 let body = tokio::time::timeout(timeout, c.collect())
                     .await
-                    .map_err(|_| "collector timed out".to_string())?
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|_| ScrapeError::CollectorTimeout)??;
                 Ok(Fetched {
                     body: bytes::Bytes::from(body),
                     format: Format::Text,
@@ -404,7 +487,7 @@ impl ScrapeLoop {
     }
 
     /// Processes a scraped series on a cache miss.
-    fn build_series(&self, raw: &str) -> Result<Option<Arc<SeriesRef>>, String> {
+    fn build_series(&self, raw: &str) -> Result<Option<Arc<SeriesRef>>, ScrapeError> {
         let (name, pairs) = parser::parse_series(raw)?;
         let job = &self.target.job;
         let mut l = merge_labels(&self.target.labels, pairs, job.honor_labels);
@@ -433,8 +516,8 @@ impl ScrapeLoop {
         self.generation += 1;
         let generation = self.generation;
         let result = fetched.and_then(|f| {
-            let body = std::str::from_utf8(&f.body).map_err(|_| "body is not UTF-8".to_string())?;
-            let samples = parser::parse(body, f.format).map_err(|e| e.to_string())?;
+            let body = std::str::from_utf8(&f.body).map_err(|_| ScrapeError::NotUtf8)?;
+            let samples = parser::parse(body, f.format)?;
             scraped = samples.len();
             let honor_ts = self.target.job.honor_timestamps;
             let mut seen = 0usize;
@@ -482,10 +565,10 @@ impl ScrapeLoop {
             }
             let limit = self.target.job.limits.sample;
             if limit > 0 && points.len() > limit {
-                return Err(format!(
-                    "sample_limit exceeded ({} samples, limit {limit})",
-                    points.len()
-                ));
+                return Err(ScrapeError::SampleLimit {
+                    samples: points.len(),
+                    limit,
+                });
             }
             Ok(())
         });
@@ -498,9 +581,10 @@ impl ScrapeLoop {
                 1.0
             }
             Err(e) => {
+                let e = e.to_string();
                 if self.last_error.as_deref() != Some(e.as_str()) {
                     tracing::warn!(job = %job, target = %self.target.labels, "scrape failed: {e}");
-                    self.last_error = Some(e.clone());
+                    self.last_error = Some(e);
                 }
                 self.metrics
                     .scrape_failures

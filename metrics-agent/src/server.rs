@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// A reload asked for over HTTP; the answer is a summary or the error.
-pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+pub type ReloadRequest = oneshot::Sender<Result<String, crate::agent::ReloadError>>;
 
 fn respond(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));

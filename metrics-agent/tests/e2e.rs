@@ -80,24 +80,8 @@ fn ships_scraped_collected_and_synthetic_series_with_labels() {
     let text = Target::start(Flavor::TextGzip);
     let om = Target::start(Flavor::OpenMetrics);
     let ecs = EcsFixture::start();
-    let redis_port = free_port();
-    let _redis = ChildGuard(
-        std::process::Command::new(find_on_path("redis-server"))
-            .args([
-                "--port",
-                &redis_port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server"),
-    );
+    let redis = test_support::redis::start_redis();
+    let redis_port = redis.port;
     // Prometheus' own /metrics is a real exporter; relabel and metric_relabel act on it.
     let prom_job = format!(
         "  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n    relabel_configs:\n      - {{source_labels: [__address__], regex: '(.*):.*', target_label: host}}\n    metric_relabel_configs:\n      - {{source_labels: [__name__], regex: 'prometheus_build_info|prometheus_ready', action: keep}}\n",
@@ -248,6 +232,7 @@ fn ships_scraped_collected_and_synthetic_series_with_labels() {
     );
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[test]
 fn receiver_outage_leaves_no_gap() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -292,6 +277,7 @@ fn receiver_outage_leaves_no_gap() {
     );
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[test]
 fn agent_sigkill_during_outage_loses_nothing() {
     let dir = tempfile::tempdir().expect("tmp");

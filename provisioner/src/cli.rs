@@ -350,6 +350,7 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
+// dup: alike in shape only (other types and fields); kept apart on purpose.
 async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
     let started = Instant::now();
     match &cli.command {

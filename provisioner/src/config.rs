@@ -158,6 +158,7 @@ pub struct Alarms {
     pub pagerduty_key_secret: String,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grafana {

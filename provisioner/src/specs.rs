@@ -33,6 +33,7 @@ pub struct ElasticIpSpec {
     pub domain: String,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NatGatewaySpec {
     pub subnet_id: String,
@@ -81,6 +82,7 @@ pub struct SecurityGroupSpec {
     pub description: String,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 /// One rule of a security group, normalised. `peer` is either a CIDR block or
 /// a security group id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

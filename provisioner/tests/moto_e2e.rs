@@ -160,6 +160,7 @@ fn plan_on_an_empty_account_lists_everything() {
     assert!(bad.stderr.contains("bogus"), "{}", bad.stderr);
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[test]
 fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     let scratch = Scratch::new("lifecycle");

@@ -40,23 +40,34 @@ pub async fn run(registry: TargetRegistry, interval: Duration) {
     }
 }
 
-async fn lookup(name: &str) -> Result<Vec<SocketAddr>, String> {
+/// Why an upstream name did not resolve.
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
+    #[error("no address")]
+    NoAddress,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out after {}s", LOOKUP_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+async fn lookup(name: &str) -> Result<Vec<SocketAddr>, LookupError> {
     match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host(name)).await {
         Ok(Ok(addrs)) => {
             let v: Vec<SocketAddr> = addrs.collect();
             if v.is_empty() {
-                Err("no address".to_string())
+                Err(LookupError::NoAddress)
             } else {
                 Ok(v)
             }
         }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("timed out after {}s", LOOKUP_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(LookupError::Timeout),
     }
 }
 
 /// Records one resolution's result on the target.
-fn apply(t: &TargetState, found: Result<Vec<SocketAddr>, String>) {
+fn apply(t: &TargetState, found: Result<Vec<SocketAddr>, LookupError>) {
     match found {
         Ok(addrs) => {
             if t.resolve_failing.swap(false, Ordering::Relaxed) {
@@ -92,7 +103,7 @@ mod tests {
         // Both addresses are used in turn.
         let picks: std::collections::HashSet<_> = (0..4).filter_map(|_| t.addr()).collect();
         assert_eq!(picks.len(), 2);
-        apply(&t, Err("no such host".into()));
+        apply(&t, Err(LookupError::NoAddress));
         assert!(t.resolve_failing.load(Ordering::Relaxed));
         assert_eq!(t.addrs().as_ref(), &[a, b]);
         apply(&t, Ok(vec![b]));

@@ -3,9 +3,9 @@
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
-use super::locate::LazyIndex;
 use super::model::*;
 use super::*;
+use yaml_locate::LazyIndex;
 
 /// Joins a base path with a path reported by serde_path_to_error.
 pub(super) fn join_path(base: &str, inner: &str) -> String {

@@ -8,7 +8,6 @@ pub use catalog::{Catalog, CredentialKind, ParsedPlugin, PluginCatalog, SpecErro
 mod entities;
 pub use entities::{split_host_port, stable_id};
 mod env;
-mod locate;
 mod loose;
 pub mod model;
 
@@ -19,8 +18,8 @@ use std::path::Path;
 use serde_norway::Value;
 
 use build::Builder;
-use locate::LazyIndex;
 use model::*;
+use yaml_locate::LazyIndex;
 
 /// One problem in a configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +172,7 @@ pub struct ConsumerGroupDef {
     pub id: Option<String>,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 /// A loaded, cross-checked configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Declarative {

@@ -185,6 +185,7 @@ impl EntityRef {
     }
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
@@ -399,6 +400,7 @@ pub struct Consumer {
     pub groups: Vec<EntityRef>,
 }
 
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerGroup {
@@ -462,6 +464,7 @@ fn default_timeout_ms() -> u64 {
 fn default_protocols() -> Vec<String> {
     vec!["http".into(), "https".into()]
 }
+// dup: typed structs of the original schema: alike in shape, each its own fields.
 fn default_path_handling() -> String {
     "v0".into()
 }

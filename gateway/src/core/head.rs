@@ -83,6 +83,7 @@ impl RequestHeader {
         }
     }
 
+    // dup: both head types offer these methods; the logic is in `insert`/`append`.
     /// Replaces every value of `name` with `value`.
     pub fn insert_header<N: IntoHeaderName, V: TryInto<HeaderValue>>(
         &mut self,
@@ -144,6 +145,7 @@ impl ResponseHeader {
         Ok(())
     }
 
+    // dup: both head types offer these methods; the logic is in `insert`/`append`.
     pub fn insert_header<N: IntoHeaderName, V: TryInto<HeaderValue>>(
         &mut self,
         name: N,

@@ -9,14 +9,53 @@ use async_trait::async_trait;
 use super::respond::LocalResponse;
 use super::state::RequestState;
 use super::{RequestHeader, ResponseHeader, Session};
-use crate::config::{Declarative, PluginDef, PluginScope};
+use crate::config::{Declarative, PluginDef, PluginScope, SpecError};
 
 /// A request's plugin instances in the order they run.
 pub type Chain = Arc<[Arc<dyn Plugin>]>;
 
+/// Why a plugin instance could not be built from its (checked) configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A credential entity the plugin reads is invalid.
+    #[error("{path}: {source}")]
+    Credential {
+        path: String,
+        #[source]
+        source: SpecError,
+    },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// Configured where Kong's schema does not allow it (the whole message).
+    #[error("{0}")]
+    Scope(&'static str),
+    /// A value that only fails when the instance is built (a header, a URL, a method).
+    #[error("{0}")]
+    Invalid(String),
+    /// A client the plugin needs could not be created.
+    #[error("{what}: {source}")]
+    Client {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A plugin's own error type.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+    #[error("{path}: plugin `{name}` was not parsed by this gateway")]
+    NotParsed { path: String, name: String },
+}
+
+impl BuildError {
+    pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> BuildError {
+        BuildError::Other(Box::new(e))
+    }
+}
+
 /// Builds running plugin instances from parsed configurations.
 pub trait PluginFactory: Sync {
-    fn build(&self, def: &PluginDef, ctx: &BuildContext<'_>) -> Result<Arc<dyn Plugin>, String>;
+    fn build(&self, def: &PluginDef, ctx: &BuildContext<'_>)
+    -> Result<Arc<dyn Plugin>, BuildError>;
     /// Whether target health is exported (a prometheus plugin asks for it).
     fn health_metrics(&self, decl: &Declarative) -> bool;
 }
@@ -41,10 +80,10 @@ pub struct BuildCache {
 }
 
 impl BuildCache {
-    pub fn get_or_try_init<T, F>(&self, init: F) -> Result<T, String>
+    pub fn get_or_try_init<T, F>(&self, init: F) -> Result<T, BuildError>
     where
         T: Clone + Send + Sync + 'static,
-        F: FnOnce() -> Result<T, String>,
+        F: FnOnce() -> Result<T, BuildError>,
     {
         if let Some(v) = self.map.lock().ok().and_then(|m| m.get::<T>().cloned()) {
             return Ok(v);

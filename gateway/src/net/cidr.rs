@@ -21,16 +21,19 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An address or CIDR block that does not parse (Kong's message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid ip or cidr range: '{0}'")]
+pub struct CidrError(pub String);
+
 impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, String> {
+    pub fn parse(s: &str) -> Result<Cidr, CidrError> {
         let s = s.trim();
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("invalid ip or cidr range: '{s}'"))?;
+        let ip: IpAddr = addr.parse().map_err(|_| CidrError(s.to_string()))?;
         let ip = canonical(ip);
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
@@ -38,7 +41,7 @@ impl Cidr {
                 .parse::<u8>()
                 .ok()
                 .filter(|p| *p <= max)
-                .ok_or_else(|| format!("invalid ip or cidr range: '{s}'"))?,
+                .ok_or_else(|| CidrError(s.to_string()))?,
             None => max,
         };
         Ok(Cidr { net: ip, prefix })

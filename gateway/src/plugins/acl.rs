@@ -7,7 +7,7 @@ use crate::core::Session;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{BuildContext, Flow, Plugin, SpecError};
+use super::{BuildContext, BuildError, Flow, Plugin, SpecError};
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
 
@@ -65,12 +65,15 @@ struct AclsOnly(Arc<HashMap<usize, Vec<String>>>);
 struct WithGroups(Arc<HashMap<usize, Vec<String>>>);
 
 impl Acl {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<Acl, String> {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<Acl, BuildError> {
         let include = cfg.include_consumer_groups;
-        let build = || -> Result<Arc<HashMap<usize, Vec<String>>>, String> {
+        let build = || -> Result<Arc<HashMap<usize, Vec<String>>>, BuildError> {
             let mut groups: HashMap<usize, Vec<String>> = HashMap::new();
             for c in &ctx.decl.acls {
-                let a = check_acl(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
+                let a = check_acl(&c.value).map_err(|source| BuildError::Credential {
+                    path: c.path.clone(),
+                    source,
+                })?;
                 groups.entry(c.consumer).or_default().push(a.group);
             }
             if include {
@@ -96,6 +99,7 @@ impl Acl {
 
 #[async_trait]
 impl Plugin for Acl {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "acl"
     }

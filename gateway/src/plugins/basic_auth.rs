@@ -18,7 +18,7 @@ use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
 use super::auth::{self, set_consumer};
-use super::{BuildContext, Flow, Plugin, SpecError};
+use super::{BuildContext, BuildError, Flow, Plugin, SpecError};
 use crate::core::Session;
 use crate::core::state::RequestState;
 
@@ -36,6 +36,7 @@ fn default_realm() -> String {
     "service".into()
 }
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 /// A `basicauth_credentials` entry (no `Debug`: it holds a password or its hash).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,11 +103,14 @@ struct Credential {
 struct CredentialTable(Arc<HashMap<Box<[u8]>, Credential>>);
 
 impl CredentialTable {
-    fn build(ctx: &BuildContext<'_>) -> Result<CredentialTable, String> {
+    fn build(ctx: &BuildContext<'_>) -> Result<CredentialTable, BuildError> {
         let decl = ctx.decl;
         let mut map = HashMap::with_capacity(decl.basicauth_credentials.len());
         for c in &decl.basicauth_credentials {
-            let def = check_credential(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
+            let def = check_credential(&c.value).map_err(|source| BuildError::Credential {
+                path: c.path.clone(),
+                source,
+            })?;
             let username = def.username.unwrap_or_default();
             // Hashed when the configuration was loaded (`hash_stored_password`), or a
             // stored hash already (`_transform: false`).
@@ -147,6 +151,7 @@ pub fn parse_basic(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((m.get(1)?.as_bytes().to_vec(), m.get(2)?.as_bytes().to_vec()))
 }
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 pub struct BasicAuth {
     cfg: Config,
     table: CredentialTable,
@@ -155,9 +160,11 @@ pub struct BasicAuth {
 }
 
 impl BasicAuth {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<BasicAuth, String> {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<BasicAuth, BuildError> {
         if ctx.scope.consumer.is_some() {
-            return Err("basic-auth cannot be configured on a consumer".into());
+            return Err(BuildError::Scope(
+                "basic-auth cannot be configured on a consumer",
+            ));
         }
         let table = ctx.cache.get_or_try_init(|| CredentialTable::build(ctx))?;
         let anonymous = auth::anonymous(ctx.decl, cfg.anonymous.as_deref());
@@ -223,6 +230,7 @@ impl BasicAuth {
 
 #[async_trait]
 impl Plugin for BasicAuth {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "basic-auth"
     }

@@ -17,7 +17,7 @@ use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
 use super::lru::Lru;
-use super::{BuildContext, Flow, Plugin, SpecError};
+use super::{BuildContext, BuildError, Flow, Plugin, SpecError};
 use crate::core::Session;
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
@@ -128,20 +128,19 @@ pub struct BotDetection {
 }
 
 impl BotDetection {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<BotDetection, String> {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<BotDetection, BuildError> {
         if ctx.scope.consumer.is_some() {
             // Kong's schema: `consumer = typedefs.no_consumer`.
-            return Err(
-                "consumer: value must be null (bot-detection cannot be configured on a consumer)"
-                    .into(),
-            );
+            return Err(BuildError::Scope(
+                "consumer: value must be null (bot-detection cannot be configured on a consumer)",
+            ));
         }
         BotDetection::from_config(cfg)
     }
 
-    fn from_config(cfg: Config) -> Result<BotDetection, String> {
-        let allow = compile_list("allow", &cfg.allow).map_err(|e| e.to_string())?;
-        let deny = compile_list("deny", &cfg.deny).map_err(|e| e.to_string())?;
+    fn from_config(cfg: Config) -> Result<BotDetection, BuildError> {
+        let allow = compile_list("allow", &cfg.allow)?;
+        let deny = compile_list("deny", &cfg.deny)?;
         Ok(BotDetection {
             allow,
             deny,
@@ -193,6 +192,7 @@ fn strip(s: &[u8]) -> &[u8] {
 
 #[async_trait]
 impl Plugin for BotDetection {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "bot-detection"
     }

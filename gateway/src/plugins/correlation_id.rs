@@ -83,6 +83,7 @@ impl CorrelationId {
 
 #[async_trait]
 impl Plugin for CorrelationId {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "correlation-id"
     }

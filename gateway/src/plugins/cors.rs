@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::{Flow, Plugin, SpecError};
+use super::{BuildError, Flow, Plugin, SpecError};
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
 
@@ -168,7 +168,7 @@ fn normalize(origin: &str) -> (String, String) {
 }
 
 impl Cors {
-    pub fn new(cfg: Config) -> Result<Cors, String> {
+    pub fn new(cfg: Config) -> Result<Cors, BuildError> {
         let allow_all = cfg.origins.is_empty() || (cfg.origins.len() == 1 && cfg.origins[0] == "*");
         let single = (cfg.origins.len() == 1 && cfg.origins[0] != "*" && is_plain(&cfg.origins[0]))
             .then(|| cfg.origins[0].clone());
@@ -183,7 +183,7 @@ impl Cors {
                 rules.push(OriginRule::Exact { value: full });
             } else {
                 rules.push(OriginRule::Regex {
-                    re: compile_origin(o).map_err(|e| e.to_string())?,
+                    re: compile_origin(o).map_err(BuildError::other)?,
                     with_scheme,
                 });
             }
@@ -250,6 +250,7 @@ impl Cors {
 
 #[async_trait]
 impl Plugin for Cors {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "cors"
     }

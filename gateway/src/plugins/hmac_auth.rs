@@ -22,7 +22,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::auth::{self, set_consumer};
-use super::{BuildContext, Flow, Plugin, SpecError};
+use super::{BuildContext, BuildError, Flow, Plugin, SpecError};
 use crate::core::Session;
 use crate::core::state::RequestState;
 
@@ -70,6 +70,7 @@ impl Config {
     }
 }
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 /// A `hmacauth_credentials` entry (Kong generates a secret nobody knows when it has none).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,10 +103,13 @@ struct Credential {
 struct CredentialTable(Arc<HashMap<Box<[u8]>, Credential>>);
 
 impl CredentialTable {
-    fn build(ctx: &BuildContext<'_>) -> Result<CredentialTable, String> {
+    fn build(ctx: &BuildContext<'_>) -> Result<CredentialTable, BuildError> {
         let mut map = HashMap::with_capacity(ctx.decl.hmacauth_credentials.len());
         for c in &ctx.decl.hmacauth_credentials {
-            let def = check_credential(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
+            let def = check_credential(&c.value).map_err(|source| BuildError::Credential {
+                path: c.path.clone(),
+                source,
+            })?;
             let username = def.username.unwrap_or_default();
             map.insert(
                 username.as_bytes().into(),
@@ -358,6 +362,7 @@ const NO_DATE: &str = "HMAC signature cannot be verified, a valid date or x-date
 /// Why authentication failed: (metric reason, Kong's message).
 type Failure = (&'static str, &'static str);
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 pub struct HmacAuth {
     cfg: Config,
     table: CredentialTable,
@@ -366,9 +371,11 @@ pub struct HmacAuth {
 }
 
 impl HmacAuth {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<HmacAuth, String> {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<HmacAuth, BuildError> {
         if ctx.scope.consumer.is_some() {
-            return Err("hmac-auth cannot be configured on a consumer".into());
+            return Err(BuildError::Scope(
+                "hmac-auth cannot be configured on a consumer",
+            ));
         }
         let table = ctx.cache.get_or_try_init(|| CredentialTable::build(ctx))?;
         let anonymous = auth::anonymous(ctx.decl, cfg.anonymous.as_deref());
@@ -538,6 +545,7 @@ impl HmacAuth {
 
 #[async_trait]
 impl Plugin for HmacAuth {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "hmac-auth"
     }

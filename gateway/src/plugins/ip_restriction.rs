@@ -9,7 +9,7 @@ use crate::core::Session;
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Flow, Plugin, SpecError};
+use super::{BuildError, Flow, Plugin, SpecError};
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
 
@@ -36,7 +36,8 @@ impl Config {
         }
         for (field, list) in [("allow", &self.allow), ("deny", &self.deny)] {
             for (i, c) in list.iter().enumerate() {
-                Cidr::parse(c).map_err(|m| SpecError::at(format!("{field}[{i}]"), m))?;
+                Cidr::parse(c)
+                    .map_err(|m| SpecError::at(format!("{field}[{i}]"), m.to_string()))?;
             }
         }
         if let Some(s) = self.status
@@ -63,11 +64,12 @@ pub struct IpRestriction {
 }
 
 impl IpRestriction {
-    pub fn new(cfg: Config) -> Result<IpRestriction, String> {
+    pub fn new(cfg: Config) -> Result<IpRestriction, BuildError> {
         let parse = |l: &[String]| {
             l.iter()
                 .map(|c| Cidr::parse(c))
                 .collect::<Result<Vec<_>, _>>()
+                .map_err(BuildError::other)
         };
         Ok(IpRestriction {
             allow: parse(&cfg.allow)?,
@@ -84,6 +86,7 @@ impl IpRestriction {
 
 #[async_trait]
 impl Plugin for IpRestriction {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "ip-restriction"
     }

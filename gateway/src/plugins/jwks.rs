@@ -30,17 +30,34 @@ pub struct Jwks {
     pub interval: Duration,
 }
 
+/// Why a key set could not be fetched or used.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("JWKS client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("{0}")]
+    Fetch(#[source] reqwest::Error),
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    #[error("JWKS larger than {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    #[error("invalid JWKS: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("JWKS has no usable keys")]
+    NoKeys,
+}
+
 impl Jwks {
     pub fn new(
         uri: String,
         interval: Duration,
         min_interval: Duration,
-    ) -> Result<Arc<Jwks>, String> {
+    ) -> Result<Arc<Jwks>, JwksError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(2))
             .build()
-            .map_err(|e| format!("JWKS client: {e}"))?;
+            .map_err(JwksError::Client)?;
         Ok(Arc::new(Jwks {
             uri,
             client,
@@ -73,7 +90,7 @@ impl Jwks {
     }
 
     /// Fetches and swaps in the key set. Errors leave the current keys in place.
-    pub async fn refresh(&self) -> Result<usize, String> {
+    pub async fn refresh(&self) -> Result<usize, JwksError> {
         let _guard = self.refresh_lock.lock().await;
         if let Ok(mut t) = self.last_attempt.lock() {
             *t = Some(Instant::now());
@@ -83,9 +100,9 @@ impl Jwks {
             .get(&self.uri)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(JwksError::Fetch)?;
         if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status()));
+            return Err(JwksError::Status(resp.status()));
         }
         // A key set is a few KiB: anything over MAX_JWKS_BYTES is refused, read chunk by
         // chunk so an endless or huge answer never sits in memory.
@@ -93,13 +110,13 @@ impl Jwks {
             .content_length()
             .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
         {
-            return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+            return Err(JwksError::TooLarge);
         }
         let mut resp = resp;
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = resp.chunk().await.map_err(JwksError::Fetch)? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+                return Err(JwksError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }
@@ -129,8 +146,8 @@ impl Jwks {
 /// Parses a JWKS document into its usable keys by `kid` (keys without a `kid`, without a
 /// known algorithm or that cannot be decoded are skipped). An error for invalid JSON or a
 /// set without any usable key.
-pub fn parse_jwks(body: &[u8]) -> Result<HashMap<String, JwkKey>, String> {
-    let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("invalid JWKS: {e}"))?;
+pub fn parse_jwks(body: &[u8]) -> Result<HashMap<String, JwkKey>, JwksError> {
+    let set: JwkSet = serde_json::from_slice(body).map_err(JwksError::Json)?;
     let mut keys = HashMap::new();
     for jwk in &set.keys {
         let Some(kid) = jwk.common.key_id.clone() else {
@@ -153,7 +170,7 @@ pub fn parse_jwks(body: &[u8]) -> Result<HashMap<String, JwkKey>, String> {
         }
     }
     if keys.is_empty() {
-        return Err("JWKS has no usable keys".into());
+        return Err(JwksError::NoKeys);
     }
     Ok(keys)
 }

@@ -20,7 +20,7 @@ use serde_json::{Map, Value as Json};
 
 use super::auth::{self, set_consumer};
 use super::jwks::Jwks;
-use super::{BuildContext, Flow, Plugin, SpecError};
+use super::{BuildContext, BuildError, Flow, Plugin, SpecError};
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
 
@@ -347,6 +347,11 @@ pub struct Jwt {
 }
 
 /// Why authentication failed; `reason` labels the failure metric.
+/// A token `verify_offline` rejects: the JSON body Kong would answer with.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub Json);
+
 struct Failure {
     reason: &'static str,
     body: Json,
@@ -369,13 +374,18 @@ struct CredsPlain(Arc<HashMap<String, Cred>>);
 struct CredsB64(Arc<HashMap<String, Cred>>);
 
 impl Jwt {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<Jwt, String> {
-        let build = || -> Result<Arc<HashMap<String, Cred>>, String> {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<Jwt, BuildError> {
+        let build = || -> Result<Arc<HashMap<String, Cred>>, BuildError> {
             let mut creds = HashMap::with_capacity(ctx.decl.jwt_secrets.len());
             for c in &ctx.decl.jwt_secrets {
-                let s = check_secret(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
-                let alg =
-                    parse_alg(&s.algorithm).ok_or_else(|| format!("{}: bad algorithm", c.path))?;
+                let s = check_secret(&c.value).map_err(|source| BuildError::Credential {
+                    path: c.path.clone(),
+                    source,
+                })?;
+                let alg = parse_alg(&s.algorithm).ok_or_else(|| BuildError::Credential {
+                    path: c.path.clone(),
+                    source: SpecError::at("algorithm", "bad algorithm"),
+                })?;
                 let key = if is_hmac(alg) {
                     let raw = s.secret.clone().unwrap_or_default();
                     if cfg.secret_is_base64 {
@@ -412,7 +422,8 @@ impl Jwt {
                     u.clone(),
                     Duration::from_secs(cfg.jwks_refresh_interval),
                     Duration::from_secs(cfg.jwks_min_refresh_interval),
-                )?;
+                )
+                .map_err(BuildError::other)?;
                 if let Some(rt) = ctx.bg {
                     j.spawn_refresher(rt);
                 }
@@ -613,8 +624,8 @@ impl Jwt {
 
     /// The whole offline check of one token (parse, credential, signature, claims), as a
     /// request runs it; used by the micro-benchmark.
-    pub fn verify_offline(&self, token: &str) -> Result<(), String> {
-        let p = parse_token(token).map_err(|f| f.body.to_string())?;
+    pub fn verify_offline(&self, token: &str) -> Result<(), Rejected> {
+        let p = parse_token(token).map_err(|f| Rejected(f.body))?;
         let kc = &self.cfg.key_claim_name;
         let kv = p
             .claims
@@ -623,8 +634,8 @@ impl Jwt {
             .and_then(Json::as_str)
             .map(str::to_string);
         self.verify_with_credential(&p, kv)
-            .map_err(|f| f.body.to_string())?;
-        self.check_claims(&p.claims).map_err(|f| f.body.to_string())
+            .map_err(|f| Rejected(f.body))?;
+        self.check_claims(&p.claims).map_err(|f| Rejected(f.body))
     }
 
     fn check_claims(&self, claims: &Map<String, Json>) -> Result<(), Failure> {

@@ -10,7 +10,7 @@ use http::HeaderName;
 use serde::Deserialize;
 
 use super::auth::{self, set_consumer};
-use super::{BuildContext, Flow, Plugin, SpecError};
+use super::{BuildContext, BuildError, Flow, Plugin, SpecError};
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
 
@@ -60,6 +60,7 @@ impl Config {
     }
 }
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 /// A `keyauth_credentials` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,11 +100,14 @@ pub struct KeyAuth {
 struct KeyTable(Arc<HashMap<String, (usize, String)>>);
 
 impl KeyAuth {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<KeyAuth, String> {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<KeyAuth, BuildError> {
         let keys = ctx.cache.get_or_try_init(|| {
             let mut keys = HashMap::with_capacity(ctx.decl.keyauth_credentials.len());
             for c in &ctx.decl.keyauth_credentials {
-                let k = check_key(&c.value).map_err(|e| format!("{}: {e}", c.path))?;
+                let k = check_key(&c.value).map_err(|source| BuildError::Credential {
+                    path: c.path.clone(),
+                    source,
+                })?;
                 // Kong's generated key: no request can present it.
                 let Some(key) = k.key else {
                     continue;

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use sha2::Digest;
 
 use super::auth::{self, set_consumer};
-use super::{BuildContext, Flow, Plugin, SpecError};
+use super::{BuildContext, BuildError, Flow, Plugin, SpecError};
 use crate::core::Session;
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
@@ -164,9 +164,11 @@ fn split_credentials(decoded: &[u8]) -> Option<Credentials> {
 }
 
 impl LdapAuth {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<LdapAuth, String> {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<LdapAuth, BuildError> {
         if ctx.scope.consumer.is_some() {
-            return Err("ldap-auth cannot be configured on a consumer".into());
+            return Err(BuildError::Scope(
+                "ldap-auth cannot be configured on a consumer",
+            ));
         }
         let anonymous = auth::anonymous(ctx.decl, cfg.anonymous.as_deref());
         // Kong upper-cases the default scheme only (backwards compatibility).
@@ -298,6 +300,7 @@ impl LdapAuth {
 
 #[async_trait]
 impl Plugin for LdapAuth {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "ldap-auth"
     }

@@ -160,11 +160,14 @@ pub fn legacy_warnings(
     out
 }
 
+/// Why a batch was not delivered: each sender's own error type (logged, then retried).
+pub type DeliveryError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Sends one batch; an error is retried until `max_retry_time` has passed. Errors must
 /// not carry secrets (they are logged).
 #[async_trait]
 pub trait Deliver<T: Send + Sync + 'static>: Send + Sync + 'static {
-    async fn deliver(&self, batch: &[T]) -> Result<(), String>;
+    async fn deliver(&self, batch: &[T]) -> Result<(), DeliveryError>;
 }
 
 struct State<T> {
@@ -365,7 +368,7 @@ mod tests {
 
     #[async_trait]
     impl Deliver<u32> for Collect {
-        async fn deliver(&self, batch: &[u32]) -> Result<(), String> {
+        async fn deliver(&self, batch: &[u32]) -> Result<(), DeliveryError> {
             if let Ok(mut v) = self.0.lock() {
                 v.push(batch.to_vec());
             }

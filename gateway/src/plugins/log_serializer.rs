@@ -33,7 +33,7 @@ pub const DEFAULT_WORKSPACE_ID: &str = "00000000-0000-4000-8000-000000000000";
 
 impl Entities {
     /// The entities of the configuration being built, shared by every log plugin.
-    pub fn shared(ctx: &BuildContext<'_>) -> Result<Arc<Entities>, String> {
+    pub fn shared(ctx: &BuildContext<'_>) -> Result<Arc<Entities>, super::BuildError> {
         ctx.cache
             .get_or_try_init(|| Ok(Arc::new(Entities::new(ctx.decl))))
     }

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 pub use crate::config::SpecError;
-pub use crate::core::plugin::{BuildContext, Flow, Plugin, PluginFactory};
+pub use crate::core::plugin::{BuildContext, BuildError, Flow, Plugin, PluginFactory};
 
 /// Parses a plugin's `config` into its typed form, with the failing field's path.
 pub fn parse_config<T: DeserializeOwned>(v: &serde_norway::Value) -> Result<T, SpecError> {
@@ -98,6 +98,7 @@ pub enum PluginSpec {
 }
 
 impl PluginSpec {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     pub fn parse(name: &str, config: &serde_norway::Value) -> Result<PluginSpec, SpecError> {
         Ok(match name {
             "correlation-id" => PluginSpec::CorrelationId(parse_config(config)?),
@@ -203,7 +204,7 @@ impl PluginSpec {
     }
 
     /// Builds the running instance. Expensive work (regexes, keys) happens here, once.
-    pub fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Plugin>, String> {
+    pub fn build(&self, ctx: &BuildContext<'_>) -> Result<Arc<dyn Plugin>, BuildError> {
         Ok(match self {
             PluginSpec::CorrelationId(c) => Arc::new(correlation_id::CorrelationId::new(c.clone())),
             PluginSpec::Cors(c) => Arc::new(cors::Cors::new(c.clone())?),
@@ -308,12 +309,12 @@ impl PluginFactory for Registry {
         &self,
         def: &crate::config::PluginDef,
         ctx: &BuildContext<'_>,
-    ) -> Result<Arc<dyn Plugin>, String> {
+    ) -> Result<Arc<dyn Plugin>, BuildError> {
         let Some(spec) = def.spec.downcast_ref::<PluginSpec>() else {
-            return Err(format!(
-                "{}: plugin `{}` was not parsed by this gateway",
-                def.path, def.name
-            ));
+            return Err(BuildError::NotParsed {
+                path: def.path.clone(),
+                name: def.name.clone(),
+            });
         };
         spec.build(ctx)
     }
@@ -332,5 +333,30 @@ pub fn load_options(ignore_plugins: Vec<String>) -> crate::config::LoadOptions {
         catalog: crate::config::Catalog(Arc::new(Registry)),
         refuse_env: false,
         strict: false,
+    }
+}
+
+/// Config parsing for the plugins' unit tests.
+#[cfg(test)]
+pub(crate) mod test_config {
+    use super::{SpecError, parse_config};
+    use serde::de::DeserializeOwned;
+
+    /// Parses `yaml` as a plugin's config and checks it with `validate`.
+    pub fn parse<C: DeserializeOwned>(
+        yaml: &str,
+        validate: fn(&C) -> Result<(), SpecError>,
+    ) -> Result<C, SpecError> {
+        let c: C = parse_config(&serde_norway::from_str(yaml).expect("test value"))?;
+        validate(&c)?;
+        Ok(c)
+    }
+
+    /// The field path of the error `r` must be.
+    pub fn err_path<C: std::fmt::Debug>(r: Result<C, SpecError>) -> String {
+        match r {
+            Err(SpecError::Invalid { path, .. }) => path,
+            other => panic!("expected an error, got {other:?}"),
+        }
     }
 }

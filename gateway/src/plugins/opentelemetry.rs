@@ -17,10 +17,11 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use serde::Deserialize;
 
-use super::{BuildContext, Plugin, SpecError};
+use super::{BuildContext, BuildError, Plugin, SpecError};
 use crate::core::state::RequestState;
 use crate::otel_export::{ExportConfig, Pipeline, Protocol};
 
+// dup: alike in shape only (other types and fields); kept apart on purpose.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -53,6 +54,7 @@ pub struct Config {
     pub protocol: String,
 }
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Queue {
@@ -297,7 +299,7 @@ pub struct OpenTelemetry {
 }
 
 impl OpenTelemetry {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<OpenTelemetry, String> {
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<OpenTelemetry, BuildError> {
         let endpoint = cfg
             .traces_endpoint
             .clone()
@@ -505,6 +507,7 @@ impl Plugin for OpenTelemetry {
         }
     }
 
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn log(&self, st: &RequestState, status: u16) {
         let (Some(t), Some(pipeline), Some(start)) = (&st.trace, &self.pipeline, st.start) else {
             return;

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::lru::Lru;
 use super::transform::{ArgValue, decode_args};
-use super::{BuildContext, Flow, Plugin, SpecError};
+use super::{BuildContext, BuildError, Flow, Plugin, SpecError};
 use crate::core::respond::{LocalResponse, SERVER_TOKEN};
 use crate::core::state::RequestState;
 use crate::core::{RequestHeader, ResponseHeader, Session};
@@ -585,8 +585,8 @@ fn now_secs() -> u64 {
 }
 
 impl ProxyCache {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<ProxyCache, String> {
-        cfg.validate().map_err(|e| e.to_string())?;
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<ProxyCache, BuildError> {
+        cfg.validate()?;
         let mut types = Vec::new();
         for t in &cfg.content_type {
             // Kong skips configured types it cannot parse.
@@ -708,6 +708,7 @@ struct KongDebug;
 
 #[async_trait]
 impl Plugin for ProxyCache {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "proxy-cache"
     }

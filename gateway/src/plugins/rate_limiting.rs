@@ -28,7 +28,7 @@ pub use local::LocalStore;
 pub use redis_store::RedisStore;
 use window::{Decision, Limit};
 
-use super::{BuildContext, Flow, Plugin};
+use super::{BuildContext, BuildError, Flow, Plugin};
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
 
@@ -87,14 +87,14 @@ pub(crate) fn scope_ids(ctx: &BuildContext<'_>) -> (String, String) {
 }
 
 impl RateLimiting {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<RateLimiting, String> {
-        let checked = cfg.check().map_err(|e| e.to_string())?;
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<RateLimiting, BuildError> {
+        let checked = cfg.check()?;
         let decl = ctx.decl;
         let (route_id, service_id) = scope_ids(ctx);
         let header = match (cfg.limit_by, &cfg.header_name) {
             (LimitBy::Header, Some(h)) => Some(
                 http::HeaderName::from_bytes(h.as_bytes())
-                    .map_err(|e| format!("header_name: {e}"))?,
+                    .map_err(|e| BuildError::Invalid(format!("header_name: {e}")))?,
             ),
             _ => None,
         };
@@ -241,6 +241,7 @@ fn now_ms() -> u64 {
 
 #[async_trait]
 impl Plugin for RateLimiting {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "rate-limiting"
     }

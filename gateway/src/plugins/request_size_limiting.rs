@@ -74,6 +74,7 @@ impl RequestSizeLimiting {
 
 #[async_trait]
 impl Plugin for RequestSizeLimiting {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "request-size-limiting"
     }

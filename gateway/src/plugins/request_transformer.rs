@@ -6,6 +6,10 @@
 //! Headers are edited on the request itself in the access phase (later plugins see them, as
 //! in Kong). The body is rewritten as a whole once it has been read: the proxy buffers it
 //! (see `Plugin::buffers_request`); a body that is not valid JSON is passed through as is.
+//!
+//! The operations and their order are the shared table in `transform.rs` (multipart bodies
+//! in `transform/multipart.rs`, templates in `transform/template.rs`); this file holds the
+//! config, the request's header target and the phases.
 
 use std::sync::Arc;
 
@@ -17,14 +21,17 @@ use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::transform::multipart::{PartsTarget, boundary, parse_multipart, serialize_multipart};
 use super::transform::{
-    ArgValue, Args, Env, Template, append_arg, check_header_name, check_pair, decode_args,
-    encode_args, split_entry,
+    ArgValue, Args, ArgsTarget, EntryError, Env, KONG_ORDER, MULTIPART_ORDER, Ops, Target,
+    Template, TemplateError, append_arg, check_header_name, check_pair, decode_args, encode_args,
+    json::JsonTarget, names, split_entry,
 };
-use super::{Flow, Plugin, SpecError};
+use super::{BuildError, Flow, Plugin, SpecError};
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
 
+// dup: alike in shape only (other types and fields); kept apart on purpose.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lists {
@@ -68,11 +75,9 @@ pub struct Config {
 const FRAMING: &[&str] = &["content-length", "transfer-encoding"];
 
 impl Config {
-    /// Template expressions Kong evaluates as Lua that the gateway cannot: the file loads
-    /// (as in Kong) and a request that renders one is answered 500, as Kong answers an
-    /// expression that fails.
-    pub fn warnings(&self) -> Vec<(String, String)> {
-        let pairs = [
+    /// The lists of `name:value` entries (every operation but remove), by field path.
+    fn value_lists(&self) -> [(&'static str, &Vec<String>); 12] {
+        [
             ("rename.body", &self.rename.body),
             ("rename.headers", &self.rename.headers),
             ("rename.querystring", &self.rename.querystring),
@@ -85,7 +90,14 @@ impl Config {
             ("append.body", &self.append.body),
             ("append.headers", &self.append.headers),
             ("append.querystring", &self.append.querystring),
-        ];
+        ]
+    }
+
+    /// Template expressions Kong evaluates as Lua that the gateway cannot: the file loads
+    /// (as in Kong) and a request that renders one is answered 500, as Kong answers an
+    /// expression that fails.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        let pairs = self.value_lists();
         let mut out = Vec::new();
         let mut note = |field: String, value: &str| {
             if let Ok(t) = Template::parse(value)
@@ -129,27 +141,14 @@ impl Config {
                 }
                 if field == "remove.headers" {
                     check_header_name(name)
-                        .map_err(|m| SpecError::at(format!("{field}[{i}]"), m))?;
+                        .map_err(|m| SpecError::at(format!("{field}[{i}]"), m.to_string()))?;
                 }
             }
         }
-        let pairs = [
-            ("rename.body", &self.rename.body),
-            ("rename.headers", &self.rename.headers),
-            ("rename.querystring", &self.rename.querystring),
-            ("replace.body", &self.replace.body),
-            ("replace.headers", &self.replace.headers),
-            ("replace.querystring", &self.replace.querystring),
-            ("add.body", &self.add.body),
-            ("add.headers", &self.add.headers),
-            ("add.querystring", &self.add.querystring),
-            ("append.body", &self.append.body),
-            ("append.headers", &self.append.headers),
-            ("append.querystring", &self.append.querystring),
-        ];
+        let pairs = self.value_lists();
         for (field, list) in pairs {
             for (i, e) in list.iter().enumerate() {
-                let at = |m: String| SpecError::at(format!("{field}[{i}]"), m);
+                let at = |m: EntryError| SpecError::at(format!("{field}[{i}]"), m.to_string());
                 let (name, value) = check_pair(e).map_err(at)?;
                 if field.ends_with(".headers") {
                     check_header_name(name).map_err(at)?;
@@ -157,11 +156,11 @@ impl Config {
                         check_header_name(value).map_err(at)?;
                     }
                 }
-                Template::parse(value).map_err(at)?;
+                Template::parse(value).map_err(|e| at(e.into()))?;
             }
         }
         if let Some(u) = &self.replace.uri {
-            Template::parse(u).map_err(|m| SpecError::at("replace.uri", m))?;
+            Template::parse(u).map_err(|m| SpecError::at("replace.uri", m.to_string()))?;
         }
         Ok(())
     }
@@ -173,7 +172,7 @@ struct Entry {
     value: Template,
 }
 
-fn compile(list: &[String]) -> Result<Vec<Entry>, String> {
+fn compile(list: &[String]) -> Result<Vec<Entry>, TemplateError> {
     list.iter()
         .map(|e| {
             let (name, value) = split_entry(e);
@@ -185,11 +184,8 @@ fn compile(list: &[String]) -> Result<Vec<Entry>, String> {
         .collect()
 }
 
-fn names(list: &[String]) -> Vec<String> {
-    list.iter().map(|e| split_entry(e).0.to_string()).collect()
-}
-
-struct Ops {
+/// One target's operations as configured, values (and new names) still templates.
+struct TemplateOps {
     remove: Vec<String>,
     rename: Vec<Entry>,
     replace: Vec<Entry>,
@@ -197,15 +193,15 @@ struct Ops {
     append: Vec<Entry>,
 }
 
-impl Ops {
+impl TemplateOps {
     fn new(
         remove: &[String],
         rename: &[String],
         replace: &[String],
         add: &[String],
         append: &[String],
-    ) -> Result<Ops, String> {
-        Ok(Ops {
+    ) -> Result<TemplateOps, TemplateError> {
+        Ok(TemplateOps {
             remove: names(remove),
             rename: compile(rename)?,
             replace: compile(replace)?,
@@ -228,7 +224,7 @@ impl Ops {
                 .map(|e| (e.name.clone(), e.value.render(env)))
                 .collect()
         };
-        RenderedOps {
+        Ops {
             remove: self.remove.clone(),
             rename: r(&self.rename),
             replace: r(&self.replace),
@@ -239,14 +235,7 @@ impl Ops {
 }
 
 /// Operations with their templates rendered against the request.
-#[derive(Debug, Clone)]
-pub struct RenderedOps {
-    remove: Vec<String>,
-    rename: Vec<(String, String)>,
-    replace: Vec<(String, String)>,
-    add: Vec<(String, String)>,
-    append: Vec<(String, String)>,
-}
+pub type RenderedOps = Ops<String>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyKind {
@@ -267,43 +256,53 @@ pub struct Pending {
 pub struct RequestTransformer {
     method: Option<http::Method>,
     uri: Option<Template>,
-    headers: Ops,
-    query: Ops,
-    body: Ops,
+    headers: TemplateOps,
+    query: TemplateOps,
+    body: TemplateOps,
 }
 
 impl RequestTransformer {
-    pub fn new(c: Config) -> Result<RequestTransformer, String> {
+    pub fn new(c: Config) -> Result<RequestTransformer, BuildError> {
         let method = match &c.http_method {
             Some(m) => Some(
-                http::Method::from_bytes(m.as_bytes()).map_err(|_| format!("bad method {m}"))?,
+                http::Method::from_bytes(m.as_bytes())
+                    .map_err(|_| BuildError::Invalid(format!("bad method {m}")))?,
             ),
             None => None,
         };
         Ok(RequestTransformer {
             method,
-            uri: c.replace.uri.as_deref().map(Template::parse).transpose()?,
-            headers: Ops::new(
+            uri: c
+                .replace
+                .uri
+                .as_deref()
+                .map(Template::parse)
+                .transpose()
+                .map_err(BuildError::other)?,
+            headers: TemplateOps::new(
                 &c.remove.headers,
                 &c.rename.headers,
                 &c.replace.headers,
                 &c.add.headers,
                 &c.append.headers,
-            )?,
-            query: Ops::new(
+            )
+            .map_err(BuildError::other)?,
+            query: TemplateOps::new(
                 &c.remove.querystring,
                 &c.rename.querystring,
                 &c.replace.querystring,
                 &c.add.querystring,
                 &c.append.querystring,
-            )?,
-            body: Ops::new(
+            )
+            .map_err(BuildError::other)?,
+            body: TemplateOps::new(
                 &c.remove.body,
                 &c.rename.body,
                 &c.replace.body,
                 &c.add.body,
                 &c.append.body,
-            )?,
+            )
+            .map_err(BuildError::other)?,
         })
     }
 }
@@ -401,91 +400,109 @@ fn set(t: &mut HeaderTable, name: &str, values: Vec<String>) {
     }
 }
 
+/// The request's headers as a transform target: the table, the names cleared and the
+/// names (re)written; `Host` goes upstream only (replace), never added or appended.
+struct HeaderTarget<'a> {
+    table: HeaderTable,
+    cleared: Vec<String>,
+    touched: Vec<String>,
+    host: &'a mut Option<String>,
+}
+
+fn mark(v: &mut Vec<String>, n: &str) {
+    if !v.iter().any(|x| x == n) {
+        v.push(n.to_string());
+    }
+}
+
+impl Target<String> for HeaderTarget<'_> {
+    fn remove(&mut self, name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        let Some(i) = find(&self.table, &n) else {
+            return false;
+        };
+        self.table.remove(i);
+        mark(&mut self.cleared, &n);
+        true
+    }
+
+    fn rename(&mut self, old: &str, new: &str) -> bool {
+        let o = old.to_ascii_lowercase();
+        let n = new.to_ascii_lowercase();
+        let Some(i) = find(&self.table, &o) else {
+            return false;
+        };
+        let (_, v) = self.table.remove(i);
+        set(&mut self.table, &n, v);
+        mark(&mut self.cleared, &o);
+        mark(&mut self.touched, &n);
+        true
+    }
+
+    fn replace(&mut self, name: &str, value: &String) -> bool {
+        let n = name.to_ascii_lowercase();
+        if n == "host" {
+            *self.host = Some(value.clone());
+        } else if find(&self.table, &n).is_some() {
+            set(&mut self.table, &n, vec![value.clone()]);
+            mark(&mut self.touched, &n);
+        } else {
+            return false;
+        }
+        true
+    }
+
+    fn add(&mut self, name: &str, value: &String) -> bool {
+        let n = name.to_ascii_lowercase();
+        if n == "host" || find(&self.table, &n).is_some() {
+            return false;
+        }
+        set(&mut self.table, &n, vec![value.clone()]);
+        mark(&mut self.touched, &n);
+        true
+    }
+
+    fn append(&mut self, name: &str, value: &String) -> bool {
+        let n = name.to_ascii_lowercase();
+        if n == "host" {
+            return false;
+        }
+        match find(&self.table, &n) {
+            Some(i) => self.table[i].1.push(value.clone()),
+            None => self.table.push((n.clone(), vec![value.clone()])),
+        }
+        mark(&mut self.touched, &n);
+        true
+    }
+}
+
 /// Runs the header operations; returns the names to clear and the names to (re)write.
 fn transform_headers(
     ops: &RenderedOps,
-    mut table: HeaderTable,
+    table: HeaderTable,
     host: &mut Option<String>,
 ) -> (Vec<String>, HeaderTable) {
-    let mut cleared: Vec<String> = Vec::new();
-    let mut touched: Vec<String> = Vec::new();
-    let mark = |v: &mut Vec<String>, n: &str| {
-        if !v.iter().any(|x| x == n) {
-            v.push(n.to_string());
-        }
+    let mut t = HeaderTarget {
+        table,
+        cleared: Vec::new(),
+        touched: Vec::new(),
+        host,
     };
-    for name in &ops.remove {
-        let n = name.to_ascii_lowercase();
-        if let Some(i) = find(&table, &n) {
-            table.remove(i);
-            mark(&mut cleared, &n);
-        }
-    }
-    for (old, new) in &ops.rename {
-        let o = old.to_ascii_lowercase();
-        let n = new.to_ascii_lowercase();
-        if let Some(i) = find(&table, &o) {
-            let (_, v) = table.remove(i);
-            set(&mut table, &n, v);
-            mark(&mut cleared, &o);
-            mark(&mut touched, &n);
-        }
-    }
-    for (name, value) in &ops.replace {
-        let n = name.to_ascii_lowercase();
-        if n == "host" {
-            *host = Some(value.clone());
-        } else if find(&table, &n).is_some() {
-            set(&mut table, &n, vec![value.clone()]);
-            mark(&mut touched, &n);
-        }
-    }
-    for (name, value) in &ops.add {
-        let n = name.to_ascii_lowercase();
-        if n != "host" && find(&table, &n).is_none() {
-            set(&mut table, &n, vec![value.clone()]);
-            mark(&mut touched, &n);
-        }
-    }
-    for (name, value) in &ops.append {
-        let n = name.to_ascii_lowercase();
-        if n == "host" {
-            continue;
-        }
-        match find(&table, &n) {
-            Some(i) => table[i].1.push(value.clone()),
-            None => table.push((n.clone(), vec![value.clone()])),
-        }
-        mark(&mut touched, &n);
-    }
-    let written: HeaderTable = table
+    ops.apply(KONG_ORDER, &mut t);
+    let touched = t.touched;
+    let written: HeaderTable = t
+        .table
         .into_iter()
         .filter(|(k, _)| touched.contains(k))
         .collect();
-    (cleared, written)
-}
-
-/// Kong's truthiness of a JSON value (`nil` and `false` are false; `null` is true).
-fn truthy(v: Option<&Value>) -> bool {
-    !matches!(v, None | Some(Value::Bool(false)))
-}
-
-fn append_json(cur: Option<Value>, v: String) -> Value {
-    match cur {
-        Some(Value::String(s)) => Value::Array(vec![Value::String(s), Value::String(v)]),
-        Some(Value::Array(mut a)) => {
-            a.push(Value::String(v));
-            Value::Array(a)
-        }
-        _ => Value::Array(vec![Value::String(v)]),
-    }
+    (t.cleared, written)
 }
 
 /// The JSON body transform; `None` leaves the body untouched (invalid JSON, not an object,
 /// or nothing changed).
 pub fn transform_json(ops: &RenderedOps, body: &[u8]) -> Option<Vec<u8>> {
     let has_body = !body.is_empty();
-    let mut obj = if has_body {
+    let obj = if has_body {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(m)) => m,
             _ => return None,
@@ -493,133 +510,26 @@ pub fn transform_json(ops: &RenderedOps, body: &[u8]) -> Option<Vec<u8>> {
     } else {
         serde_json::Map::new()
     };
-    let mut changed = false;
-    if has_body && !ops.remove.is_empty() {
-        for n in &ops.remove {
-            obj.remove(n);
-        }
-        changed = true;
-    }
-    if has_body && !ops.rename.is_empty() {
-        for (old, new) in &ops.rename {
-            match obj.remove(old) {
-                Some(v) => {
-                    obj.insert(new.clone(), v);
-                }
-                None => {
-                    obj.remove(new);
-                }
-            }
-        }
-        changed = true;
-    }
-    if has_body {
-        for (n, v) in &ops.replace {
-            if truthy(obj.get(n)) {
-                obj.insert(n.clone(), Value::String(v.clone()));
-                changed = true;
-            }
-        }
-    }
-    for (n, v) in &ops.add {
-        if !truthy(obj.get(n)) {
-            obj.insert(n.clone(), Value::String(v.clone()));
-            changed = true;
-        }
-    }
-    for (n, v) in &ops.append {
-        let cur = obj.remove(n);
-        obj.insert(n.clone(), append_json(cur, v.clone()));
-        changed = true;
-    }
-    if !changed {
+    let mut t = JsonTarget {
+        obj,
+        rename_clears_missing: true,
+    };
+    if !ops.apply_to_body(KONG_ORDER, has_body, &mut t) {
         return None;
     }
-    serde_json::to_vec(&Value::Object(obj)).ok()
+    serde_json::to_vec(&Value::Object(t.obj)).ok()
 }
 
 /// The urlencoded form transform; `None` leaves the body untouched.
 pub fn transform_form(ops: &RenderedOps, body: &[u8]) -> Option<Vec<u8>> {
-    let has_body = !body.is_empty();
     let mut args: Args = decode_args(&String::from_utf8_lossy(body));
-    let mut changed = false;
-    if has_body && !ops.remove.is_empty() {
-        for n in &ops.remove {
-            args.remove(n);
-        }
-        changed = true;
-    }
-    if has_body && !ops.rename.is_empty() {
-        for (old, new) in &ops.rename {
-            match args.remove(old) {
-                Some(v) => {
-                    args.insert(new.clone(), v);
-                }
-                None => {
-                    args.remove(new);
-                }
-            }
-        }
-        changed = true;
-    }
-    if has_body {
-        for (n, v) in &ops.replace {
-            if let Some(cur) = args.get_mut(n) {
-                *cur = ArgValue::One(v.clone());
-                changed = true;
-            }
-        }
-    }
-    for (n, v) in &ops.add {
-        if !args.contains_key(n) {
-            args.insert(n.clone(), ArgValue::One(v.clone()));
-            changed = true;
-        }
-    }
-    for (n, v) in &ops.append {
-        match args.get_mut(n) {
-            Some(cur) => append_arg(cur, v.clone()),
-            None => {
-                args.insert(n.clone(), ArgValue::Many(vec![v.clone()]));
-            }
-        }
-        changed = true;
-    }
+    let changed = ops.apply_to_body(KONG_ORDER, !body.is_empty(), &mut ArgsTarget(&mut args));
     changed.then(|| encode_args(&args).into_bytes())
 }
 
 /// The query-string transform (Kong runs it whenever a query operation is configured).
 fn transform_query(ops: &RenderedOps, mut args: Args) -> Args {
-    for n in &ops.remove {
-        args.remove(n);
-    }
-    for (old, new) in &ops.rename {
-        match args.remove(old) {
-            Some(v) => {
-                args.insert(new.clone(), v);
-            }
-            None => {
-                args.remove(new);
-            }
-        }
-    }
-    for (n, v) in &ops.replace {
-        if let Some(cur) = args.get_mut(n) {
-            *cur = ArgValue::One(v.clone());
-        }
-    }
-    for (n, v) in &ops.add {
-        args.entry(n.clone())
-            .or_insert_with(|| ArgValue::One(v.clone()));
-    }
-    for (n, v) in &ops.append {
-        match args.get_mut(n) {
-            Some(cur) => append_arg(cur, v.clone()),
-            None => {
-                args.insert(n.clone(), ArgValue::Many(vec![v.clone()]));
-            }
-        }
-    }
+    ops.apply(KONG_ORDER, &mut ArgsTarget(&mut args));
     args
 }
 
@@ -637,153 +547,23 @@ fn body_kind(content_type: Option<&str>) -> Option<BodyKind> {
     }
 }
 
-/// The `boundary` parameter of a multipart Content-Type.
-fn boundary(content_type: &str) -> Option<String> {
-    content_type.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("boundary") {
-            return None;
-        }
-        let v = v.trim().trim_matches('"');
-        (!v.is_empty() && v.len() <= 200).then(|| v.to_string())
-    })
-}
-
-/// One part of a multipart body: its header block as sent and its content.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct MultiPart {
-    head: Vec<u8>,
-    name: Option<String>,
-    value: Vec<u8>,
-}
-
-fn find_bytes(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if needle.is_empty() || from > hay.len() {
-        return None;
-    }
-    hay[from..]
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|i| i + from)
-}
-
-fn part_name(head: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(head);
-    text.split("\r\n").find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        if !k.trim().eq_ignore_ascii_case("content-disposition") {
-            return None;
-        }
-        v.split(';').find_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            (k.trim().eq_ignore_ascii_case("name")).then(|| v.trim().trim_matches('"').to_string())
-        })
-    })
-}
-
-/// Parses a multipart body; `None` when it is not well formed (then it is left alone).
-fn parse_multipart(body: &[u8], boundary: &str) -> Option<Vec<MultiPart>> {
-    let delim = format!("--{boundary}").into_bytes();
-    let mut pos = find_bytes(body, &delim, 0)? + delim.len();
-    let mut parts = Vec::new();
-    loop {
-        if body[pos..].starts_with(b"--") {
-            return Some(parts);
-        }
-        if !body[pos..].starts_with(b"\r\n") {
-            return None;
-        }
-        pos += 2;
-        let head_end = find_bytes(body, b"\r\n\r\n", pos)?;
-        let head = body[pos..head_end].to_vec();
-        let value_start = head_end + 4;
-        let mut next_delim = b"\r\n".to_vec();
-        next_delim.extend_from_slice(&delim);
-        let end = find_bytes(body, &next_delim, value_start)?;
-        parts.push(MultiPart {
-            name: part_name(&head),
-            head,
-            value: body[value_start..end].to_vec(),
-        });
-        pos = end + next_delim.len();
-    }
-}
-
-fn serialize_multipart(parts: &[MultiPart], boundary: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for p in parts {
-        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-        out.extend_from_slice(&p.head);
-        out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(&p.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    out
-}
-
-/// `set_simple`: the first part with the name takes the value, or a new part is added.
-fn set_simple(parts: &mut Vec<MultiPart>, name: &str, value: &str) {
-    if let Some(p) = parts.iter_mut().find(|p| p.name.as_deref() == Some(name)) {
-        p.value = value.as_bytes().to_vec();
-        return;
-    }
-    let quoted = name.replace('"', "%22");
-    parts.push(MultiPart {
-        head: format!("Content-Disposition: form-data; name=\"{quoted}\"").into_bytes(),
-        name: Some(name.to_string()),
-        value: value.as_bytes().to_vec(),
-    });
-}
-
 /// Kong's multipart transform: rename, remove, replace, add (no append); `None` leaves
 /// the body untouched.
 pub fn transform_multipart(ops: &RenderedOps, body: &[u8], boundary: &str) -> Option<Vec<u8>> {
     let has_body = !body.is_empty();
-    let mut parts = if has_body {
+    let parts = if has_body {
         parse_multipart(body, boundary)?
     } else {
         Vec::new()
     };
-    let has = |parts: &[MultiPart], n: &str| parts.iter().any(|p| p.name.as_deref() == Some(n));
-    let mut changed = false;
-    if has_body {
-        for (old, new) in &ops.rename {
-            if let Some(v) = parts
-                .iter()
-                .find(|p| p.name.as_deref() == Some(old.as_str()))
-                .map(|p| p.value.clone())
-            {
-                set_simple(&mut parts, new, &String::from_utf8_lossy(&v));
-                parts.retain(|p| p.name.as_deref() != Some(old.as_str()));
-                changed = true;
-            }
-        }
-        if !ops.remove.is_empty() {
-            for n in &ops.remove {
-                parts.retain(|p| p.name.as_deref() != Some(n.as_str()));
-            }
-            changed = true;
-        }
-        for (n, v) in &ops.replace {
-            if has(&parts, n) {
-                parts.retain(|p| p.name.as_deref() != Some(n.as_str()));
-                set_simple(&mut parts, n, v);
-                changed = true;
-            }
-        }
-    }
-    for (n, v) in &ops.add {
-        if !has(&parts, n) {
-            set_simple(&mut parts, n, v);
-            changed = true;
-        }
-    }
-    changed.then(|| serialize_multipart(&parts, boundary))
+    let mut t = PartsTarget(parts);
+    let changed = ops.apply_to_body(MULTIPART_ORDER, has_body, &mut t);
+    changed.then(|| serialize_multipart(&t.0, boundary))
 }
 
 #[async_trait]
 impl Plugin for RequestTransformer {
+    // dup: the shape of every plugin file (its own Config, checks and hook types).
     fn name(&self) -> &'static str {
         "request-transformer"
     }

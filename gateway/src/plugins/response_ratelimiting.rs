@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::rate_limiting::window::{Limit, Window};
 use super::rate_limiting::{Limits, LocalStore, RedisConfig, RedisStore, resolve_redis};
-use super::{BuildContext, Flow, Plugin, SpecError};
+use super::{BuildContext, BuildError, Flow, Plugin, SpecError};
 use crate::core::respond::LocalResponse;
 use crate::core::state::RequestState;
 use crate::core::{ResponseHeader, Session};
@@ -90,6 +90,7 @@ struct Named {
 }
 
 impl Config {
+    // dup: both rate-limiting configs have Kong's flat redis_* fields; each maps its own.
     fn checked(
         &self,
     ) -> Result<(Vec<Named>, Option<super::rate_limiting::RedisTarget>), SpecError> {
@@ -183,11 +184,11 @@ fn parse_amount(s: &str) -> Option<u64> {
 }
 
 impl ResponseRateLimiting {
-    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<ResponseRateLimiting, String> {
-        let (named, redis) = cfg.checked().map_err(|e| e.to_string())?;
+    pub fn new(cfg: Config, ctx: &BuildContext<'_>) -> Result<ResponseRateLimiting, BuildError> {
+        let (named, redis) = cfg.checked()?;
         let (route_id, service_id) = super::rate_limiting::scope_ids(ctx);
         let header = http::HeaderName::from_bytes(cfg.header_name.as_bytes())
-            .map_err(|e| format!("header_name: {e}"))?;
+            .map_err(|e| BuildError::Invalid(format!("header_name: {e}")))?;
         let backend = match &redis {
             Some(t) => Backend::Redis(RedisStore::shared(t)),
             None => Backend::Local,

@@ -1,7 +1,8 @@
 //! Kong's `response-transformer`: response headers (remove, rename, replace, add, append)
 //! on every response, and top-level keys of JSON bodies (same order) when the response's
 //! Content-Type is `application/json`. A body that does not parse as a JSON object is
-//! passed through unchanged.
+//! passed through unchanged. The operations and their order are the shared table in
+//! `transform.rs`; this file holds the config, typed JSON values and the header target.
 
 use crate::core::ResponseHeader;
 use async_trait::async_trait;
@@ -9,8 +10,12 @@ use bytes::BytesMut;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::transform::{check_header_name, check_pair, is_media, split_entry};
-use super::{Plugin, SpecError};
+use super::transform::json::JsonTarget;
+use super::transform::{
+    EntryError, KONG_ORDER, Ops, Target, check_header_name, check_pair, is_media, names, pairs,
+    split_entry,
+};
+use super::{BuildError, Plugin, SpecError};
 use crate::core::state::RequestState;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -30,6 +35,7 @@ pub enum JsonType {
     String,
 }
 
+// dup: the shape of every plugin file (its own Config, checks and hook types).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValueLists {
@@ -60,7 +66,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), SpecError> {
         for (i, h) in self.remove.headers.iter().enumerate() {
             check_header_name(split_entry(h).0)
-                .map_err(|m| SpecError::at(format!("remove.headers[{i}]"), m))?;
+                .map_err(|m| SpecError::at(format!("remove.headers[{i}]"), m.to_string()))?;
         }
         for (i, k) in self.remove.json.iter().enumerate() {
             if split_entry(k).0.is_empty() {
@@ -78,14 +84,14 @@ impl Config {
             ("append.json", &self.append.json, false),
         ] {
             for (i, e) in list.iter().enumerate() {
-                let at = |m: String| SpecError::at(format!("{field}[{i}]"), m);
+                let at = |m: EntryError| SpecError::at(format!("{field}[{i}]"), m.to_string());
                 let (name, value) = check_pair(e).map_err(at)?;
                 if headers {
                     check_header_name(name).map_err(at)?;
                     if field == "rename.headers" {
                         check_header_name(value).map_err(at)?;
                     } else if http::HeaderValue::from_str(value).is_err() {
-                        return Err(at(format!("'{value}' is not a valid header value")));
+                        return Err(at(EntryError::HeaderValue(value.to_string())));
                     }
                 }
             }
@@ -108,15 +114,6 @@ impl Config {
     }
 }
 
-fn pairs(list: &[String]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|e| {
-            let (n, v) = split_entry(e);
-            (n.to_string(), v.to_string())
-        })
-        .collect()
-}
-
 /// Kong's `cast_value`: number (dropped when it does not parse), boolean (`"true"` or
 /// false), string.
 fn json_value(v: &str, t: Option<JsonType>) -> Option<Value> {
@@ -137,14 +134,6 @@ fn json_value(v: &str, t: Option<JsonType>) -> Option<Value> {
     }
 }
 
-struct JsonOps {
-    remove: Vec<String>,
-    rename: Vec<(String, String)>,
-    replace: Vec<(String, Value)>,
-    add: Vec<(String, Value)>,
-    append: Vec<(String, Value)>,
-}
-
 fn typed(l: &ValueLists) -> Vec<(String, Value)> {
     l.json
         .iter()
@@ -157,91 +146,114 @@ fn typed(l: &ValueLists) -> Vec<(String, Value)> {
 }
 
 pub struct ResponseTransformer {
-    h_remove: Vec<String>,
-    h_rename: Vec<(String, String)>,
-    h_replace: Vec<(String, String)>,
-    h_add: Vec<(String, String)>,
-    h_append: Vec<(String, String)>,
-    json: JsonOps,
+    headers: Ops<String>,
+    json: Ops<Value>,
+    /// Whether any JSON operation is configured (also one whose typed value is dropped).
     has_json: bool,
 }
 
 impl ResponseTransformer {
-    pub fn new(c: Config) -> Result<ResponseTransformer, String> {
-        let json = JsonOps {
-            remove: c
-                .remove
-                .json
-                .iter()
-                .map(|e| split_entry(e).0.to_string())
-                .collect(),
-            rename: pairs(&c.rename.json),
-            replace: typed(&c.replace),
-            add: typed(&c.add),
-            append: typed(&c.append),
-        };
+    pub fn new(c: Config) -> Result<ResponseTransformer, BuildError> {
         let has_json = !(c.remove.json.is_empty()
             && c.rename.json.is_empty()
             && c.replace.json.is_empty()
             && c.add.json.is_empty()
             && c.append.json.is_empty());
         Ok(ResponseTransformer {
-            h_remove: c
-                .remove
-                .headers
-                .iter()
-                .map(|e| split_entry(e).0.to_string())
-                .collect(),
-            h_rename: pairs(&c.rename.headers),
-            h_replace: pairs(&c.replace.headers),
-            h_add: pairs(&c.add.headers),
-            h_append: pairs(&c.append.headers),
-            json,
+            headers: Ops::from_entries(
+                &c.remove.headers,
+                &c.rename.headers,
+                &c.replace.headers,
+                &c.add.headers,
+                &c.append.headers,
+            ),
+            json: Ops {
+                remove: names(&c.remove.json),
+                rename: pairs(&c.rename.json),
+                replace: typed(&c.replace),
+                add: typed(&c.add),
+                append: typed(&c.append),
+            },
             has_json,
         })
     }
 
     /// The JSON transform; `None` when the body is not a JSON object (left as is).
     pub fn transform_json(&self, body: &[u8]) -> Option<Vec<u8>> {
-        let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
+        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
             return None;
         };
-        let truthy = |v: Option<&Value>| !matches!(v, None | Some(Value::Bool(false)));
-        for n in &self.json.remove {
-            obj.remove(n);
-        }
-        for (old, new) in &self.json.rename {
-            if let Some(v) = obj.remove(old) {
-                obj.insert(new.clone(), v);
-            }
-        }
-        for (n, v) in &self.json.replace {
-            if truthy(obj.get(n)) {
-                obj.insert(n.clone(), v.clone());
-            }
-        }
-        for (n, v) in &self.json.add {
-            if !truthy(obj.get(n)) {
-                obj.insert(n.clone(), v.clone());
-            }
-        }
-        for (n, v) in &self.json.append {
-            let new = match obj.remove(n) {
-                Some(Value::String(s)) => Value::Array(vec![Value::String(s), v.clone()]),
-                Some(Value::Array(mut a)) => {
-                    a.push(v.clone());
-                    Value::Array(a)
-                }
-                _ => Value::Array(vec![v.clone()]),
-            };
-            obj.insert(n.clone(), new);
-        }
-        serde_json::to_vec(&Value::Object(obj)).ok()
+        let mut t = JsonTarget {
+            obj,
+            rename_clears_missing: false,
+        };
+        self.json.apply(KONG_ORDER, &mut t);
+        serde_json::to_vec(&Value::Object(t.obj)).ok()
     }
 }
 
 fn header_name(n: &str) -> Option<http::HeaderName> {
     http::HeaderName::from_bytes(n.to_ascii_lowercase().as_bytes()).ok()
+}
+
+/// The response's headers as a transform target. Kong checks presence against the headers
+/// as they were before the transform (`kong.response.get_headers()` is a copy), not as
+/// each step leaves them.
+struct HeaderTarget<'a> {
+    resp: &'a mut ResponseHeader,
+    before: http::HeaderMap,
+}
+
+impl Target<String> for HeaderTarget<'_> {
+    fn remove(&mut self, name: &str) -> bool {
+        if let Some(h) = header_name(name) {
+            self.resp.remove_header(&h);
+        }
+        true
+    }
+
+    fn rename(&mut self, old: &str, new: &str) -> bool {
+        let (Some(o), Some(n)) = (header_name(old), header_name(new)) else {
+            return false;
+        };
+        let values: Vec<http::HeaderValue> = self.before.get_all(&o).iter().cloned().collect();
+        if values.is_empty() {
+            return false;
+        }
+        self.resp.remove_header(&o);
+        self.resp.remove_header(&n);
+        for v in values {
+            let _ = self.resp.append_header(n.clone(), v);
+        }
+        true
+    }
+
+    fn replace(&mut self, name: &str, value: &String) -> bool {
+        if let Some(h) = header_name(name)
+            && self.before.contains_key(&h)
+        {
+            let _ = self.resp.insert_header(h, value.as_str());
+            return true;
+        }
+        false
+    }
+
+    fn add(&mut self, name: &str, value: &String) -> bool {
+        if let Some(h) = header_name(name)
+            && !self.before.contains_key(&h)
+        {
+            let _ = self.resp.insert_header(h, value.as_str());
+            return true;
+        }
+        false
+    }
+
+    fn append(&mut self, name: &str, value: &String) -> bool {
+        if let Some(h) = header_name(name) {
+            let _ = self.resp.append_header(h, value.as_str());
+        }
+        true
+    }
 }
 
 #[async_trait]
@@ -259,47 +271,9 @@ impl Plugin for ResponseTransformer {
     }
 
     fn response_header(&self, resp: &mut ResponseHeader, _st: &mut RequestState) {
-        // Kong checks presence against the headers as they were before the transform
-        // (`kong.response.get_headers()` is a copy), not as each step leaves them.
         let before = resp.headers.clone();
-        for n in &self.h_remove {
-            if let Some(h) = header_name(n) {
-                resp.remove_header(&h);
-            }
-        }
-        for (old, new) in &self.h_rename {
-            let (Some(o), Some(n)) = (header_name(old), header_name(new)) else {
-                continue;
-            };
-            let values: Vec<http::HeaderValue> = before.get_all(&o).iter().cloned().collect();
-            if values.is_empty() {
-                continue;
-            }
-            resp.remove_header(&o);
-            resp.remove_header(&n);
-            for v in values {
-                let _ = resp.append_header(n.clone(), v);
-            }
-        }
-        for (n, v) in &self.h_replace {
-            if let Some(h) = header_name(n)
-                && before.contains_key(&h)
-            {
-                let _ = resp.insert_header(h, v.as_str());
-            }
-        }
-        for (n, v) in &self.h_add {
-            if let Some(h) = header_name(n)
-                && !before.contains_key(&h)
-            {
-                let _ = resp.insert_header(h, v.as_str());
-            }
-        }
-        for (n, v) in &self.h_append {
-            if let Some(h) = header_name(n) {
-                let _ = resp.append_header(h, v.as_str());
-            }
-        }
+        self.headers
+            .apply(KONG_ORDER, &mut HeaderTarget { resp, before });
     }
 
     fn must_transform(&self) -> bool {

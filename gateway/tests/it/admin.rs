@@ -139,7 +139,7 @@ fn post_config_needs_the_admin_token_when_set_or_when_reachable_beyond_loopback(
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let _p = Proc { child };
+    let _p = Proc::new(child);
     assert!(wait_port(status, Duration::from_secs(20)));
     let (s, body) = post(status, &base(up), &[]);
     assert_eq!(s, 403, "{body}");

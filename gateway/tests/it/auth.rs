@@ -165,6 +165,7 @@ plugins:
     )
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 async fn call(
     c: &reqwest::Client,
     gw: &Gw,
@@ -555,6 +556,7 @@ fn ec_jwk(kp: &rcgen::KeyPair, kid: &str) -> Value {
     json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid, "x": b64(&raw[1..33]), "y": b64(&raw[33..65])})
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[tokio::test]
 async fn jwks_rotation_and_outage() {
     let up = free_port();
@@ -795,6 +797,7 @@ fn jwks_over_plain_http_is_refused_except_on_loopback() {
     assert!(run(cfg("http://127.0.0.1:9/.well-known/jwks.json")).0);
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[tokio::test]
 async fn an_anonymous_naming_no_consumer_opens_the_route_as_in_kong() {
     // Kong loads it and passes a failed authentication on without a consumer; the

@@ -47,8 +47,8 @@ async fn weighted_round_robin_distribution() {
 #[tokio::test]
 async fn least_connections_avoids_the_busy_target() {
     let (slow, fast) = (free_port(), free_port());
-    let slow_proc = Proc {
-        child: Command::new(env!("CARGO_BIN_EXE_echo-upstream"))
+    let slow_proc = Proc::new(
+        Command::new(env!("CARGO_BIN_EXE_echo-upstream"))
             .args([
                 "--listen",
                 &format!("127.0.0.1:{slow}"),
@@ -60,7 +60,7 @@ async fn least_connections_avoids_the_busy_target() {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn"),
-    };
+    );
     assert!(wait_port(slow, Duration::from_secs(5)));
     let _fast = upstream(fast);
     let gw = gateway(&upstream_config(

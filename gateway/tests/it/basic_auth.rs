@@ -53,6 +53,7 @@ services:
     )
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 async fn call(
     c: &reqwest::Client,
     gw: &Gw,
@@ -233,6 +234,7 @@ fn check(config: &str) -> (bool, String) {
     )
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[test]
 fn check_loads_basic_auth_and_reports_bad_credentials() {
     let (ok, out) = check(&config(1));

@@ -21,6 +21,7 @@ fn check(config: &str, extra: &[&str]) -> (bool, String) {
     )
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[test]
 fn reports_every_error_with_line_and_path() {
     let cfg = "_format_version: \"3.0\"
@@ -191,6 +192,7 @@ plugins:
     assert!(out.contains("--strict"), "{out}");
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[test]
 fn url_next_to_its_parts_loads_as_kong_does_with_a_warning() {
     let cfg = "_format_version: \"3.0\"
@@ -234,6 +236,7 @@ services:
     assert!(!check(cfg, &["--strict"]).0);
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[test]
 fn unevaluable_template_lua_loads_with_a_warning() {
     let cfg = "_format_version: \"3.0\"

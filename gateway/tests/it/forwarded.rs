@@ -30,7 +30,7 @@ async fn configuration_from_gateway_config_string() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let _p = Proc { child };
+    let _p = Proc::new(child);
     assert!(wait_port(port, Duration::from_secs(20)), "did not start");
     let (s, v) = get_json(&client(), &format!("http://127.0.0.1:{port}/from-env")).await;
     assert_eq!(s, 200);

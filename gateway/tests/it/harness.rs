@@ -2,58 +2,13 @@
 //! `echo-upstream`), killed when the guard drops.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port, never the same twice in this test process (tests run in
-/// parallel, and a port released by one could otherwise be handed to another).
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let p = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&p) {
-            given.push(p);
-            return p;
-        }
-    }
-}
-
-pub fn wait_port(port: u16, timeout: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-pub struct Proc {
-    pub child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status();
-    }
-}
+pub use test_support::redis::{redis_cli, redis_cluster, redis_server, redis_server_with};
+pub use test_support::{Proc, free_port, wait_port};
 
 /// An `echo-upstream` answering on one port, named by that port.
 pub fn upstream(port: u16) -> Proc {
@@ -72,7 +27,7 @@ pub fn upstream(port: u16) -> Proc {
         wait_port(port, Duration::from_secs(10)),
         "upstream {port} did not start"
     );
-    Proc { child }
+    Proc::new(child)
 }
 
 pub struct Gw {
@@ -149,7 +104,7 @@ pub fn gateway_with_env(config: &str, opts: GwOpts, env: &[(&str, &str)]) -> Gw 
         tls_port = Some(tp);
     }
     let child = cmd.spawn().expect("spawn gateway");
-    let proc = Proc { child };
+    let proc = Proc::new(child);
     assert!(
         wait_port(status, Duration::from_secs(20)),
         "gateway did not start"
@@ -236,139 +191,6 @@ where
     false
 }
 
-/// A plain `redis-server` on `port`.
-pub fn redis_server(port: u16) -> Proc {
-    redis_server_with(port, &[])
-}
-
-/// A `redis-server` on `port` (no persistence, DEBUG allowed from loopback) with extra
-/// arguments (auth, TLS), up when this returns.
-pub fn redis_server_with(port: u16, extra: &[&str]) -> Proc {
-    let dir = std::env::temp_dir().join(format!("gw-redis-{port}-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args([
-            "--port",
-            &port.to_string(),
-            "--enable-debug-command",
-            "local",
-        ])
-        .arg("--dir")
-        .arg(&dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn redis-server (apt-get install redis-server)");
-    let proc = Proc { child };
-    let listen = extra
-        .windows(2)
-        .find(|w| w[0] == "--tls-port")
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or(port);
-    assert!(
-        wait_port(listen, Duration::from_secs(10)),
-        "redis-server {listen} did not start"
-    );
-    proc
-}
-
-/// Runs `redis-cli` and returns its stdout.
-pub fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// A free port whose cluster bus port (port + 10000) is free too.
-pub fn free_cluster_port() -> u16 {
-    loop {
-        let p = 20_000 + free_port() % 10_000;
-        if TcpListener::bind(("127.0.0.1", p)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
-        {
-            return p;
-        }
-    }
-}
-
-pub struct RedisCluster {
-    pub nodes: Vec<Proc>,
-    pub ports: Vec<u16>,
-    pub dir: tempfile::TempDir,
-}
-
-impl RedisCluster {
-    /// Starts (again) the node on `ports[i]`; it keeps its identity and slots.
-    pub fn start_node(&self, i: usize) -> Proc {
-        let p = self.ports[i];
-        let conf = self.dir.path().join(format!("nodes-{p}.conf"));
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--port", &p.to_string(), "--cluster-enabled", "yes"])
-            .args(["--cluster-node-timeout", "1000"])
-            .arg("--cluster-config-file")
-            .arg(&conf)
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        assert!(wait_port(p, Duration::from_secs(10)), "cluster node {p}");
-        Proc { child }
-    }
-
-    /// Waits until every node reports `cluster_state:ok`.
-    pub fn wait_ok(&self, timeout: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self
-                .ports
-                .iter()
-                .all(|p| redis_cli(*p, &["cluster", "info"]).contains("cluster_state:ok"))
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
-    }
-}
-
-/// A Redis Cluster of `masters` primaries and no replicas (node timeout 1 s), made with
-/// `redis-cli --cluster create`, with every slot served when this returns.
-pub fn redis_cluster(masters: usize) -> RedisCluster {
-    let mut c = RedisCluster {
-        nodes: Vec::new(),
-        ports: (0..masters).map(|_| free_cluster_port()).collect(),
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
-    c.nodes = (0..masters).map(|i| c.start_node(i)).collect();
-    let addrs: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let out = Command::new("redis-cli")
-        .arg("--cluster")
-        .arg("create")
-        .args(&addrs)
-        .args(["--cluster-replicas", "0", "--cluster-yes"])
-        .output()
-        .expect("redis-cli --cluster create");
-    assert!(
-        out.status.success(),
-        "cluster create: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(
-        c.wait_ok(Duration::from_secs(20)),
-        "redis cluster did not become ready"
-    );
-    c
-}
-
 /// Waits, if needed, so that `window_secs`-long fixed windows do not roll over within
 /// the next `need_secs` seconds.
 pub fn away_from_window_end(window_secs: u64, need_secs: u64) {
@@ -380,5 +202,22 @@ pub fn away_from_window_end(window_secs: u64, need_secs: u64) {
     let left = window_secs as f64 - into;
     if left < need_secs as f64 {
         std::thread::sleep(Duration::from_secs_f64(left + 0.05));
+    }
+}
+
+/// A response read whole: status, headers and body.
+pub struct Got {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Got {
+    /// A header's value ("" when absent or not text).
+    pub fn h(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }

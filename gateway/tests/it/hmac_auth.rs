@@ -102,6 +102,7 @@ struct Req<'a> {
     body: Option<&'a str>,
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 async fn send(c: &reqwest::Client, gw: &Gw, r: Req<'_>) -> (u16, String, Value) {
     let mut rb = c.request(r.method, gw.url(r.path));
     for (k, v) in &r.headers {
@@ -426,6 +427,7 @@ async fn hmac_enforced_headers_clock_skew_and_body_digest() {
     }
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[test]
 fn check_loads_hmac_auth_and_rejects_bad_config() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -125,7 +125,7 @@ impl Slapd {
             .stderr(log)
             .spawn()
             .expect("slapd (install with .ci/deps/ldap.sh)");
-        self.proc = Some(Proc { child });
+        self.proc = Some(Proc::new(child));
         assert!(
             wait_port(self.port, Duration::from_secs(10))
                 && wait_port(self.tls_port, Duration::from_secs(10)),
@@ -200,6 +200,7 @@ services:
     )
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 async fn call(
     c: &reqwest::Client,
     gw: &Gw,
@@ -477,7 +478,7 @@ async fn ldap_auth_verifies_the_server_certificate() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn gateway");
-    let _gw = Proc { child };
+    let _gw = Proc::new(child);
     assert!(
         wait_port(port, Duration::from_secs(20)),
         "gateway did not start"

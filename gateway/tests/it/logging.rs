@@ -140,6 +140,7 @@ services:
     assert_eq!(d["upstream_status"], "");
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[tokio::test]
 async fn file_log_reopen_follows_a_rotated_file() {
     let up = free_port();
@@ -573,6 +574,7 @@ services:
     );
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[test]
 fn check_loads_logging_plugins_and_refuses_lua() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -133,21 +133,6 @@ services:
     )
 }
 
-struct Got {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Got {
-    fn h(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
 async fn send(c: &reqwest::Client, method: &str, url: &str, headers: &[(&str, &str)]) -> Got {
     let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let mut r = c.request(m, url);
@@ -298,6 +283,7 @@ async fn bypass_for_uncacheable_method_status_and_type() {
     assert!(d.headers.get("age").is_some());
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[tokio::test]
 async fn ttl_expiry_and_refresh() {
     let up = free_port();
@@ -342,6 +328,7 @@ async fn ttl_expiry_and_refresh() {
     assert_eq!(count.load(Ordering::SeqCst), 4);
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[tokio::test]
 async fn cache_control_is_respected_when_enabled() {
     let up = free_port();

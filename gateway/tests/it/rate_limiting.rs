@@ -377,6 +377,7 @@ async fn three_gateways_sharing_redis_admit_exactly_the_limit() {
     assert!((1..=3601).contains(&ttl), "ttl {ttl}");
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[tokio::test]
 async fn redis_cluster_admits_exactly_and_spreads_keys() {
     away_from_window_end(3600, 30);
@@ -710,6 +711,7 @@ async fn admitted(
     (max, 200)
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[tokio::test]
 async fn tiers_by_consumer_group_with_key_auth() {
     away_from_window_end(3600, 30);
@@ -849,6 +851,7 @@ services:
     }
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[tokio::test]
 async fn a_single_redis_host_that_is_a_cluster_node_is_used_as_a_cluster() {
     // ElastiCache in cluster mode hands the task one configuration endpoint as

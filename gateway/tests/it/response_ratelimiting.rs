@@ -119,21 +119,6 @@ services:
     )
 }
 
-struct Got {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Got {
-    fn h(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
-
 async fn get(c: &reqwest::Client, url: &str) -> Got {
     let r = c.get(url).send().await.expect("request");
     let got = Got {

@@ -59,6 +59,7 @@ async fn matched(
     (status, v["path"].as_str().unwrap_or("").to_string())
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[tokio::test]
 async fn precedence_follows_kong() {
     let up = free_port();

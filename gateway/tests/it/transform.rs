@@ -361,6 +361,7 @@ async fn form_body_in_kong_order() {
     assert_eq!(json_of(&body)["body"], "f=no&new=o&other=a%20b&r=R&r=A");
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[tokio::test]
 async fn uri_captures_serve_v1_and_v2_from_one_upstream() {
     let s = setup();
@@ -897,6 +898,7 @@ async fn oversized_json_response_passes_through_unchanged() {
     assert!(body == big, "body changed");
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 #[tokio::test]
 async fn bodyless_requests_keep_their_framing() {
     let s = setup();

@@ -79,6 +79,7 @@ pub struct NetworkMetadata {
     pub network_mode: String,
 }
 
+// dup: alike in shape only (other types and fields); kept apart on purpose.
 #[derive(Debug, Default, Deserialize)]
 pub struct Stats {
     #[serde(default)]
@@ -97,6 +98,7 @@ pub struct Stats {
     pub networks: Option<BTreeMap<String, NetStats>>,
 }
 
+// dup: alike in shape only (other types and fields); kept apart on purpose.
 #[derive(Debug, Default, Deserialize)]
 pub struct CpuStats {
     #[serde(default)]
@@ -115,6 +117,7 @@ pub struct CpuUsage {
     pub usage_in_usermode: Option<f64>,
 }
 
+// dup: alike in shape only (other types and fields); kept apart on purpose.
 #[derive(Debug, Default, Deserialize)]
 pub struct Throttling {
     #[serde(default)]
@@ -125,6 +128,7 @@ pub struct Throttling {
     pub throttled_time: Option<f64>,
 }
 
+// dup: alike in shape only (other types and fields); kept apart on purpose.
 #[derive(Debug, Default, Deserialize)]
 pub struct MemoryStats {
     #[serde(default)]

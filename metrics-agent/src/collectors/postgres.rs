@@ -578,7 +578,7 @@ impl PostgresCollector {
 mod tests {
     use super::*;
     use crate::parser::{Format, parse, parse_series};
-    use crate::testutil::start_postgres;
+    use test_support::postgres::start_postgres;
 
     type Sample = (String, Vec<(String, String)>, f64);
 

@@ -290,7 +290,7 @@ pub fn render_info(info: &str, e: &mut Exposition) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::start_redis;
+    use test_support::redis::start_redis;
 
     async fn raw(port: u16, args: &[&str]) -> redis::Value {
         let c = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("client");
@@ -406,39 +406,33 @@ mod tests {
             w("key.pem", key.serialize_pem()),
             w("ca.pem", ca.pem()),
         );
-        let port = crate::testutil::free_port();
-        let mut child = std::process::Command::new(crate::testutil::find_binary("redis-server"))
-            .args([
+        let port = test_support::free_port();
+        let (cp, kp, cap) = (
+            cp.display().to_string(),
+            kp.display().to_string(),
+            cap.display().to_string(),
+        );
+        let port_s = port.to_string();
+        // TLS only: the plain port closed (`--port 0` after the helper's own).
+        let _server = test_support::redis::redis_server_with(
+            test_support::free_port(),
+            &[
                 "--port",
                 "0",
                 "--tls-port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
+                &port_s,
                 "--tls-auth-clients",
                 "no",
-            ])
-            .arg("--tls-cert-file")
-            .arg(&cp)
-            .arg("--tls-key-file")
-            .arg(&kp)
-            .arg("--tls-ca-cert-file")
-            .arg(&cap)
-            .arg("--requirepass")
-            .arg("p#ss%w?rd")
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        crate::testutil::wait_port(port, "redis-server (TLS)");
+                "--tls-cert-file",
+                &cp,
+                "--tls-key-file",
+                &kp,
+                "--tls-ca-cert-file",
+                &cap,
+                "--requirepass",
+                "p#ss%w?rd",
+            ],
+        );
         let spec = format!("rediss://:p#ss%w?rd@localhost:{port}");
         let mut c = RedisCollector::with_ca(&spec, Some(ca.pem().into_bytes())).expect("addr");
         let text = c.collect().await;
@@ -455,8 +449,6 @@ mod tests {
         c.connect_timeout = Duration::from_millis(500);
         c.response_timeout = Duration::from_millis(500);
         assert!(c.collect().await.contains("redis_up 0"));
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     #[test]

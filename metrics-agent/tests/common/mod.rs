@@ -1,6 +1,7 @@
 //! Shared pieces of the end-to-end tests: a real Prometheus receiver, synthetic scrape
 //! targets, an ECS Task Metadata v4 fixture server, and the agent process.
-#![allow(dead_code)]
+// Each test binary uses a part of this module (and of the re-exported helpers).
+#![allow(dead_code, unused_imports)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -10,207 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-pub fn find_on_path(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in
-        std::env::split_paths(&path).chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-    {
-        let p = dir.join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!("{name} not found on PATH; run .ci/deps/metrics-agent.sh");
-}
-
-pub fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut f: F) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// Minimal blocking HTTP GET returning (status, body).
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Some((status, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n..];
-        s = s.strip_prefix("\r\n").unwrap_or(s);
-    }
-    out
-}
-
-pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// A Prometheus server used as the remote-write receiver.
-pub struct Prometheus {
-    pub port: u16,
-    pub dir: PathBuf,
-    child: Option<Child>,
-    extra_args: Vec<String>,
-}
-
-impl Prometheus {
-    pub fn start(dir: &Path) -> Prometheus {
-        let mut p = Prometheus {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            child: None,
-            extra_args: Vec::new(),
-        };
-        std::fs::create_dir_all(dir).expect("mkdir");
-        std::fs::write(
-            dir.join("prometheus.yml"),
-            "global: {scrape_interval: 1m}\nstorage:\n  tsdb:\n    out_of_order_time_window: 1h\n",
-        )
-        .expect("write prometheus.yml");
-        p.restart();
-        p
-    }
-
-    pub fn restart(&mut self) {
-        let log = std::fs::File::create(self.dir.join("prometheus.log")).expect("log");
-        let child = Command::new(find_on_path("prometheus"))
-            .arg(format!(
-                "--config.file={}",
-                self.dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                self.dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
-            .arg("--web.enable-remote-write-receiver")
-            .args(&self.extra_args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn prometheus");
-        self.child = Some(child);
-        let port = self.port;
-        wait_until("prometheus ready", Duration::from_secs(60), || {
-            matches!(http_get(port, "/-/ready"), Some((200, _)))
-        });
-    }
-
-    /// Graceful stop (SIGTERM) and wait.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn write_url(&self) -> String {
-        format!("http://127.0.0.1:{}/api/v1/write", self.port)
-    }
-
-    /// Instant query; returns the `result` array.
-    pub fn query(&self, q: &str) -> Vec<serde_json::Value> {
-        let path = format!("/api/v1/query?query={}", urlencode(q));
-        let Some((200, body)) = http_get(self.port, &path) else {
-            return Vec::new();
-        };
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// Raw samples `(ts_ms, value)` of the single series matching `selector` over `range`.
-    pub fn raw_samples(&self, selector: &str, range: &str) -> Vec<(i64, f64)> {
-        let r = self.query(&format!("{selector}[{range}]"));
-        let Some(series) = r.first() else {
-            return Vec::new();
-        };
-        series["values"]
-            .as_array()
-            .map(|vals| {
-                vals.iter()
-                    .filter_map(|p| {
-                        let ts = p[0].as_f64()?;
-                        let v: f64 = p[1].as_str()?.parse().ok()?;
-                        Some(((ts * 1000.0).round() as i64, v))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    pub fn scalar(&self, q: &str) -> Option<f64> {
-        let r = self.query(q);
-        r.first()?["value"][1].as_str()?.parse().ok()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+pub use test_support::http::{http_get, urlencode};
+pub use test_support::prometheus::Prometheus;
+pub use test_support::{Proc, find_on_path, free_port, wait_until};
 
 /// A synthetic scrape target on its own thread. Every scrape increments the counter, so the
 /// values Prometheus stores can be checked exactly.
@@ -537,16 +340,6 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill9();
-    }
-}
-
-/// A child process killed on drop (e.g. a Redis server).
-pub struct ChildGuard(pub Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::CertificateSpec;
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     let items = aws
         .acm
@@ -76,6 +77,7 @@ async fn validation_record(aws: &Aws, arn: &str) -> Result<Option<String>> {
         .map(|r| format!("{} {} {}", r.name(), r.r#type().as_str(), r.value())))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: CertificateSpec = d.spec()?;
     let tags = aws
@@ -105,6 +107,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .state("PENDING_VALIDATION"))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     // In use until the deleted listeners are fully gone.
     super::retry_transient("delete certificate", aws.wait_timeout, || async {

@@ -5,8 +5,6 @@
 //! endpoint changes the description, which the plan compares); it is never
 //! read back, diffed or printed.
 
-use aws_sdk_secretsmanager::types::Tag;
-
 use super::{Aws, registry::Ops, secret};
 use crate::consts::CONNECTION_SECRETS;
 use crate::error::{Error, Result};
@@ -37,23 +35,8 @@ pub fn compose_value(template: &str, password: &str) -> String {
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: SecretSpec = d.spec()?;
     let value = compose(aws, d).await?;
-    let tags: Vec<Tag> = aws
-        .tags(&d.key)
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-    let created = aws
-        .secrets
-        .create_secret()
-        .name(&spec.name)
-        .description(&spec.description)
-        .secret_string(&value)
-        .set_tags(Some(tags))
-        .send()
-        .await
-        .map_err(|e| Error::aws("secretsmanager:CreateSecret", e));
-    let arn = match created {
-        Ok(out) => out.arn().unwrap_or_default().to_string(),
+    let arn = match secret::create_tagged(aws, d, &spec, &value).await {
+        Ok(arn) => arn,
         Err(e) => {
             // Left in its recovery window by an earlier `down`: restore it
             // and write the value of today's endpoint.

@@ -19,6 +19,7 @@ fn shared_tags(aws: &Aws, key: &Key) -> Vec<(String, String)> {
         .collect()
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     let items = aws
         .ecr
@@ -94,6 +95,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         ))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     let spec: EcrRepositorySpec = d.spec()?;
     aws.ecr

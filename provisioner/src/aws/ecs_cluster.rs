@@ -78,6 +78,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .output("name", spec.name.clone()))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     let spec: EcsClusterSpec = d.spec()?;
     aws.ecs
@@ -92,6 +93,7 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     Ok(n)
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     // Fails while the deleted service is still draining its tasks.
     super::retry_transient("delete ECS cluster", aws.wait_timeout, || async {

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::ElasticIpSpec;
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     let out = aws
         .ec2
@@ -37,6 +38,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     Ok(res)
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: ElasticIpSpec = d.spec()?;
     let name = format!("{}-{}", aws.prefix, d.key.name);
@@ -60,6 +62,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .output("public_ip", out.public_ip().unwrap_or_default()))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     super::retry_transient("release elastic IP", aws.wait_timeout, || async {
         aws.ec2

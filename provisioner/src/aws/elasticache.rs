@@ -14,6 +14,7 @@ fn tags(aws: &Aws, key: &Key) -> Vec<Tag> {
     subnet_group::tags(aws, key, |k, v| Tag::builder().key(k).value(v).build())
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 fn group_name(aws: &Aws) -> String {
     format!("{}-redis", aws.prefix)
 }
@@ -21,6 +22,7 @@ fn group_name(aws: &Aws) -> String {
 // The subnet-group calls below have the shape of those in `rds.rs`: the
 // same API in two SDKs whose types differ. What is shared (the spec read
 // back, the tags) lives in `subnet_group.rs`.
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn observe_subnet_groups(aws: &Aws) -> Result<Vec<Actual>> {
     let items = aws
         .elasticache
@@ -109,6 +111,7 @@ pub async fn delete_subnet_group(aws: &Aws, a: &Actual) -> Result<()> {
     }
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 async fn describe(aws: &Aws) -> Result<Option<ReplicationGroup>> {
     let id = group_name(aws);
     let items = aws

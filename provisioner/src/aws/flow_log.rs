@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::FlowLogSpec;
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     let out = aws
         .ec2

@@ -136,6 +136,7 @@ async fn put_policy(aws: &Aws, spec: &IamRoleSpec) -> Result<()> {
     Ok(())
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: IamRoleSpec = d.spec()?;
     let tags = aws
@@ -173,6 +174,7 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     Ok(n)
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     match aws
         .iam

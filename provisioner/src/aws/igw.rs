@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::InternetGatewaySpec;
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     let out = aws
         .ec2
@@ -35,6 +36,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     Ok(res)
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: InternetGatewaySpec = d.spec()?;
     let name = format!("{}-igw", aws.prefix);

@@ -24,10 +24,12 @@ pub fn arn_suffix(arn: &str, marker: &str) -> String {
         .unwrap_or_default()
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 fn name(aws: &Aws) -> String {
     format!("{}-alb", aws.prefix)
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 /// This environment's ALB, if it exists.
 pub async fn find(aws: &Aws) -> Result<Option<LoadBalancer>> {
     let items = aws
@@ -84,6 +86,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         .unwrap_or_default())
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: LoadBalancerSpec = d.spec()?;
     aws.elb
@@ -123,6 +126,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     Ok(actual_of(&lb))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     let spec: LoadBalancerSpec = d.spec()?;
     aws.elb

@@ -75,6 +75,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .ok_or_else(|| Error::invalid(format!("log group {} not found after create", spec.name)))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     let spec: LogGroupSpec = d.spec()?;
     set_retention(aws, &spec.name, spec.retention_days).await?;

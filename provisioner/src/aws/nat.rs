@@ -19,6 +19,7 @@ async fn state(aws: &Aws, id: &str) -> Result<Option<NatGatewayState>> {
     Ok(out.nat_gateways().first().and_then(|n| n.state().cloned()))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     let out = aws
         .ec2
@@ -59,6 +60,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     Ok(res)
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: NatGatewaySpec = d.spec()?;
     let name = format!("{}-nat-{}", aws.prefix, d.key.name);

@@ -17,6 +17,7 @@ fn subnet_group_name(aws: &Aws) -> String {
     format!("{}-db", aws.prefix)
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 fn instance_id(aws: &Aws) -> String {
     format!("{}-db", aws.prefix)
 }
@@ -24,6 +25,7 @@ fn instance_id(aws: &Aws) -> String {
 // The subnet-group calls below have the shape of those in `elasticache.rs`: the
 // same API in two SDKs whose types differ. What is shared (the spec read
 // back, the tags) lives in `subnet_group.rs`.
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn observe_subnet_groups(aws: &Aws) -> Result<Vec<Actual>> {
     let items = aws
         .rds
@@ -63,6 +65,7 @@ pub async fn create_subnet_group(aws: &Aws, d: &Desired) -> Result<Actual> {
     Ok(Actual::new(d.key.clone(), &spec.name, &spec))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn update_subnet_group(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     let spec: SubnetGroupSpec = d.spec()?;
     aws.rds
@@ -76,6 +79,7 @@ pub async fn update_subnet_group(aws: &Aws, a: &Actual, d: &Desired) -> Result<A
     Ok(Actual::new(d.key.clone(), a.id.clone(), &spec))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn delete_subnet_group(aws: &Aws, a: &Actual) -> Result<()> {
     super::retry_transient("delete DB subnet group", aws.wait_timeout, || async {
         aws.rds

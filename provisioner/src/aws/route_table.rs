@@ -136,6 +136,7 @@ async fn sync(aws: &Aws, id: &str, spec: &RouteTableSpec) -> Result<()> {
     .await
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: RouteTableSpec = d.spec()?;
     let name = format!("{}-{}", aws.prefix, d.key.name);
@@ -167,6 +168,7 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     Ok(Actual::new(d.key.clone(), a.id.clone(), &spec))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     let empty = RouteTableSpec {
         vpc_id: String::new(),

@@ -100,16 +100,20 @@ pub async fn optional_value(aws: &Aws, id: &str) -> Result<Option<String>> {
     }
 }
 
-pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
-    let spec: SecretSpec = d.spec()?;
-    let value = random_value(aws).await?;
+/// CreateSecret with `d`'s tags: the new secret's ARN, or AWS's answer (the caller
+/// decides whether a secret in its recovery window is restored).
+pub(crate) async fn create_tagged(
+    aws: &Aws,
+    d: &Desired,
+    spec: &SecretSpec,
+    value: &str,
+) -> std::result::Result<String, Error> {
     let tags: Vec<Tag> = aws
         .tags(&d.key)
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
-    let created = aws
-        .secrets
+    aws.secrets
         .create_secret()
         .name(&spec.name)
         .description(&spec.description)
@@ -117,9 +121,15 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .set_tags(Some(tags))
         .send()
         .await
-        .map_err(|e| Error::aws("secretsmanager:CreateSecret", e));
-    let arn = match created {
-        Ok(out) => out.arn().unwrap_or_default().to_string(),
+        .map(|out| out.arn().unwrap_or_default().to_string())
+        .map_err(|e| Error::aws("secretsmanager:CreateSecret", e))
+}
+
+pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
+    let spec: SecretSpec = d.spec()?;
+    let value = random_value(aws).await?;
+    let arn = match create_tagged(aws, d, &spec, &value).await {
+        Ok(arn) => arn,
         Err(e) => restore_if_scheduled(aws, &spec.name).await?.ok_or(e)?,
     };
     Ok(Actual::new(d.key.clone(), &arn, &spec).output("arn", &arn))

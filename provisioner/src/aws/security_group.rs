@@ -68,6 +68,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     Ok(Actual::new(d.key.clone(), id, &spec))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     super::retry_transient("delete security group", aws.wait_timeout, || async {
         aws.ec2

@@ -76,6 +76,7 @@ pub fn delta(have: &[SgRule], want: &[SgRule]) -> (Vec<SgRule>, Vec<SgRule>) {
     (add, remove)
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 async fn sync(aws: &Aws, spec: &SecurityGroupRulesSpec) -> Result<()> {
     let groups = describe(aws).await?;
     let g = groups

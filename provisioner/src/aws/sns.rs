@@ -29,6 +29,7 @@ async fn subscriptions(aws: &Aws, arn: &str) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     let items = aws
         .sns
@@ -120,6 +121,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     Ok(Actual::new(d.key.clone(), arn, &spec).output("arn", arn))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     sync_subscriptions(aws, &a.id, &endpoints(d)).await?;
     let mut n = a.clone();

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Kind};
 use crate::specs::SubnetSpec;
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     let out = aws
         .ec2
@@ -80,12 +81,14 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     Ok(Actual::new(d.key.clone(), id, &spec))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     let spec: SubnetSpec = d.spec()?;
     set_public_ip(aws, &a.id, spec.map_public_ip).await?;
     Ok(Actual::new(d.key.clone(), a.id.clone(), &spec))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     super::retry_transient("delete subnet", aws.wait_timeout, || async {
         aws.ec2

@@ -12,6 +12,7 @@ use crate::specs::TargetGroupSpec;
 
 pub const COLORS: [&str; 2] = ["blue", "green"];
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn find(aws: &Aws) -> Result<Vec<(String, TargetGroup)>> {
     let items = aws
         .elb
@@ -72,6 +73,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         .collect())
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: TargetGroupSpec = d.spec()?;
     let out = aws
@@ -115,6 +117,7 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     Ok(actual_of(&d.key.name, t))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     let spec: TargetGroupSpec = d.spec()?;
     aws.elb
@@ -135,6 +138,7 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     Ok(n)
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     super::retry_transient("delete target group", aws.wait_timeout, || async {
         aws.elb

@@ -24,6 +24,7 @@ async fn attr(aws: &Aws, id: &str, name: VpcAttributeName) -> Result<bool> {
     Ok(v.and_then(AttributeBooleanValue::value).unwrap_or(false))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     let out = aws
         .ec2
@@ -54,6 +55,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     Ok(res)
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 async fn set_attrs(aws: &Aws, id: &str, spec: &VpcSpec) -> Result<()> {
     // One attribute per call (an EC2 rule).
     aws.ec2
@@ -81,6 +83,7 @@ async fn set_attrs(aws: &Aws, id: &str, spec: &VpcSpec) -> Result<()> {
     Ok(())
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: VpcSpec = d.spec()?;
     let name = format!("{}-vpc", aws.prefix);
@@ -101,12 +104,14 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     Ok(Actual::new(d.key.clone(), id, &spec))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
     let spec: VpcSpec = d.spec()?;
     set_attrs(aws, &a.id, &spec).await?;
     Ok(Actual::new(d.key.clone(), a.id.clone(), &spec))
 }
 
+// dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
     super::retry_transient("delete VPC", aws.wait_timeout, || async {
         aws.ec2

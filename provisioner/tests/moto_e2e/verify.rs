@@ -21,6 +21,7 @@ fn sg_rules(perms: &[aws_sdk_ec2::types::IpPermission]) -> Vec<(i32, String)> {
     v
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 /// Every resource of `up staging`, with the security settings of the seeds.
 pub(crate) async fn verify_staging(moto: &Moto) {
     let conf = sdk(moto).await;

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,8 @@ use serde_json::json;
 
 use crate::live::*;
 use crate::support::*;
+use test_support::postgres::{Postgres, find_postgres_bin, start_postgres_with};
+use test_support::redis::redis_server_with;
 
 /// Panels that stay empty on this path, with the reason.
 const AGENT_PATH_EXEMPT: &[(&str, &str, &str)] = &[
@@ -48,105 +50,21 @@ const REDIS_DOWN_PANELS: &[(&str, &str)] = &[
     ),
 ];
 
-/// A PostgreSQL binary: the newest /usr/lib/postgresql/*/bin (Debian), then the PATH.
-fn postgres_bin(name: &str) -> Option<PathBuf> {
-    let versioned = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
-        let mut bins: Vec<PathBuf> = d
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
-            .filter(|p| p.is_file())
-            .collect();
-        bins.sort();
-        bins.pop()
-    });
-    versioned.or_else(|| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
-    })
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// PostgreSQL refuses to run as root: run it as `postgres` through setpriv then.
-fn pg_command(bin: &Path, as_postgres: bool) -> Command {
-    if as_postgres {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--",
-        ])
-        .arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    }
-}
-
-struct Postgres {
-    proc: Proc,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
+/// PostgreSQL with `pg_stat_statements` created (the collector reads it).
 fn start_postgres(initdb: &Path) -> Postgres {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let as_postgres = is_root();
-    if as_postgres {
-        let ok = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "chown of the PostgreSQL directory to postgres failed");
-    }
-    let data = dir.path().join("data");
-    let out = pg_command(initdb, as_postgres)
-        .arg("-D")
-        .arg(&data)
-        .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
-        .output()
-        .expect("run initdb");
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = free_port();
-    let proc = Proc::spawn(
-        "postgres",
-        pg_command(&initdb.with_file_name("postgres"), as_postgres)
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
-            .arg(dir.path())
-            .args([
-                "-c",
-                "shared_preload_libraries=pg_stat_statements",
-                "-c",
-                "fsync=off",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    assert!(
-        wait_port(port, Duration::from_secs(30)),
-        "postgres did not start"
-    );
-    // Accepting TCP is not accepting queries yet: retry the extension until it works.
+    let pg = start_postgres_with(initdb);
     let psql = initdb.with_file_name("psql");
     let t0 = Instant::now();
     loop {
         let out = Command::new(&psql)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg.port.to_string(),
+                "-U",
+                "postgres",
+            ])
             .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"])
             .arg("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             .output()
@@ -161,28 +79,15 @@ fn start_postgres(initdb: &Path) -> Postgres {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    Postgres {
-        proc,
-        port,
-        _dir: dir,
-    }
+    pg
 }
 
-fn start_redis(redis_server: &Path, dir: &Path) -> (Proc, u16) {
+/// A `redis-server` with a memory limit (the dashboards show it).
+fn start_redis() -> (Proc, u16) {
     let port = free_port();
-    let proc = Proc::spawn(
-        "redis-server",
-        Command::new(redis_server)
-            .current_dir(dir)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--maxmemory", "64mb"])
-            .args(["--maxmemory-policy", "volatile-lru"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    assert!(
-        wait_port(port, Duration::from_secs(10)),
-        "redis-server did not start"
+    let proc = redis_server_with(
+        port,
+        &["--maxmemory", "64mb", "--maxmemory-policy", "volatile-lru"],
     );
     (proc, port)
 }
@@ -301,10 +206,11 @@ fn metrics_agent_path_fills_every_dashboard() {
     let Some(prometheus_bin) = tool("prometheus", "PROMETHEUS") else {
         return;
     };
-    let Some(redis_server) = tool("redis-server", "REDIS_SERVER") else {
+    // Started by test-support's helper, which honours $REDIS_SERVER as `tool` does.
+    if tool("redis-server", "REDIS_SERVER").is_none() {
         return;
-    };
-    let Some(initdb) = postgres_bin("initdb") else {
+    }
+    let Some(initdb) = find_postgres_bin("initdb") else {
         assert!(
             !in_ci(),
             "initdb not found (PATH, /usr/lib/postgresql/*/bin); CI must install postgresql: bash .ci/deps/dashboards.sh"
@@ -317,8 +223,7 @@ fn metrics_agent_path_fills_every_dashboard() {
     let agent_bin = workspace_bin("metrics-agent", "metrics-agent");
     let started = Instant::now();
 
-    let redis_dir = tempfile::tempdir().expect("tempdir");
-    let (mut redis, redis_port) = start_redis(&redis_server, redis_dir.path());
+    let (mut redis, redis_port) = start_redis();
     let mut gw = start_gateway(Some(redis_port));
     let dir = gw.dir.path().to_path_buf();
     let mut pg = start_postgres(&initdb);

@@ -2,12 +2,13 @@
 //! client, and reading the dashboards and alert rules.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+pub use test_support::http::urlencode;
+pub use test_support::{Proc, free_port, wait_port};
 
 /// The repository root (the parent of the `tests` crate).
 pub fn repo_root() -> PathBuf {
@@ -65,54 +66,6 @@ pub fn tool(name: &str, env: &str) -> Option<PathBuf> {
         );
     }
     found
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-pub fn wait_port(port: u16, timeout: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    false
-}
-
-/// A child process killed (and reaped) when dropped.
-pub struct Proc {
-    pub name: &'static str,
-    pub child: Child,
-}
-
-impl Proc {
-    pub fn spawn(name: &'static str, cmd: &mut Command) -> Proc {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name, child }
-    }
-
-    /// Panics with `log`'s content if the process has exited.
-    pub fn assert_running(&mut self, log: &Path) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("{} exited early ({status}):\n{text}", self.name);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A response: status and body.
@@ -212,19 +165,6 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Resp> {
         status,
         body: String::from_utf8_lossy(&body).to_string(),
     })
-}
-
-/// Percent-encodes a query-string value.
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The four dashboards: (file stem, parsed JSON).

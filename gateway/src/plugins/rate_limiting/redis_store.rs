@@ -90,8 +90,12 @@ pub enum StoreError {
     Command(RedisError),
     #[error("unexpected reply from the rate-limiting script: {0}")]
     Reply(String),
+    /// Shared: the runtime is built once and its failure kept.
     #[error("redis runtime unavailable: {0}")]
-    Runtime(String),
+    Runtime(#[source] Arc<std::io::Error>),
+    /// The connecting task on the Redis runtime failed.
+    #[error("redis runtime unavailable: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 impl StoreError {
@@ -102,7 +106,7 @@ impl StoreError {
             StoreError::Connect(_) => "connect",
             StoreError::Command(_) => "command",
             StoreError::Reply(_) => "reply",
-            StoreError::Runtime(_) => "runtime",
+            StoreError::Runtime(_) | StoreError::Task(_) => "runtime",
         }
     }
 }
@@ -141,14 +145,14 @@ fn per_sec(n: u32) -> Quota {
 
 /// The runtime that owns Redis connections.
 fn io_runtime() -> Result<&'static tokio::runtime::Runtime, StoreError> {
-    static IO: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    static IO: OnceLock<Result<tokio::runtime::Runtime, Arc<std::io::Error>>> = OnceLock::new();
     IO.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("redis-io")
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())
+            .map_err(Arc::new)
     })
     .as_ref()
     .map_err(|e| StoreError::Runtime(e.clone()))
@@ -334,7 +338,7 @@ impl RedisStore {
         let c = io_runtime()?
             .spawn(async move { connect(&target).await })
             .await
-            .map_err(|e| StoreError::Runtime(e.to_string()))?
+            .map_err(StoreError::Task)?
             .map_err(StoreError::Connect)?;
         self.conn.store(Some(Arc::new(c.clone())));
         Ok(c)

@@ -10,6 +10,7 @@ use crate::config::{Declarative, load_str};
 use crate::core::runtime::Runtime;
 use crate::plugins::PluginSpec;
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 const TIERS_BY_GROUP: &str = r#"
 _format_version: "3.0"
 services:
@@ -132,6 +133,7 @@ fn consumer_group_plugins_are_tiers() {
     }
 }
 
+// dup: each test spells out its own setup and checks (reads alone when it fails).
 const TIERS_BY_CLAIM: &str = r#"
 _format_version: "3.0"
 services:

@@ -1,4 +1,6 @@
-//! Maps a field path (`services[1].routes[0].paths[2]`) to the line where it is written.
+//! Maps a field path (`services[1].routes[0].paths[2]`,
+//! `scrape_configs[1].tls_config.ca_file`) to the line where it is written, so the
+//! gateway's and the metrics-agent's config errors and warnings name `file:line`.
 //!
 //! The map is built from the block structure of the YAML text (indentation, `- ` items and
 //! `key:` entries). Values in flow style (`[a, b]`, `{k: v}`) resolve to the line of their
@@ -223,5 +225,19 @@ mod tests {
             Some(8)
         );
         assert_eq!(idx.line_of("consumers[0].jwt_secrets[0].name"), Some(4));
+    }
+
+    #[test]
+    fn finds_prometheus_paths() {
+        let text = "global:\n  scrape_interval: 5s\nrule_files:\n  - a.yml\nscrape_configs:\n- job_name: a\n  tls_config:\n    ca_file: ca.pem\n- job_name: b\n  static_configs:\n    - targets: [x]\n";
+        let idx = LineIndex::build(text);
+        assert_eq!(idx.line_of("global.scrape_interval"), Some(2));
+        assert_eq!(idx.line_of("rule_files"), Some(3));
+        assert_eq!(idx.line_of("scrape_configs[0].tls_config.ca_file"), Some(8));
+        assert_eq!(
+            idx.line_of("scrape_configs[1].static_configs[0].targets"),
+            Some(11)
+        );
+        assert_eq!(idx.line_of("scrape_configs[1].nope"), Some(9));
     }
 }
