@@ -134,7 +134,6 @@ const UNSUPPORTED_SD: &[&str] = &[
     "digitalocean",
     "docker",
     "dockerswarm",
-    "ec2",
     "ecs",
     "elasticache",
     "eureka",
@@ -174,7 +173,7 @@ fn explain_unknown(message: &str) -> Option<(String, String)> {
         return Some((
             name.to_string(),
             format!(
-                "{name} is not supported by metrics-agent (supported: static_configs, file_sd_configs, dns_sd_configs): ignoring it would scrape none of the targets it discovers"
+                "{name} is not supported by metrics-agent (supported: static_configs, file_sd_configs, dns_sd_configs, ec2_sd_configs): ignoring it would scrape none of the targets it discovers"
             ),
         ));
     }
@@ -350,6 +349,16 @@ pub struct DnsSdConfigRaw {
     pub port: Option<u16>,
 }
 
+/// One `filters` entry of `ec2_sd_configs` (an EC2 DescribeInstances filter).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2FilterRaw {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
 /// Declares a struct with Prometheus' inline HTTP client fields appended.
 macro_rules! with_http_client {
     ($(#[$m:meta])* pub struct $name:ident { $($body:tt)* }) => {
@@ -408,6 +417,33 @@ struct HttpFields<'a> {
     proxy_from_environment: bool,
     follow_redirects: bool,
     enable_http2: Option<bool>,
+}
+
+with_http_client! {
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2SdConfigRaw {
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub access_key: Option<String>,
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub refresh_interval: Option<Duration>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub filters: Option<Vec<Ec2FilterRaw>>,
+}
 }
 
 with_http_client! {
@@ -477,6 +513,8 @@ pub struct ScrapeConfig {
     pub file_sd_configs: Option<Vec<FileSdConfigRaw>>,
     #[serde(default)]
     pub dns_sd_configs: Option<Vec<DnsSdConfigRaw>>,
+    #[serde(default)]
+    pub ec2_sd_configs: Option<Vec<Ec2SdConfigRaw>>,
     #[serde(default)]
     pub relabel_configs: Option<Vec<RelabelConfig>>,
     #[serde(default)]
@@ -729,6 +767,45 @@ pub struct DnsSd {
     pub refresh_interval: Duration,
 }
 
+/// AWS credentials and region as Prometheus' `sigv4` and `ec2_sd_configs` take them:
+/// static keys when both are set, else the SDK's default chain (optionally with a named
+/// profile); `role_arn` assumes that role with those credentials.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AwsAuth {
+    /// None: the SDK's region chain (environment, profile, instance metadata).
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub profile: Option<String>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+}
+
+impl std::fmt::Debug for AwsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsAuth")
+            .field("region", &self.region)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<secret>"))
+            .field("profile", &self.profile)
+            .field("role_arn", &self.role_arn)
+            .field("external_id", &self.external_id)
+            .finish()
+    }
+}
+
+/// A validated `ec2_sd_configs` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Sd {
+    pub auth: AwsAuth,
+    /// Replaces the EC2 API endpoint (`endpoint`).
+    pub endpoint: Option<String>,
+    pub refresh_interval: Duration,
+    pub port: u16,
+    /// DescribeInstances filters: name and values.
+    pub filters: Vec<(String, Vec<String>)>,
+}
+
 /// One resolved scrape target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
@@ -756,6 +833,7 @@ pub struct ScrapeJob {
     pub static_groups: Vec<TargetGroup>,
     pub file_sd: Vec<FileSd>,
     pub dns_sd: Vec<DnsSd>,
+    pub ec2_sd: Vec<Ec2Sd>,
     /// The targets of `static_configs`, relabeled.
     pub targets: Vec<Target>,
 }
@@ -1491,6 +1569,7 @@ fn scrape_job(
     let static_groups = static_groups(cx, &f, sc, relabel_cfgs.is_empty())?;
     let file_sd = file_sd_configs(cx, &f, sc)?;
     let dns_sd = dns_sd_configs(cx, &f, sc)?;
+    let ec2_sd = ec2_sd_configs(cx, &f, sc)?;
 
     let mut job = ScrapeJob {
         name: sc.job_name.clone(),
@@ -1509,6 +1588,7 @@ fn scrape_job(
         static_groups,
         file_sd,
         dns_sd,
+        ec2_sd,
         targets: Vec::new(),
     };
     job.targets = job.resolve(job.static_groups.iter());
@@ -1772,6 +1852,97 @@ fn dns_sd_configs(cx: &Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<Vec<DnsSd>
         });
     }
     Ok(dns_sd)
+}
+
+/// `ec2_sd_configs`: Prometheus' defaults (port 80, refresh 60s); filters need values. Of
+/// the HTTP client options, those that would change where or how the EC2 API is called
+/// (TLS, proxy, credentials) are refused; `follow_redirects` and `enable_http2` load.
+fn ec2_sd_configs(cx: &mut Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<Vec<Ec2Sd>, ConfigError> {
+    let mut out = Vec::new();
+    for (j, e) in sc.ec2_sd_configs.iter().flatten().enumerate() {
+        let p = format!("{f}.ec2_sd_configs[{j}]");
+        let mut filters = Vec::new();
+        for (k, flt) in e.filters.iter().flatten().enumerate() {
+            if flt.values.is_empty() {
+                return Err(cx.err(
+                    format!("{p}.filters[{k}].values"),
+                    "EC2 SD configuration filter values cannot be empty",
+                ));
+            }
+            filters.push((flt.name.clone(), flt.values.clone()));
+        }
+        let http = cx.http(&p, e.http_fields())?;
+        let refused = [
+            ("authorization", http.auth.is_some()),
+            ("tls_config", !http.tls.is_default()),
+            ("proxy_url", http.proxy_url.is_some()),
+            ("proxy_from_environment", http.proxy_from_environment),
+        ];
+        if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
+            return Err(cx.err(
+                format!("{p}.{field}"),
+                "not supported in ec2_sd_configs: the EC2 API is called with the AWS SDK's own client (credentials through access_key/secret_key, profile, role_arn or the default chain)",
+            ));
+        }
+        let auth = aws_auth(cx, &p, &e.region, &e.access_key, &e.secret_key);
+        let endpoint = e.endpoint.clone().filter(|s| !s.is_empty());
+        if let Some(u) = &endpoint
+            && reqwest::Url::parse(u).is_err()
+        {
+            return Err(cx.err(format!("{p}.endpoint"), format!("{u:?} is not a URL")));
+        }
+        out.push(Ec2Sd {
+            auth: AwsAuth {
+                profile: e.profile.clone().filter(|s| !s.is_empty()),
+                role_arn: e.role_arn.clone().filter(|s| !s.is_empty()),
+                external_id: e.external_id.clone().filter(|s| !s.is_empty()),
+                ..auth
+            },
+            endpoint,
+            refresh_interval: e
+                .refresh_interval
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(60)),
+            port: e.port.unwrap_or(80),
+            filters,
+        });
+    }
+    Ok(out)
+}
+
+/// Region and static keys of an AWS block: the keys are used only when both are set (as
+/// Prometheus does); one without the other is a warning, since the default chain is used.
+fn aws_auth(
+    cx: &mut Ctx<'_>,
+    p: &str,
+    region: &Option<String>,
+    access_key: &Option<String>,
+    secret_key: &Option<String>,
+) -> AwsAuth {
+    let ak = access_key.clone().filter(|s| !s.is_empty());
+    let sk = secret_key.clone().filter(|s| !s.is_empty());
+    let (access_key, secret_key) = match (ak, sk) {
+        (Some(a), Some(s)) => (Some(a), Some(s)),
+        (None, None) => (None, None),
+        (a, _) => {
+            let missing = if a.is_some() {
+                "secret_key"
+            } else {
+                "access_key"
+            };
+            cx.warn(
+                format!("{p}.{missing}"),
+                "access_key and secret_key are used only together: credentials come from the default chain",
+            );
+            (None, None)
+        }
+    };
+    AwsAuth {
+        region: region.clone().filter(|s| !s.is_empty()),
+        access_key,
+        secret_key,
+        ..AwsAuth::default()
+    }
 }
 
 /// Prometheus' rule for file_sd names: `.json`/`.yml`/`.yaml`, a `*` only in the last element.

@@ -1,4 +1,5 @@
-//! Target discovery: `file_sd_configs` and `dns_sd_configs` providers, and the job manager
+//! Target discovery: `file_sd_configs` providers (`dns_sd_configs` in dns_sd.rs,
+//! `ec2_sd_configs` in ec2_sd.rs), and the job manager
 //! that turns target groups into running scrape loops (starting loops for new targets and
 //! stopping, with stale markers, those of targets that went away).
 
@@ -236,6 +237,14 @@ impl JobManager {
         for (i, sd) in self.job.dns_sd.iter().enumerate() {
             providers.push(tokio::spawn(crate::dns_sd::run(
                 format!("dns_sd/{i}"),
+                sd.clone(),
+                tx.clone(),
+                stop.clone(),
+            )));
+        }
+        for (i, sd) in self.job.ec2_sd.iter().enumerate() {
+            providers.push(tokio::spawn(crate::ec2_sd::run(
+                format!("ec2_sd/{i}"),
                 sd.clone(),
                 tx.clone(),
                 stop.clone(),

@@ -56,7 +56,7 @@ fn main() -> ExitCode {
                 let discovery: usize = c
                     .jobs
                     .iter()
-                    .map(|j| j.file_sd.len() + j.dns_sd.len())
+                    .map(|j| j.file_sd.len() + j.dns_sd.len() + j.ec2_sd.len())
                     .sum();
                 let discovery = if discovery > 0 {
                     format!(", {discovery} service discovery configs")

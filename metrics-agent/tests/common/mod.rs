@@ -2,6 +2,8 @@
 //! targets, an ECS Task Metadata v4 fixture server, and the agent process.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,57 @@
+//! moto's AWS emulator (`moto_server`, installed by `.ci/deps/provisioner.sh`) on a free
+//! loopback port, owned by one test.
+
+use super::{ChildGuard, free_port, http_get, wait_until};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// `$MOTO_SERVER`, else the venv the deps script makes, else `~/.local/bin`, else PATH.
+fn moto_server() -> PathBuf {
+    if let Some(p) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let candidates = [
+        home.join(".cache/edge-suite/moto-venv/bin/moto_server"),
+        home.join(".local/bin/moto_server"),
+    ];
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("moto_server"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    candidates
+        .into_iter()
+        .chain(on_path)
+        .find(|p| p.is_file())
+        .expect("moto_server not found: run .ci/deps/provisioner.sh or set MOTO_SERVER")
+}
+
+pub struct Moto {
+    pub url: String,
+    _child: ChildGuard,
+}
+
+impl Moto {
+    pub fn start(dir: &Path) -> Moto {
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("moto.log")).expect("moto log");
+        let child = Command::new(moto_server())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn moto_server");
+        let guard = ChildGuard(child);
+        wait_until("moto ready", Duration::from_secs(60), || {
+            matches!(http_get(port, "/moto-api/"), Some((200, _)))
+        });
+        Moto {
+            url: format!("http://127.0.0.1:{port}"),
+            _child: guard,
+        }
+    }
+}
