@@ -32,6 +32,9 @@ pub async fn sdk_config(auth: &AwsAuth) -> Result<SdkConfig, AwsError> {
     if let Some(p) = &auth.profile {
         loader = loader.profile_name(p);
     }
+    if auth.use_fips_sts_endpoint {
+        loader = loader.use_fips(true);
+    }
     if let (Some(a), Some(s)) = (&auth.access_key, &auth.secret_key) {
         loader = loader.credentials_provider(Credentials::new(
             a.clone(),

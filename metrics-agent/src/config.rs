@@ -779,6 +779,8 @@ pub struct AwsAuth {
     pub profile: Option<String>,
     pub role_arn: Option<String>,
     pub external_id: Option<String>,
+    /// STS through its FIPS endpoint (for `role_arn`).
+    pub use_fips_sts_endpoint: bool,
 }
 
 impl std::fmt::Debug for AwsAuth {
@@ -790,6 +792,7 @@ impl std::fmt::Debug for AwsAuth {
             .field("profile", &self.profile)
             .field("role_arn", &self.role_arn)
             .field("external_id", &self.external_id)
+            .field("use_fips_sts_endpoint", &self.use_fips_sts_endpoint)
             .finish()
     }
 }
@@ -842,8 +845,7 @@ pub struct ScrapeJob {
 #[derive(Debug, Clone)]
 pub struct SigV4 {
     pub region: String,
-    pub access_key: Option<String>,
-    pub secret_key: Option<String>,
+    pub auth: AwsAuth,
 }
 
 /// A validated remote_write endpoint.
@@ -2074,28 +2076,12 @@ fn remote_write(
         None => None,
         Some(s) => {
             let p = format!("{f}.sigv4");
-            for (field, set) in [
-                ("profile", s.profile.is_some()),
-                ("role_arn", s.role_arn.is_some()),
-                ("external_id", s.external_id.is_some()),
-            ] {
-                if set {
-                    return Err(cx.err(
-                        format!("{p}.{field}"),
-                        "not supported: use access_key/secret_key, the AWS_* environment or the ECS task role",
-                    ));
-                }
-            }
-            if s.use_fips_sts_endpoint.is_some() {
-                cx.warn(
-                    format!("{p}.use_fips_sts_endpoint"),
-                    "unused: the agent does not call STS",
-                );
-            }
-            if s.access_key.is_some() != s.secret_key.is_some() {
+            if s.access_key.as_deref().is_some_and(|k| !k.is_empty())
+                != s.secret_key.as_deref().is_some_and(|k| !k.is_empty())
+            {
                 return Err(cx.err(
                     format!("{p}.secret_key"),
-                    "access_key and secret_key must be set together",
+                    "must provide a AWS SigV4 Access key and Secret Key if credentials are specified in the SigV4 config",
                 ));
             }
             let region = s
@@ -2105,10 +2091,16 @@ fn remote_write(
                 .or_else(|| std::env::var("AWS_REGION").ok())
                 .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
                 .ok_or_else(|| cx.err(format!("{p}.region"), "required (or set AWS_REGION)"))?;
+            let auth = aws_auth(cx, &p, &Some(region.clone()), &s.access_key, &s.secret_key);
             Some(SigV4 {
                 region,
-                access_key: s.access_key.clone(),
-                secret_key: s.secret_key.clone(),
+                auth: AwsAuth {
+                    profile: s.profile.clone().filter(|x| !x.is_empty()),
+                    role_arn: s.role_arn.clone().filter(|x| !x.is_empty()),
+                    external_id: s.external_id.clone().filter(|x| !x.is_empty()),
+                    use_fips_sts_endpoint: s.use_fips_sts_endpoint.unwrap_or(false),
+                    ..auth
+                },
             })
         }
     };
@@ -2384,9 +2376,9 @@ remote_write:
             "{e}"
         );
         let e = err(
-            "remote_write:\n  - url: http://x/\n    sigv4: {region: us-east-1, role_arn: arn}\n",
+            "remote_write:\n  - url: http://x/\n    sigv4: {region: us-east-1, access_key: AKID}\n",
         );
-        assert!(e.contains("remote_write[0].sigv4.role_arn"), "{e}");
+        assert!(e.contains("remote_write[0].sigv4.secret_key"), "{e}");
         let e = err("global: {scrape_interval: 5x}\n");
         assert!(e.contains("global.scrape_interval"), "{e}");
         let e = err("scrape_configs:\n  - job_name: a\n  - job_name: a\n");
