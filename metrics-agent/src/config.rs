@@ -130,9 +130,7 @@ const REFUSED: &[(&str, &str)] = &[
 const UNSUPPORTED_SD: &[&str] = &[
     "aws",
     "azure",
-    "consul",
     "digitalocean",
-    "docker",
     "dockerswarm",
     "ecs",
     "elasticache",
@@ -173,7 +171,7 @@ fn explain_unknown(message: &str) -> Option<(String, String)> {
         return Some((
             name.to_string(),
             format!(
-                "{name} is not supported by metrics-agent (supported: static_configs, file_sd_configs, dns_sd_configs, ec2_sd_configs): ignoring it would scrape none of the targets it discovers"
+                "{name} is not supported by metrics-agent (supported: static_configs, file_sd_configs, dns_sd_configs, ec2_sd_configs, consul_sd_configs, docker_sd_configs): ignoring it would scrape none of the targets it discovers"
             ),
         ));
     }
@@ -447,6 +445,66 @@ pub struct Ec2SdConfigRaw {
 }
 
 with_http_client! {
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulSdConfigRaw {
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub datacenter: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub partition: Option<String>,
+    #[serde(default)]
+    pub tag_separator: Option<String>,
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub allow_stale: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub refresh_interval: Option<Duration>,
+    #[serde(default)]
+    pub services: Option<Vec<String>>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub node_meta: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub filter: Option<String>,
+    #[serde(default)]
+    pub health_filter: Option<String>,
+}
+}
+
+with_http_client! {
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSdConfigRaw {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub filters: Option<Vec<Ec2FilterRaw>>,
+    #[serde(default)]
+    pub host_networking_host: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub refresh_interval: Option<Duration>,
+    #[serde(default)]
+    pub match_first_network: Option<bool>,
+}
+}
+
+with_http_client! {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScrapeConfig {
@@ -515,6 +573,10 @@ pub struct ScrapeConfig {
     pub dns_sd_configs: Option<Vec<DnsSdConfigRaw>>,
     #[serde(default)]
     pub ec2_sd_configs: Option<Vec<Ec2SdConfigRaw>>,
+    #[serde(default)]
+    pub consul_sd_configs: Option<Vec<ConsulSdConfigRaw>>,
+    #[serde(default)]
+    pub docker_sd_configs: Option<Vec<DockerSdConfigRaw>>,
     #[serde(default)]
     pub relabel_configs: Option<Vec<RelabelConfig>>,
     #[serde(default)]
@@ -809,6 +871,46 @@ pub struct Ec2Sd {
     pub filters: Vec<(String, Vec<String>)>,
 }
 
+/// A validated `consul_sd_configs` entry.
+#[derive(Debug, Clone)]
+pub struct ConsulSd {
+    /// `host:port` of the Consul agent or server.
+    pub server: String,
+    pub path_prefix: String,
+    pub scheme: String,
+    /// Sent as `X-Consul-Token`.
+    pub token: Option<Secret>,
+    /// None: the agent's own datacenter (from /v1/agent/self).
+    pub datacenter: Option<String>,
+    pub namespace: Option<String>,
+    pub partition: Option<String>,
+    pub tag_separator: String,
+    pub allow_stale: bool,
+    pub refresh_interval: Duration,
+    pub services: Vec<String>,
+    pub tags: Vec<String>,
+    pub node_meta: BTreeMap<String, String>,
+    pub filter: Option<String>,
+    pub health_filter: Option<String>,
+    /// TLS, proxy and credentials (`username`/`password` become basic auth).
+    pub http: HttpClient,
+}
+
+/// A validated `docker_sd_configs` entry.
+#[derive(Debug, Clone)]
+pub struct DockerSd {
+    /// The Docker daemon: `unix:///path`, `tcp://host:port`, `http(s)://host:port`.
+    pub host: String,
+    pub port: u16,
+    /// `/containers/json` filters: name and values.
+    pub filters: Vec<(String, Vec<String>)>,
+    pub host_networking_host: String,
+    pub refresh_interval: Duration,
+    pub match_first_network: bool,
+    /// Used for http(s) hosts (as in Prometheus).
+    pub http: HttpClient,
+}
+
 /// One resolved scrape target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
@@ -837,6 +939,8 @@ pub struct ScrapeJob {
     pub file_sd: Vec<FileSd>,
     pub dns_sd: Vec<DnsSd>,
     pub ec2_sd: Vec<Ec2Sd>,
+    pub consul_sd: Vec<ConsulSd>,
+    pub docker_sd: Vec<DockerSd>,
     /// The targets of `static_configs`, relabeled.
     pub targets: Vec<Target>,
 }
@@ -1572,6 +1676,8 @@ fn scrape_job(
     let file_sd = file_sd_configs(cx, &f, sc)?;
     let dns_sd = dns_sd_configs(cx, &f, sc)?;
     let ec2_sd = ec2_sd_configs(cx, &f, sc)?;
+    let consul_sd = consul_sd_configs(cx, &f, sc)?;
+    let docker_sd = docker_sd_configs(cx, &f, sc)?;
 
     let mut job = ScrapeJob {
         name: sc.job_name.clone(),
@@ -1591,6 +1697,8 @@ fn scrape_job(
         file_sd,
         dns_sd,
         ec2_sd,
+        consul_sd,
+        docker_sd,
         targets: Vec::new(),
     };
     job.targets = job.resolve(job.static_groups.iter());
@@ -1907,6 +2015,128 @@ fn ec2_sd_configs(cx: &mut Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<Vec<Ec
                 .unwrap_or(Duration::from_secs(60)),
             port: e.port.unwrap_or(80),
             filters,
+        });
+    }
+    Ok(out)
+}
+
+/// `consul_sd_configs`: Prometheus' defaults (server `localhost:8500`, scheme `http`, tag
+/// separator `,`, `allow_stale` true, refresh 30s) and rules (a server is required;
+/// `username`/`password` are basic auth and exclude `basic_auth`; `token` excludes
+/// `authorization`).
+fn consul_sd_configs(
+    cx: &mut Ctx<'_>,
+    f: &str,
+    sc: &ScrapeConfig,
+) -> Result<Vec<ConsulSd>, ConfigError> {
+    let mut out = Vec::new();
+    for (j, c) in sc.consul_sd_configs.iter().flatten().enumerate() {
+        let p = format!("{f}.consul_sd_configs[{j}]");
+        let server = c.server.clone().unwrap_or_else(|| "localhost:8500".into());
+        if server.trim().is_empty() {
+            return Err(cx.err(
+                format!("{p}.server"),
+                "consul SD configuration requires a server address",
+            ));
+        }
+        let mut http = cx.http(&p, c.http_fields())?;
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let (username, password) = (nonempty(&c.username), nonempty(&c.password));
+        if username.is_some() || password.is_some() {
+            if c.basic_auth.is_some() {
+                return Err(cx.err(
+                    format!("{p}.username"),
+                    "at most one of consul SD configuration username and password and basic auth can be configured",
+                ));
+            }
+            if http.auth.is_some() {
+                return Err(cx.err(
+                    format!("{p}.username"),
+                    "at most one of basic_auth, authorization and bearer_token/bearer_token_file may be set",
+                ));
+            }
+            http.auth = Some(Auth::Basic {
+                username: Secret::Inline(username.unwrap_or_default()),
+                password: Secret::Inline(password.unwrap_or_default()),
+            });
+        }
+        let token = nonempty(&c.token);
+        if token.is_some() && matches!(http.auth, Some(Auth::Header { .. })) {
+            return Err(cx.err(
+                format!("{p}.token"),
+                "at most one of consul SD token, authorization, or oauth2 can be configured",
+            ));
+        }
+        out.push(ConsulSd {
+            server,
+            path_prefix: c.path_prefix.clone().unwrap_or_default(),
+            scheme: nonempty(&c.scheme).unwrap_or_else(|| "http".into()),
+            token: token.map(Secret::Inline),
+            datacenter: nonempty(&c.datacenter),
+            namespace: nonempty(&c.namespace),
+            partition: nonempty(&c.partition),
+            tag_separator: nonempty(&c.tag_separator).unwrap_or_else(|| ",".into()),
+            allow_stale: c.allow_stale.unwrap_or(true),
+            refresh_interval: c
+                .refresh_interval
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(30)),
+            services: c.services.clone().unwrap_or_default(),
+            tags: c.tags.clone().unwrap_or_default(),
+            node_meta: c.node_meta.clone().unwrap_or_default(),
+            filter: nonempty(&c.filter),
+            health_filter: nonempty(&c.health_filter),
+            http,
+        });
+    }
+    Ok(out)
+}
+
+/// `docker_sd_configs`: Prometheus' defaults (port 80, refresh 60s, `host_networking_host`
+/// localhost, `match_first_network` true); `host` is required and must be a URL.
+fn docker_sd_configs(
+    cx: &mut Ctx<'_>,
+    f: &str,
+    sc: &ScrapeConfig,
+) -> Result<Vec<DockerSd>, ConfigError> {
+    let mut out = Vec::new();
+    for (j, d) in sc.docker_sd_configs.iter().flatten().enumerate() {
+        let p = format!("{f}.docker_sd_configs[{j}]");
+        let host = d.host.clone().unwrap_or_default();
+        if host.is_empty() {
+            return Err(cx.err(format!("{p}.host"), "host missing"));
+        }
+        match reqwest::Url::parse(&host) {
+            Ok(u) if ["unix", "tcp", "http", "https"].contains(&u.scheme()) => {}
+            Ok(u) => {
+                return Err(cx.err(
+                    format!("{p}.host"),
+                    format!(
+                        "unsupported protocol scheme {:?} (unix, tcp, http, https)",
+                        u.scheme()
+                    ),
+                ));
+            }
+            Err(e) => return Err(cx.err(format!("{p}.host"), e.to_string())),
+        }
+        let mut filters = Vec::new();
+        for flt in d.filters.iter().flatten() {
+            filters.push((flt.name.clone(), flt.values.clone()));
+        }
+        out.push(DockerSd {
+            host,
+            port: d.port.unwrap_or(80),
+            filters,
+            host_networking_host: d
+                .host_networking_host
+                .clone()
+                .unwrap_or_else(|| "localhost".into()),
+            refresh_interval: d
+                .refresh_interval
+                .filter(|x| !x.is_zero())
+                .unwrap_or(Duration::from_secs(60)),
+            match_first_network: d.match_first_network.unwrap_or(true),
+            http: cx.http(&p, d.http_fields())?,
         });
     }
     Ok(out)

@@ -1,5 +1,5 @@
 //! Target discovery: `file_sd_configs` providers (`dns_sd_configs` in dns_sd.rs,
-//! `ec2_sd_configs` in ec2_sd.rs), and the job manager
+//! `ec2_sd_configs` in ec2_sd.rs, `consul_sd_configs` in consul_sd.rs, `docker_sd_configs` in docker_sd.rs), and the job manager
 //! that turns target groups into running scrape loops (starting loops for new targets and
 //! stopping, with stale markers, those of targets that went away).
 
@@ -245,6 +245,22 @@ impl JobManager {
         for (i, sd) in self.job.ec2_sd.iter().enumerate() {
             providers.push(tokio::spawn(crate::ec2_sd::run(
                 format!("ec2_sd/{i}"),
+                sd.clone(),
+                tx.clone(),
+                stop.clone(),
+            )));
+        }
+        for (i, sd) in self.job.consul_sd.iter().enumerate() {
+            providers.push(tokio::spawn(crate::consul_sd::run(
+                format!("consul_sd/{i}"),
+                sd.clone(),
+                tx.clone(),
+                stop.clone(),
+            )));
+        }
+        for (i, sd) in self.job.docker_sd.iter().enumerate() {
+            providers.push(tokio::spawn(crate::docker_sd::run(
+                format!("docker_sd/{i}"),
                 sd.clone(),
                 tx.clone(),
                 stop.clone(),
