@@ -6,7 +6,7 @@
 //! 15 s and keeps the previous targets.
 
 use crate::config::{ConsulSd, TargetGroup};
-use crate::discovery::Update;
+use crate::discovery::{Update, host_port};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -86,14 +86,6 @@ pub fn aggregated_status(checks: &[Check]) -> &'static str {
     }
 }
 
-fn host_port(host: &str, port: i64) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// The target group of one service's instances, with Prometheus' `__meta_consul_*` labels.
 pub fn service_group(
     name: &str,
@@ -130,7 +122,7 @@ pub fn service_group(
             "__meta_consul_health".into(),
             aggregated_status(e.checks.as_deref().unwrap_or_default()),
         );
-        let sanitize = crate::ec2_sd::sanitize_label_name;
+        let sanitize = crate::discovery::sanitize_label_name;
         for (k, v) in n.meta.iter().flatten() {
             set(format!("__meta_consul_metadata_{}", sanitize(k)), v);
         }
@@ -296,25 +288,16 @@ impl Client {
         name: &str,
         index: u64,
     ) -> Result<(Vec<ServiceEntry>, u64), ConsulError> {
-        let path = format!("/v1/health/service/{}", urlencode_segment(name));
+        let path = format!(
+            "/v1/health/service/{}",
+            crate::discovery::percent_encode(name)
+        );
         let tags: Vec<(&str, String)> = self.sd.tags.iter().map(|t| ("tag", t.clone())).collect();
         let (body, idx) = self
             .get(&path, &tags, Some(index), self.sd.health_filter.as_deref())
             .await?;
         Ok((Self::parse(&path, &body)?, idx))
     }
-}
-
-fn urlencode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Whether a catalog service is watched: by name (when a list is given) and by tags (it

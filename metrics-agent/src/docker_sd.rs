@@ -8,7 +8,7 @@
 //! options). A failed refresh keeps the previous targets.
 
 use crate::config::{DockerSd, TargetGroup};
-use crate::discovery::Update;
+use crate::discovery::{Update, host_port};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -97,7 +97,7 @@ pub fn network_labels(networks: &[Network]) -> HashMap<String, BTreeMap<String, 
                 l.insert(
                     format!(
                         "__meta_docker_network_label_{}",
-                        crate::ec2_sd::sanitize_label_name(k)
+                        crate::discovery::sanitize_label_name(k)
                     ),
                     v.clone(),
                 );
@@ -109,14 +109,6 @@ pub fn network_labels(networks: &[Network]) -> HashMap<String, BTreeMap<String, 
 
 fn valid_ip(s: &str) -> bool {
     s.parse::<std::net::IpAddr>().is_ok()
-}
-
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 /// The targets of a container list, as Prometheus builds them.
@@ -152,7 +144,7 @@ pub fn targets(
             common.insert(
                 format!(
                     "__meta_docker_container_label_{}",
-                    crate::ec2_sd::sanitize_label_name(k)
+                    crate::discovery::sanitize_label_name(k)
                 ),
                 v.clone(),
             );
@@ -358,16 +350,7 @@ fn containers_path(sd: &DockerSd) -> String {
         }
     }
     let json = serde_json::to_string(&m).unwrap_or_default();
-    let encoded: String = json
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
+    let encoded = crate::discovery::percent_encode(&json);
     format!("/containers/json?filters={encoded}")
 }
 

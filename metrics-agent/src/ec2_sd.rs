@@ -4,26 +4,13 @@
 //! previous targets, as Prometheus does.
 
 use crate::config::{Ec2Sd, TargetGroup};
-use crate::discovery::Update;
+use crate::discovery::{Update, host_port, sanitize_label_name};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{Filter, Instance};
 use std::collections::{BTreeMap, HashMap};
 use tokio::sync::{mpsc, watch};
 
 const SEP: &str = ",";
-
-/// Prometheus' strutil.SanitizeLabelName: every character outside `[a-zA-Z0-9_]` becomes `_`.
-pub fn sanitize_label_name(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
 
 fn joined(items: &[String]) -> String {
     format!("{SEP}{}{SEP}", items.join(SEP))
@@ -66,14 +53,6 @@ fn ipv6_addresses(inst: &Instance) -> (Option<String>, Option<Vec<String>>, Opti
         .find(|a| !a.is_empty())
         .cloned();
     (default, primary, all)
-}
-
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 /// The labels of one instance, or None when it has no address to scrape.
