@@ -8,6 +8,7 @@ use crate::config::AwsAuth;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_http_client::tls;
 
 /// The session name of assumed roles (visible in CloudTrail).
 pub const SESSION_NAME: &str = "metrics-agent";
@@ -21,11 +22,36 @@ pub enum AwsError {
     NoRegion,
     #[error("no AWS credentials provider is configured")]
     NoCredentials,
+    #[error("tls_config.ca: {0}")]
+    Tls(String),
 }
 
-/// The SDK configuration for one `sigv4` / `ec2_sd_configs` block.
-pub async fn sdk_config(auth: &AwsAuth) -> Result<SdkConfig, AwsError> {
+/// An HTTPS client for the AWS SDK that trusts only the CA certificates in `ca_pem`.
+pub fn https_client_with_ca(
+    ca_pem: &[u8],
+) -> Result<aws_sdk_ec2::config::SharedHttpClient, AwsError> {
+    let trust = tls::TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(ca_pem.to_vec());
+    let ctx = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| AwsError::Tls(e.to_string()))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(ctx)
+        .build_https())
+}
+
+/// The SDK configuration for one `sigv4` / `ec2_sd_configs` block; `ca_pem` replaces the
+/// trusted roots of every AWS call it makes (STS included).
+pub async fn sdk_config(auth: &AwsAuth, ca_pem: Option<&[u8]>) -> Result<SdkConfig, AwsError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(pem) = ca_pem {
+        loader = loader.http_client(https_client_with_ca(pem)?);
+    }
     if let Some(r) = &auth.region {
         loader = loader.region(Region::new(r.clone()));
     }

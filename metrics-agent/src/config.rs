@@ -869,6 +869,8 @@ pub struct Ec2Sd {
     pub port: u16,
     /// DescribeInstances filters: name and values.
     pub filters: Vec<(String, Vec<String>)>,
+    /// `tls_config.ca`/`ca_file`: the only roots trusted for the EC2 and STS endpoints.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// A validated `consul_sd_configs` entry.
@@ -1982,16 +1984,22 @@ fn ec2_sd_configs(cx: &mut Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<Vec<Ec
             filters.push((flt.name.clone(), flt.values.clone()));
         }
         let http = cx.http(&p, e.http_fields())?;
+        let t = &http.tls;
+        let tls_beyond_ca = t.cert_pem.is_some()
+            || t.server_name.is_some()
+            || t.insecure_skip_verify
+            || t.min_version.is_some()
+            || t.max_version.is_some();
         let refused = [
             ("authorization", http.auth.is_some()),
-            ("tls_config", !http.tls.is_default()),
+            ("tls_config", tls_beyond_ca),
             ("proxy_url", http.proxy_url.is_some()),
             ("proxy_from_environment", http.proxy_from_environment),
         ];
         if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
             return Err(cx.err(
                 format!("{p}.{field}"),
-                "not supported in ec2_sd_configs: the EC2 API is called with the AWS SDK's own client (credentials through access_key/secret_key, profile, role_arn or the default chain)",
+                "not supported in ec2_sd_configs: the EC2 API is called with the AWS SDK's own client, which takes a CA (tls_config.ca/ca_file) but no client certificate, server_name, insecure_skip_verify, TLS versions, proxy or HTTP credentials (credentials come from access_key/secret_key, profile, role_arn or the default chain)",
             ));
         }
         let auth = aws_auth(cx, &p, &e.region, &e.access_key, &e.secret_key);
@@ -2015,6 +2023,7 @@ fn ec2_sd_configs(cx: &mut Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<Vec<Ec
                 .unwrap_or(Duration::from_secs(60)),
             port: e.port.unwrap_or(80),
             filters,
+            ca_pem: http.tls.ca_pem.clone(),
         });
     }
     Ok(out)

@@ -196,7 +196,7 @@ impl Discoverer {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let conf = crate::aws::sdk_config(&self.sd.auth).await?;
+        let conf = crate::aws::sdk_config(&self.sd.auth, self.sd.ca_pem.as_deref()).await?;
         let region = conf.region().map(|r| r.to_string()).unwrap_or_default();
         let mut b = aws_sdk_ec2::config::Builder::from(&conf);
         if let Some(e) = &self.sd.endpoint {

@@ -103,7 +103,7 @@ impl Signer {
     async fn provider(&self) -> Result<&SharedCredentialsProvider, SigV4Error> {
         self.provider
             .get_or_try_init(|| async {
-                let conf = crate::aws::sdk_config(&self.auth).await?;
+                let conf = crate::aws::sdk_config(&self.auth, None).await?;
                 conf.credentials_provider()
                     .ok_or(SigV4Error::Config(AwsError::NoCredentials))
             })

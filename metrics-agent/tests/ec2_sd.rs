@@ -16,7 +16,16 @@ use std::time::Duration;
 const REGION: &str = "us-east-1";
 
 async fn ec2(moto: &Moto) -> aws_sdk_ec2::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    ec2_with(moto, None).await
+}
+
+/// A client for moto, trusting only `ca_pem` when given.
+async fn ec2_with(moto: &Moto, ca_pem: Option<&[u8]>) -> aws_sdk_ec2::Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(pem) = ca_pem {
+        loader = loader.http_client(metrics_agent::aws::https_client_with_ca(pem).expect("client"));
+    }
+    let conf = loader
         .region(aws_config::Region::new(REGION))
         .endpoint_url(&moto.url)
         .credentials_provider(aws_credential_types::Credentials::new(
@@ -192,4 +201,77 @@ fn ec2_instances_are_discovered_relabeled_and_removed() {
     assert!(log.contains("target removed"), "{log}");
     assert!(log.contains(&ip2) || log.contains("web-2"), "{log}");
     assert!(!log.contains("testing"), "a credential in the log: {log}");
+}
+
+/// A test CA and a certificate for 127.0.0.1 it signed: (CA PEM, cert file, key file).
+fn test_ca(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).expect("ca");
+    let issuer = rcgen::Issuer::new(params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("cert");
+    let (c, k) = (dir.join("moto.pem"), dir.join("moto.key"));
+    std::fs::write(&c, cert.pem()).expect("write");
+    std::fs::write(&k, key.serialize_pem()).expect("write");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    (ca.pem(), c, k)
+}
+
+#[test]
+fn ec2_api_over_tls_with_the_configured_ca() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca_pem, cert, key) = test_ca(dir.path());
+    let moto = Moto::start_tls(dir.path(), &cert, &key);
+    let prom = Prometheus::start(&dir.path().join("prom"));
+    let target = Target::start(Flavor::TextGzip);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let client = rt.block_on(ec2_with(&moto, Some(ca_pem.as_bytes())));
+    let (id, _) = rt.block_on(run_instance(&client, &[("Name", "tls-1")]));
+    let job = |name: &str, tls: &str| {
+        format!(
+            "  - job_name: {name}
+    ec2_sd_configs:
+      - {{region: {REGION}, endpoint: '{}', access_key: testing, secret_key: testing, refresh_interval: 1s{tls}}}
+    relabel_configs:
+      - {{source_labels: [__meta_ec2_instance_id], target_label: instance_id}}
+      - {{target_label: __address__, replacement: '127.0.0.1:{}'}}
+",
+            moto.url, target.port
+        )
+    };
+    let body = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n{}{}remote_write:\n  - url: {}\n    queue_config: {{max_shards: 1, min_backoff: 50ms, max_backoff: 500ms}}\n",
+        job("with-ca", ", tls_config: {ca_file: ca.pem}"),
+        job("system-roots", ""),
+        prom.write_url()
+    );
+    let cfg = dir.path().join("agent.yml");
+    std::fs::write(&cfg, body).expect("write config");
+    let none = dir.path().join("none");
+    let none = none.to_str().expect("utf8");
+    let agent = Agent::start(
+        &cfg,
+        &dir.path().join("wal"),
+        &["--no-ecs"],
+        &[
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", none),
+            ("AWS_SHARED_CREDENTIALS_FILE", none),
+        ],
+    );
+    wait_until("discovered over TLS", Duration::from_secs(60), || {
+        prom.scalar(&format!("up{{job=\"with-ca\",instance_id=\"{id}\"}}")) == Some(1.0)
+    });
+    // The same endpoint with the system roots is refused: nothing discovered, the error logged.
+    wait_until(
+        "the untrusted endpoint's error",
+        Duration::from_secs(30),
+        || agent.log().contains("ec2_sd"),
+    );
+    assert!(up_series(&prom, "job=\"system-roots\"").is_empty());
 }
