@@ -831,8 +831,10 @@ pub struct DnsSd {
 
 /// AWS credentials and region as Prometheus' `sigv4` and `ec2_sd_configs` take them:
 /// static keys when both are set, else the SDK's default chain (optionally with a named
-/// profile); `role_arn` assumes that role with those credentials.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// profile); `role_arn` assumes that role with those credentials. (Debug shows the secret,
+/// as for the other credentials here: the reload compares jobs by their Debug text, so a
+/// changed secret restarts the job. It is never logged.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AwsAuth {
     /// None: the SDK's region chain (environment, profile, instance metadata).
     pub region: Option<String>,
@@ -843,20 +845,6 @@ pub struct AwsAuth {
     pub external_id: Option<String>,
     /// STS through its FIPS endpoint (for `role_arn`).
     pub use_fips_sts_endpoint: bool,
-}
-
-impl std::fmt::Debug for AwsAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsAuth")
-            .field("region", &self.region)
-            .field("access_key", &self.access_key)
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "<secret>"))
-            .field("profile", &self.profile)
-            .field("role_arn", &self.role_arn)
-            .field("external_id", &self.external_id)
-            .field("use_fips_sts_endpoint", &self.use_fips_sts_endpoint)
-            .finish()
-    }
 }
 
 /// A validated `ec2_sd_configs` entry.
