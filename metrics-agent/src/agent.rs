@@ -637,7 +637,7 @@ fn start_senders(
         let signer = rw
             .sigv4
             .as_ref()
-            .map(|s| Arc::new(Signer::new(s.region.clone(), s.auth.clone())));
+            .map(|s| Arc::new(Signer::new(s.auth.clone())));
         let sender = Arc::new(Sender {
             rw: Arc::new(rw.clone()),
             client: client.clone(),

@@ -935,10 +935,9 @@ pub struct ScrapeJob {
     pub targets: Vec<Target>,
 }
 
-/// SigV4 settings with the region resolved.
+/// SigV4 settings (`auth.region` None: the SDK's region chain).
 #[derive(Debug, Clone)]
 pub struct SigV4 {
-    pub region: String,
     pub auth: AwsAuth,
 }
 
@@ -2311,16 +2310,19 @@ fn remote_write(
                     "must provide a AWS SigV4 Access key and Secret Key if credentials are specified in the SigV4 config",
                 ));
             }
-            let region = s
-                .region
-                .clone()
-                .filter(|r| !r.is_empty())
-                .or_else(|| std::env::var("AWS_REGION").ok())
-                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-                .ok_or_else(|| cx.err(format!("{p}.region"), "required (or set AWS_REGION)"))?;
-            let auth = aws_auth(cx, &p, &Some(region.clone()), &s.access_key, &s.secret_key);
+            // As in Prometheus, a missing region comes from the SDK's chain (AWS_REGION,
+            // AWS_DEFAULT_REGION, the profile, instance metadata) when the agent starts.
+            let auth = aws_auth(cx, &p, &s.region, &s.access_key, &s.secret_key);
+            if auth.region.is_none()
+                && std::env::var_os("AWS_REGION").is_none()
+                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+            {
+                cx.warn(
+                    format!("{p}.region"),
+                    "not set: the region comes from the AWS profile or instance metadata when the agent sends (sending fails, and data waits in the WAL, until one is found)",
+                );
+            }
             Some(SigV4 {
-                region,
                 auth: AwsAuth {
                     profile: s.profile.clone().filter(|x| !x.is_empty()),
                     role_arn: s.role_arn.clone().filter(|x| !x.is_empty()),

@@ -73,17 +73,16 @@ struct Cached {
 
 /// The credentials of one `sigv4` block, cached.
 pub struct Signer {
-    pub region: String,
     auth: AwsAuth,
-    provider: OnceCell<SharedCredentialsProvider>,
+    /// The credentials provider and the region, resolved at the first use.
+    provider: OnceCell<(SharedCredentialsProvider, String)>,
     cached: Mutex<Option<Cached>>,
 }
 
 impl Signer {
-    /// Credentials as `auth` describes them (the provider is built at the first use).
-    pub fn new(region: String, auth: AwsAuth) -> Signer {
+    /// Credentials and region as `auth` describes them (resolved at the first use).
+    pub fn new(auth: AwsAuth) -> Signer {
         Signer {
-            region,
             auth,
             provider: OnceCell::new(),
             cached: Mutex::new(None),
@@ -93,19 +92,21 @@ impl Signer {
     /// Credentials from this provider.
     pub fn with_provider(region: String, provider: SharedCredentialsProvider) -> Signer {
         Signer {
-            region,
             auth: AwsAuth::default(),
-            provider: OnceCell::new_with(Some(provider)),
+            provider: OnceCell::new_with(Some((provider, region))),
             cached: Mutex::new(None),
         }
     }
 
-    async fn provider(&self) -> Result<&SharedCredentialsProvider, SigV4Error> {
+    async fn provider(&self) -> Result<&(SharedCredentialsProvider, String), SigV4Error> {
         self.provider
             .get_or_try_init(|| async {
                 let conf = crate::aws::sdk_config(&self.auth, None).await?;
-                conf.credentials_provider()
-                    .ok_or(SigV4Error::Config(AwsError::NoCredentials))
+                let region = conf.region().map(|r| r.to_string()).unwrap_or_default();
+                let p = conf
+                    .credentials_provider()
+                    .ok_or(SigV4Error::Config(AwsError::NoCredentials))?;
+                Ok((p, region))
             })
             .await
     }
@@ -123,7 +124,7 @@ impl Signer {
             return Ok(c.creds.clone());
         }
         let fetched = match self.provider().await {
-            Ok(p) => p.provide_credentials().await.map_err(|e| {
+            Ok((p, _)) => p.provide_credentials().await.map_err(|e| {
                 SigV4Error::Credentials(aws_sdk_ec2::error::DisplayErrorContext(&e).to_string())
             }),
             Err(e) => Err(e),
@@ -168,12 +169,13 @@ impl Signer {
         body: &[u8],
     ) -> Result<Vec<(&'static str, String)>, SigV4Error> {
         let creds = self.credentials().await?;
+        let (_, region) = self.provider().await?;
         sign(
             "POST",
             url,
             body,
             &creds,
-            &self.region,
+            region,
             SERVICE,
             SystemTime::now(),
         )
@@ -339,15 +341,12 @@ mod tests {
 
     #[tokio::test]
     async fn static_keys_sign_without_fetching() {
-        let s = Signer::new(
-            "eu-west-1".into(),
-            AwsAuth {
-                region: Some("eu-west-1".into()),
-                access_key: Some("AKIDSTATIC".into()),
-                secret_key: Some("secret".into()),
-                ..AwsAuth::default()
-            },
-        );
+        let s = Signer::new(AwsAuth {
+            region: Some("eu-west-1".into()),
+            access_key: Some("AKIDSTATIC".into()),
+            secret_key: Some("secret".into()),
+            ..AwsAuth::default()
+        });
         let h = s
             .sign_post(
                 "https://aps-workspaces.eu-west-1.amazonaws.com/w/api/v1/remote_write",

@@ -308,3 +308,62 @@ fn sigv4_role_arn_is_assumed_through_sts() {
     }
     assert!(!agent.log().contains("base-secret"));
 }
+
+#[test]
+fn sigv4_profile_gives_keys_and_region() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let secrets: Secrets = Arc::default();
+    secrets
+        .lock()
+        .expect("lock")
+        .insert("AKIDPROFILE".into(), "profile-secret".into());
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let rx = receiver(secrets, seen.clone());
+    // No region in the block: it comes from the named profile, as do the keys.
+    let cfg = config(dir.path(), rx.port, "      profile: monitoring\n");
+    let aws_config = dir.path().join("aws-config");
+    std::fs::write(
+        &aws_config,
+        "[default]\nregion = us-east-1\n\n[profile monitoring]\nregion = ap-southeast-2\n",
+    )
+    .expect("write");
+    let aws_credentials = dir.path().join("aws-credentials");
+    std::fs::write(
+        &aws_credentials,
+        "[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = default-secret\n\n[monitoring]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = profile-secret\n",
+    )
+    .expect("write");
+    let envs = [
+        ("AWS_CONFIG_FILE", aws_config.to_str().expect("utf8")),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            aws_credentials.to_str().expect("utf8"),
+        ),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    // `check` loads it with a warning about the region (promtool accepts it too).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_metrics-agent"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .output()
+        .expect("check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("sigv4.region"), "{stderr}");
+    let agent = Agent::start(&cfg, &dir.path().join("wal"), &["--no-ecs"], &envs);
+    wait_until("a signed request", Duration::from_secs(30), || {
+        seen.lock().expect("lock").len() >= 2
+    });
+    let s = seen.lock().expect("lock").clone();
+    for x in &s {
+        assert_eq!(x.key, "AKIDPROFILE", "{x:?}\n{}", agent.log());
+        assert!(
+            x.scope.ends_with("/ap-southeast-2/aps/aws4_request"),
+            "{x:?}"
+        );
+        assert_eq!(x.verified, Some(true), "{x:?}");
+        assert!(x.token.is_none(), "{x:?}");
+    }
+}
