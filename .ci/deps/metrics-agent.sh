@@ -5,6 +5,7 @@
 #   postgresql    - real server for the PostgreSQL collector test (initdb/postgres + pg_stat_statements)
 #   redis-server  - real server for the Redis collector tests
 #   util-linux    - setpriv, to run PostgreSQL as the postgres user when tests run as root
+# moto_server (tests/ec2_sd.rs) comes from .ci/deps/provisioner.sh (scripts/install-deps.sh runs both).
 set -euo pipefail
 
 need=()

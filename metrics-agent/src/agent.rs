@@ -12,7 +12,7 @@ use crate::labels::Labels;
 use crate::remote_write::Sender;
 use crate::scrape::{JobSettings, ScrapeLoop, ScrapeTarget, Source};
 use crate::self_metrics::AgentMetrics;
-use crate::sigv4::CredentialSource;
+use crate::sigv4::Signer;
 use crate::wal::{Wal, WalError, WalOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -572,10 +572,9 @@ fn check_run_flags(args: &RunArgs, cfg: &config::Config) -> Result<(), RunError>
 }
 
 /// The HTTP clients: one per scrape job and per endpoint (each has its own TLS, proxy and
-/// redirect settings), one for the built-in collectors and one for credentials.
+/// redirect settings) and one for the built-in collectors.
 struct Clients {
     scrape: reqwest::Client,
-    credentials: reqwest::Client,
     jobs: Vec<reqwest::Client>,
     remote_writes: Vec<reqwest::Client>,
 }
@@ -584,9 +583,6 @@ impl Clients {
     fn build(args: &RunArgs, cfg: &config::Config) -> Result<Clients, RunError> {
         let scrape = reqwest::Client::builder()
             .pool_max_idle_per_host(4)
-            .build()
-            .map_err(|e| RunError::Client(e.to_string()))?;
-        let credentials = reqwest::Client::builder()
             .build()
             .map_err(|e| RunError::Client(e.to_string()))?;
         let http_error = |what: String| {
@@ -609,7 +605,6 @@ impl Clients {
         }
         Ok(Clients {
             scrape,
-            credentials,
             jobs,
             remote_writes,
         })
@@ -673,18 +668,15 @@ fn start_senders(
         .zip(wals)
         .zip(&clients.remote_writes)
     {
-        let creds = rw.sigv4.as_ref().map(|s| {
-            Arc::new(CredentialSource::new(
-                s.access_key.clone(),
-                s.secret_key.clone(),
-                clients.credentials.clone(),
-            ))
-        });
+        let signer = rw
+            .sigv4
+            .as_ref()
+            .map(|s| Arc::new(Signer::new(s.auth.clone())));
         let sender = Arc::new(Sender {
             rw: Arc::new(rw.clone()),
             client: client.clone(),
             metrics: metrics.clone(),
-            creds,
+            signer,
         });
         for shard in 0..rw.shards {
             tasks.push(tokio::spawn(

@@ -1,5 +1,5 @@
 //! The wall clock, in the units the agent uses: milliseconds for sample timestamps and the
-//! WAL's age bound, seconds for SigV4 and credential expiry.
+//! WAL's age bound, nanoseconds for ECS stats' read times.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,11 +13,6 @@ pub fn since_epoch() -> Duration {
 /// Current Unix time in milliseconds (sample timestamps).
 pub fn now_ms() -> i64 {
     since_epoch().as_millis() as i64
-}
-
-/// Current Unix time in seconds.
-pub fn unix_now() -> u64 {
-    since_epoch().as_secs()
 }
 
 /// Parses an RFC 3339 timestamp (`2025-04-28T03:30:22.5Z`, any offset) into whole seconds
@@ -67,7 +62,7 @@ pub fn parse_rfc3339_ns(s: &str) -> Option<f64> {
     Some(secs as f64 * 1e9 + frac * 1e9)
 }
 
-/// An RFC 3339 timestamp (a credential `Expiration`) in whole Unix seconds.
+/// An RFC 3339 timestamp in whole Unix seconds.
 pub fn parse_rfc3339_secs(s: &str) -> Option<u64> {
     u64::try_from(parse_rfc3339(s)?.0).ok()
 }

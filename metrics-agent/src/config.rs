@@ -130,11 +130,8 @@ const REFUSED: &[(&str, &str)] = &[
 const UNSUPPORTED_SD: &[&str] = &[
     "aws",
     "azure",
-    "consul",
     "digitalocean",
-    "docker",
     "dockerswarm",
-    "ec2",
     "ecs",
     "elasticache",
     "eureka",
@@ -174,7 +171,7 @@ fn explain_unknown(message: &str) -> Option<(String, String)> {
         return Some((
             name.to_string(),
             format!(
-                "{name} is not supported by metrics-agent (supported: static_configs, file_sd_configs, dns_sd_configs): ignoring it would scrape none of the targets it discovers"
+                "{name} is not supported by metrics-agent (supported: static_configs, file_sd_configs, dns_sd_configs, ec2_sd_configs, consul_sd_configs, docker_sd_configs): ignoring it would scrape none of the targets it discovers"
             ),
         ));
     }
@@ -354,6 +351,16 @@ pub struct DnsSdConfigRaw {
     pub port: Option<u16>,
 }
 
+/// One `filters` entry of `ec2_sd_configs` (an EC2 DescribeInstances filter).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2FilterRaw {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
 /// Declares a struct with Prometheus' inline HTTP client fields appended.
 macro_rules! with_http_client {
     ($(#[$m:meta])* pub struct $name:ident { $($body:tt)* }) => {
@@ -412,6 +419,93 @@ struct HttpFields<'a> {
     proxy_from_environment: bool,
     follow_redirects: bool,
     enable_http2: Option<bool>,
+}
+
+with_http_client! {
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2SdConfigRaw {
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub access_key: Option<String>,
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub refresh_interval: Option<Duration>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub filters: Option<Vec<Ec2FilterRaw>>,
+}
+}
+
+with_http_client! {
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulSdConfigRaw {
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub datacenter: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub partition: Option<String>,
+    #[serde(default)]
+    pub tag_separator: Option<String>,
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub allow_stale: Option<bool>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub refresh_interval: Option<Duration>,
+    #[serde(default)]
+    pub services: Option<Vec<String>>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub node_meta: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub filter: Option<String>,
+    #[serde(default)]
+    pub health_filter: Option<String>,
+}
+}
+
+with_http_client! {
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSdConfigRaw {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub filters: Option<Vec<Ec2FilterRaw>>,
+    #[serde(default)]
+    pub host_networking_host: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub refresh_interval: Option<Duration>,
+    #[serde(default)]
+    pub match_first_network: Option<bool>,
+}
 }
 
 with_http_client! {
@@ -481,6 +575,12 @@ pub struct ScrapeConfig {
     pub file_sd_configs: Option<Vec<FileSdConfigRaw>>,
     #[serde(default)]
     pub dns_sd_configs: Option<Vec<DnsSdConfigRaw>>,
+    #[serde(default)]
+    pub ec2_sd_configs: Option<Vec<Ec2SdConfigRaw>>,
+    #[serde(default)]
+    pub consul_sd_configs: Option<Vec<ConsulSdConfigRaw>>,
+    #[serde(default)]
+    pub docker_sd_configs: Option<Vec<DockerSdConfigRaw>>,
     #[serde(default)]
     pub relabel_configs: Option<Vec<RelabelConfig>>,
     #[serde(default)]
@@ -733,6 +833,78 @@ pub struct DnsSd {
     pub refresh_interval: Duration,
 }
 
+/// AWS credentials and region as Prometheus' `sigv4` and `ec2_sd_configs` take them:
+/// static keys when both are set, else the SDK's default chain (optionally with a named
+/// profile); `role_arn` assumes that role with those credentials. (Debug shows the secret,
+/// as for the other credentials here: the reload compares jobs by their Debug text, so a
+/// changed secret restarts the job. It is never logged.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AwsAuth {
+    /// None: the SDK's region chain (environment, profile, instance metadata).
+    pub region: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub profile: Option<String>,
+    pub role_arn: Option<String>,
+    pub external_id: Option<String>,
+    /// STS through its FIPS endpoint (for `role_arn`).
+    pub use_fips_sts_endpoint: bool,
+}
+
+/// A validated `ec2_sd_configs` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Sd {
+    pub auth: AwsAuth,
+    /// Replaces the EC2 API endpoint (`endpoint`).
+    pub endpoint: Option<String>,
+    pub refresh_interval: Duration,
+    pub port: u16,
+    /// DescribeInstances filters: name and values.
+    pub filters: Vec<(String, Vec<String>)>,
+    /// `tls_config.ca`/`ca_file`: the only roots trusted for the EC2 and STS endpoints.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// A validated `consul_sd_configs` entry.
+#[derive(Debug, Clone)]
+pub struct ConsulSd {
+    /// `host:port` of the Consul agent or server.
+    pub server: String,
+    pub path_prefix: String,
+    pub scheme: String,
+    /// Sent as `X-Consul-Token`.
+    pub token: Option<Secret>,
+    /// None: the agent's own datacenter (from /v1/agent/self).
+    pub datacenter: Option<String>,
+    pub namespace: Option<String>,
+    pub partition: Option<String>,
+    pub tag_separator: String,
+    pub allow_stale: bool,
+    pub refresh_interval: Duration,
+    pub services: Vec<String>,
+    pub tags: Vec<String>,
+    pub node_meta: BTreeMap<String, String>,
+    pub filter: Option<String>,
+    pub health_filter: Option<String>,
+    /// TLS, proxy and credentials (`username`/`password` become basic auth).
+    pub http: HttpClient,
+}
+
+/// A validated `docker_sd_configs` entry.
+#[derive(Debug, Clone)]
+pub struct DockerSd {
+    /// The Docker daemon: `unix:///path`, `tcp://host:port`, `http(s)://host:port`.
+    pub host: String,
+    pub port: u16,
+    /// `/containers/json` filters: name and values.
+    pub filters: Vec<(String, Vec<String>)>,
+    pub host_networking_host: String,
+    pub refresh_interval: Duration,
+    pub match_first_network: bool,
+    /// Used for http(s) hosts (as in Prometheus).
+    pub http: HttpClient,
+}
+
 /// One resolved scrape target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
@@ -760,16 +932,17 @@ pub struct ScrapeJob {
     pub static_groups: Vec<TargetGroup>,
     pub file_sd: Vec<FileSd>,
     pub dns_sd: Vec<DnsSd>,
+    pub ec2_sd: Vec<Ec2Sd>,
+    pub consul_sd: Vec<ConsulSd>,
+    pub docker_sd: Vec<DockerSd>,
     /// The targets of `static_configs`, relabeled.
     pub targets: Vec<Target>,
 }
 
-/// SigV4 settings with the region resolved.
+/// SigV4 settings (`auth.region` None: the SDK's region chain).
 #[derive(Debug, Clone)]
 pub struct SigV4 {
-    pub region: String,
-    pub access_key: Option<String>,
-    pub secret_key: Option<String>,
+    pub auth: AwsAuth,
 }
 
 /// A validated remote_write endpoint.
@@ -1504,6 +1677,9 @@ fn scrape_job(
     let static_groups = static_groups(cx, &f, sc, relabel_cfgs.is_empty())?;
     let file_sd = file_sd_configs(cx, &f, sc)?;
     let dns_sd = dns_sd_configs(cx, &f, sc)?;
+    let ec2_sd = ec2_sd_configs(cx, &f, sc)?;
+    let consul_sd = consul_sd_configs(cx, &f, sc)?;
+    let docker_sd = docker_sd_configs(cx, &f, sc)?;
 
     let mut job = ScrapeJob {
         name: sc.job_name.clone(),
@@ -1522,6 +1698,9 @@ fn scrape_job(
         static_groups,
         file_sd,
         dns_sd,
+        ec2_sd,
+        consul_sd,
+        docker_sd,
         targets: Vec::new(),
     };
     job.targets = job.resolve(job.static_groups.iter());
@@ -1790,6 +1969,226 @@ fn dns_sd_configs(cx: &Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<Vec<DnsSd>
     Ok(dns_sd)
 }
 
+/// `ec2_sd_configs`: Prometheus' defaults (port 80, refresh 60s); filters need values. Of
+/// the HTTP client options, those that would change where or how the EC2 API is called
+/// (TLS, proxy, credentials) are refused; `follow_redirects` and `enable_http2` load.
+fn ec2_sd_configs(cx: &mut Ctx<'_>, f: &str, sc: &ScrapeConfig) -> Result<Vec<Ec2Sd>, ConfigError> {
+    let mut out = Vec::new();
+    for (j, e) in sc.ec2_sd_configs.iter().flatten().enumerate() {
+        let p = format!("{f}.ec2_sd_configs[{j}]");
+        let mut filters = Vec::new();
+        for (k, flt) in e.filters.iter().flatten().enumerate() {
+            if flt.values.is_empty() {
+                return Err(cx.err(
+                    format!("{p}.filters[{k}].values"),
+                    "EC2 SD configuration filter values cannot be empty",
+                ));
+            }
+            filters.push((flt.name.clone(), flt.values.clone()));
+        }
+        let http = cx.http(&p, e.http_fields())?;
+        let t = &http.tls;
+        let tls_beyond_ca = t.cert_pem.is_some()
+            || t.server_name.is_some()
+            || t.insecure_skip_verify
+            || t.min_version.is_some()
+            || t.max_version.is_some();
+        let refused = [
+            ("authorization", http.auth.is_some()),
+            ("tls_config", tls_beyond_ca),
+            ("proxy_url", http.proxy_url.is_some()),
+            ("proxy_from_environment", http.proxy_from_environment),
+        ];
+        if let Some((field, _)) = refused.iter().find(|(_, set)| *set) {
+            return Err(cx.err(
+                format!("{p}.{field}"),
+                "not supported in ec2_sd_configs: the EC2 API is called with the AWS SDK's own client, which takes a CA (tls_config.ca/ca_file) but no client certificate, server_name, insecure_skip_verify, TLS versions, proxy or HTTP credentials (credentials come from access_key/secret_key, profile, role_arn or the default chain)",
+            ));
+        }
+        let auth = aws_auth(cx, &p, &e.region, &e.access_key, &e.secret_key);
+        let endpoint = e.endpoint.clone().filter(|s| !s.is_empty());
+        if let Some(u) = &endpoint
+            && reqwest::Url::parse(u).is_err()
+        {
+            return Err(cx.err(format!("{p}.endpoint"), format!("{u:?} is not a URL")));
+        }
+        out.push(Ec2Sd {
+            auth: AwsAuth {
+                profile: e.profile.clone().filter(|s| !s.is_empty()),
+                role_arn: e.role_arn.clone().filter(|s| !s.is_empty()),
+                external_id: e.external_id.clone().filter(|s| !s.is_empty()),
+                ..auth
+            },
+            endpoint,
+            refresh_interval: e
+                .refresh_interval
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(60)),
+            port: e.port.unwrap_or(80),
+            filters,
+            ca_pem: http.tls.ca_pem.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// `consul_sd_configs`: Prometheus' defaults (server `localhost:8500`, scheme `http`, tag
+/// separator `,`, `allow_stale` true, refresh 30s) and rules (a server is required;
+/// `username`/`password` are basic auth and exclude `basic_auth`; `token` excludes
+/// `authorization`).
+fn consul_sd_configs(
+    cx: &mut Ctx<'_>,
+    f: &str,
+    sc: &ScrapeConfig,
+) -> Result<Vec<ConsulSd>, ConfigError> {
+    let mut out = Vec::new();
+    for (j, c) in sc.consul_sd_configs.iter().flatten().enumerate() {
+        let p = format!("{f}.consul_sd_configs[{j}]");
+        let server = c.server.clone().unwrap_or_else(|| "localhost:8500".into());
+        if server.trim().is_empty() {
+            return Err(cx.err(
+                format!("{p}.server"),
+                "consul SD configuration requires a server address",
+            ));
+        }
+        let mut http = cx.http(&p, c.http_fields())?;
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let (username, password) = (nonempty(&c.username), nonempty(&c.password));
+        if username.is_some() || password.is_some() {
+            if c.basic_auth.is_some() {
+                return Err(cx.err(
+                    format!("{p}.username"),
+                    "at most one of consul SD configuration username and password and basic auth can be configured",
+                ));
+            }
+            if http.auth.is_some() {
+                return Err(cx.err(
+                    format!("{p}.username"),
+                    "at most one of basic_auth, authorization and bearer_token/bearer_token_file may be set",
+                ));
+            }
+            http.auth = Some(Auth::Basic {
+                username: Secret::Inline(username.unwrap_or_default()),
+                password: Secret::Inline(password.unwrap_or_default()),
+            });
+        }
+        let token = nonempty(&c.token);
+        if token.is_some() && matches!(http.auth, Some(Auth::Header { .. })) {
+            return Err(cx.err(
+                format!("{p}.token"),
+                "at most one of consul SD token, authorization, or oauth2 can be configured",
+            ));
+        }
+        out.push(ConsulSd {
+            server,
+            path_prefix: c.path_prefix.clone().unwrap_or_default(),
+            scheme: nonempty(&c.scheme).unwrap_or_else(|| "http".into()),
+            token: token.map(Secret::Inline),
+            datacenter: nonempty(&c.datacenter),
+            namespace: nonempty(&c.namespace),
+            partition: nonempty(&c.partition),
+            tag_separator: nonempty(&c.tag_separator).unwrap_or_else(|| ",".into()),
+            allow_stale: c.allow_stale.unwrap_or(true),
+            refresh_interval: c
+                .refresh_interval
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(30)),
+            services: c.services.clone().unwrap_or_default(),
+            tags: c.tags.clone().unwrap_or_default(),
+            node_meta: c.node_meta.clone().unwrap_or_default(),
+            filter: nonempty(&c.filter),
+            health_filter: nonempty(&c.health_filter),
+            http,
+        });
+    }
+    Ok(out)
+}
+
+/// `docker_sd_configs`: Prometheus' defaults (port 80, refresh 60s, `host_networking_host`
+/// localhost, `match_first_network` true); `host` is required and must be a URL.
+fn docker_sd_configs(
+    cx: &mut Ctx<'_>,
+    f: &str,
+    sc: &ScrapeConfig,
+) -> Result<Vec<DockerSd>, ConfigError> {
+    let mut out = Vec::new();
+    for (j, d) in sc.docker_sd_configs.iter().flatten().enumerate() {
+        let p = format!("{f}.docker_sd_configs[{j}]");
+        let host = d.host.clone().unwrap_or_default();
+        if host.is_empty() {
+            return Err(cx.err(format!("{p}.host"), "host missing"));
+        }
+        match reqwest::Url::parse(&host) {
+            Ok(u) if ["unix", "tcp", "http", "https"].contains(&u.scheme()) => {}
+            Ok(u) => {
+                return Err(cx.err(
+                    format!("{p}.host"),
+                    format!(
+                        "unsupported protocol scheme {:?} (unix, tcp, http, https)",
+                        u.scheme()
+                    ),
+                ));
+            }
+            Err(e) => return Err(cx.err(format!("{p}.host"), e.to_string())),
+        }
+        let mut filters = Vec::new();
+        for flt in d.filters.iter().flatten() {
+            filters.push((flt.name.clone(), flt.values.clone()));
+        }
+        out.push(DockerSd {
+            host,
+            port: d.port.unwrap_or(80),
+            filters,
+            host_networking_host: d
+                .host_networking_host
+                .clone()
+                .unwrap_or_else(|| "localhost".into()),
+            refresh_interval: d
+                .refresh_interval
+                .filter(|x| !x.is_zero())
+                .unwrap_or(Duration::from_secs(60)),
+            match_first_network: d.match_first_network.unwrap_or(true),
+            http: cx.http(&p, d.http_fields())?,
+        });
+    }
+    Ok(out)
+}
+
+/// Region and static keys of an AWS block: the keys are used only when both are set (as
+/// Prometheus does); one without the other is a warning, since the default chain is used.
+fn aws_auth(
+    cx: &mut Ctx<'_>,
+    p: &str,
+    region: &Option<String>,
+    access_key: &Option<String>,
+    secret_key: &Option<String>,
+) -> AwsAuth {
+    let ak = access_key.clone().filter(|s| !s.is_empty());
+    let sk = secret_key.clone().filter(|s| !s.is_empty());
+    let (access_key, secret_key) = match (ak, sk) {
+        (Some(a), Some(s)) => (Some(a), Some(s)),
+        (None, None) => (None, None),
+        (a, _) => {
+            let missing = if a.is_some() {
+                "secret_key"
+            } else {
+                "access_key"
+            };
+            cx.warn(
+                format!("{p}.{missing}"),
+                "access_key and secret_key are used only together: credentials come from the default chain",
+            );
+            (None, None)
+        }
+    };
+    AwsAuth {
+        region: region.clone().filter(|s| !s.is_empty()),
+        access_key,
+        secret_key,
+        ..AwsAuth::default()
+    }
+}
+
 /// Prometheus' rule for file_sd names: `.json`/`.yml`/`.yaml`, a `*` only in the last element.
 fn file_sd_name_ok(name: &str) -> bool {
     let lower_ok = [".json", ".yml", ".yaml", ".JSON", ".YML", ".YAML"]
@@ -1919,41 +2318,34 @@ fn remote_write(
         None => None,
         Some(s) => {
             let p = format!("{f}.sigv4");
-            for (field, set) in [
-                ("profile", s.profile.is_some()),
-                ("role_arn", s.role_arn.is_some()),
-                ("external_id", s.external_id.is_some()),
-            ] {
-                if set {
-                    return Err(cx.err(
-                        format!("{p}.{field}"),
-                        "not supported: use access_key/secret_key, the AWS_* environment or the ECS task role",
-                    ));
-                }
-            }
-            if s.use_fips_sts_endpoint.is_some() {
-                cx.warn(
-                    format!("{p}.use_fips_sts_endpoint"),
-                    "unused: the agent does not call STS",
-                );
-            }
-            if s.access_key.is_some() != s.secret_key.is_some() {
+            if s.access_key.as_deref().is_some_and(|k| !k.is_empty())
+                != s.secret_key.as_deref().is_some_and(|k| !k.is_empty())
+            {
                 return Err(cx.err(
                     format!("{p}.secret_key"),
-                    "access_key and secret_key must be set together",
+                    "must provide a AWS SigV4 Access key and Secret Key if credentials are specified in the SigV4 config",
                 ));
             }
-            let region = s
-                .region
-                .clone()
-                .filter(|r| !r.is_empty())
-                .or_else(|| std::env::var("AWS_REGION").ok())
-                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-                .ok_or_else(|| cx.err(format!("{p}.region"), "required (or set AWS_REGION)"))?;
+            // As in Prometheus, a missing region comes from the SDK's chain (AWS_REGION,
+            // AWS_DEFAULT_REGION, the profile, instance metadata) when the agent starts.
+            let auth = aws_auth(cx, &p, &s.region, &s.access_key, &s.secret_key);
+            if auth.region.is_none()
+                && std::env::var_os("AWS_REGION").is_none()
+                && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+            {
+                cx.warn(
+                    format!("{p}.region"),
+                    "not set: the region comes from the AWS profile or instance metadata when the agent sends (sending fails, and data waits in the WAL, until one is found)",
+                );
+            }
             Some(SigV4 {
-                region,
-                access_key: s.access_key.clone(),
-                secret_key: s.secret_key.clone(),
+                auth: AwsAuth {
+                    profile: s.profile.clone().filter(|x| !x.is_empty()),
+                    role_arn: s.role_arn.clone().filter(|x| !x.is_empty()),
+                    external_id: s.external_id.clone().filter(|x| !x.is_empty()),
+                    use_fips_sts_endpoint: s.use_fips_sts_endpoint.unwrap_or(false),
+                    ..auth
+                },
             })
         }
     };
@@ -2229,9 +2621,9 @@ remote_write:
             "{e}"
         );
         let e = err(
-            "remote_write:\n  - url: http://x/\n    sigv4: {region: us-east-1, role_arn: arn}\n",
+            "remote_write:\n  - url: http://x/\n    sigv4: {region: us-east-1, access_key: AKID}\n",
         );
-        assert!(e.contains("remote_write[0].sigv4.role_arn"), "{e}");
+        assert!(e.contains("remote_write[0].sigv4.secret_key"), "{e}");
         let e = err("global: {scrape_interval: 5x}\n");
         assert!(e.contains("global.scrape_interval"), "{e}");
         let e = err("scrape_configs:\n  - job_name: a\n  - job_name: a\n");

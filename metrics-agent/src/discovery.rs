@@ -1,4 +1,5 @@
-//! Target discovery: `file_sd_configs` and `dns_sd_configs` providers, and the job manager
+//! Target discovery: `file_sd_configs` providers (`dns_sd_configs` in dns_sd.rs,
+//! `ec2_sd_configs` in ec2_sd.rs, `consul_sd_configs` in consul_sd.rs, `docker_sd_configs` in docker_sd.rs), and the job manager
 //! that turns target groups into running scrape loops (starting loops for new targets and
 //! stopping, with stale markers, those of targets that went away).
 
@@ -25,6 +26,42 @@ struct FileGroup {
     targets: Vec<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+}
+
+/// `host:port`, with brackets around an IPv6 host (Go's net.JoinHostPort).
+pub fn host_port(host: &str, port: impl std::fmt::Display) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Prometheus' strutil.SanitizeLabelName: every character outside `[a-zA-Z0-9_]` becomes `_`
+/// (for names under a known prefix, such as `__meta_ec2_tag_`).
+pub fn sanitize_label_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn valid_label_name(s: &str) -> bool {
@@ -259,6 +296,30 @@ impl JobManager {
         for (i, sd) in self.job.dns_sd.iter().enumerate() {
             providers.push(tokio::spawn(crate::dns_sd::run(
                 format!("dns_sd/{i}"),
+                sd.clone(),
+                tx.clone(),
+                stop.clone(),
+            )));
+        }
+        for (i, sd) in self.job.ec2_sd.iter().enumerate() {
+            providers.push(tokio::spawn(crate::ec2_sd::run(
+                format!("ec2_sd/{i}"),
+                sd.clone(),
+                tx.clone(),
+                stop.clone(),
+            )));
+        }
+        for (i, sd) in self.job.consul_sd.iter().enumerate() {
+            providers.push(tokio::spawn(crate::consul_sd::run(
+                format!("consul_sd/{i}"),
+                sd.clone(),
+                tx.clone(),
+                stop.clone(),
+            )));
+        }
+        for (i, sd) in self.job.docker_sd.iter().enumerate() {
+            providers.push(tokio::spawn(crate::docker_sd::run(
+                format!("docker_sd/{i}"),
                 sd.clone(),
                 tx.clone(),
                 stop.clone(),

@@ -6,7 +6,7 @@
 //! Queries go over UDP with EDNS0 (4096-byte answers), and over TCP when truncated.
 
 use crate::config::{DnsSd, DnsType, TargetGroup};
-use crate::discovery::Update;
+use crate::discovery::{Update, host_port};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -347,14 +347,6 @@ pub fn group(name: &str, kind: DnsType, port: u16, records: &[Record]) -> Target
         source: name.to_string(),
         targets,
         labels: BTreeMap::new(),
-    }
-}
-
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
     }
 }
 

@@ -6,12 +6,16 @@
 
 pub mod agent;
 pub mod appender;
+pub mod aws;
 pub mod clock;
 pub mod collectors;
 pub mod config;
+pub mod consul_sd;
 pub mod discovery;
 pub mod dns_sd;
+pub mod docker_sd;
 pub mod duration;
+pub mod ec2_sd;
 pub mod env_expand;
 pub mod http_client;
 pub mod labels;

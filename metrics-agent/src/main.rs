@@ -59,7 +59,13 @@ fn main() -> ExitCode {
                 let discovery: usize = c
                     .jobs
                     .iter()
-                    .map(|j| j.file_sd.len() + j.dns_sd.len())
+                    .map(|j| {
+                        j.file_sd.len()
+                            + j.dns_sd.len()
+                            + j.ec2_sd.len()
+                            + j.consul_sd.len()
+                            + j.docker_sd.len()
+                    })
                     .sum();
                 let discovery = if discovery > 0 {
                     format!(", {discovery} service discovery configs")

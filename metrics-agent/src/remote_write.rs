@@ -4,10 +4,10 @@
 //! 401 and 403 are retried too: refused credentials are an operator's problem to fix, not a
 //! property of the data, so the data stays in the WAL until they are fixed (or it ages out).
 
-use crate::clock::{now_ms, unix_now};
+use crate::clock::now_ms;
 use crate::config::RemoteWrite;
 use crate::self_metrics::AgentMetrics;
-use crate::sigv4::{self, CredentialSource};
+use crate::sigv4::Signer;
 use crate::wal::{Batch, WalReader};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ pub struct Sender {
     pub rw: Arc<RemoteWrite>,
     pub client: reqwest::Client,
     pub metrics: AgentMetrics,
-    pub creds: Option<Arc<CredentialSource>>,
+    pub signer: Option<Arc<Signer>>,
 }
 
 /// What to do with a response.
@@ -112,7 +112,7 @@ impl Sender {
                             Verdict::Retry(after) => after,
                             _ => {
                                 tracing::error!(remote = %name, "remote write refused the credentials: {} samples stay in the WAL and are retried (backoff {backoff:?}); fix the credentials or the permissions", batch.samples);
-                                if let Some(c) = &self.creds {
+                                if let Some(c) = &self.signer {
                                     c.invalidate().await;
                                 }
                                 None
@@ -163,9 +163,13 @@ impl Sender {
                 }
             };
         }
-        if let (Some(sv), Some(src)) = (&self.rw.sigv4, &self.creds) {
-            let creds = match src.get().await {
-                Ok(c) => c,
+        if let Some(signer) = &self.signer {
+            match signer.sign_post(&self.rw.url, body).await {
+                Ok(headers) => {
+                    for (k, v) in headers {
+                        req = req.header(k, v);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(remote = %name, "{e}");
                     self.metrics
@@ -174,28 +178,6 @@ impl Sender {
                         .inc();
                     return Verdict::Retry(None);
                 }
-            };
-            let Ok(url) = reqwest::Url::parse(&self.rw.url) else {
-                return Verdict::Reject;
-            };
-            let host = match url.port() {
-                Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-                None => url.host_str().unwrap_or_default().to_string(),
-            };
-            let signed = sigv4::sign(
-                "POST",
-                &host,
-                url.path(),
-                url.query().unwrap_or(""),
-                &[],
-                body,
-                &creds,
-                &sv.region,
-                "aps",
-                unix_now(),
-            );
-            for (k, v) in signed.headers {
-                req = req.header(k, v);
             }
         }
         match req.body(body.clone()).send().await {
@@ -338,7 +320,7 @@ mod tests {
             let sender = Arc::new(Sender {
                 client: reqwest::Client::new(),
                 metrics: metrics.clone(),
-                creds: None,
+                signer: None,
                 rw: Arc::new(rw.clone()),
             });
             let (stop_tx, stop_rx) = watch::channel(false);

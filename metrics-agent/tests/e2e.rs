@@ -405,14 +405,14 @@ fn check_command_validates_and_names_the_field() {
     let bad = dir.path().join("bad.yml");
     std::fs::write(
         &bad,
-        "scrape_configs:\n  - job_name: a\n    ec2_sd_configs: []\n",
+        "scrape_configs:\n  - job_name: a\n    kubernetes_sd_configs: []\n",
     )
     .expect("write");
     let out = check(&bad);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("scrape_configs[0]") && err.contains("ec2_sd_configs"),
+        err.contains("scrape_configs[0]") && err.contains("kubernetes_sd_configs"),
         "{err}"
     );
     // With --expand-env, an unset environment reference without a default names its line;

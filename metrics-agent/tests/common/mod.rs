@@ -3,6 +3,8 @@
 // Each test binary uses a part of this module (and of the re-exported helpers).
 #![allow(dead_code, unused_imports)]
 
+pub mod moto;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
