@@ -2,10 +2,10 @@
 //! loopback port, owned by one test; over HTTPS too (test_support's moto is plain HTTP).
 
 use super::{Proc, free_port, http_get, wait_until};
-use test_support::moto::moto_binary;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use test_support::moto::moto_binary;
 
 pub struct Moto {
     pub url: String,
