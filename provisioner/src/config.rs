@@ -77,6 +77,9 @@ pub struct EnvConfig {
     pub service: Service,
     pub dns: Dns,
     pub alarms: Alarms,
+    /// The WAFv2 web ACL in front of the ALB (defaults when absent).
+    #[serde(default)]
+    pub waf: Waf,
     #[serde(default)]
     pub grafana: Option<Grafana>,
     pub gateway: GatewayEnv,
@@ -156,6 +159,61 @@ pub struct Alarms {
     /// Name of the Secrets Manager secret holding the PagerDuty integration
     /// URL the SNS topic delivers to (created outside the provisioner).
     pub pagerduty_key_secret: String,
+    /// ALB p99 target response time (seconds) above which the latency alarm fires.
+    #[serde(default = "default_latency_p99_seconds")]
+    pub latency_p99_seconds: f64,
+    /// ECS service memory utilisation (percent) above which its alarm fires.
+    #[serde(default = "default_high_percent")]
+    pub memory_high_percent: f64,
+    /// RDS free storage (GiB) below which its alarm fires.
+    #[serde(default = "default_db_free_storage_gb")]
+    pub db_free_storage_gb: f64,
+    /// ElastiCache engine CPU (percent, per node) above which its alarm fires.
+    #[serde(default = "default_redis_cpu_percent")]
+    pub redis_cpu_high_percent: f64,
+    /// ElastiCache used memory (percent of maxmemory, per node) above which its
+    /// alarm fires.
+    #[serde(default = "default_high_percent")]
+    pub redis_memory_high_percent: f64,
+}
+
+fn default_latency_p99_seconds() -> f64 {
+    1.0
+}
+
+fn default_high_percent() -> f64 {
+    85.0
+}
+
+fn default_db_free_storage_gb() -> f64 {
+    5.0
+}
+
+fn default_redis_cpu_percent() -> f64 {
+    80.0
+}
+
+/// The WAFv2 web ACL: AWS's managed common rule set plus a per-client-IP
+/// rate-based rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Waf {
+    /// Requests one client IP may send in any 5-minute window before the
+    /// rate-based rule blocks it (WAF's range: 10..=2000000000).
+    #[serde(default = "default_waf_rate_limit")]
+    pub rate_limit_per_5min: i64,
+}
+
+impl Default for Waf {
+    fn default() -> Waf {
+        Waf {
+            rate_limit_per_5min: default_waf_rate_limit(),
+        }
+    }
+}
+
+fn default_waf_rate_limit() -> i64 {
+    2000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -421,6 +479,30 @@ impl EnvConfig {
         }
         if self.alarms.evaluation_periods < 1 {
             return Err("alarms.evaluation_periods must be >= 1".into());
+        }
+        let a = &self.alarms;
+        for (field, v) in [
+            ("alarms.latency_p99_seconds", a.latency_p99_seconds),
+            ("alarms.db_free_storage_gb", a.db_free_storage_gb),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(Invalid::Value(format!("{field} must be above 0")));
+            }
+        }
+        for (field, v) in [
+            ("alarms.memory_high_percent", a.memory_high_percent),
+            ("alarms.redis_cpu_high_percent", a.redis_cpu_high_percent),
+            (
+                "alarms.redis_memory_high_percent",
+                a.redis_memory_high_percent,
+            ),
+        ] {
+            if !(1.0..=100.0).contains(&v) {
+                return Err(Invalid::Value(format!("{field} must be in 1..=100")));
+            }
+        }
+        if !(10..=2_000_000_000).contains(&self.waf.rate_limit_per_5min) {
+            return Err("waf.rate_limit_per_5min must be in 10..=2000000000 (WAF's range)".into());
         }
         if self.dns.domain.is_empty() {
             return Err("dns.domain must not be empty".into());

@@ -49,3 +49,8 @@ pub const CONNECTION_SECRETS: [(&str, &str); 2] = [
 
 /// IAM roles, named `<prefix>-<role>`.
 pub const IAM_ROLES: [&str; 3] = ["flow-logs", "task-execution", "task"];
+
+/// AWS managed rule groups (vendor `AWS`) of the WAF web ACL, in priority order.
+pub const WAF_MANAGED_RULE_GROUPS: [&str; 1] = ["AWSManagedRulesCommonRuleSet"];
+/// Name of the WAF web ACL's rate-based rule.
+pub const WAF_RATE_RULE: &str = "rate-limit-per-ip";

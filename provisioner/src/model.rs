@@ -57,6 +57,7 @@ kinds! {
     LoadBalancer = "load-balancer",
     TargetGroup = "target-group",
     Listener = "listener",
+    WebAcl = "web-acl",
     SnsTopic = "sns-topic",
     AmpWorkspace = "amp-workspace",
     AmpRuleGroups = "amp-rule-groups",

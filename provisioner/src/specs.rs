@@ -198,6 +198,19 @@ pub struct ListenerSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebAclSpec {
+    pub name: String,
+    /// `REGIONAL` (an ALB).
+    pub scope: String,
+    /// AWS managed rule groups (vendor `AWS`), in rule priority order.
+    pub managed_rule_groups: Vec<String>,
+    /// The rate-based rule's limit: requests per client IP per 5 minutes.
+    pub rate_limit: i64,
+    /// The resource the ACL is associated with (the ALB).
+    pub load_balancer_arn: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnsTopicSpec {
     pub name: String,
     /// HTTPS endpoints subscribed (PagerDuty), sorted, as

@@ -13,7 +13,7 @@ use support::*;
 use verify::verify_staging;
 
 /// Resources of staging with one dashboard and one rules file.
-const STAGING_TOTAL: u64 = 59;
+const STAGING_TOTAL: u64 = 60;
 /// ECR repositories: shared by all environments, kept by `down`.
 const SHARED: u64 = 3;
 /// Resources ranked before `db-instance/main` (created before the injected failure).
@@ -64,6 +64,7 @@ fn plan_on_an_empty_account_lists_everything() {
     assert_eq!(k["security-group"], 4);
     assert_eq!(k["listener"], 3);
     assert_eq!(k["alarm"], 4);
+    assert_eq!(k["web-acl"], 1);
     assert_eq!(k["grafana-dashboard"], 1);
 
     let text = provisioner(
@@ -216,6 +217,11 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     );
     scratch.edit_env(
         "staging",
+        "rate_limit_per_5min = 2000",
+        "rate_limit_per_5min = 3000",
+    );
+    scratch.edit_env(
+        "staging",
         r#"instance_class = "db.t4g.medium""#,
         r#"instance_class = "db.t4g.large""#,
     );
@@ -231,6 +237,7 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
         ("ecs-service/gateway", "update"),
         ("alarm/alb-5xx", "update"),
         ("alarm/target-5xx", "update"),
+        ("web-acl/main", "update"),
         ("grafana-dashboard/redis", "create"),
     ]
     .into_iter()
@@ -246,6 +253,7 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
         vec!["instance_class"]
     );
     assert_eq!(changed_fields(&plan, "alarm/alb-5xx"), vec!["threshold"]);
+    assert_eq!(changed_fields(&plan, "web-acl/main"), vec!["rate_limit"]);
     assert_eq!(
         changed_fields(&plan, "log-group/gateway"),
         vec!["retention_days"]
@@ -274,6 +282,30 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
             dbs.db_instances()[0].db_instance_class(),
             Some("db.t4g.large")
         );
+        // The rate rule changed in place (UpdateWebACL with its lock token).
+        let waf = aws_sdk_wafv2::Client::new(&conf);
+        let s = waf
+            .list_web_acls()
+            .scope(aws_sdk_wafv2::types::Scope::Regional)
+            .send()
+            .await
+            .expect("acls");
+        let acl = waf
+            .get_web_acl()
+            .name("edge-suite-staging-waf")
+            .id(s.web_acls()[0].id().expect("id"))
+            .scope(aws_sdk_wafv2::types::Scope::Regional)
+            .send()
+            .await
+            .expect("acl");
+        let limits: Vec<i64> = acl
+            .web_acl()
+            .expect("acl")
+            .rules()
+            .iter()
+            .filter_map(|r| r.statement()?.rate_based_statement().map(|r| r.limit()))
+            .collect();
+        assert_eq!(limits, [3000]);
     });
 
     // deploy rolls a new image blue-green: production listener moves to green.
@@ -695,6 +727,14 @@ async fn assert_nothing_tagged_left(moto: &Moto) {
         .send()
         .await
         .expect("get_resources");
+    // Not in the tagging API: WAF web ACLs, by their own list call.
+    let acls = aws_sdk_wafv2::Client::new(&conf)
+        .list_web_acls()
+        .scope(aws_sdk_wafv2::types::Scope::Regional)
+        .send()
+        .await
+        .expect("web acls");
+    assert!(acls.web_acls().is_empty(), "web ACL left after down");
     let ecs = aws_sdk_ecs::Client::new(&conf);
     let ec2 = aws_sdk_ec2::Client::new(&conf);
     let ec = aws_sdk_elasticache::Client::new(&conf);

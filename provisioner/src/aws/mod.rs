@@ -61,6 +61,7 @@ pub mod subnet_group;
 pub mod target_group;
 pub mod task_definition;
 pub mod vpc;
+pub mod web_acl;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -95,6 +96,8 @@ pub struct Aws {
     pub amp: aws_sdk_amp::Client,
     pub iam: aws_sdk_iam::Client,
     pub acm: aws_sdk_acm::Client,
+    pub wafv2: aws_sdk_wafv2::Client,
+    pub route53: aws_sdk_route53::Client,
     pub region: String,
     /// The caller's account (STS), for `aws:SourceAccount` in trust policies.
     pub account_id: String,
@@ -150,6 +153,8 @@ impl Aws {
             amp: aws_sdk_amp::Client::new(&conf),
             iam: aws_sdk_iam::Client::new(&conf),
             acm: aws_sdk_acm::Client::new(&conf),
+            wafv2: aws_sdk_wafv2::Client::new(&conf),
+            route53: aws_sdk_route53::Client::new(&conf),
             region,
             project: project.to_string(),
             env: env.to_string(),

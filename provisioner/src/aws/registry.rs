@@ -8,7 +8,7 @@ use std::pin::Pin;
 use super::{
     Aws, alarm, amp, autoscaling, certificate, connection_secret, ecr, ecs_cluster, ecs_service,
     eip, elasticache, flow_log, iam, igw, lb, listener, log_group, nat, rds, route_table, secret,
-    security_group, sg_rules, sns, subnet, target_group, task_definition, vpc,
+    security_group, sg_rules, sns, subnet, target_group, task_definition, vpc, web_acl,
 };
 use crate::error::Result;
 use crate::model::{Actual, Desired, Kind};
@@ -51,6 +51,7 @@ pub const REGISTRY: &[&Ops] = &[
     &lb::OPS,
     &target_group::OPS,
     &listener::OPS,
+    &web_acl::OPS,
     &sns::OPS,
     &amp::OPS,
     &amp::RULE_GROUPS_OPS,

@@ -1,4 +1,5 @@
-//! Certificate, ECR repositories, load balancer, target groups, listeners.
+//! Certificate, ECR repositories, load balancer, target groups, listeners,
+//! the WAF web ACL.
 
 use super::*;
 
@@ -118,5 +119,16 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
             },
         },
         https_deps,
+    ));
+    out.push(Desired::new(
+        k(Kind::WebAcl, "main"),
+        &WebAclSpec {
+            name: format!("{p}-waf"),
+            scope: "REGIONAL".into(),
+            managed_rule_groups: WAF_MANAGED_RULE_GROUPS.map(String::from).to_vec(),
+            rate_limit: cfg.waf.rate_limit_per_5min,
+            load_balancer_arn: lb_arn,
+        },
+        vec![k(Kind::LoadBalancer, "main")],
     ));
 }

@@ -645,6 +645,26 @@ mod tests {
     }
 
     #[test]
+    fn the_web_acl_guards_the_alb_with_the_env_files_rate_limit() {
+        let mut cfg = env("staging");
+        cfg.waf.rate_limit_per_5min = 500;
+        let mut ids = Ids::default();
+        ids.record(
+            &Actual::new(Key::new(Kind::LoadBalancer, "main"), "arn:lb", &json!({}))
+                .output("arn", "arn:lb"),
+        );
+        let set = build(&cfg, &ctx(), &ids);
+        order(&set).expect("the ACL comes after the ALB");
+        let acl: WebAclSpec = find(&set, Kind::WebAcl, "main");
+        assert_eq!(acl.load_balancer_arn, "arn:lb");
+        assert_eq!(acl.rate_limit, 500);
+        assert_eq!(acl.managed_rule_groups, ["AWSManagedRulesCommonRuleSet"]);
+        assert_eq!(acl.scope, "REGIONAL");
+        cfg.waf.rate_limit_per_5min = 5;
+        assert!(cfg.validate().is_err(), "below WAF's minimum");
+    }
+
+    #[test]
     fn no_grafana_means_no_dashboards() {
         let cfg = env("staging");
         let mut c = ctx();

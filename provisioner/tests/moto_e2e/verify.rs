@@ -641,4 +641,68 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         .map(|st| &st["Action"])
         .collect();
     assert_eq!(on_any, [&serde_json::json!(["ecr:GetAuthorizationToken"])]);
+
+    verify_web_acl(&conf).await;
+}
+
+/// The WAF web ACL: managed common rules + a rate rule, on the ALB.
+async fn verify_web_acl(conf: &aws_config::SdkConfig) {
+    use aws_sdk_wafv2::types::Scope;
+    let waf = aws_sdk_wafv2::Client::new(conf);
+    let acls = waf
+        .list_web_acls()
+        .scope(Scope::Regional)
+        .send()
+        .await
+        .expect("web acls");
+    assert_eq!(acls.web_acls().len(), 1);
+    let s = &acls.web_acls()[0];
+    assert_eq!(s.name(), Some("edge-suite-staging-waf"));
+    let acl = waf
+        .get_web_acl()
+        .name("edge-suite-staging-waf")
+        .id(s.id().expect("id"))
+        .scope(Scope::Regional)
+        .send()
+        .await
+        .expect("web acl");
+    let acl = acl.web_acl().expect("acl");
+    assert!(acl.default_action().and_then(|a| a.allow()).is_some());
+    let stmts: Vec<_> = acl.rules().iter().filter_map(|r| r.statement()).collect();
+    assert_eq!(
+        stmts[0]
+            .managed_rule_group_statement()
+            .map(|m| (m.vendor_name(), m.name())),
+        Some(("AWS", "AWSManagedRulesCommonRuleSet"))
+    );
+    assert_eq!(
+        stmts[1].rate_based_statement().map(|r| r.limit()),
+        Some(2000)
+    );
+    let tags = waf
+        .list_tags_for_resource()
+        .resource_arn(acl.arn())
+        .send()
+        .await
+        .expect("tags");
+    assert!(
+        tags.tag_info_for_resource()
+            .map(|t| t.tag_list())
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key() == "env" && t.value() == "staging")
+    );
+    let lbs = aws_sdk_elasticloadbalancingv2::Client::new(conf)
+        .describe_load_balancers()
+        .names("edge-suite-staging-alb")
+        .send()
+        .await
+        .expect("lb");
+    let on_alb = waf
+        .get_web_acl_for_resource()
+        .resource_arn(lbs.load_balancers()[0].load_balancer_arn().expect("arn"))
+        .send()
+        .await
+        .expect("web acl for the ALB");
+    assert_eq!(on_alb.web_acl().map(|a| a.arn()), Some(acl.arn()));
 }
