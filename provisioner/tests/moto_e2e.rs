@@ -13,7 +13,7 @@ use support::*;
 use verify::verify_staging;
 
 /// Resources of staging with one dashboard and one rules file.
-const STAGING_TOTAL: u64 = 60;
+const STAGING_TOTAL: u64 = 71;
 /// ECR repositories: shared by all environments, kept by `down`.
 const SHARED: u64 = 3;
 /// Resources ranked before `db-instance/main` (created before the injected failure).
@@ -63,7 +63,7 @@ fn plan_on_an_empty_account_lists_everything() {
     assert_eq!(k["nat-gateway"], 1);
     assert_eq!(k["security-group"], 4);
     assert_eq!(k["listener"], 3);
-    assert_eq!(k["alarm"], 4);
+    assert_eq!(k["alarm"], 15);
     assert_eq!(k["web-acl"], 1);
     assert_eq!(k["grafana-dashboard"], 1);
 

@@ -665,6 +665,35 @@ mod tests {
     }
 
     #[test]
+    fn alarms_cover_latency_memory_storage_and_every_redis_node() {
+        let cfg = env("production");
+        let set = build(&cfg, &ctx(), &Ids::default());
+        let nodes = (cfg.redis.shards * (cfg.redis.replicas_per_shard + 1)) as usize;
+        assert_eq!(count(&set, Kind::Alarm), 7 + 2 * nodes);
+        let p99: AlarmSpec = find(&set, Kind::Alarm, "alb-latency-p99");
+        assert_eq!((p99.statistic.as_str(), p99.threshold), ("p99", 1.0));
+        let disk: AlarmSpec = find(&set, Kind::Alarm, "db-free-storage-low");
+        assert_eq!(disk.comparison, "LessThanThreshold");
+        assert_eq!(disk.threshold, 5.0 * 1024.0 * 1024.0 * 1024.0);
+        let last = format!(
+            "{:04}-{:03}",
+            cfg.redis.shards,
+            cfg.redis.replicas_per_shard + 1
+        );
+        let mem: AlarmSpec = find(&set, Kind::Alarm, &format!("redis-memory-high-{last}"));
+        assert_eq!(
+            mem.dimensions["CacheClusterId"],
+            format!("{}-redis-{last}", cfg.prefix())
+        );
+        assert_eq!(mem.metric, "DatabaseMemoryUsagePercentage");
+        assert!(
+            set.iter()
+                .filter(|d| d.key.kind == Kind::Alarm)
+                .all(|d| d.deps.contains(&Key::new(Kind::SnsTopic, "alarms")))
+        );
+    }
+
+    #[test]
     fn no_grafana_means_no_dashboards() {
         let cfg = env("staging");
         let mut c = ctx();

@@ -571,7 +571,49 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         .send()
         .await
         .expect("alarms");
-    assert_eq!(alarms.metric_alarms().len(), 4);
+    // 7 for the ALB, service and database, and 2 per Redis node (2 shards x 2).
+    assert_eq!(alarms.metric_alarms().len(), 15);
+    let alarm = |n: &str| {
+        alarms
+            .metric_alarms()
+            .iter()
+            .find(|a| a.alarm_name() == Some(&format!("edge-suite-staging-{n}")))
+            .unwrap_or_else(|| panic!("alarm {n}"))
+    };
+    let p99 = alarm("alb-latency-p99");
+    assert_eq!(
+        (p99.metric_name(), p99.extended_statistic(), p99.threshold()),
+        (Some("TargetResponseTime"), Some("p99"), Some(1.0))
+    );
+    assert_eq!(
+        alarm("service-memory-high").metric_name(),
+        Some("MemoryUtilization")
+    );
+    let storage = alarm("db-free-storage-low");
+    assert_eq!(
+        (storage.metric_name(), storage.threshold()),
+        (
+            Some("FreeStorageSpace"),
+            Some(5.0 * 1024.0 * 1024.0 * 1024.0)
+        )
+    );
+    assert_eq!(
+        storage.comparison_operator().map(|c| c.as_str()),
+        Some("LessThanThreshold")
+    );
+    for node in ["0001-001", "0001-002", "0002-001", "0002-002"] {
+        for (what, metric) in [
+            ("cpu", "EngineCPUUtilization"),
+            ("memory", "DatabaseMemoryUsagePercentage"),
+        ] {
+            let a = alarm(&format!("redis-{what}-high-{node}"));
+            assert_eq!(a.metric_name(), Some(metric));
+            assert_eq!(
+                a.dimensions()[0].value(),
+                Some(format!("edge-suite-staging-redis-{node}").as_str())
+            );
+        }
+    }
     assert!(
         alarms
             .metric_alarms()
