@@ -267,6 +267,65 @@ fn gateway_config(env: &Env) -> anyhow::Result<crate::gateway_config::Rendered> 
 }
 
 impl Session {
+    /// After `up`: the environment's own Grafana (when no external one is
+    /// configured) gets the AMP data source and every dashboard, through its
+    /// HTTP API as `admin`. A Grafana that does not answer yet (its first
+    /// task still starting) is a note, not a failure: the next `up` pushes.
+    async fn provision_grafana(&self) -> anyhow::Result<()> {
+        let cfg = &self.env.cfg;
+        if self.grafana.is_some() || !cfg.grafana_service.enabled {
+            return Ok(());
+        }
+        let url = std::env::var("PROVISIONER_GRAFANA_URL")
+            .unwrap_or_else(|_| cfg.grafana_service.url(&cfg.dns.domain));
+        let later = "the AMP data source and dashboards are pushed by the next `up`";
+        if self.aws.emulator && std::env::var_os("PROVISIONER_GRAFANA_URL").is_none() {
+            crate::progress::note(&format!(
+                "note: Grafana at {url}: not contacted (an emulator runs no tasks); {later}"
+            ));
+            return Ok(());
+        }
+        let secret = desired::secret_name(cfg, "grafana-admin-password");
+        let Some(password) = crate::aws::secret::optional_value(&self.aws, &secret).await? else {
+            crate::progress::note(&format!("note: secret {secret} not found; {later}"));
+            return Ok(());
+        };
+        let g = Grafana::basic(
+            &url,
+            "admin",
+            password,
+            format!("provisioner:{}", cfg.prefix()),
+        )?;
+        // The service's first task: image pull, database migration, ALB
+        // health checks; a few minutes at most.
+        let wait = Duration::from_secs(cli_grafana_wait(self.aws.wait_timeout));
+        let up = crate::aws::wait_for("Grafana to answer", wait, || async {
+            Ok(g.healthy().await.then_some(()))
+        })
+        .await;
+        if up.is_err() {
+            crate::progress::note(&format!(
+                "note: Grafana at {url} does not answer yet; {later}"
+            ));
+            return Ok(());
+        }
+        let workspace = crate::aws::amp::observe(&self.aws).await?;
+        let Some(endpoint) = workspace
+            .iter()
+            .find(|a| a.key.kind == crate::model::Kind::AmpWorkspace)
+            .and_then(|a| a.outputs.get("endpoint"))
+        else {
+            anyhow::bail!("the AMP workspace is missing after `up`");
+        };
+        let ds = grafana::amp_datasource(endpoint, &self.aws.region);
+        let how = g.ensure_datasource(&ds).await?;
+        let (uploaded, deleted) = g.sync_dashboards(&self.ctx.dashboards).await?;
+        crate::progress::note(&format!(
+            "Grafana at {url}: AMP data source {how}; {uploaded} dashboard(s) uploaded, {deleted} removed"
+        ));
+        Ok(())
+    }
+
     /// A note when the repo's gateway configuration is not the deployed one:
     /// after the first `up`, `deploy` rolls it out (like an image).
     async fn note_config_drift(&self) -> anyhow::Result<()> {
@@ -287,6 +346,11 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Seconds `up` waits for the environment's Grafana: at most 10 minutes.
+fn cli_grafana_wait(timeout: Duration) -> u64 {
+    timeout.as_secs().min(600)
 }
 
 fn verb(a: Action) -> &'static str {
@@ -399,6 +463,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                 Err(e) => return Err(e.into()),
             };
             s.note_config_drift().await?;
+            s.provision_grafana().await?;
             match cli.output {
                 Output::Json => {
                     let mut v = changes_json(&s.env.cfg.name, "up", &changes, true);

@@ -82,6 +82,9 @@ pub struct EnvConfig {
     pub waf: Waf,
     #[serde(default)]
     pub grafana: Option<Grafana>,
+    /// The environment's own Grafana (an ECS service behind the ALB).
+    #[serde(default)]
+    pub grafana_service: GrafanaService,
     pub gateway: GatewayEnv,
 }
 
@@ -226,6 +229,58 @@ pub struct Grafana {
     pub api_key_env: String,
     #[serde(default)]
     pub folder_uid: Option<String>,
+}
+
+/// The environment's own Grafana: the official image as an ECS service
+/// behind the ALB, with the AMP data source and every dashboard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrafanaService {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A host of its own (ALB host-header rule), e.g. `grafana.example.com`;
+    /// the HTTPS listener's certificate must cover it. Without it Grafana is
+    /// served under `https://<dns.domain>/grafana/`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Fargate task CPU units and memory (MiB).
+    #[serde(default = "default_grafana_cpu")]
+    pub cpu: u32,
+    #[serde(default = "default_grafana_memory")]
+    pub memory: u32,
+}
+
+impl Default for GrafanaService {
+    fn default() -> GrafanaService {
+        GrafanaService {
+            enabled: true,
+            host: None,
+            cpu: default_grafana_cpu(),
+            memory: default_grafana_memory(),
+        }
+    }
+}
+
+impl GrafanaService {
+    /// The external URL of the provisioned Grafana (no trailing slash).
+    pub fn url(&self, domain: &str) -> String {
+        match &self.host {
+            Some(h) => format!("https://{h}"),
+            None => format!("https://{domain}{}", crate::consts::GRAFANA_PATH),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_grafana_cpu() -> u32 {
+    512
+}
+
+fn default_grafana_memory() -> u32 {
+    1024
 }
 
 /// What the gateway of this environment serves: its declarative configuration
@@ -500,6 +555,13 @@ impl EnvConfig {
             if !(1.0..=100.0).contains(&v) {
                 return Err(Invalid::Value(format!("{field} must be in 1..=100")));
             }
+        }
+        if let Some(h) = &self.grafana_service.host
+            && !host_ok(h)
+        {
+            return Err(Invalid::Value(format!(
+                "grafana_service.host '{h}' is not a DNS name"
+            )));
         }
         if !(10..=2_000_000_000).contains(&self.waf.rate_limit_per_5min) {
             return Err("waf.rate_limit_per_5min must be in 10..=2000000000 (WAF's range)".into());

@@ -266,6 +266,45 @@ pub struct TaskDefinitionSpec {
     pub gateway_config_hash: String,
 }
 
+/// An ALB listener rule forwarding a host or paths to a target group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerRuleSpec {
+    pub listener_arn: String,
+    pub priority: i32,
+    /// Host-header condition, when routed by host.
+    pub host: Option<String>,
+    /// Path-pattern condition values, when routed by path (sorted).
+    pub paths: Vec<String>,
+    pub target_group_arn: String,
+}
+
+/// Grafana's task definition (one container, the official image).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrafanaTaskDefinitionSpec {
+    pub family: String,
+    pub cpu: String,
+    pub memory: String,
+    pub execution_role_arn: String,
+    pub task_role_arn: String,
+    pub image: String,
+    pub log_group: String,
+    pub environment: BTreeMap<String, String>,
+    /// Env var -> Secrets Manager ARN (the admin password).
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// Grafana's ECS service (ECS rolling deployments, behind its target group).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrafanaServiceSpec {
+    pub name: String,
+    pub cluster: String,
+    pub task_definition: String,
+    pub target_group_arn: String,
+    pub desired_count: i32,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EcsServiceSpec {
     pub name: String,

@@ -13,11 +13,11 @@ use support::*;
 use verify::verify_staging;
 
 /// Resources of staging with one dashboard and one rules file.
-const STAGING_TOTAL: u64 = 71;
+const STAGING_TOTAL: u64 = 80;
 /// ECR repositories: shared by all environments, kept by `down`.
 const SHARED: u64 = 3;
 /// Resources ranked before `db-instance/main` (created before the injected failure).
-const BEFORE_DB: u64 = 28;
+const BEFORE_DB: u64 = 32;
 
 fn kinds(v: &Value) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -61,7 +61,9 @@ fn plan_on_an_empty_account_lists_everything() {
     let k = kinds(&v);
     assert_eq!(k["subnet"], 6);
     assert_eq!(k["nat-gateway"], 1);
-    assert_eq!(k["security-group"], 4);
+    assert_eq!(k["security-group"], 5);
+    assert_eq!(k["grafana-service"], 1);
+    assert_eq!(k["listener-rule"], 1);
     assert_eq!(k["listener"], 3);
     assert_eq!(k["alarm"], 15);
     assert_eq!(k["web-acl"], 1);
@@ -233,6 +235,7 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     let plan = run(&["plan", "staging", "--output", "json"]).ok().json();
     let expected: BTreeMap<String, String> = [
         ("log-group/gateway", "update"),
+        ("log-group/grafana", "update"),
         ("db-instance/main", "update"),
         ("ecs-service/gateway", "update"),
         ("alarm/alb-5xx", "update"),
@@ -920,8 +923,8 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
             .expect("secrets");
         assert_eq!(
             secrets.secret_list().len(),
-            3 + 2 + 1,
-            "ours (3 generated, the sidecar's 2) plus the PagerDuty one"
+            4 + 2 + 1,
+            "ours (4 generated, the sidecar's 2) plus the PagerDuty one"
         );
         let sns = aws_sdk_sns::Client::new(&conf);
         let topics = sns.list_topics().send().await.expect("topics");

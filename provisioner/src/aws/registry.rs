@@ -7,8 +7,9 @@ use std::pin::Pin;
 
 use super::{
     Aws, alarm, amp, autoscaling, certificate, connection_secret, ecr, ecs_cluster, ecs_service,
-    eip, elasticache, flow_log, iam, igw, lb, listener, log_group, nat, rds, route_table, secret,
-    security_group, sg_rules, sns, subnet, target_group, task_definition, vpc, web_acl,
+    eip, elasticache, flow_log, grafana_service, grafana_task_definition, iam, igw, lb, listener,
+    listener_rule, log_group, nat, rds, route_table, secret, security_group, sg_rules, sns, subnet,
+    target_group, task_definition, vpc, web_acl,
 };
 use crate::error::Result;
 use crate::model::{Actual, Desired, Kind};
@@ -52,6 +53,7 @@ pub const REGISTRY: &[&Ops] = &[
     &target_group::OPS,
     &listener::OPS,
     &web_acl::OPS,
+    &listener_rule::OPS,
     &sns::OPS,
     &amp::OPS,
     &amp::RULE_GROUPS_OPS,
@@ -59,7 +61,9 @@ pub const REGISTRY: &[&Ops] = &[
     &flow_log::OPS,
     &ecs_cluster::OPS,
     &task_definition::OPS,
+    &grafana_task_definition::OPS,
     &ecs_service::OPS,
+    &grafana_service::OPS,
     &autoscaling::OPS,
     &alarm::OPS,
 ];

@@ -70,6 +70,30 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
             vec![vpc.clone()],
         ));
     }
+    if cfg.grafana_service.enabled {
+        // With a sub path Grafana answers under it, health check included.
+        let health = match &cfg.grafana_service.host {
+            Some(_) => "/api/health".to_string(),
+            None => format!("{GRAFANA_PATH}/api/health"),
+        };
+        out.push(Desired::new(
+            k(Kind::TargetGroup, "grafana"),
+            &TargetGroupSpec {
+                name: format!("{p}-grafana"),
+                port: GRAFANA_PORT,
+                protocol: "HTTP".into(),
+                vpc_id: vpc_id.clone(),
+                target_type: "ip".into(),
+                health_check_path: health,
+                health_check_port: GRAFANA_PORT.to_string(),
+                health_check_interval: 30,
+                healthy_threshold: 2,
+                unhealthy_threshold: 3,
+                matcher: "200".into(),
+            },
+            vec![vpc.clone()],
+        ));
+    }
     let live = live_color(ids);
     let idle = other_color(live);
     let lb_arn = ids.get(Kind::LoadBalancer, "main", "arn");

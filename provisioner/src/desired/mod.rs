@@ -6,11 +6,14 @@
 mod compute;
 mod data;
 mod edge;
+mod grafana;
 mod network;
 mod observability;
 mod security;
 
 pub use compute::{gateway_environment, gateway_secret_names};
+pub use grafana::grafana_environment;
+pub use observability::dashboard_desired;
 
 use std::collections::BTreeMap;
 
@@ -200,6 +203,7 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
     edge::push(&b, &mut out);
     observability::push_metrics(&b, &mut out);
     compute::push(&b, &mut out);
+    grafana::push(&b, &mut out);
     observability::push_alarms(&b, &mut out);
     observability::push_dashboards(&b, &mut out);
     out
@@ -691,6 +695,89 @@ mod tests {
                 .filter(|d| d.key.kind == Kind::Alarm)
                 .all(|d| d.deps.contains(&Key::new(Kind::SnsTopic, "alarms")))
         );
+    }
+
+    #[test]
+    fn grafana_runs_behind_the_alb_with_its_password_from_secrets_manager() {
+        let mut cfg = env("staging");
+        let mut ids = Ids::default();
+        for (kind, name, arn) in [
+            (Kind::Secret, "grafana-admin", "arn:grafana-pw"),
+            (Kind::AmpWorkspace, "main", "arn:ws"),
+            (Kind::Listener, "https", "arn:https"),
+            (Kind::TargetGroup, "grafana", "arn:tg-grafana"),
+        ] {
+            ids.record(&Actual::new(Key::new(kind, name), arn, &json!({})).output("arn", arn));
+        }
+        let set = build(&cfg, &ctx(), &ids);
+        order(&set).expect("grafana's dependencies come first");
+        let td: GrafanaTaskDefinitionSpec = find(&set, Kind::GrafanaTaskDefinition, "grafana");
+        assert_eq!(td.image, GRAFANA_IMAGE);
+        assert_eq!(td.secrets["GF_SECURITY_ADMIN_PASSWORD"], "arn:grafana-pw");
+        assert!(!td.environment.keys().any(|k| k.contains("PASSWORD")));
+        assert_eq!(
+            td.environment["GF_SERVER_ROOT_URL"],
+            "https://api.staging.edge-suite.example.com/grafana/"
+        );
+        assert_eq!(td.environment["GF_SERVER_SERVE_FROM_SUB_PATH"], "true");
+        assert_eq!(td.environment["GF_AUTH_SIGV4_AUTH_ENABLED"], "true");
+        let rule: ListenerRuleSpec = find(&set, Kind::ListenerRule, "grafana");
+        assert_eq!(
+            (
+                rule.listener_arn.as_str(),
+                rule.host.as_ref(),
+                rule.paths.clone()
+            ),
+            (
+                "arn:https",
+                None,
+                vec!["/grafana".to_string(), "/grafana/*".to_string()]
+            )
+        );
+        assert_eq!(rule.target_group_arn, "arn:tg-grafana");
+        let svc: GrafanaServiceSpec = find(&set, Kind::GrafanaService, "grafana");
+        assert_eq!((svc.name.as_str(), svc.desired_count), ("grafana", 1));
+        let tg: TargetGroupSpec = find(&set, Kind::TargetGroup, "grafana");
+        assert_eq!(
+            (tg.port, tg.health_check_path.as_str()),
+            (GRAFANA_PORT, "/grafana/api/health")
+        );
+        let role: IamRoleSpec = find(&set, Kind::IamRole, "grafana-task");
+        assert_eq!(
+            role.policy["Statement"][0]["Action"],
+            json!([
+                "aps:QueryMetrics",
+                "aps:GetSeries",
+                "aps:GetLabels",
+                "aps:GetMetricMetadata"
+            ])
+        );
+        assert_eq!(role.policy["Statement"][0]["Resource"], "arn:ws");
+        let exec: IamRoleSpec = find(&set, Kind::IamRole, "task-execution");
+        assert!(exec.policy.to_string().contains("arn:grafana-pw"));
+        let sg = |n: &str| -> SecurityGroupRulesSpec { find(&set, Kind::SecurityGroupRules, n) };
+        assert_eq!(sg("grafana").ingress, vec![rule_of(GRAFANA_PORT, PENDING)]);
+        assert!(sg("alb").egress.contains(&rule_of(GRAFANA_PORT, PENDING)));
+        // Its own host: a host-header rule and no sub path.
+        cfg.grafana_service.host = Some("grafana.example.com".into());
+        let set = build(&cfg, &ctx(), &ids);
+        let rule: ListenerRuleSpec = find(&set, Kind::ListenerRule, "grafana");
+        assert_eq!(rule.host.as_deref(), Some("grafana.example.com"));
+        let td: GrafanaTaskDefinitionSpec = find(&set, Kind::GrafanaTaskDefinition, "grafana");
+        assert_eq!(
+            td.environment["GF_SERVER_ROOT_URL"],
+            "https://grafana.example.com/"
+        );
+        assert!(!td.environment.contains_key("GF_SERVER_SERVE_FROM_SUB_PATH"));
+        // Switched off: none of it.
+        cfg.grafana_service.enabled = false;
+        let set = build(&cfg, &ctx(), &ids);
+        order(&set).expect("ordered");
+        assert!(set.iter().all(|d| !d.key.name.contains("grafana")));
+    }
+
+    fn rule_of(port: i32, peer: &str) -> SgRule {
+        rule(port, peer.to_string())
     }
 
     #[test]

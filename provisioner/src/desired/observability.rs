@@ -26,6 +26,16 @@ pub(super) fn push_logs(b: &Build<'_>, out: &mut Vec<Desired>) {
         },
         vec![],
     ));
+    if cfg.grafana_service.enabled {
+        out.push(Desired::new(
+            k(Kind::LogGroup, "grafana"),
+            &LogGroupSpec {
+                name: format!("/ecs/{}/grafana", b.p),
+                retention_days: cfg.service.log_retention_days,
+            },
+            vec![],
+        ));
+    }
     out.push(Desired::new(
         k(Kind::FlowLog, "vpc"),
         &FlowLogSpec {
@@ -238,23 +248,23 @@ pub(super) fn push_alarms(b: &Build<'_>, out: &mut Vec<Desired>) {
     }
 }
 
+/// A dashboard file as a resource (the model travels in `inputs.json`).
+pub fn dashboard_desired(d: &DashboardFile) -> Desired {
+    Desired::new(
+        k(Kind::GrafanaDashboard, &d.uid),
+        &GrafanaDashboardSpec {
+            uid: d.uid.clone(),
+            title: d.title.clone(),
+            content_hash: d.hash.clone(),
+        },
+        vec![],
+    )
+    .input("json", d.json.clone())
+}
+
 /// Grafana dashboards, when Grafana is managed.
 pub(super) fn push_dashboards(b: &Build<'_>, out: &mut Vec<Desired>) {
-    let ctx = b.ctx;
-    if ctx.grafana_enabled {
-        for d in &ctx.dashboards {
-            out.push(
-                Desired::new(
-                    k(Kind::GrafanaDashboard, &d.uid),
-                    &GrafanaDashboardSpec {
-                        uid: d.uid.clone(),
-                        title: d.title.clone(),
-                        content_hash: d.hash.clone(),
-                    },
-                    vec![],
-                )
-                .input("json", d.json.clone()),
-            );
-        }
+    if b.ctx.grafana_enabled {
+        out.extend(b.ctx.dashboards.iter().map(dashboard_desired));
     }
 }
