@@ -62,6 +62,7 @@ kinds! {
     SnsTopic = "sns-topic",
     AmpWorkspace = "amp-workspace",
     AmpRuleGroups = "amp-rule-groups",
+    AmpAlertManager = "amp-alertmanager",
     IamRole = "iam-role",
     FlowLog = "flow-log",
     EcsCluster = "ecs-cluster",

@@ -232,6 +232,15 @@ pub struct AmpRuleGroupsSpec {
     pub data_hash: String,
 }
 
+/// The workspace's Alertmanager definition (`alertmanager::definition`);
+/// the YAML itself travels in `inputs.data`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AmpAlertManagerSpec {
+    pub workspace_id: String,
+    /// FNV-1a of the definition.
+    pub data_hash: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EcsClusterSpec {
     pub name: String,

@@ -33,6 +33,7 @@ macro_rules! ops {
 
 pub mod alarm;
 pub mod amp;
+pub mod amp_alertmanager;
 pub mod autoscaling;
 pub mod certificate;
 pub mod connection_secret;

@@ -6,10 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::{
-    Aws, alarm, amp, autoscaling, certificate, connection_secret, ecr, ecs_cluster, ecs_service,
-    eip, elasticache, flow_log, grafana_service, grafana_task_definition, iam, igw, lb, listener,
-    listener_rule, log_group, nat, rds, route_table, secret, security_group, sg_rules, sns, subnet,
-    target_group, task_definition, vpc, web_acl,
+    Aws, alarm, amp, amp_alertmanager, autoscaling, certificate, connection_secret, ecr,
+    ecs_cluster, ecs_service, eip, elasticache, flow_log, grafana_service, grafana_task_definition,
+    iam, igw, lb, listener, listener_rule, log_group, nat, rds, route_table, secret,
+    security_group, sg_rules, sns, subnet, target_group, task_definition, vpc, web_acl,
 };
 use crate::error::Result;
 use crate::model::{Actual, Desired, Kind};
@@ -57,6 +57,7 @@ pub const REGISTRY: &[&Ops] = &[
     &sns::OPS,
     &amp::OPS,
     &amp::RULE_GROUPS_OPS,
+    &amp_alertmanager::OPS,
     &iam::OPS,
     &flow_log::OPS,
     &ecs_cluster::OPS,

@@ -97,6 +97,35 @@ async fn sync_subscriptions(aws: &Aws, arn: &str, want: &[String]) -> Result<()>
     Ok(())
 }
 
+/// The topic's access policy: the account (CloudWatch alarms publish with
+/// its rights), and Amazon Managed Prometheus's Alertmanager for this
+/// account's workspaces only (`aws:SourceAccount`).
+pub fn policy(arn: &str, account: &str) -> serde_json::Value {
+    let partition = arn.split(':').nth(1).unwrap_or("aws");
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "account",
+                "Effect": "Allow",
+                "Principal": {"AWS": format!("arn:{partition}:iam::{account}:root")},
+                "Action": ["SNS:GetTopicAttributes", "SNS:SetTopicAttributes",
+                           "SNS:Subscribe", "SNS:ListSubscriptionsByTopic",
+                           "SNS:Publish", "SNS:DeleteTopic"],
+                "Resource": arn,
+            },
+            {
+                "Sid": "amp-alertmanager",
+                "Effect": "Allow",
+                "Principal": {"Service": "aps.amazonaws.com"},
+                "Action": ["SNS:Publish", "SNS:GetTopicAttributes"],
+                "Resource": arn,
+                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+            },
+        ],
+    })
+}
+
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: SnsTopicSpec = d.spec()?;
     let tags: Vec<Tag> = aws
@@ -116,6 +145,14 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let arn = out
         .topic_arn()
         .ok_or_else(|| Error::invalid("CreateTopic returned no ARN"))?;
+    aws.sns
+        .set_topic_attributes()
+        .topic_arn(arn)
+        .attribute_name("Policy")
+        .attribute_value(policy(arn, &aws.account_id).to_string())
+        .send()
+        .await
+        .map_err(|e| Error::aws("sns:SetTopicAttributes", e))?;
     sync_subscriptions(aws, arn, &endpoints(d)).await?;
     Ok(Actual::new(d.key.clone(), arn, &spec).output("arn", arn))
 }

@@ -85,6 +85,26 @@ pub(super) fn push_metrics(b: &Build<'_>, out: &mut Vec<Desired>) {
         vec![],
     ));
     let ws_id = ids.id(Kind::AmpWorkspace, "main");
+    // Critical alerts of the rules above -> the SNS topic (-> PagerDuty).
+    let topic = ids.get(Kind::SnsTopic, "alarms", "arn");
+    let (data, data_hash) = if topic == PENDING {
+        (String::new(), PENDING.to_string())
+    } else {
+        let d = crate::alertmanager::definition(&topic, &ctx.region);
+        let h = fnv1a(d.as_bytes());
+        (d, h)
+    };
+    out.push(
+        Desired::new(
+            k(Kind::AmpAlertManager, "main"),
+            &AmpAlertManagerSpec {
+                workspace_id: ws_id.clone(),
+                data_hash,
+            },
+            vec![k(Kind::AmpWorkspace, "main"), k(Kind::SnsTopic, "alarms")],
+        )
+        .input("data", data),
+    );
     for rf in &ctx.rule_files {
         out.push(
             Desired::new(

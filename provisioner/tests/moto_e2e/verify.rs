@@ -582,6 +582,26 @@ pub(crate) async fn verify_staging(moto: &Moto) {
     let topics = sns.list_topics().send().await.expect("topics");
     assert_eq!(topics.topics().len(), 1);
     let topic = topics.topics()[0].topic_arn().expect("topic").to_string();
+    // Amazon Managed Prometheus's Alertmanager may publish (this account only).
+    let attrs = sns
+        .get_topic_attributes()
+        .topic_arn(&topic)
+        .send()
+        .await
+        .expect("topic attributes");
+    let policy: Value = serde_json::from_str(
+        attrs
+            .attributes()
+            .and_then(|a| a.get("Policy"))
+            .expect("policy"),
+    )
+    .expect("policy json");
+    let amp_statement = &policy["Statement"][1];
+    assert_eq!(amp_statement["Principal"]["Service"], "aps.amazonaws.com");
+    assert_eq!(
+        amp_statement["Condition"]["StringEquals"]["aws:SourceAccount"],
+        "123456789012"
+    );
     let cw = aws_sdk_cloudwatch::Client::new(&conf);
     let alarms = cw
         .describe_alarms()
