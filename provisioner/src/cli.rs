@@ -138,6 +138,8 @@ impl Session {
         )
         .await?;
         aws.disposable = cfg.disposable;
+        aws.hosted_zone = cfg.dns.hosted_zone.clone();
+        aws.domain = cfg.dns.domain.clone();
         let grafana = match &cfg.grafana {
             Some(g) => {
                 let url = std::env::var("GRAFANA_URL").unwrap_or_else(|_| g.url.clone());

@@ -150,6 +150,11 @@ pub struct Dns {
     /// `domain` (DNS validation).
     #[serde(default)]
     pub certificate_arn: Option<String>,
+    /// A Route 53 hosted zone holding `domain` (e.g. `staging.example.com`):
+    /// the provisioner then writes the ALB's alias record and the
+    /// certificate's DNS validation record into it.
+    #[serde(default)]
+    pub hosted_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -568,6 +573,16 @@ impl EnvConfig {
         }
         if self.dns.domain.is_empty() {
             return Err("dns.domain must not be empty".into());
+        }
+        if let Some(zone) = &self.dns.hosted_zone {
+            let z = zone.trim_end_matches('.').to_ascii_lowercase();
+            let d = self.dns.domain.trim_end_matches('.').to_ascii_lowercase();
+            if !host_ok(&z) || !(d == z || d.ends_with(&format!(".{z}"))) {
+                return Err(Invalid::Value(format!(
+                    "dns.hosted_zone '{zone}' must be a DNS name that holds dns.domain '{}'",
+                    self.dns.domain
+                )));
+            }
         }
         self.upstreams()?;
         for o in &self.gateway.frontend_origins {

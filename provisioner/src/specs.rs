@@ -275,6 +275,22 @@ pub struct TaskDefinitionSpec {
     pub gateway_config_hash: String,
 }
 
+/// A Route 53 record set (an alias A record or a plain one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordSpec {
+    /// The hosted zone's name.
+    pub zone: String,
+    /// Fully qualified, lower case, with the final dot.
+    pub name: String,
+    pub record_type: String,
+    /// The alias target's DNS name, or the record's single value.
+    pub value: String,
+    /// The alias target's hosted zone (the ALB's canonical zone).
+    pub alias_zone_id: Option<String>,
+    /// Plain records only.
+    pub ttl: Option<i64>,
+}
+
 /// An ALB listener rule forwarding a host or paths to a target group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListenerRuleSpec {

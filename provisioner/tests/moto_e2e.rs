@@ -1246,3 +1246,109 @@ fn up_after_down_adopts_or_removes_the_leftovers() {
     run(&["down", "staging", "--yes"]).ok();
     rt().block_on(assert_nothing_tagged_left(&moto));
 }
+
+/// The ALB's alias record and the certificate's validation record in the
+/// env file's hosted zone; both gone after `down`.
+#[test]
+fn route53_records_for_the_alb_and_the_certificate() {
+    let scratch = Scratch::new("dns");
+    let moto = Moto::start(&scratch.dir);
+    let zone = "staging.edge-suite.example.com";
+    let zone_id = rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let out = aws_sdk_route53::Client::new(&conf)
+            .create_hosted_zone()
+            .name(zone)
+            .caller_reference("e2e")
+            .send()
+            .await
+            .expect("zone");
+        out.hosted_zone()
+            .expect("zone")
+            .id()
+            .trim_start_matches("/hostedzone/")
+            .to_string()
+    });
+    scratch.edit_env(
+        "staging",
+        r#"domain = "api.staging.edge-suite.example.com""#,
+        &format!("domain = \"api.staging.edge-suite.example.com\"\nhosted_zone = \"{zone}\""),
+    );
+    let run = |args: &[&str]| provisioner(&moto, &scratch, args, &[]);
+    let up = run(&["up", "staging", "--yes", "--output", "json"])
+        .ok()
+        .json();
+    let k = kinds(&up);
+    assert_eq!((k["dns-record"], k["validation-record"]), (1, 1));
+    let records = || {
+        rt().block_on(async {
+            let conf = sdk(&moto).await;
+            let out = aws_sdk_route53::Client::new(&conf)
+                .list_resource_record_sets()
+                .hosted_zone_id(&zone_id)
+                .send()
+                .await
+                .expect("records");
+            out.resource_record_sets()
+                .iter()
+                .filter(|r| !matches!(r.r#type().as_str(), "SOA" | "NS"))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    let (lb_dns, lb_zone, validation) = rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let lbs = aws_sdk_elasticloadbalancingv2::Client::new(&conf)
+            .describe_load_balancers()
+            .names("edge-suite-staging-alb")
+            .send()
+            .await
+            .expect("lb");
+        let lb = &lbs.load_balancers()[0];
+        let acm = aws_sdk_acm::Client::new(&conf);
+        let certs = acm.list_certificates().send().await.expect("certs");
+        let cert = acm
+            .describe_certificate()
+            .certificate_arn(
+                certs.certificate_summary_list()[0]
+                    .certificate_arn()
+                    .expect("arn"),
+            )
+            .send()
+            .await
+            .expect("cert");
+        let rr = cert
+            .certificate()
+            .expect("cert")
+            .domain_validation_options()[0]
+            .resource_record()
+            .expect("validation record")
+            .clone();
+        (
+            lb.dns_name().expect("dns").to_ascii_lowercase(),
+            lb.canonical_hosted_zone_id().expect("zone").to_string(),
+            (rr.name().to_string(), rr.value().to_string()),
+        )
+    });
+    let found = records();
+    assert_eq!(found.len(), 2, "{found:?}");
+    let a = found
+        .iter()
+        .find(|r| r.r#type().as_str() == "A")
+        .expect("alias record");
+    assert_eq!(a.name(), "api.staging.edge-suite.example.com.");
+    let alias = a.alias_target().expect("an alias");
+    assert_eq!(alias.dns_name().trim_end_matches('.'), lb_dns);
+    assert_eq!(alias.hosted_zone_id(), lb_zone);
+    let c = found
+        .iter()
+        .find(|r| r.r#type().as_str() == "CNAME")
+        .expect("validation record");
+    assert_eq!(c.name(), validation.0);
+    assert_eq!(c.resource_records()[0].value(), validation.1);
+    // Observed back as they were written: nothing to change.
+    assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
+    run(&["down", "staging", "--yes"]).ok();
+    assert!(records().is_empty(), "records left after down");
+    rt().block_on(assert_nothing_tagged_left(&moto));
+}

@@ -37,6 +37,7 @@ pub mod amp_alertmanager;
 pub mod autoscaling;
 pub mod certificate;
 pub mod connection_secret;
+pub mod dns_record;
 pub mod ec2util;
 pub mod ecr;
 pub mod ecs_cluster;
@@ -55,6 +56,7 @@ pub mod log_group;
 pub mod nat;
 pub mod rds;
 pub mod registry;
+pub mod route53;
 pub mod route_table;
 pub mod secret;
 pub mod security_group;
@@ -64,6 +66,7 @@ pub mod subnet;
 pub mod subnet_group;
 pub mod target_group;
 pub mod task_definition;
+pub mod validation_record;
 pub mod vpc;
 pub mod web_acl;
 
@@ -113,6 +116,10 @@ pub struct Aws {
     /// Talking to an emulator (`--endpoint-url`): known emulator gaps on
     /// teardown are reported as warnings instead of failing `down`.
     pub emulator: bool,
+    /// The env file's Route 53 hosted zone (`dns.hosted_zone`), if any, and
+    /// the environment's domain: where the record kinds live.
+    pub hosted_zone: Option<String>,
+    pub domain: String,
     /// The env file's `disposable`: `down` may lift RDS deletion protection
     /// and delete secrets without a recovery window. Off unless set.
     pub disposable: bool,
@@ -165,6 +172,8 @@ impl Aws {
             prefix: prefix.to_string(),
             wait_timeout,
             emulator: endpoint_url.is_some(),
+            hosted_zone: None,
+            domain: String::new(),
             disposable: false,
         })
     }

@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// A DNS name as Route 53 shows it: lower case, with the final dot.
+fn dns_name(n: &str) -> String {
+    let n = n.to_ascii_lowercase();
+    if n.ends_with('.') { n } else { format!("{n}.") }
+}
+
 /// What clients reach, and the registry the images come from.
 pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
     let cfg = b.cfg;
@@ -27,6 +33,29 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
             )
         }
     };
+    if let Some(zone) = &cfg.dns.hosted_zone
+        && cfg.dns.certificate_arn.is_none()
+    {
+        // `NAME CNAME VALUE`, as the certificate reports it.
+        let rec = ids.get(Kind::Certificate, "main", "validation_record");
+        let mut parts = rec.split_whitespace();
+        let (name, value) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(n), Some(_), Some(v)) if rec != PENDING => (dns_name(n), dns_name(v)),
+            _ => (PENDING.to_string(), PENDING.to_string()),
+        };
+        out.push(Desired::new(
+            k(Kind::ValidationRecord, "main"),
+            &RecordSpec {
+                zone: zone.clone(),
+                name,
+                record_type: "CNAME".into(),
+                value,
+                alias_zone_id: None,
+                ttl: Some(300),
+            },
+            vec![k(Kind::Certificate, "main")],
+        ));
+    }
     for repo in ECR_REPOSITORIES {
         out.push(Desired::new(
             k(Kind::EcrRepository, repo),
@@ -51,6 +80,25 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
         },
         lb_deps,
     ));
+    if let Some(zone) = &cfg.dns.hosted_zone {
+        let alb_dns = ids.get(Kind::LoadBalancer, "main", "dns_name");
+        out.push(Desired::new(
+            k(Kind::DnsRecord, "alb"),
+            &RecordSpec {
+                zone: zone.clone(),
+                name: dns_name(&cfg.dns.domain),
+                record_type: "A".into(),
+                value: if alb_dns == PENDING {
+                    alb_dns
+                } else {
+                    dns_name(&alb_dns)
+                },
+                alias_zone_id: Some(ids.get(Kind::LoadBalancer, "main", "zone_id")),
+                ttl: None,
+            },
+            vec![k(Kind::LoadBalancer, "main")],
+        ));
+    }
     for color in ["blue", "green"] {
         out.push(Desired::new(
             k(Kind::TargetGroup, color),

@@ -781,6 +781,58 @@ mod tests {
     }
 
     #[test]
+    fn a_hosted_zone_brings_the_alias_and_validation_records() {
+        let mut cfg = env("staging");
+        assert!(
+            build(&cfg, &ctx(), &Ids::default())
+                .iter()
+                .all(|d| !matches!(d.key.kind, Kind::DnsRecord | Kind::ValidationRecord)),
+            "no zone, no records"
+        );
+        cfg.dns.hosted_zone = Some("staging.edge-suite.example.com".into());
+        cfg.validate().expect("the zone holds the domain");
+        let mut ids = Ids::default();
+        ids.record(
+            &Actual::new(Key::new(Kind::LoadBalancer, "main"), "arn:lb", &json!({}))
+                .output(
+                    "dns_name",
+                    "Edge-Suite-Staging-ALB-1.us-east-1.elb.amazonaws.com",
+                )
+                .output("zone_id", "Z35SXDOTRQ7X7K"),
+        );
+        ids.record(
+            &Actual::new(Key::new(Kind::Certificate, "main"), "arn:cert", &json!({})).output(
+                "validation_record",
+                "_abc.api.staging.edge-suite.example.com. CNAME _def.acm-validations.aws.",
+            ),
+        );
+        let set = build(&cfg, &ctx(), &ids);
+        order(&set).expect("records after what they point at");
+        let alias: RecordSpec = find(&set, Kind::DnsRecord, "alb");
+        assert_eq!(alias.name, "api.staging.edge-suite.example.com.");
+        assert_eq!(alias.record_type, "A");
+        assert_eq!(
+            alias.value,
+            "edge-suite-staging-alb-1.us-east-1.elb.amazonaws.com."
+        );
+        assert_eq!(alias.alias_zone_id.as_deref(), Some("Z35SXDOTRQ7X7K"));
+        let v: RecordSpec = find(&set, Kind::ValidationRecord, "main");
+        assert_eq!(
+            (v.name.as_str(), v.record_type.as_str(), v.value.as_str()),
+            (
+                "_abc.api.staging.edge-suite.example.com.",
+                "CNAME",
+                "_def.acm-validations.aws."
+            )
+        );
+        // An existing certificate validates elsewhere: no validation record.
+        cfg.dns.certificate_arn = Some("arn:aws:acm:us-east-1:1:certificate/x".into());
+        assert_eq!(count(&build(&cfg, &ctx(), &ids), Kind::ValidationRecord), 0);
+        cfg.dns.hosted_zone = Some("other.example.com".into());
+        assert!(cfg.validate().is_err(), "the zone must hold the domain");
+    }
+
+    #[test]
     fn no_grafana_means_no_dashboards() {
         let cfg = env("staging");
         let mut c = ctx();
