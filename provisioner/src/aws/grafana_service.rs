@@ -15,28 +15,7 @@ use crate::specs::GrafanaServiceSpec;
 
 /// The ACTIVE service, if any.
 pub async fn describe(aws: &Aws) -> Result<Option<Service>> {
-    let out = match aws
-        .ecs
-        .describe_services()
-        .cluster(super::ecs_cluster::name(aws))
-        .services(GRAFANA_SERVICE)
-        .send()
-        .await
-    {
-        Ok(o) => o,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_cluster_not_found_exception()) =>
-        {
-            return Ok(None);
-        }
-        Err(e) => return Err(Error::aws("ecs:DescribeServices", e)),
-    };
-    Ok(out
-        .services()
-        .iter()
-        .find(|s| s.status() == Some("ACTIVE"))
-        .cloned())
+    super::ecs_service::describe_named(aws, &super::ecs_cluster::name(aws), GRAFANA_SERVICE).await
 }
 
 fn actual_of(s: &Service, cluster: &str) -> Actual {

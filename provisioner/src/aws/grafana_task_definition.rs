@@ -2,17 +2,15 @@
 //! (`consts::GRAFANA_IMAGE`), the admin password from Secrets Manager, logs
 //! to its own group. Every change registers a new revision.
 
-use aws_sdk_ecs::types::{
-    Compatibility, ContainerDefinition, NetworkMode, RuntimePlatform, TaskDefinition,
-};
+use aws_sdk_ecs::types::{ContainerDefinition, TaskDefinition};
 
-use super::ecs_cluster::ecs_tags;
 use super::task_definition::{
-    delete_family, describe, env_map, family_revisions, kv, logs, port, secret_map, secrets,
+    FargateTask, delete_family, describe, env_map, family_revisions, kv, logs, port,
+    register_fargate, secret_map, secrets,
 };
 use super::{Aws, registry::Ops};
 use crate::consts::{GRAFANA_PORT, GRAFANA_SERVICE};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::GrafanaTaskDefinitionSpec;
 
@@ -89,30 +87,14 @@ pub fn container(spec: &GrafanaTaskDefinitionSpec, region: &str) -> Result<Conta
 /// Registers a new revision (create and update are the same thing).
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: GrafanaTaskDefinitionSpec = d.spec()?;
-    let out = aws
-        .ecs
-        .register_task_definition()
-        .family(&spec.family)
-        .network_mode(NetworkMode::Awsvpc)
-        .requires_compatibilities(Compatibility::Fargate)
-        .cpu(&spec.cpu)
-        .memory(&spec.memory)
-        .execution_role_arn(&spec.execution_role_arn)
-        .task_role_arn(&spec.task_role_arn)
-        .runtime_platform(
-            RuntimePlatform::builder()
-                .operating_system_family(aws_sdk_ecs::types::OsFamily::Linux)
-                .cpu_architecture(aws_sdk_ecs::types::CpuArchitecture::Arm64)
-                .build(),
-        )
-        .container_definitions(container(&spec, &aws.region)?)
-        .set_tags(Some(ecs_tags(aws, &d.key)))
-        .send()
-        .await
-        .map_err(|e| Error::aws("ecs:RegisterTaskDefinition", e))?;
-    let td = out
-        .task_definition
-        .ok_or_else(|| Error::invalid("RegisterTaskDefinition returned nothing"))?;
+    let task = FargateTask {
+        family: &spec.family,
+        cpu: &spec.cpu,
+        memory: &spec.memory,
+        execution_role_arn: &spec.execution_role_arn,
+        task_role_arn: &spec.task_role_arn,
+    };
+    let td = register_fargate(aws, &d.key, &task, vec![container(&spec, &aws.region)?]).await?;
     Ok(actual_of(&td))
 }
 

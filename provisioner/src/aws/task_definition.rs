@@ -297,6 +297,48 @@ pub fn containers(
     Ok(vec![gateway, agent])
 }
 
+/// The task-level settings of a Fargate task definition.
+pub struct FargateTask<'a> {
+    pub family: &'a str,
+    pub cpu: &'a str,
+    pub memory: &'a str,
+    pub execution_role_arn: &'a str,
+    pub task_role_arn: &'a str,
+}
+
+/// Registers a revision of an awsvpc, Fargate, ARM64 task definition with
+/// `containers`, tagged as `key` (the gateway's and Grafana's).
+pub async fn register_fargate(
+    aws: &Aws,
+    key: &Key,
+    task: &FargateTask<'_>,
+    containers: Vec<ContainerDefinition>,
+) -> Result<TaskDefinition> {
+    let out = aws
+        .ecs
+        .register_task_definition()
+        .family(task.family)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu(task.cpu)
+        .memory(task.memory)
+        .execution_role_arn(task.execution_role_arn)
+        .task_role_arn(task.task_role_arn)
+        .runtime_platform(
+            RuntimePlatform::builder()
+                .operating_system_family(aws_sdk_ecs::types::OsFamily::Linux)
+                .cpu_architecture(aws_sdk_ecs::types::CpuArchitecture::Arm64)
+                .build(),
+        )
+        .set_container_definitions(Some(containers))
+        .set_tags(Some(ecs_tags(aws, key)))
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecs:RegisterTaskDefinition", e))?;
+    out.task_definition
+        .ok_or_else(|| Error::invalid("RegisterTaskDefinition returned nothing"))
+}
+
 /// Registers a new revision (create and update are the same thing).
 pub async fn register(
     aws: &Aws,
@@ -304,30 +346,14 @@ pub async fn register(
     spec: &TaskDefinitionSpec,
     config: Option<&str>,
 ) -> Result<Actual> {
-    let out = aws
-        .ecs
-        .register_task_definition()
-        .family(&spec.family)
-        .network_mode(NetworkMode::Awsvpc)
-        .requires_compatibilities(Compatibility::Fargate)
-        .cpu(&spec.cpu)
-        .memory(&spec.memory)
-        .execution_role_arn(&spec.execution_role_arn)
-        .task_role_arn(&spec.task_role_arn)
-        .runtime_platform(
-            RuntimePlatform::builder()
-                .operating_system_family(aws_sdk_ecs::types::OsFamily::Linux)
-                .cpu_architecture(aws_sdk_ecs::types::CpuArchitecture::Arm64)
-                .build(),
-        )
-        .set_container_definitions(Some(containers(spec, config, &aws.region)?))
-        .set_tags(Some(ecs_tags(aws, key)))
-        .send()
-        .await
-        .map_err(|e| Error::aws("ecs:RegisterTaskDefinition", e))?;
-    let td = out
-        .task_definition
-        .ok_or_else(|| Error::invalid("RegisterTaskDefinition returned nothing"))?;
+    let task = FargateTask {
+        family: &spec.family,
+        cpu: &spec.cpu,
+        memory: &spec.memory,
+        execution_role_arn: &spec.execution_role_arn,
+        task_role_arn: &spec.task_role_arn,
+    };
+    let td = register_fargate(aws, key, &task, containers(spec, config, &aws.region)?).await?;
     Ok(actual_of(&td))
 }
 
