@@ -1352,3 +1352,94 @@ fn route53_records_for_the_alb_and_the_certificate() {
     assert!(records().is_empty(), "records left after down");
     rt().block_on(assert_nothing_tagged_left(&moto));
 }
+
+/// Without an external Grafana, `up` gives the environment's own Grafana
+/// (here the recording server, through `PROVISIONER_GRAFANA_URL`) the AMP
+/// data source and every dashboard, as `admin` with the generated password.
+#[test]
+fn up_provisions_its_own_grafana_through_the_api() {
+    let scratch = Scratch::new("own-grafana");
+    let moto = Moto::start(&scratch.dir);
+    let grafana = FakeGrafana::start();
+    let genv = [("PROVISIONER_GRAFANA_URL", grafana.url.as_str())];
+    let run = |args: &[&str]| provisioner(&moto, &scratch, args, &genv);
+    let up = run(&["up", "staging", "--yes"]).ok();
+    assert!(
+        up.stderr
+            .contains("AMP data source created; 1 dashboard(s) uploaded"),
+        "{}",
+        up.stderr
+    );
+    let (password, endpoint) = rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let pw = aws_sdk_secretsmanager::Client::new(&conf)
+            .get_secret_value()
+            .secret_id("edge-suite/staging/grafana-admin-password")
+            .send()
+            .await
+            .expect("password");
+        let amp = aws_sdk_amp::Client::new(&conf);
+        let ws = amp.list_workspaces().send().await.expect("workspaces");
+        let d = amp
+            .describe_workspace()
+            .workspace_id(ws.workspaces()[0].workspace_id())
+            .send()
+            .await
+            .expect("workspace");
+        (
+            pw.secret_string().expect("value").to_string(),
+            d.workspace()
+                .and_then(|w| w.prometheus_endpoint())
+                .expect("endpoint")
+                .to_string(),
+        )
+    });
+    assert!(!up.stderr.contains(&password) && !up.stdout.contains(&password));
+    {
+        let st = grafana.state.lock().expect("state");
+        let ds = &st.datasources["amp"];
+        assert_eq!(ds["type"], "prometheus");
+        assert_eq!(ds["url"], endpoint.trim_end_matches('/'));
+        assert_eq!(ds["jsonData"]["sigV4Auth"], true);
+        assert_eq!(ds["jsonData"]["sigV4Region"], REGION);
+        assert!(st.dashboards.contains_key("gw-overview"));
+        // Every call as admin with the generated password (base64 of
+        // `admin:<password>`, checked by decoding).
+        for r in st.requests.iter().filter(|r| r.path != "/api/health") {
+            let b64 = r.authorization.strip_prefix("Basic ").expect("basic auth");
+            assert_eq!(
+                decode_base64(b64),
+                format!("admin:{password}"),
+                "{}",
+                r.path
+            );
+        }
+    }
+    // Again: the data source is updated in place, nothing re-uploaded.
+    let again = run(&["up", "staging", "--yes"]).ok();
+    assert!(
+        again
+            .stderr
+            .contains("AMP data source updated; 0 dashboard(s) uploaded, 0 removed"),
+        "{}",
+        again.stderr
+    );
+}
+
+fn decode_base64(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = A.iter().position(|a| *a == c).expect("base64") as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).expect("utf-8")
+}
