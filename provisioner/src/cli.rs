@@ -273,7 +273,7 @@ impl Session {
     /// configured) gets the AMP data source and every dashboard, through its
     /// HTTP API as `admin`. A Grafana that does not answer yet (its first
     /// task still starting) is a note, not a failure: the next `up` pushes.
-    async fn provision_grafana(&self) -> anyhow::Result<()> {
+    async fn provision_grafana(&self, changes: &[Change]) -> anyhow::Result<()> {
         let cfg = &self.env.cfg;
         if self.grafana.is_some() || !cfg.grafana_service.enabled {
             return Ok(());
@@ -298,9 +298,20 @@ impl Session {
             password,
             format!("provisioner:{}", cfg.prefix()),
         )?;
-        // The service's first task: image pull, database migration, ALB
-        // health checks; a few minutes at most.
-        let wait = Duration::from_secs(cli_grafana_wait(self.aws.wait_timeout));
+        // A new or changed service starts a task (image pull, database
+        // migration, ALB health checks: a few minutes at most); otherwise it
+        // answers now or not at all (e.g. no DNS record for the domain yet).
+        let starting = changes.iter().any(|c| {
+            matches!(
+                c.key.kind,
+                crate::model::Kind::GrafanaService | crate::model::Kind::GrafanaTaskDefinition
+            ) && c.action != Action::NoOp
+        });
+        let wait = if starting {
+            Duration::from_secs(cli_grafana_wait(self.aws.wait_timeout))
+        } else {
+            Duration::ZERO
+        };
         let up = crate::aws::wait_for("Grafana to answer", wait, || async {
             Ok(g.healthy().await.then_some(()))
         })
@@ -465,7 +476,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                 Err(e) => return Err(e.into()),
             };
             s.note_config_drift().await?;
-            s.provision_grafana().await?;
+            s.provision_grafana(&changes).await?;
             match cli.output {
                 Output::Json => {
                     let mut v = changes_json(&s.env.cfg.name, "up", &changes, true);
