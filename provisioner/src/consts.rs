@@ -72,3 +72,7 @@ pub const GRAFANA_DATASOURCE_UID: &str = "amp";
 pub const WAF_MANAGED_RULE_GROUPS: [&str; 1] = ["AWSManagedRulesCommonRuleSet"];
 /// Name of the WAF web ACL's rate-based rule.
 pub const WAF_RATE_RULE: &str = "rate-limit-per-ip";
+
+/// The service principal of Amazon Managed Prometheus (its Alertmanager
+/// publishes to the alarm topic).
+pub const AMP_SERVICE_PRINCIPAL: &str = "aps.amazonaws.com";

@@ -217,6 +217,10 @@ pub struct SnsTopicSpec {
     /// [`redact_endpoint`] shows them: the URL is a secret, so it is never
     /// diffed or printed; the real one travels in `inputs`.
     pub https_subscriptions: Vec<String>,
+    /// AWS services the topic's policy lets publish (AMP's Alertmanager),
+    /// sorted.
+    #[serde(default)]
+    pub service_publishers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1424,6 +1424,34 @@ fn up_provisions_its_own_grafana_through_the_api() {
         "{}",
         again.stderr
     );
+    // A topic from before AMP could publish (no service in its policy) is
+    // brought up to date in place.
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let sns = aws_sdk_sns::Client::new(&conf);
+        let arn = topics_arn(&sns.list_topics().send().await.expect("topics"));
+        let owner_only = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+            "Action": "SNS:Publish", "Resource": arn}]});
+        sns.set_topic_attributes()
+            .topic_arn(&arn)
+            .attribute_name("Policy")
+            .attribute_value(owner_only.to_string())
+            .send()
+            .await
+            .expect("reset policy");
+    });
+    let plan = run(&["plan", "staging", "--output", "json"]).ok().json();
+    assert_eq!(
+        changes(&plan),
+        BTreeMap::from([("sns-topic/alarms".to_string(), "update".to_string())])
+    );
+    assert_eq!(
+        changed_fields(&plan, "sns-topic/alarms"),
+        vec!["service_publishers"]
+    );
+    run(&["up", "staging", "--yes"]).ok();
+    assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
 }
 
 fn decode_base64(s: &str) -> String {

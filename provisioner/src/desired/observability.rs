@@ -69,6 +69,7 @@ pub(super) fn push_metrics(b: &Build<'_>, out: &mut Vec<Desired>) {
                     .iter()
                     .map(|e| redact_endpoint(e))
                     .collect(),
+                service_publishers: vec![AMP_SERVICE_PRINCIPAL.to_string()],
             },
             vec![],
         )
