@@ -1274,12 +1274,18 @@ fn route53_records_for_the_alb_and_the_certificate() {
         r#"domain = "api.staging.edge-suite.example.com""#,
         &format!("domain = \"api.staging.edge-suite.example.com\"\nhosted_zone = \"{zone}\""),
     );
+    // Grafana on a host of its own in the zone.
+    scratch.edit_env(
+        "staging",
+        "[waf]",
+        "[grafana_service]\nhost = \"grafana.staging.edge-suite.example.com\"\n\n[waf]",
+    );
     let run = |args: &[&str]| provisioner(&moto, &scratch, args, &[]);
     let up = run(&["up", "staging", "--yes", "--output", "json"])
         .ok()
         .json();
     let k = kinds(&up);
-    assert_eq!((k["dns-record"], k["validation-record"]), (1, 1));
+    assert_eq!((k["dns-record"], k["validation-record"]), (2, 1));
     let records = || {
         rt().block_on(async {
             let conf = sdk(&moto).await;
@@ -1331,15 +1337,57 @@ fn route53_records_for_the_alb_and_the_certificate() {
         )
     });
     let found = records();
-    assert_eq!(found.len(), 2, "{found:?}");
-    let a = found
-        .iter()
-        .find(|r| r.r#type().as_str() == "A")
-        .expect("alias record");
-    assert_eq!(a.name(), "api.staging.edge-suite.example.com.");
-    let alias = a.alias_target().expect("an alias");
-    assert_eq!(alias.dns_name().trim_end_matches('.'), lb_dns);
-    assert_eq!(alias.hosted_zone_id(), lb_zone);
+    assert_eq!(found.len(), 3, "{found:?}");
+    for name in [
+        "api.staging.edge-suite.example.com.",
+        "grafana.staging.edge-suite.example.com.",
+    ] {
+        let a = found
+            .iter()
+            .find(|r| r.r#type().as_str() == "A" && r.name() == name)
+            .unwrap_or_else(|| panic!("alias record {name}"));
+        let alias = a.alias_target().expect("an alias");
+        assert_eq!(alias.dns_name().trim_end_matches('.'), lb_dns);
+        assert_eq!(alias.hosted_zone_id(), lb_zone);
+    }
+    // Grafana's listener rule matches its host.
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&conf);
+        let lb = elb
+            .describe_load_balancers()
+            .names("edge-suite-staging-alb")
+            .send()
+            .await
+            .expect("lb");
+        let listeners = elb
+            .describe_listeners()
+            .load_balancer_arn(lb.load_balancers()[0].load_balancer_arn().expect("arn"))
+            .send()
+            .await
+            .expect("listeners");
+        let https = listeners
+            .listeners()
+            .iter()
+            .find(|l| l.port() == Some(443))
+            .expect("https");
+        let rules = elb
+            .describe_rules()
+            .listener_arn(https.listener_arn().expect("arn"))
+            .send()
+            .await
+            .expect("rules");
+        let rule = rules
+            .rules()
+            .iter()
+            .find(|r| r.is_default() != Some(true))
+            .expect("grafana rule");
+        assert_eq!(rule.conditions()[0].field(), Some("host-header"));
+        assert_eq!(
+            rule.conditions()[0].values(),
+            ["grafana.staging.edge-suite.example.com"]
+        );
+    });
     let c = found
         .iter()
         .find(|r| r.r#type().as_str() == "CNAME")

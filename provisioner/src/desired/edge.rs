@@ -82,22 +82,35 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
     ));
     if let Some(zone) = &cfg.dns.hosted_zone {
         let alb_dns = ids.get(Kind::LoadBalancer, "main", "dns_name");
-        out.push(Desired::new(
-            k(Kind::DnsRecord, "alb"),
-            &RecordSpec {
-                zone: zone.clone(),
-                name: dns_name(&cfg.dns.domain),
-                record_type: "A".into(),
-                value: if alb_dns == PENDING {
-                    alb_dns
-                } else {
-                    dns_name(&alb_dns)
+        // The API's name, and Grafana's own host when it has one in the zone.
+        let mut names = vec![("alb", cfg.dns.domain.clone())];
+        if let Some(h) = cfg
+            .grafana_service
+            .host
+            .as_ref()
+            .filter(|_| cfg.grafana_service.enabled)
+            && dns_name(h).ends_with(&format!(".{}", dns_name(zone)))
+        {
+            names.push((GRAFANA_SERVICE, h.clone()));
+        }
+        for (key, name) in names {
+            out.push(Desired::new(
+                k(Kind::DnsRecord, key),
+                &RecordSpec {
+                    zone: zone.clone(),
+                    name: dns_name(&name),
+                    record_type: "A".into(),
+                    value: if alb_dns == PENDING {
+                        alb_dns.clone()
+                    } else {
+                        dns_name(&alb_dns)
+                    },
+                    alias_zone_id: Some(ids.get(Kind::LoadBalancer, "main", "zone_id")),
+                    ttl: None,
                 },
-                alias_zone_id: Some(ids.get(Kind::LoadBalancer, "main", "zone_id")),
-                ttl: None,
-            },
-            vec![k(Kind::LoadBalancer, "main")],
-        ));
+                vec![k(Kind::LoadBalancer, "main")],
+            ));
+        }
     }
     for color in ["blue", "green"] {
         out.push(Desired::new(

@@ -825,6 +825,11 @@ mod tests {
                 "_def.acm-validations.aws."
             )
         );
+        // Grafana on its own host in the zone: its alias too.
+        cfg.grafana_service.host = Some("grafana.staging.edge-suite.example.com".into());
+        let g: RecordSpec = find(&build(&cfg, &ctx(), &ids), Kind::DnsRecord, "grafana");
+        assert_eq!(g.name, "grafana.staging.edge-suite.example.com.");
+        assert_eq!(g.value, alias.value);
         // An existing certificate validates elsewhere: no validation record.
         cfg.dns.certificate_arn = Some("arn:aws:acm:us-east-1:1:certificate/x".into());
         assert_eq!(count(&build(&cfg, &ctx(), &ids), Kind::ValidationRecord), 0);
