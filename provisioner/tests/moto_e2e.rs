@@ -1352,36 +1352,7 @@ fn route53_records_for_the_alb_and_the_certificate() {
     }
     // Grafana's listener rule matches its host.
     rt().block_on(async {
-        let conf = sdk(&moto).await;
-        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&conf);
-        let lb = elb
-            .describe_load_balancers()
-            .names("edge-suite-staging-alb")
-            .send()
-            .await
-            .expect("lb");
-        let listeners = elb
-            .describe_listeners()
-            .load_balancer_arn(lb.load_balancers()[0].load_balancer_arn().expect("arn"))
-            .send()
-            .await
-            .expect("listeners");
-        let https = listeners
-            .listeners()
-            .iter()
-            .find(|l| l.port() == Some(443))
-            .expect("https");
-        let rules = elb
-            .describe_rules()
-            .listener_arn(https.listener_arn().expect("arn"))
-            .send()
-            .await
-            .expect("rules");
-        let rule = rules
-            .rules()
-            .iter()
-            .find(|r| r.is_default() != Some(true))
-            .expect("grafana rule");
+        let rule = verify::grafana_rule(&sdk(&moto).await).await;
         assert_eq!(rule.conditions()[0].field(), Some("host-header"));
         assert_eq!(
             rule.conditions()[0].values(),

@@ -795,34 +795,7 @@ async fn verify_grafana(conf: &aws_config::SdkConfig) {
         [("GF_SECURITY_ADMIN_PASSWORD", secret.arn().expect("arn"))]
     );
     // The HTTPS listener sends /grafana to Grafana, the rest to the gateway.
-    let lb = elb
-        .describe_load_balancers()
-        .names("edge-suite-staging-alb")
-        .send()
-        .await
-        .expect("lb");
-    let listeners = elb
-        .describe_listeners()
-        .load_balancer_arn(lb.load_balancers()[0].load_balancer_arn().expect("arn"))
-        .send()
-        .await
-        .expect("listeners");
-    let https = listeners
-        .listeners()
-        .iter()
-        .find(|l| l.port() == Some(443))
-        .expect("https");
-    let rules = elb
-        .describe_rules()
-        .listener_arn(https.listener_arn().expect("arn"))
-        .send()
-        .await
-        .expect("rules");
-    let rule = rules
-        .rules()
-        .iter()
-        .find(|r| r.is_default() != Some(true))
-        .expect("grafana rule");
+    let rule = grafana_rule(conf).await;
     assert_eq!(rule.priority(), Some("100"));
     assert_eq!(rule.actions()[0].target_group_arn(), Some(tg_arn));
     let cond = &rule.conditions()[0];
@@ -912,4 +885,40 @@ async fn verify_web_acl(conf: &aws_config::SdkConfig) {
         .await
         .expect("web acl for the ALB");
     assert_eq!(on_alb.web_acl().map(|a| a.arn()), Some(acl.arn()));
+}
+
+/// The HTTPS listener's one non-default rule (Grafana's).
+pub(crate) async fn grafana_rule(
+    conf: &aws_config::SdkConfig,
+) -> aws_sdk_elasticloadbalancingv2::types::Rule {
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(conf);
+    let lb = elb
+        .describe_load_balancers()
+        .names("edge-suite-staging-alb")
+        .send()
+        .await
+        .expect("lb");
+    let listeners = elb
+        .describe_listeners()
+        .load_balancer_arn(lb.load_balancers()[0].load_balancer_arn().expect("arn"))
+        .send()
+        .await
+        .expect("listeners");
+    let https = listeners
+        .listeners()
+        .iter()
+        .find(|l| l.port() == Some(443))
+        .expect("https");
+    let rules = elb
+        .describe_rules()
+        .listener_arn(https.listener_arn().expect("arn"))
+        .send()
+        .await
+        .expect("rules");
+    rules
+        .rules()
+        .iter()
+        .find(|r| r.is_default() != Some(true))
+        .expect("grafana rule")
+        .clone()
 }
