@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# Test dependency of the `provisioner` crate: moto's standalone AWS emulator
+# Test dependencies of the `provisioner` crate: moto's standalone AWS emulator
 # (`moto[server]` from PyPI), which the provisioner's end-to-end tests start on a
-# free loopback port.
+# free loopback port, and amtool (Debian `prometheus-alertmanager`), which checks
+# the rendered AMP Alertmanager definition.
 #
 # Idempotent: reuses the venv when moto_server is already installed in it.
 # Tests find the server through $MOTO_SERVER, then this venv
 # ($HOME/.cache/edge-suite/moto-venv), then ~/.local/bin, then PATH.
 set -euo pipefail
+
+if ! command -v amtool >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "provisioner deps: apt-get install prometheus-alertmanager (amtool)"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
+    if command -v systemctl >/dev/null 2>&1; then
+        $SUDO systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true
+    fi
+fi
+echo "amtool: $(command -v amtool)"
 
 VENV="${PROVISIONER_MOTO_VENV:-${HOME}/.cache/edge-suite/moto-venv}"
 PY="${PYTHON:-python3}"

@@ -139,6 +139,8 @@ impl Session {
         )
         .await?;
         aws.disposable = cfg.disposable;
+        aws.hosted_zone = cfg.dns.hosted_zone.clone();
+        aws.domain = cfg.dns.domain.clone();
         let grafana = match &cfg.grafana {
             Some(g) => {
                 let url = std::env::var("GRAFANA_URL").unwrap_or_else(|_| g.url.clone());
@@ -276,6 +278,76 @@ fn gateway_config(env: &Env) -> anyhow::Result<crate::gateway_config::Rendered> 
 }
 
 impl Session {
+    /// After `up`: the environment's own Grafana (when no external one is
+    /// configured) gets the AMP data source and every dashboard, through its
+    /// HTTP API as `admin`. A Grafana that does not answer yet (its first
+    /// task still starting) is a note, not a failure: the next `up` pushes.
+    async fn provision_grafana(&self, changes: &[Change]) -> anyhow::Result<()> {
+        let cfg = &self.env.cfg;
+        if self.grafana.is_some() || !cfg.grafana_service.enabled {
+            return Ok(());
+        }
+        let url = std::env::var("PROVISIONER_GRAFANA_URL")
+            .unwrap_or_else(|_| cfg.grafana_service.url(&cfg.dns.domain));
+        let later = "the AMP data source and dashboards are pushed by the next `up`";
+        if self.aws.emulator && std::env::var_os("PROVISIONER_GRAFANA_URL").is_none() {
+            crate::progress::note(&format!(
+                "note: Grafana at {url}: not contacted (an emulator runs no tasks); {later}"
+            ));
+            return Ok(());
+        }
+        let secret = desired::secret_name(cfg, "grafana-admin-password");
+        let Some(password) = crate::aws::secret::optional_value(&self.aws, &secret).await? else {
+            crate::progress::note(&format!("note: secret {secret} not found; {later}"));
+            return Ok(());
+        };
+        let g = Grafana::basic(
+            &url,
+            "admin",
+            password,
+            format!("provisioner:{}", cfg.prefix()),
+        )?;
+        // A new or changed service starts a task (image pull, database
+        // migration, ALB health checks: a few minutes at most); otherwise it
+        // answers now or not at all (e.g. no DNS record for the domain yet).
+        let starting = changes.iter().any(|c| {
+            matches!(
+                c.key.kind,
+                crate::model::Kind::GrafanaService | crate::model::Kind::GrafanaTaskDefinition
+            ) && c.action != Action::NoOp
+        });
+        let wait = if starting {
+            Duration::from_secs(cli_grafana_wait(self.aws.wait_timeout))
+        } else {
+            Duration::ZERO
+        };
+        let up = crate::aws::wait_for("Grafana to answer", wait, || async {
+            Ok(g.healthy().await.then_some(()))
+        })
+        .await;
+        if up.is_err() {
+            crate::progress::note(&format!(
+                "note: Grafana at {url} does not answer yet; {later}"
+            ));
+            return Ok(());
+        }
+        let workspace = crate::aws::amp::observe(&self.aws).await?;
+        let Some(endpoint) = workspace
+            .iter()
+            .find(|a| a.key.kind == crate::model::Kind::AmpWorkspace)
+            .and_then(|a| a.outputs.get("endpoint"))
+        else {
+            anyhow::bail!("the AMP workspace is missing after `up`");
+        };
+        let ds = grafana::amp_datasource(endpoint, &self.aws.region);
+        let how = g.ensure_datasource(&ds).await?;
+        let (uploaded, deleted) = g.sync_dashboards(&self.ctx.dashboards).await?;
+        crate::progress::note(&format!(
+            "Grafana at {url}: AMP data source {how}; {uploaded} dashboard(s) uploaded, {deleted} removed"
+        ));
+        Ok(())
+    }
+
     /// A note when the repo's gateway configuration is not the deployed one:
     /// after the first `up`, `deploy` rolls it out (like an image).
     async fn note_config_drift(&self) -> anyhow::Result<()> {
@@ -296,6 +368,11 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Seconds `up` waits for the environment's Grafana: at most 10 minutes.
+fn cli_grafana_wait(timeout: Duration) -> u64 {
+    timeout.as_secs().min(600)
 }
 
 fn verb(a: Action) -> &'static str {
@@ -419,6 +496,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<i32> {
                 Err(e) => return Err(e.into()),
             };
             s.note_config_drift().await?;
+            s.provision_grafana(&changes).await?;
             match cli.output {
                 Output::Json => {
                     let mut v = changes_json(&s.env.cfg.name, "up", &changes, true);

@@ -77,8 +77,14 @@ pub struct EnvConfig {
     pub service: Service,
     pub dns: Dns,
     pub alarms: Alarms,
+    /// The WAFv2 web ACL in front of the ALB (defaults when absent).
+    #[serde(default)]
+    pub waf: Waf,
     #[serde(default)]
     pub grafana: Option<Grafana>,
+    /// The environment's own Grafana (an ECS service behind the ALB).
+    #[serde(default)]
+    pub grafana_service: GrafanaService,
     pub gateway: GatewayEnv,
 }
 
@@ -144,6 +150,11 @@ pub struct Dns {
     /// `domain` (DNS validation).
     #[serde(default)]
     pub certificate_arn: Option<String>,
+    /// A Route 53 hosted zone holding `domain` (e.g. `staging.example.com`):
+    /// the provisioner then writes the ALB's alias record and the
+    /// certificate's DNS validation record into it.
+    #[serde(default)]
+    pub hosted_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +167,61 @@ pub struct Alarms {
     /// Name of the Secrets Manager secret holding the PagerDuty integration
     /// URL the SNS topic delivers to (created outside the provisioner).
     pub pagerduty_key_secret: String,
+    /// ALB p99 target response time (seconds) above which the latency alarm fires.
+    #[serde(default = "default_latency_p99_seconds")]
+    pub latency_p99_seconds: f64,
+    /// ECS service memory utilisation (percent) above which its alarm fires.
+    #[serde(default = "default_high_percent")]
+    pub memory_high_percent: f64,
+    /// RDS free storage (GiB) below which its alarm fires.
+    #[serde(default = "default_db_free_storage_gb")]
+    pub db_free_storage_gb: f64,
+    /// ElastiCache engine CPU (percent, per node) above which its alarm fires.
+    #[serde(default = "default_redis_cpu_percent")]
+    pub redis_cpu_high_percent: f64,
+    /// ElastiCache used memory (percent of maxmemory, per node) above which its
+    /// alarm fires.
+    #[serde(default = "default_high_percent")]
+    pub redis_memory_high_percent: f64,
+}
+
+fn default_latency_p99_seconds() -> f64 {
+    1.0
+}
+
+fn default_high_percent() -> f64 {
+    85.0
+}
+
+fn default_db_free_storage_gb() -> f64 {
+    5.0
+}
+
+fn default_redis_cpu_percent() -> f64 {
+    80.0
+}
+
+/// The WAFv2 web ACL: AWS's managed common rule set plus a per-client-IP
+/// rate-based rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Waf {
+    /// Requests one client IP may send in any 5-minute window before the
+    /// rate-based rule blocks it (WAF's range: 10..=2000000000).
+    #[serde(default = "default_waf_rate_limit")]
+    pub rate_limit_per_5min: i64,
+}
+
+impl Default for Waf {
+    fn default() -> Waf {
+        Waf {
+            rate_limit_per_5min: default_waf_rate_limit(),
+        }
+    }
+}
+
+fn default_waf_rate_limit() -> i64 {
+    2000
 }
 
 // dup: typed structs of the original schema: alike in shape, each its own fields.
@@ -169,6 +235,58 @@ pub struct Grafana {
     pub api_key_env: String,
     #[serde(default)]
     pub folder_uid: Option<String>,
+}
+
+/// The environment's own Grafana: the official image as an ECS service
+/// behind the ALB, with the AMP data source and every dashboard.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrafanaService {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A host of its own (ALB host-header rule), e.g. `grafana.example.com`;
+    /// the HTTPS listener's certificate must cover it. Without it Grafana is
+    /// served under `https://<dns.domain>/grafana/`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Fargate task CPU units and memory (MiB).
+    #[serde(default = "default_grafana_cpu")]
+    pub cpu: u32,
+    #[serde(default = "default_grafana_memory")]
+    pub memory: u32,
+}
+
+impl Default for GrafanaService {
+    fn default() -> GrafanaService {
+        GrafanaService {
+            enabled: true,
+            host: None,
+            cpu: default_grafana_cpu(),
+            memory: default_grafana_memory(),
+        }
+    }
+}
+
+impl GrafanaService {
+    /// The external URL of the provisioned Grafana (no trailing slash).
+    pub fn url(&self, domain: &str) -> String {
+        match &self.host {
+            Some(h) => format!("https://{h}"),
+            None => format!("https://{domain}{}", crate::consts::GRAFANA_PATH),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_grafana_cpu() -> u32 {
+    512
+}
+
+fn default_grafana_memory() -> u32 {
+    1024
 }
 
 /// What the gateway of this environment serves: its declarative configuration
@@ -423,8 +541,49 @@ impl EnvConfig {
         if self.alarms.evaluation_periods < 1 {
             return Err("alarms.evaluation_periods must be >= 1".into());
         }
+        let a = &self.alarms;
+        for (field, v) in [
+            ("alarms.latency_p99_seconds", a.latency_p99_seconds),
+            ("alarms.db_free_storage_gb", a.db_free_storage_gb),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(Invalid::Value(format!("{field} must be above 0")));
+            }
+        }
+        for (field, v) in [
+            ("alarms.memory_high_percent", a.memory_high_percent),
+            ("alarms.redis_cpu_high_percent", a.redis_cpu_high_percent),
+            (
+                "alarms.redis_memory_high_percent",
+                a.redis_memory_high_percent,
+            ),
+        ] {
+            if !(1.0..=100.0).contains(&v) {
+                return Err(Invalid::Value(format!("{field} must be in 1..=100")));
+            }
+        }
+        if let Some(h) = &self.grafana_service.host
+            && !host_ok(h)
+        {
+            return Err(Invalid::Value(format!(
+                "grafana_service.host '{h}' is not a DNS name"
+            )));
+        }
+        if !(10..=2_000_000_000).contains(&self.waf.rate_limit_per_5min) {
+            return Err("waf.rate_limit_per_5min must be in 10..=2000000000 (WAF's range)".into());
+        }
         if self.dns.domain.is_empty() {
             return Err("dns.domain must not be empty".into());
+        }
+        if let Some(zone) = &self.dns.hosted_zone {
+            let z = zone.trim_end_matches('.').to_ascii_lowercase();
+            let d = self.dns.domain.trim_end_matches('.').to_ascii_lowercase();
+            if !host_ok(&z) || !(d == z || d.ends_with(&format!(".{z}"))) {
+                return Err(Invalid::Value(format!(
+                    "dns.hosted_zone '{zone}' must be a DNS name that holds dns.domain '{}'",
+                    self.dns.domain
+                )));
+            }
         }
         self.upstreams()?;
         for o in &self.gateway.frontend_origins {

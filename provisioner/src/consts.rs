@@ -22,7 +22,7 @@ pub const TASK_IMAGES: [&str; 2] = ["gateway", "metrics-agent"];
 
 /// Generated secrets: (logical name, name suffix under `<project>/<env>/`,
 /// description).
-pub const SECRETS: [(&str, &str, &str); 3] = [
+pub const SECRETS: [(&str, &str, &str); 4] = [
     (
         "jwt",
         "jwt-secret",
@@ -38,6 +38,11 @@ pub const SECRETS: [(&str, &str, &str); 3] = [
         "redis-auth-token",
         "AUTH token of the Redis replication group",
     ),
+    (
+        "grafana-admin",
+        "grafana-admin-password",
+        "Password of the environment's Grafana `admin` user",
+    ),
 ];
 
 /// Secrets composed from a data store's endpoint and its password, for the
@@ -48,4 +53,26 @@ pub const CONNECTION_SECRETS: [(&str, &str); 2] = [
 ];
 
 /// IAM roles, named `<prefix>-<role>`.
-pub const IAM_ROLES: [&str; 3] = ["flow-logs", "task-execution", "task"];
+pub const IAM_ROLES: [&str; 4] = ["flow-logs", "task-execution", "task", "grafana-task"];
+
+/// The environment's Grafana: the official image, pinned here (and only here).
+pub const GRAFANA_IMAGE: &str = "grafana/grafana:11.6.0";
+/// Grafana's HTTP port in its task.
+pub const GRAFANA_PORT: i32 = 3000;
+/// Where the ALB serves Grafana when it has no host of its own.
+pub const GRAFANA_PATH: &str = "/grafana";
+/// Priority of the HTTPS listener's Grafana rule (the default action is the gateway).
+pub const GRAFANA_RULE_PRIORITY: i32 = 100;
+/// The ECS service (and container) name.
+pub const GRAFANA_SERVICE: &str = "grafana";
+/// uid of the Amazon Managed Prometheus data source the provisioner creates.
+pub const GRAFANA_DATASOURCE_UID: &str = "amp";
+
+/// AWS managed rule groups (vendor `AWS`) of the WAF web ACL, in priority order.
+pub const WAF_MANAGED_RULE_GROUPS: [&str; 1] = ["AWSManagedRulesCommonRuleSet"];
+/// Name of the WAF web ACL's rate-based rule.
+pub const WAF_RATE_RULE: &str = "rate-limit-per-ip";
+
+/// The service principal of Amazon Managed Prometheus (its Alertmanager
+/// publishes to the alarm topic).
+pub const AMP_SERVICE_PRINCIPAL: &str = "aps.amazonaws.com";

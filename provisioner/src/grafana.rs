@@ -1,6 +1,10 @@
 //! Grafana dashboards through Grafana's HTTP API (`/api/dashboards/db`,
 //! `/api/dashboards/uid/<uid>`, `/api/search`). Dashboards this provisioner
 //! owns carry the tag `provisioner:<project>-<env>` and a content hash.
+//! The environment's own Grafana (the `grafana` ECS service) is reached as
+//! `admin` with the generated password; the provisioner gives it the AMP
+//! data source (`/api/datasources`, SigV4 through the task role) and every
+//! dashboard ([`Grafana::ensure_datasource`], [`Grafana::sync_dashboards`]).
 
 use std::path::Path;
 
@@ -14,9 +18,17 @@ use crate::specs::{GrafanaDashboardSpec, fnv1a};
 /// Field added to uploaded dashboard models to detect drift.
 pub const HASH_FIELD: &str = "provisionerContentHash";
 
+/// How the provisioner authenticates to Grafana.
+enum Auth {
+    /// A service account token (an external Grafana).
+    Bearer(String),
+    /// `admin` and its password (the environment's own Grafana).
+    Basic(String, String),
+}
+
 pub struct Grafana {
     pub base: String,
-    key: String,
+    auth: Auth,
     tag: String,
     folder_uid: Option<String>,
     http: reqwest::Client,
@@ -35,16 +47,26 @@ impl Grafana {
             .map_err(|e| Error::Grafana(e.to_string()))?;
         Ok(Grafana {
             base: base.trim_end_matches('/').to_string(),
-            key,
+            auth: Auth::Bearer(key),
             tag,
             folder_uid,
             http,
         })
     }
 
+    /// The environment's own Grafana, as `user` with `password`.
+    pub fn basic(base: &str, user: &str, password: String, tag: String) -> Result<Grafana> {
+        let mut g = Grafana::new(base, String::new(), tag, None)?;
+        g.auth = Auth::Basic(user.to_string(), password);
+        Ok(g)
+    }
+
     async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> Result<Option<Value>> {
+        let req = match &self.auth {
+            Auth::Bearer(key) => req.bearer_auth(key),
+            Auth::Basic(user, password) => req.basic_auth(user, Some(password)),
+        };
         let resp = req
-            .bearer_auth(&self.key)
             .send()
             .await
             .map_err(|e| Error::Grafana(format!("{what}: {e}")))?;
@@ -122,6 +144,59 @@ impl Grafana {
             .output("url", format!("{}{url}", self.base)))
     }
 
+    /// Whether Grafana answers `GET /api/health` with 200.
+    pub async fn healthy(&self) -> bool {
+        let url = format!("{}/api/health", self.base);
+        match self.http.get(url).send().await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
+    /// Creates the data source `ds` (by its `uid`), or updates it when one
+    /// with that uid exists. Returns `"created"` or `"updated"`.
+    pub async fn ensure_datasource(&self, ds: &Value) -> Result<&'static str> {
+        let uid = ds["uid"].as_str().unwrap_or_default();
+        let url = format!("{}/api/datasources/uid/{}", self.base, encode(uid));
+        let existing = self.call(self.http.get(&url), "get data source").await?;
+        if existing.is_some() {
+            self.call(self.http.put(&url).json(ds), "update data source")
+                .await?;
+            Ok("updated")
+        } else {
+            let req = self
+                .http
+                .post(format!("{}/api/datasources", self.base))
+                .json(ds);
+            self.call(req, "create data source").await?;
+            Ok("created")
+        }
+    }
+
+    /// Makes the owned dashboards exactly `files`: uploads the missing and
+    /// changed ones (by content hash), deletes owned ones no longer in the
+    /// repository. Returns (uploaded, deleted).
+    pub async fn sync_dashboards(&self, files: &[DashboardFile]) -> Result<(usize, usize)> {
+        let have = self.observe().await?;
+        let mut uploaded = 0;
+        for f in files {
+            let d = crate::desired::dashboard_desired(f);
+            let current = have.iter().find(|a| a.key == d.key);
+            if current.is_none_or(|a| a.props != d.props) {
+                self.upload(&d).await?;
+                uploaded += 1;
+            }
+        }
+        let mut deleted = 0;
+        for a in &have {
+            if !files.iter().any(|f| f.uid == a.id) {
+                self.delete(a).await?;
+                deleted += 1;
+            }
+        }
+        Ok((uploaded, deleted))
+    }
+
     pub async fn delete(&self, a: &Actual) -> Result<()> {
         let req = self
             .http
@@ -129,6 +204,27 @@ impl Grafana {
         self.call(req, "delete dashboard").await?;
         Ok(())
     }
+}
+
+/// The Amazon Managed Prometheus data source: Grafana's Prometheus type
+/// against the workspace's query endpoint (`.../workspaces/<id>/`), each
+/// request signed with SigV4 by the AWS SDK's default credential chain,
+/// which in the ECS task is the task role (`aps:QueryMetrics` ...).
+pub fn amp_datasource(workspace_endpoint: &str, region: &str) -> Value {
+    json!({
+        "uid": crate::consts::GRAFANA_DATASOURCE_UID,
+        "name": "Amazon Managed Prometheus",
+        "type": "prometheus",
+        "access": "proxy",
+        "url": workspace_endpoint.trim_end_matches('/'),
+        "isDefault": true,
+        "jsonData": {
+            "httpMethod": "POST",
+            "sigV4Auth": true,
+            "sigV4AuthType": "default",
+            "sigV4Region": region,
+        },
+    })
 }
 
 /// Percent-encodes a query value.
@@ -268,6 +364,137 @@ pub fn load_rule_files(dir: &Path) -> Result<Vec<RuleFile>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One recorded request to [`grafana_api`].
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: String,
+        path: String,
+        auth: String,
+        body: Value,
+    }
+
+    /// A real HTTP server on a loopback port answering the data-source
+    /// part of Grafana's API (GET by uid: 404 until created; POST; PUT) and
+    /// `/api/health`, recording every request. Serves `n` connections.
+    fn grafana_api(
+        n: usize,
+    ) -> (
+        String,
+        std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+        std::thread::JoinHandle<()>,
+    ) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = format!("http://{}", l.local_addr().expect("addr"));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Seen>::new()));
+        let log = seen.clone();
+        let h = std::thread::spawn(move || {
+            let mut stored: Option<Value> = None;
+            for conn in l.incoming().take(n) {
+                let Ok(mut c) = conn else { continue };
+                let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                let mut r = BufReader::new(c.try_clone().expect("clone"));
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                let mut it = line.split_whitespace();
+                let method = it.next().unwrap_or_default().to_string();
+                let path = it.next().unwrap_or_default().to_string();
+                let (mut len, mut auth) = (0usize, String::new());
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':') {
+                        match k.trim().to_ascii_lowercase().as_str() {
+                            "content-length" => len = v.trim().parse().unwrap_or(0),
+                            "authorization" => auth = v.trim().to_string(),
+                            _ => {}
+                        }
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let (status, reply) = match (method.as_str(), path.as_str()) {
+                    ("GET", "/api/health") => (200, json!({"database": "ok"})),
+                    ("GET", p) if p.starts_with("/api/datasources/uid/") => match &stored {
+                        Some(ds) => (200, ds.clone()),
+                        None => (404, json!({"message": "Data source not found"})),
+                    },
+                    ("POST", "/api/datasources") => {
+                        stored = Some(body.clone());
+                        (200, json!({"message": "Datasource added", "id": 1}))
+                    }
+                    ("PUT", p) if p.starts_with("/api/datasources/uid/") => {
+                        stored = Some(body.clone());
+                        (200, json!({"message": "Datasource updated"}))
+                    }
+                    _ => (404, json!({"message": "no such route"})),
+                };
+                log.lock().expect("log").push(Seen {
+                    method,
+                    path,
+                    auth,
+                    body,
+                });
+                let text = reply.to_string();
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        (base, seen, h)
+    }
+
+    #[tokio::test]
+    async fn the_amp_data_source_is_created_then_updated_as_admin() {
+        // health, GET(404) + POST, GET(200) + PUT
+        let (base, seen, server) = grafana_api(5);
+        let g = Grafana::basic(&base, "admin", "s3cret".into(), "provisioner:x".into())
+            .expect("client");
+        assert!(g.healthy().await);
+        let ds = amp_datasource(
+            "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-1/",
+            "us-east-1",
+        );
+        assert_eq!(g.ensure_datasource(&ds).await.expect("create"), "created");
+        assert_eq!(g.ensure_datasource(&ds).await.expect("update"), "updated");
+        server.join().expect("server");
+        let seen = seen.lock().expect("seen").clone();
+        let calls: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|s| (s.method.as_str(), s.path.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("GET", "/api/health"),
+                ("GET", "/api/datasources/uid/amp"),
+                ("POST", "/api/datasources"),
+                ("GET", "/api/datasources/uid/amp"),
+                ("PUT", "/api/datasources/uid/amp"),
+            ]
+        );
+        // admin:s3cret, base64.
+        assert!(
+            seen[1..].iter().all(|s| s.auth == "Basic YWRtaW46czNjcmV0"),
+            "{seen:?}"
+        );
+        let sent = &seen[2].body;
+        assert_eq!(sent["type"], "prometheus");
+        assert_eq!(
+            sent["url"],
+            "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-1"
+        );
+        assert_eq!(sent["jsonData"]["sigV4Auth"], true);
+        assert_eq!(sent["jsonData"]["sigV4AuthType"], "default");
+        assert_eq!(sent["jsonData"]["sigV4Region"], "us-east-1");
+        assert_eq!(seen[4].body, *sent);
+    }
 
     /// The repository's own `dashboards/` (written by another team) must
     /// load as the env files point at it; an absent directory is fine.

@@ -3,6 +3,7 @@
 //! actual state found by tags and names, a dependency-ordered plan of
 //! creates/updates/deletes). See `docs/provisioner.md`.
 
+pub mod alertmanager;
 pub mod aws;
 pub mod cli;
 pub mod config;

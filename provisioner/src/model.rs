@@ -53,18 +53,25 @@ kinds! {
     ReplicationGroup = "replication-group",
     ConnectionSecret = "connection-secret",
     Certificate = "certificate",
+    ValidationRecord = "validation-record",
     EcrRepository = "ecr-repository",
     LoadBalancer = "load-balancer",
+    DnsRecord = "dns-record",
     TargetGroup = "target-group",
     Listener = "listener",
+    WebAcl = "web-acl",
+    ListenerRule = "listener-rule",
     SnsTopic = "sns-topic",
     AmpWorkspace = "amp-workspace",
     AmpRuleGroups = "amp-rule-groups",
+    AmpAlertManager = "amp-alertmanager",
     IamRole = "iam-role",
     FlowLog = "flow-log",
     EcsCluster = "ecs-cluster",
     TaskDefinition = "task-definition",
+    GrafanaTaskDefinition = "grafana-task-definition",
     EcsService = "ecs-service",
+    GrafanaService = "grafana-service",
     ScalingPolicy = "scaling-policy",
     Alarm = "alarm",
     GrafanaDashboard = "grafana-dashboard",
@@ -106,6 +113,8 @@ impl Kind {
             Kind::Listener => &["port"],
             Kind::Certificate => &["domain"],
             Kind::EcsService => &["cluster", "deployment_controller"],
+            Kind::GrafanaService => &["cluster", "name"],
+            Kind::ListenerRule => &["listener_arn"],
             Kind::FlowLog => &["vpc_id", "log_group", "traffic_type"],
             _ => &[],
         }
@@ -121,7 +130,7 @@ impl Kind {
     /// Kinds whose identity (id/ARN) changes on every update, so dependents
     /// cannot know the new value at plan time (ECS task definition revisions).
     pub fn id_changes_on_update(self) -> bool {
-        matches!(self, Kind::TaskDefinition)
+        matches!(self, Kind::TaskDefinition | Kind::GrafanaTaskDefinition)
     }
 }
 

@@ -200,12 +200,29 @@ pub struct ListenerSpec {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebAclSpec {
+    pub name: String,
+    /// `REGIONAL` (an ALB).
+    pub scope: String,
+    /// AWS managed rule groups (vendor `AWS`), in rule priority order.
+    pub managed_rule_groups: Vec<String>,
+    /// The rate-based rule's limit: requests per client IP per 5 minutes.
+    pub rate_limit: i64,
+    /// The resource the ACL is associated with (the ALB).
+    pub load_balancer_arn: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnsTopicSpec {
     pub name: String,
     /// HTTPS endpoints subscribed (PagerDuty), sorted, as
     /// [`redact_endpoint`] shows them: the URL is a secret, so it is never
     /// diffed or printed; the real one travels in `inputs`.
     pub https_subscriptions: Vec<String>,
+    /// AWS services the topic's policy lets publish (AMP's Alertmanager),
+    /// sorted.
+    #[serde(default)]
+    pub service_publishers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +235,15 @@ pub struct AmpRuleGroupsSpec {
     pub workspace_id: String,
     pub name: String,
     /// FNV-1a of the rules file; the file itself travels in `inputs.data`.
+    pub data_hash: String,
+}
+
+/// The workspace's Alertmanager definition (`alertmanager::definition`);
+/// the YAML itself travels in `inputs.data`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AmpAlertManagerSpec {
+    pub workspace_id: String,
+    /// FNV-1a of the definition.
     pub data_hash: String,
 }
 
@@ -253,6 +279,61 @@ pub struct TaskDefinitionSpec {
     /// Empty: none (the image's file).
     #[serde(default)]
     pub gateway_config_hash: String,
+}
+
+/// A Route 53 record set (an alias A record or a plain one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordSpec {
+    /// The hosted zone's name.
+    pub zone: String,
+    /// Fully qualified, lower case, with the final dot.
+    pub name: String,
+    pub record_type: String,
+    /// The alias target's DNS name, or the record's single value.
+    pub value: String,
+    /// The alias target's hosted zone (the ALB's canonical zone).
+    pub alias_zone_id: Option<String>,
+    /// Plain records only.
+    pub ttl: Option<i64>,
+}
+
+/// An ALB listener rule forwarding a host or paths to a target group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerRuleSpec {
+    pub listener_arn: String,
+    pub priority: i32,
+    /// Host-header condition, when routed by host.
+    pub host: Option<String>,
+    /// Path-pattern condition values, when routed by path (sorted).
+    pub paths: Vec<String>,
+    pub target_group_arn: String,
+}
+
+/// Grafana's task definition (one container, the official image).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrafanaTaskDefinitionSpec {
+    pub family: String,
+    pub cpu: String,
+    pub memory: String,
+    pub execution_role_arn: String,
+    pub task_role_arn: String,
+    pub image: String,
+    pub log_group: String,
+    pub environment: BTreeMap<String, String>,
+    /// Env var -> Secrets Manager ARN (the admin password).
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// Grafana's ECS service (ECS rolling deployments, behind its target group).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GrafanaServiceSpec {
+    pub name: String,
+    pub cluster: String,
+    pub task_definition: String,
+    pub target_group_arn: String,
+    pub desired_count: i32,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,11 +13,11 @@ use support::*;
 use verify::verify_staging;
 
 /// Resources of staging with one dashboard and one rules file.
-const STAGING_TOTAL: u64 = 59;
+const STAGING_TOTAL: u64 = 81;
 /// ECR repositories: shared by all environments, kept by `down`.
 const SHARED: u64 = 3;
 /// Resources ranked before `db-instance/main` (created before the injected failure).
-const BEFORE_DB: u64 = 28;
+const BEFORE_DB: u64 = 32;
 
 fn kinds(v: &Value) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -34,6 +34,10 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
+}
+
+fn topics_arn(t: &aws_sdk_sns::operation::list_topics::ListTopicsOutput) -> String {
+    t.topics()[0].topic_arn().expect("topic arn").to_string()
 }
 
 fn env_filter(env: &str) -> Filter {
@@ -61,9 +65,13 @@ fn plan_on_an_empty_account_lists_everything() {
     let k = kinds(&v);
     assert_eq!(k["subnet"], 6);
     assert_eq!(k["nat-gateway"], 1);
-    assert_eq!(k["security-group"], 4);
+    assert_eq!(k["security-group"], 5);
+    assert_eq!(k["grafana-service"], 1);
+    assert_eq!(k["listener-rule"], 1);
     assert_eq!(k["listener"], 3);
-    assert_eq!(k["alarm"], 4);
+    assert_eq!(k["alarm"], 15);
+    assert_eq!(k["web-acl"], 1);
+    assert_eq!(k["amp-alertmanager"], 1);
     assert_eq!(k["grafana-dashboard"], 1);
 
     let text = provisioner(
@@ -171,9 +179,52 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     let run = |args: &[&str]| provisioner(&moto, &scratch, args, &genv);
 
     // up creates everything, with the settings of the seeds.
-    let up = run(&["up", "staging", "--yes", "--output", "json"])
-        .ok()
-        .json();
+    let up = run(&["up", "staging", "--yes", "--output", "json"]).ok();
+    // The AMP Alertmanager definition routes to the SNS topic. moto gained
+    // the API in 5.2.6; without it (older moto) `up` says so in one line and
+    // goes on.
+    let notes: Vec<&str> = up
+        .stderr
+        .lines()
+        .filter(|l| l.contains("does not serve aps:CreateAlertManagerDefinition"))
+        .collect();
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let amp = aws_sdk_amp::Client::new(&conf);
+        let ws = amp.list_workspaces().send().await.expect("workspaces");
+        let def = amp
+            .describe_alert_manager_definition()
+            .workspace_id(ws.workspaces()[0].workspace_id())
+            .send()
+            .await;
+        match def {
+            Ok(d) => {
+                assert!(notes.is_empty(), "{}", up.stderr);
+                let data = d.alert_manager_definition().expect("definition").data();
+                let text = String::from_utf8_lossy(data.as_ref()).to_string();
+                let topic = aws_sdk_sns::Client::new(&conf)
+                    .list_topics()
+                    .send()
+                    .await
+                    .expect("topics");
+                let arn = topics_arn(&topic);
+                assert_eq!(
+                    text,
+                    provisioner::alertmanager::definition(&arn, REGION),
+                    "the rendered definition, for this topic"
+                );
+            }
+            Err(_) => {
+                assert_eq!(notes.len(), 1, "{}", up.stderr);
+                assert!(
+                    notes[0].starts_with("note: amp-alertmanager/main:"),
+                    "{}",
+                    notes[0]
+                );
+            }
+        }
+    });
+    let up = up.json();
     assert_eq!(summary(&up), (STAGING_TOTAL, 0, 0, 0, 0));
     rt().block_on(verify_staging(&moto));
     {
@@ -217,6 +268,11 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     );
     scratch.edit_env(
         "staging",
+        "rate_limit_per_5min = 2000",
+        "rate_limit_per_5min = 3000",
+    );
+    scratch.edit_env(
+        "staging",
         r#"instance_class = "db.t4g.medium""#,
         r#"instance_class = "db.t4g.large""#,
     );
@@ -228,10 +284,12 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
     let plan = run(&["plan", "staging", "--output", "json"]).ok().json();
     let expected: BTreeMap<String, String> = [
         ("log-group/gateway", "update"),
+        ("log-group/grafana", "update"),
         ("db-instance/main", "update"),
         ("ecs-service/gateway", "update"),
         ("alarm/alb-5xx", "update"),
         ("alarm/target-5xx", "update"),
+        ("web-acl/main", "update"),
         ("grafana-dashboard/redis", "create"),
     ]
     .into_iter()
@@ -247,6 +305,7 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
         vec!["instance_class"]
     );
     assert_eq!(changed_fields(&plan, "alarm/alb-5xx"), vec!["threshold"]);
+    assert_eq!(changed_fields(&plan, "web-acl/main"), vec!["rate_limit"]);
     assert_eq!(
         changed_fields(&plan, "log-group/gateway"),
         vec!["retention_days"]
@@ -275,6 +334,30 @@ fn up_is_complete_idempotent_follows_changes_deploys_and_downs() {
             dbs.db_instances()[0].db_instance_class(),
             Some("db.t4g.large")
         );
+        // The rate rule changed in place (UpdateWebACL with its lock token).
+        let waf = aws_sdk_wafv2::Client::new(&conf);
+        let s = waf
+            .list_web_acls()
+            .scope(aws_sdk_wafv2::types::Scope::Regional)
+            .send()
+            .await
+            .expect("acls");
+        let acl = waf
+            .get_web_acl()
+            .name("edge-suite-staging-waf")
+            .id(s.web_acls()[0].id().expect("id"))
+            .scope(aws_sdk_wafv2::types::Scope::Regional)
+            .send()
+            .await
+            .expect("acl");
+        let limits: Vec<i64> = acl
+            .web_acl()
+            .expect("acl")
+            .rules()
+            .iter()
+            .filter_map(|r| r.statement()?.rate_based_statement().map(|r| r.limit()))
+            .collect();
+        assert_eq!(limits, [3000]);
     });
 
     // deploy rolls a new image blue-green: production listener moves to green.
@@ -696,6 +779,14 @@ async fn assert_nothing_tagged_left(moto: &Moto) {
         .send()
         .await
         .expect("get_resources");
+    // Not in the tagging API: WAF web ACLs, by their own list call.
+    let acls = aws_sdk_wafv2::Client::new(&conf)
+        .list_web_acls()
+        .scope(aws_sdk_wafv2::types::Scope::Regional)
+        .send()
+        .await
+        .expect("web acls");
+    assert!(acls.web_acls().is_empty(), "web ACL left after down");
     let ecs = aws_sdk_ecs::Client::new(&conf);
     let ec2 = aws_sdk_ec2::Client::new(&conf);
     let ec = aws_sdk_elasticache::Client::new(&conf);
@@ -881,8 +972,8 @@ fn an_interrupted_up_is_resumed_by_the_next_up() {
             .expect("secrets");
         assert_eq!(
             secrets.secret_list().len(),
-            3 + 2 + 1,
-            "ours (3 generated, the sidecar's 2) plus the PagerDuty one"
+            4 + 2 + 1,
+            "ours (4 generated, the sidecar's 2) plus the PagerDuty one"
         );
         let sns = aws_sdk_sns::Client::new(&conf);
         let topics = sns.list_topics().send().await.expect("topics");
@@ -1155,4 +1246,248 @@ fn up_after_down_adopts_or_removes_the_leftovers() {
     );
     run(&["down", "staging", "--yes"]).ok();
     rt().block_on(assert_nothing_tagged_left(&moto));
+}
+
+/// The ALB's alias record and the certificate's validation record in the
+/// env file's hosted zone; both gone after `down`.
+#[test]
+fn route53_records_for_the_alb_and_the_certificate() {
+    let scratch = Scratch::new("dns");
+    let moto = Moto::start(&scratch.dir);
+    let zone = "staging.edge-suite.example.com";
+    let zone_id = rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let out = aws_sdk_route53::Client::new(&conf)
+            .create_hosted_zone()
+            .name(zone)
+            .caller_reference("e2e")
+            .send()
+            .await
+            .expect("zone");
+        out.hosted_zone()
+            .expect("zone")
+            .id()
+            .trim_start_matches("/hostedzone/")
+            .to_string()
+    });
+    scratch.edit_env(
+        "staging",
+        r#"domain = "api.staging.edge-suite.example.com""#,
+        &format!("domain = \"api.staging.edge-suite.example.com\"\nhosted_zone = \"{zone}\""),
+    );
+    // Grafana on a host of its own in the zone.
+    scratch.edit_env(
+        "staging",
+        "[waf]",
+        "[grafana_service]\nhost = \"grafana.staging.edge-suite.example.com\"\n\n[waf]",
+    );
+    let run = |args: &[&str]| provisioner(&moto, &scratch, args, &[]);
+    let up = run(&["up", "staging", "--yes", "--output", "json"])
+        .ok()
+        .json();
+    let k = kinds(&up);
+    assert_eq!((k["dns-record"], k["validation-record"]), (2, 1));
+    let records = || {
+        rt().block_on(async {
+            let conf = sdk(&moto).await;
+            let out = aws_sdk_route53::Client::new(&conf)
+                .list_resource_record_sets()
+                .hosted_zone_id(&zone_id)
+                .send()
+                .await
+                .expect("records");
+            out.resource_record_sets()
+                .iter()
+                .filter(|r| !matches!(r.r#type().as_str(), "SOA" | "NS"))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    let (lb_dns, lb_zone, validation) = rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let lbs = aws_sdk_elasticloadbalancingv2::Client::new(&conf)
+            .describe_load_balancers()
+            .names("edge-suite-staging-alb")
+            .send()
+            .await
+            .expect("lb");
+        let lb = &lbs.load_balancers()[0];
+        let acm = aws_sdk_acm::Client::new(&conf);
+        let certs = acm.list_certificates().send().await.expect("certs");
+        let cert = acm
+            .describe_certificate()
+            .certificate_arn(
+                certs.certificate_summary_list()[0]
+                    .certificate_arn()
+                    .expect("arn"),
+            )
+            .send()
+            .await
+            .expect("cert");
+        let rr = cert
+            .certificate()
+            .expect("cert")
+            .domain_validation_options()[0]
+            .resource_record()
+            .expect("validation record")
+            .clone();
+        (
+            lb.dns_name().expect("dns").to_ascii_lowercase(),
+            lb.canonical_hosted_zone_id().expect("zone").to_string(),
+            (rr.name().to_string(), rr.value().to_string()),
+        )
+    });
+    let found = records();
+    assert_eq!(found.len(), 3, "{found:?}");
+    for name in [
+        "api.staging.edge-suite.example.com.",
+        "grafana.staging.edge-suite.example.com.",
+    ] {
+        let a = found
+            .iter()
+            .find(|r| r.r#type().as_str() == "A" && r.name() == name)
+            .unwrap_or_else(|| panic!("alias record {name}"));
+        let alias = a.alias_target().expect("an alias");
+        assert_eq!(alias.dns_name().trim_end_matches('.'), lb_dns);
+        assert_eq!(alias.hosted_zone_id(), lb_zone);
+    }
+    // Grafana's listener rule matches its host.
+    rt().block_on(async {
+        let rule = verify::grafana_rule(&sdk(&moto).await).await;
+        assert_eq!(rule.conditions()[0].field(), Some("host-header"));
+        assert_eq!(
+            rule.conditions()[0].values(),
+            ["grafana.staging.edge-suite.example.com"]
+        );
+    });
+    let c = found
+        .iter()
+        .find(|r| r.r#type().as_str() == "CNAME")
+        .expect("validation record");
+    assert_eq!(c.name(), validation.0);
+    assert_eq!(c.resource_records()[0].value(), validation.1);
+    // Observed back as they were written: nothing to change.
+    assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
+    run(&["down", "staging", "--yes"]).ok();
+    assert!(records().is_empty(), "records left after down");
+    rt().block_on(assert_nothing_tagged_left(&moto));
+}
+
+/// Without an external Grafana, `up` gives the environment's own Grafana
+/// (here the recording server, through `PROVISIONER_GRAFANA_URL`) the AMP
+/// data source and every dashboard, as `admin` with the generated password.
+#[test]
+fn up_provisions_its_own_grafana_through_the_api() {
+    let scratch = Scratch::new("own-grafana");
+    let moto = Moto::start(&scratch.dir);
+    let grafana = FakeGrafana::start();
+    let genv = [("PROVISIONER_GRAFANA_URL", grafana.url.as_str())];
+    let run = |args: &[&str]| provisioner(&moto, &scratch, args, &genv);
+    let up = run(&["up", "staging", "--yes"]).ok();
+    assert!(
+        up.stderr
+            .contains("AMP data source created; 1 dashboard(s) uploaded"),
+        "{}",
+        up.stderr
+    );
+    let (password, endpoint) = rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let pw = aws_sdk_secretsmanager::Client::new(&conf)
+            .get_secret_value()
+            .secret_id("edge-suite/staging/grafana-admin-password")
+            .send()
+            .await
+            .expect("password");
+        let amp = aws_sdk_amp::Client::new(&conf);
+        let ws = amp.list_workspaces().send().await.expect("workspaces");
+        let d = amp
+            .describe_workspace()
+            .workspace_id(ws.workspaces()[0].workspace_id())
+            .send()
+            .await
+            .expect("workspace");
+        (
+            pw.secret_string().expect("value").to_string(),
+            d.workspace()
+                .and_then(|w| w.prometheus_endpoint())
+                .expect("endpoint")
+                .to_string(),
+        )
+    });
+    assert!(!up.stderr.contains(&password) && !up.stdout.contains(&password));
+    {
+        let st = grafana.state.lock().expect("state");
+        let ds = &st.datasources["amp"];
+        assert_eq!(ds["type"], "prometheus");
+        assert_eq!(ds["url"], endpoint.trim_end_matches('/'));
+        assert_eq!(ds["jsonData"]["sigV4Auth"], true);
+        assert_eq!(ds["jsonData"]["sigV4Region"], REGION);
+        assert!(st.dashboards.contains_key("gw-overview"));
+        // Every call as admin with the generated password (base64 of
+        // `admin:<password>`, checked by decoding).
+        for r in st.requests.iter().filter(|r| r.path != "/api/health") {
+            let b64 = r.authorization.strip_prefix("Basic ").expect("basic auth");
+            assert_eq!(
+                decode_base64(b64),
+                format!("admin:{password}"),
+                "{}",
+                r.path
+            );
+        }
+    }
+    // Again: the data source is updated in place, nothing re-uploaded.
+    let again = run(&["up", "staging", "--yes"]).ok();
+    assert!(
+        again
+            .stderr
+            .contains("AMP data source updated; 0 dashboard(s) uploaded, 0 removed"),
+        "{}",
+        again.stderr
+    );
+    // A topic from before AMP could publish (no service in its policy) is
+    // brought up to date in place.
+    rt().block_on(async {
+        let conf = sdk(&moto).await;
+        let sns = aws_sdk_sns::Client::new(&conf);
+        let arn = topics_arn(&sns.list_topics().send().await.expect("topics"));
+        let owner_only = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+            "Action": "SNS:Publish", "Resource": arn}]});
+        sns.set_topic_attributes()
+            .topic_arn(&arn)
+            .attribute_name("Policy")
+            .attribute_value(owner_only.to_string())
+            .send()
+            .await
+            .expect("reset policy");
+    });
+    let plan = run(&["plan", "staging", "--output", "json"]).ok().json();
+    assert_eq!(
+        changes(&plan),
+        BTreeMap::from([("sns-topic/alarms".to_string(), "update".to_string())])
+    );
+    assert_eq!(
+        changed_fields(&plan, "sns-topic/alarms"),
+        vec!["service_publishers"]
+    );
+    run(&["up", "staging", "--yes"]).ok();
+    assert_eq!(run(&["plan", "staging", "--detailed-exitcode"]).code, 0);
+}
+
+fn decode_base64(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = A.iter().position(|a| *a == c).expect("base64") as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).expect("utf-8")
 }

@@ -56,6 +56,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
                 statistic: a
                     .statistic()
                     .map(|s| s.as_str().to_string())
+                    .or_else(|| a.extended_statistic().map(str::to_string))
                     .unwrap_or_default(),
                 period: a.period().unwrap_or(0),
                 evaluation_periods: a.evaluation_periods().unwrap_or(0),
@@ -80,6 +81,12 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         .collect())
 }
 
+/// `p50`, `p99`, `p99.9`: a percentile, sent as `ExtendedStatistic`.
+fn is_percentile(stat: &str) -> bool {
+    stat.strip_prefix('p')
+        .is_some_and(|n| !n.is_empty() && n.parse::<f64>().is_ok())
+}
+
 /// PutMetricAlarm is an upsert: create and update are the same call.
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: AlarmSpec = d.spec()?;
@@ -93,14 +100,20 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
-    aws.cloudwatch
+    let req = aws
+        .cloudwatch
         .put_metric_alarm()
         .alarm_name(&spec.name)
         .namespace(&spec.namespace)
         .metric_name(&spec.metric)
-        .set_dimensions(Some(dims))
-        .statistic(Statistic::from(spec.statistic.as_str()))
-        .period(spec.period)
+        .set_dimensions(Some(dims));
+    // Percentiles (`p99`) are extended statistics; the rest are standard.
+    let req = if is_percentile(&spec.statistic) {
+        req.extended_statistic(&spec.statistic)
+    } else {
+        req.statistic(Statistic::from(spec.statistic.as_str()))
+    };
+    req.period(spec.period)
         .evaluation_periods(spec.evaluation_periods)
         .threshold(spec.threshold)
         .comparison_operator(ComparisonOperator::from(spec.comparison.as_str()))
@@ -126,3 +139,17 @@ pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
 
 /// `Alarm` in the registry (`aws/registry.rs`) (an update re-applies the whole spec).
 pub const OPS: Ops = ops!(Alarm, observe, create, (recreate create), delete);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_extended_statistics() {
+        assert!(is_percentile("p99"));
+        assert!(is_percentile("p99.9"));
+        assert!(!is_percentile("Average"));
+        assert!(!is_percentile("p"));
+        assert!(!is_percentile("pmax"));
+    }
+}

@@ -20,7 +20,7 @@ fn tags(aws: &Aws, key: &Key) -> HashMap<String, String> {
 }
 
 /// (workspace id, arn, status) of this environment's workspace.
-async fn find(aws: &Aws) -> Result<Option<(String, String, WorkspaceStatusCode)>> {
+pub(super) async fn find(aws: &Aws) -> Result<Option<(String, String, WorkspaceStatusCode)>> {
     let out = aws
         .amp
         .list_workspaces()

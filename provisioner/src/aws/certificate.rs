@@ -102,8 +102,16 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
         "  certificate for {} requested: add its DNS validation record (see `status`)",
         spec.domain
     ));
+    // ACM fills in the validation record a few seconds after the request;
+    // the Route 53 record (when a hosted zone is named) is made from it.
+    let wait = aws.wait_timeout.min(std::time::Duration::from_secs(120));
+    let record = super::wait_for("the certificate's DNS validation record", wait, || async {
+        validation_record(aws, arn).await
+    })
+    .await?;
     Ok(Actual::new(d.key.clone(), arn, &spec)
         .output("arn", arn)
+        .output("validation_record", record)
         .state("PENDING_VALIDATION"))
 }
 

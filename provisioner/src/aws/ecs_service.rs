@@ -18,11 +18,16 @@ use crate::specs::EcsServiceSpec;
 pub const SERVICE: &str = "gateway";
 
 pub async fn describe(aws: &Aws, cluster: &str) -> Result<Option<Service>> {
+    describe_named(aws, cluster, SERVICE).await
+}
+
+/// The ACTIVE service `name` of `cluster`, if any (none without the cluster).
+pub async fn describe_named(aws: &Aws, cluster: &str, name: &str) -> Result<Option<Service>> {
     let out = match aws
         .ecs
         .describe_services()
         .cluster(cluster)
-        .services(SERVICE)
+        .services(name)
         .send()
         .await
     {

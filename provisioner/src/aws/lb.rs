@@ -71,6 +71,7 @@ fn actual_of(l: &LoadBalancer) -> Actual {
         .output("arn", arn)
         .output("arn_suffix", arn_suffix(arn, ":loadbalancer/"))
         .output("dns_name", l.dns_name().unwrap_or_default())
+        .output("zone_id", l.canonical_hosted_zone_id().unwrap_or_default())
         .state(
             l.state()
                 .and_then(|s| s.code())

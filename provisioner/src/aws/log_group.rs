@@ -8,13 +8,14 @@ use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::LogGroupSpec;
 
 /// The groups this environment owns: (logical name, group name).
-pub fn names(aws: &Aws) -> [(&'static str, String); 2] {
+pub fn names(aws: &Aws) -> [(&'static str, String); 3] {
     [
         (
             "flow-logs",
             format!("/{}/{}/vpc-flow-logs", aws.project, aws.env),
         ),
         ("gateway", format!("/ecs/{}/gateway", aws.prefix)),
+        ("grafana", format!("/ecs/{}/grafana", aws.prefix)),
     ]
 }
 

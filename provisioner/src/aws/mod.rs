@@ -33,9 +33,11 @@ macro_rules! ops {
 
 pub mod alarm;
 pub mod amp;
+pub mod amp_alertmanager;
 pub mod autoscaling;
 pub mod certificate;
 pub mod connection_secret;
+pub mod dns_record;
 pub mod ec2util;
 pub mod ecr;
 pub mod ecs_cluster;
@@ -43,14 +45,18 @@ pub mod ecs_service;
 pub mod eip;
 pub mod elasticache;
 pub mod flow_log;
+pub mod grafana_service;
+pub mod grafana_task_definition;
 pub mod iam;
 pub mod igw;
 pub mod lb;
 pub mod listener;
+pub mod listener_rule;
 pub mod log_group;
 pub mod nat;
 pub mod rds;
 pub mod registry;
+pub mod route53;
 pub mod route_table;
 pub mod secret;
 pub mod security_group;
@@ -60,7 +66,9 @@ pub mod subnet;
 pub mod subnet_group;
 pub mod target_group;
 pub mod task_definition;
+pub mod validation_record;
 pub mod vpc;
+pub mod web_acl;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -95,6 +103,8 @@ pub struct Aws {
     pub amp: aws_sdk_amp::Client,
     pub iam: aws_sdk_iam::Client,
     pub acm: aws_sdk_acm::Client,
+    pub wafv2: aws_sdk_wafv2::Client,
+    pub route53: aws_sdk_route53::Client,
     pub region: String,
     /// The caller's account (STS), for `aws:SourceAccount` in trust policies.
     pub account_id: String,
@@ -106,6 +116,10 @@ pub struct Aws {
     /// Talking to an emulator (`--endpoint-url`): known emulator gaps on
     /// teardown are reported as warnings instead of failing `down`.
     pub emulator: bool,
+    /// The env file's Route 53 hosted zone (`dns.hosted_zone`), if any, and
+    /// the environment's domain: where the record kinds live.
+    pub hosted_zone: Option<String>,
+    pub domain: String,
     /// The env file's `disposable`: `down` may lift RDS deletion protection
     /// and delete secrets without a recovery window. Off unless set.
     pub disposable: bool,
@@ -150,12 +164,16 @@ impl Aws {
             amp: aws_sdk_amp::Client::new(&conf),
             iam: aws_sdk_iam::Client::new(&conf),
             acm: aws_sdk_acm::Client::new(&conf),
+            wafv2: aws_sdk_wafv2::Client::new(&conf),
+            route53: aws_sdk_route53::Client::new(&conf),
             region,
             project: project.to_string(),
             env: env.to_string(),
             prefix: prefix.to_string(),
             wait_timeout,
             emulator: endpoint_url.is_some(),
+            hosted_zone: None,
+            domain: String::new(),
             disposable: false,
         })
     }

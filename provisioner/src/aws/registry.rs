@@ -6,9 +6,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::{
-    Aws, alarm, amp, autoscaling, certificate, connection_secret, ecr, ecs_cluster, ecs_service,
-    eip, elasticache, flow_log, iam, igw, lb, listener, log_group, nat, rds, route_table, secret,
-    security_group, sg_rules, sns, subnet, target_group, task_definition, vpc,
+    Aws, alarm, amp, amp_alertmanager, autoscaling, certificate, connection_secret, dns_record,
+    ecr, ecs_cluster, ecs_service, eip, elasticache, flow_log, grafana_service,
+    grafana_task_definition, iam, igw, lb, listener, listener_rule, log_group, nat, rds,
+    route_table, secret, security_group, sg_rules, sns, subnet, target_group, task_definition,
+    validation_record, vpc, web_acl,
 };
 use crate::error::Result;
 use crate::model::{Actual, Desired, Kind};
@@ -47,18 +49,25 @@ pub const REGISTRY: &[&Ops] = &[
     &elasticache::OPS,
     &connection_secret::OPS,
     &certificate::OPS,
+    &validation_record::OPS,
     &ecr::OPS,
     &lb::OPS,
+    &dns_record::OPS,
     &target_group::OPS,
     &listener::OPS,
+    &web_acl::OPS,
+    &listener_rule::OPS,
     &sns::OPS,
     &amp::OPS,
     &amp::RULE_GROUPS_OPS,
+    &amp_alertmanager::OPS,
     &iam::OPS,
     &flow_log::OPS,
     &ecs_cluster::OPS,
     &task_definition::OPS,
+    &grafana_task_definition::OPS,
     &ecs_service::OPS,
+    &grafana_service::OPS,
     &autoscaling::OPS,
     &alarm::OPS,
 ];

@@ -3,6 +3,7 @@
 use aws_sdk_sns::types::Tag;
 
 use super::{Aws, registry::Ops};
+use crate::consts::AMP_SERVICE_PRINCIPAL;
 use crate::error::{Error, Result};
 use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::{SnsTopicSpec, redact_endpoint};
@@ -56,6 +57,7 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         let spec = SnsTopicSpec {
             name: name(aws),
             https_subscriptions: subs,
+            service_publishers: service_publishers(aws, arn).await?,
         };
         res.push(Actual::new(Key::new(Kind::SnsTopic, "alarms"), arn, &spec).output("arn", arn));
     }
@@ -98,6 +100,72 @@ async fn sync_subscriptions(aws: &Aws, arn: &str, want: &[String]) -> Result<()>
     Ok(())
 }
 
+async fn set_policy(aws: &Aws, arn: &str) -> Result<()> {
+    aws.sns
+        .set_topic_attributes()
+        .topic_arn(arn)
+        .attribute_name("Policy")
+        .attribute_value(policy(arn, &aws.account_id).to_string())
+        .send()
+        .await
+        .map_err(|e| Error::aws("sns:SetTopicAttributes", e))?;
+    Ok(())
+}
+
+/// The service principals the topic's policy lets in, sorted.
+async fn service_publishers(aws: &Aws, arn: &str) -> Result<Vec<String>> {
+    let out = aws
+        .sns
+        .get_topic_attributes()
+        .topic_arn(arn)
+        .send()
+        .await
+        .map_err(|e| Error::aws("sns:GetTopicAttributes", e))?;
+    let doc: serde_json::Value = out
+        .attributes()
+        .and_then(|a| a.get("Policy"))
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_default();
+    let mut found: Vec<String> = doc["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|st| st["Principal"]["Service"].as_str().map(str::to_string))
+        .collect();
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// The topic's access policy: the account (CloudWatch alarms publish with
+/// its rights), and Amazon Managed Prometheus's Alertmanager for this
+/// account's workspaces only (`aws:SourceAccount`).
+pub fn policy(arn: &str, account: &str) -> serde_json::Value {
+    let partition = arn.split(':').nth(1).unwrap_or("aws");
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "account",
+                "Effect": "Allow",
+                "Principal": {"AWS": format!("arn:{partition}:iam::{account}:root")},
+                "Action": ["SNS:GetTopicAttributes", "SNS:SetTopicAttributes",
+                           "SNS:Subscribe", "SNS:ListSubscriptionsByTopic",
+                           "SNS:Publish", "SNS:DeleteTopic"],
+                "Resource": arn,
+            },
+            {
+                "Sid": "amp-alertmanager",
+                "Effect": "Allow",
+                "Principal": {"Service": AMP_SERVICE_PRINCIPAL},
+                "Action": ["SNS:Publish", "SNS:GetTopicAttributes"],
+                "Resource": arn,
+                "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+            },
+        ],
+    })
+}
+
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: SnsTopicSpec = d.spec()?;
     let tags: Vec<Tag> = aws
@@ -117,12 +185,14 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let arn = out
         .topic_arn()
         .ok_or_else(|| Error::invalid("CreateTopic returned no ARN"))?;
+    set_policy(aws, arn).await?;
     sync_subscriptions(aws, arn, &endpoints(d)).await?;
     Ok(Actual::new(d.key.clone(), arn, &spec).output("arn", arn))
 }
 
 // dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
+    set_policy(aws, &a.id).await?;
     sync_subscriptions(aws, &a.id, &endpoints(d)).await?;
     let mut n = a.clone();
     n.props = d.props.clone();

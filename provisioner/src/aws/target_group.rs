@@ -1,4 +1,5 @@
-//! Blue and green target groups, health-checked on the gateway's status port.
+//! Blue and green target groups, health-checked on the gateway's status port,
+//! and Grafana's.
 
 use aws_sdk_elasticloadbalancingv2::types::{
     Matcher, ProtocolEnum, TargetGroup, TargetGroupAttribute, TargetTypeEnum,
@@ -11,6 +12,8 @@ use crate::model::{Actual, Desired, Key, Kind};
 use crate::specs::TargetGroupSpec;
 
 pub const COLORS: [&str; 2] = ["blue", "green"];
+/// Every target group of the environment: the gateway's colours and Grafana's.
+const NAMES: [&str; 3] = ["blue", "green", "grafana"];
 
 // dup: the shape of every aws/<kind>.rs (one module per kind, on its own SDK types).
 pub async fn find(aws: &Aws) -> Result<Vec<(String, TargetGroup)>> {
@@ -27,7 +30,7 @@ pub async fn find(aws: &Aws) -> Result<Vec<(String, TargetGroup)>> {
         .iter()
         .filter_map(|t| {
             let name = t.target_group_name()?;
-            COLORS
+            NAMES
                 .iter()
                 .find(|c| name == format!("{}-{c}", aws.prefix))
                 .map(|c| (c.to_string(), t.clone()))

@@ -27,21 +27,21 @@ pub fn family(aws: &Aws) -> String {
     format!("{}-gateway", aws.prefix)
 }
 
-fn env_map(c: &ContainerDefinition) -> BTreeMap<String, String> {
+pub(super) fn env_map(c: &ContainerDefinition) -> BTreeMap<String, String> {
     c.environment()
         .iter()
         .filter_map(|kv| Some((kv.name()?.to_string(), kv.value()?.to_string())))
         .collect()
 }
 
-fn secret_map(c: &ContainerDefinition) -> BTreeMap<String, String> {
+pub(super) fn secret_map(c: &ContainerDefinition) -> BTreeMap<String, String> {
     c.secrets()
         .iter()
         .map(|s| (s.name().to_string(), s.value_from().to_string()))
         .collect()
 }
 
-fn secrets(map: &BTreeMap<String, String>) -> Result<Vec<Secret>> {
+pub(super) fn secrets(map: &BTreeMap<String, String>) -> Result<Vec<Secret>> {
     map.iter()
         .map(|(name, arn)| Secret::builder().name(name).value_from(arn).build())
         .collect::<std::result::Result<_, _>>()
@@ -141,15 +141,20 @@ pub async fn describe(aws: &Aws, arn: &str) -> Result<TaskDefinition> {
 
 /// ARNs of the ACTIVE revisions of the family, newest first.
 pub async fn revisions(aws: &Aws) -> Result<Vec<String>> {
+    family_revisions(aws, &family(aws)).await
+}
+
+/// ARNs of the ACTIVE revisions of `family`, newest first.
+pub async fn family_revisions(aws: &Aws, family: &str) -> Result<Vec<String>> {
     let out = aws
         .ecs
         .list_task_definitions()
-        .family_prefix(family(aws))
+        .family_prefix(family)
         .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
         .send()
         .await
         .map_err(|e| Error::aws("ecs:ListTaskDefinitions", e))?;
-    let fam = format!(":task-definition/{}:", family(aws));
+    let fam = format!(":task-definition/{family}:");
     let mut arns: Vec<(i64, String)> = out
         .task_definition_arns()
         .iter()
@@ -168,15 +173,15 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
     Ok(vec![actual_of(&describe(aws, &latest).await?)])
 }
 
-fn kv(env: &BTreeMap<String, String>) -> Vec<KeyValuePair> {
+pub(super) fn kv(env: &BTreeMap<String, String>) -> Vec<KeyValuePair> {
     env.iter()
         .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
         .collect()
 }
 
-fn logs(spec: &TaskDefinitionSpec, region: &str, stream_prefix: &str) -> Result<LogConfiguration> {
+pub(super) fn logs(log_group: &str, region: &str, stream_prefix: &str) -> Result<LogConfiguration> {
     let mut options = HashMap::new();
-    options.insert("awslogs-group".to_string(), spec.log_group.clone());
+    options.insert("awslogs-group".to_string(), log_group.to_string());
     options.insert("awslogs-region".to_string(), region.to_string());
     options.insert(
         "awslogs-stream-prefix".to_string(),
@@ -189,7 +194,7 @@ fn logs(spec: &TaskDefinitionSpec, region: &str, stream_prefix: &str) -> Result<
         .map_err(|e| Error::invalid(e.to_string()))
 }
 
-fn port(p: i32) -> PortMapping {
+pub(super) fn port(p: i32) -> PortMapping {
     PortMapping::builder()
         .container_port(p)
         .protocol(TransportProtocol::Tcp)
@@ -265,7 +270,7 @@ pub fn containers(
         .port_mappings(port(STATUS_PORT))
         .set_environment(Some(kv(&gateway_env)))
         .set_secrets(Some(secrets(&spec.gateway_secrets)?))
-        .log_configuration(logs(spec, region, GATEWAY)?)
+        .log_configuration(logs(&spec.log_group, region, GATEWAY)?)
         .health_check(health(&format!("http://127.0.0.1:{STATUS_PORT}/health"))?)
         .stop_timeout(spec.stop_timeout)
         .readonly_root_filesystem(true)
@@ -285,11 +290,53 @@ pub fn containers(
         .command("/var/lib/metrics-agent")
         .set_environment(Some(kv(&spec.agent_environment)))
         .set_secrets(Some(secrets(&spec.agent_secrets)?))
-        .log_configuration(logs(spec, region, AGENT)?)
+        .log_configuration(logs(&spec.log_group, region, AGENT)?)
         .health_check(health("http://127.0.0.1:9464/ready")?)
         .stop_timeout(spec.stop_timeout)
         .build();
     Ok(vec![gateway, agent])
+}
+
+/// The task-level settings of a Fargate task definition.
+pub struct FargateTask<'a> {
+    pub family: &'a str,
+    pub cpu: &'a str,
+    pub memory: &'a str,
+    pub execution_role_arn: &'a str,
+    pub task_role_arn: &'a str,
+}
+
+/// Registers a revision of an awsvpc, Fargate, ARM64 task definition with
+/// `containers`, tagged as `key` (the gateway's and Grafana's).
+pub async fn register_fargate(
+    aws: &Aws,
+    key: &Key,
+    task: &FargateTask<'_>,
+    containers: Vec<ContainerDefinition>,
+) -> Result<TaskDefinition> {
+    let out = aws
+        .ecs
+        .register_task_definition()
+        .family(task.family)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu(task.cpu)
+        .memory(task.memory)
+        .execution_role_arn(task.execution_role_arn)
+        .task_role_arn(task.task_role_arn)
+        .runtime_platform(
+            RuntimePlatform::builder()
+                .operating_system_family(aws_sdk_ecs::types::OsFamily::Linux)
+                .cpu_architecture(aws_sdk_ecs::types::CpuArchitecture::Arm64)
+                .build(),
+        )
+        .set_container_definitions(Some(containers))
+        .set_tags(Some(ecs_tags(aws, key)))
+        .send()
+        .await
+        .map_err(|e| Error::aws("ecs:RegisterTaskDefinition", e))?;
+    out.task_definition
+        .ok_or_else(|| Error::invalid("RegisterTaskDefinition returned nothing"))
 }
 
 /// Registers a new revision (create and update are the same thing).
@@ -299,30 +346,14 @@ pub async fn register(
     spec: &TaskDefinitionSpec,
     config: Option<&str>,
 ) -> Result<Actual> {
-    let out = aws
-        .ecs
-        .register_task_definition()
-        .family(&spec.family)
-        .network_mode(NetworkMode::Awsvpc)
-        .requires_compatibilities(Compatibility::Fargate)
-        .cpu(&spec.cpu)
-        .memory(&spec.memory)
-        .execution_role_arn(&spec.execution_role_arn)
-        .task_role_arn(&spec.task_role_arn)
-        .runtime_platform(
-            RuntimePlatform::builder()
-                .operating_system_family(aws_sdk_ecs::types::OsFamily::Linux)
-                .cpu_architecture(aws_sdk_ecs::types::CpuArchitecture::Arm64)
-                .build(),
-        )
-        .set_container_definitions(Some(containers(spec, config, &aws.region)?))
-        .set_tags(Some(ecs_tags(aws, key)))
-        .send()
-        .await
-        .map_err(|e| Error::aws("ecs:RegisterTaskDefinition", e))?;
-    let td = out
-        .task_definition
-        .ok_or_else(|| Error::invalid("RegisterTaskDefinition returned nothing"))?;
+    let task = FargateTask {
+        family: &spec.family,
+        cpu: &spec.cpu,
+        memory: &spec.memory,
+        execution_role_arn: &spec.execution_role_arn,
+        task_role_arn: &spec.task_role_arn,
+    };
+    let td = register_fargate(aws, key, &task, containers(spec, config, &aws.region)?).await?;
     Ok(actual_of(&td))
 }
 
@@ -345,18 +376,23 @@ pub async fn deregister(aws: &Aws, arn: &str) -> Result<()> {
 /// Deregisters every ACTIVE revision of the family, then deletes all
 /// revisions (ECS keeps INACTIVE ones otherwise).
 pub async fn delete(aws: &Aws, _a: &Actual) -> Result<()> {
-    for arn in revisions(aws).await? {
+    delete_family(aws, &family(aws)).await
+}
+
+/// Deregisters every revision of `family`, then deletes them.
+pub async fn delete_family(aws: &Aws, family: &str) -> Result<()> {
+    for arn in family_revisions(aws, family).await? {
         deregister(aws, &arn).await?;
     }
     let out = aws
         .ecs
         .list_task_definitions()
-        .family_prefix(family(aws))
+        .family_prefix(family)
         .status(aws_sdk_ecs::types::TaskDefinitionStatus::Inactive)
         .send()
         .await
         .map_err(|e| Error::aws("ecs:ListTaskDefinitions", e))?;
-    let fam = format!(":task-definition/{}:", family(aws));
+    let fam = format!(":task-definition/{family}:");
     let inactive: Vec<String> = out
         .task_definition_arns()
         .iter()

@@ -1,6 +1,13 @@
-//! Certificate, ECR repositories, load balancer, target groups, listeners.
+//! Certificate, ECR repositories, load balancer, target groups, listeners,
+//! the WAF web ACL.
 
 use super::*;
+
+/// A DNS name as Route 53 shows it: lower case, with the final dot.
+fn dns_name(n: &str) -> String {
+    let n = n.to_ascii_lowercase();
+    if n.ends_with('.') { n } else { format!("{n}.") }
+}
 
 /// What clients reach, and the registry the images come from.
 pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
@@ -26,6 +33,29 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
             )
         }
     };
+    if let Some(zone) = &cfg.dns.hosted_zone
+        && cfg.dns.certificate_arn.is_none()
+    {
+        // `NAME CNAME VALUE`, as the certificate reports it.
+        let rec = ids.get(Kind::Certificate, "main", "validation_record");
+        let mut parts = rec.split_whitespace();
+        let (name, value) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(n), Some(_), Some(v)) if rec != PENDING => (dns_name(n), dns_name(v)),
+            _ => (PENDING.to_string(), PENDING.to_string()),
+        };
+        out.push(Desired::new(
+            k(Kind::ValidationRecord, "main"),
+            &RecordSpec {
+                zone: zone.clone(),
+                name,
+                record_type: "CNAME".into(),
+                value,
+                alias_zone_id: None,
+                ttl: Some(300),
+            },
+            vec![k(Kind::Certificate, "main")],
+        ));
+    }
     for repo in ECR_REPOSITORIES {
         out.push(Desired::new(
             k(Kind::EcrRepository, repo),
@@ -50,6 +80,38 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
         },
         lb_deps,
     ));
+    if let Some(zone) = &cfg.dns.hosted_zone {
+        let alb_dns = ids.get(Kind::LoadBalancer, "main", "dns_name");
+        // The API's name, and Grafana's own host when it has one in the zone.
+        let mut names = vec![("alb", cfg.dns.domain.clone())];
+        if let Some(h) = cfg
+            .grafana_service
+            .host
+            .as_ref()
+            .filter(|_| cfg.grafana_service.enabled)
+            && dns_name(h).ends_with(&format!(".{}", dns_name(zone)))
+        {
+            names.push((GRAFANA_SERVICE, h.clone()));
+        }
+        for (key, name) in names {
+            out.push(Desired::new(
+                k(Kind::DnsRecord, key),
+                &RecordSpec {
+                    zone: zone.clone(),
+                    name: dns_name(&name),
+                    record_type: "A".into(),
+                    value: if alb_dns == PENDING {
+                        alb_dns.clone()
+                    } else {
+                        dns_name(&alb_dns)
+                    },
+                    alias_zone_id: Some(ids.get(Kind::LoadBalancer, "main", "zone_id")),
+                    ttl: None,
+                },
+                vec![k(Kind::LoadBalancer, "main")],
+            ));
+        }
+    }
     for color in ["blue", "green"] {
         out.push(Desired::new(
             k(Kind::TargetGroup, color),
@@ -62,6 +124,30 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
                 health_check_path: HEALTH_CHECK_PATH.into(),
                 health_check_port: STATUS_PORT.to_string(),
                 health_check_interval: 15,
+                healthy_threshold: 2,
+                unhealthy_threshold: 3,
+                matcher: "200".into(),
+            },
+            vec![vpc.clone()],
+        ));
+    }
+    if cfg.grafana_service.enabled {
+        // With a sub path Grafana answers under it, health check included.
+        let health = match &cfg.grafana_service.host {
+            Some(_) => "/api/health".to_string(),
+            None => format!("{GRAFANA_PATH}/api/health"),
+        };
+        out.push(Desired::new(
+            k(Kind::TargetGroup, "grafana"),
+            &TargetGroupSpec {
+                name: format!("{p}-grafana"),
+                port: GRAFANA_PORT,
+                protocol: "HTTP".into(),
+                vpc_id: vpc_id.clone(),
+                target_type: "ip".into(),
+                health_check_path: health,
+                health_check_port: GRAFANA_PORT.to_string(),
+                health_check_interval: 30,
                 healthy_threshold: 2,
                 unhealthy_threshold: 3,
                 matcher: "200".into(),
@@ -118,5 +204,16 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
             },
         },
         https_deps,
+    ));
+    out.push(Desired::new(
+        k(Kind::WebAcl, "main"),
+        &WebAclSpec {
+            name: format!("{p}-waf"),
+            scope: "REGIONAL".into(),
+            managed_rule_groups: WAF_MANAGED_RULE_GROUPS.map(String::from).to_vec(),
+            rate_limit: cfg.waf.rate_limit_per_5min,
+            load_balancer_arn: lb_arn,
+        },
+        vec![k(Kind::LoadBalancer, "main")],
     ));
 }

@@ -6,11 +6,14 @@
 mod compute;
 mod data;
 mod edge;
+mod grafana;
 mod network;
 mod observability;
 mod security;
 
 pub use compute::{AGENT_SECRETS, gateway_environment, gateway_secret_names};
+pub use grafana::grafana_environment;
+pub use observability::dashboard_desired;
 
 use std::collections::BTreeMap;
 
@@ -200,6 +203,7 @@ pub fn build(cfg: &EnvConfig, ctx: &Ctx, ids: &Ids) -> Vec<Desired> {
     edge::push(&b, &mut out);
     observability::push_metrics(&b, &mut out);
     compute::push(&b, &mut out);
+    grafana::push(&b, &mut out);
     observability::push_alarms(&b, &mut out);
     observability::push_dashboards(&b, &mut out);
     out
@@ -642,6 +646,195 @@ mod tests {
             .output("gateway_config_hash", ""),
         );
         assert_eq!(td(&build(&cfg, &c, &ids)).0.gateway_config_hash, repo.hash);
+    }
+
+    #[test]
+    fn the_web_acl_guards_the_alb_with_the_env_files_rate_limit() {
+        let mut cfg = env("staging");
+        cfg.waf.rate_limit_per_5min = 500;
+        let mut ids = Ids::default();
+        ids.record(
+            &Actual::new(Key::new(Kind::LoadBalancer, "main"), "arn:lb", &json!({}))
+                .output("arn", "arn:lb"),
+        );
+        let set = build(&cfg, &ctx(), &ids);
+        order(&set).expect("the ACL comes after the ALB");
+        let acl: WebAclSpec = find(&set, Kind::WebAcl, "main");
+        assert_eq!(acl.load_balancer_arn, "arn:lb");
+        assert_eq!(acl.rate_limit, 500);
+        assert_eq!(acl.managed_rule_groups, ["AWSManagedRulesCommonRuleSet"]);
+        assert_eq!(acl.scope, "REGIONAL");
+        cfg.waf.rate_limit_per_5min = 5;
+        assert!(cfg.validate().is_err(), "below WAF's minimum");
+    }
+
+    #[test]
+    fn alarms_cover_latency_memory_storage_and_every_redis_node() {
+        let cfg = env("production");
+        let set = build(&cfg, &ctx(), &Ids::default());
+        let nodes = (cfg.redis.shards * (cfg.redis.replicas_per_shard + 1)) as usize;
+        assert_eq!(count(&set, Kind::Alarm), 7 + 2 * nodes);
+        let p99: AlarmSpec = find(&set, Kind::Alarm, "alb-latency-p99");
+        assert_eq!((p99.statistic.as_str(), p99.threshold), ("p99", 1.0));
+        let disk: AlarmSpec = find(&set, Kind::Alarm, "db-free-storage-low");
+        assert_eq!(disk.comparison, "LessThanThreshold");
+        assert_eq!(disk.threshold, 5.0 * 1024.0 * 1024.0 * 1024.0);
+        let last = format!(
+            "{:04}-{:03}",
+            cfg.redis.shards,
+            cfg.redis.replicas_per_shard + 1
+        );
+        let mem: AlarmSpec = find(&set, Kind::Alarm, &format!("redis-memory-high-{last}"));
+        assert_eq!(
+            mem.dimensions["CacheClusterId"],
+            format!("{}-redis-{last}", cfg.prefix())
+        );
+        assert_eq!(mem.metric, "DatabaseMemoryUsagePercentage");
+        assert!(
+            set.iter()
+                .filter(|d| d.key.kind == Kind::Alarm)
+                .all(|d| d.deps.contains(&Key::new(Kind::SnsTopic, "alarms")))
+        );
+    }
+
+    #[test]
+    fn grafana_runs_behind_the_alb_with_its_password_from_secrets_manager() {
+        let mut cfg = env("staging");
+        let mut ids = Ids::default();
+        for (kind, name, arn) in [
+            (Kind::Secret, "grafana-admin", "arn:grafana-pw"),
+            (Kind::AmpWorkspace, "main", "arn:ws"),
+            (Kind::Listener, "https", "arn:https"),
+            (Kind::TargetGroup, "grafana", "arn:tg-grafana"),
+        ] {
+            ids.record(&Actual::new(Key::new(kind, name), arn, &json!({})).output("arn", arn));
+        }
+        let set = build(&cfg, &ctx(), &ids);
+        order(&set).expect("grafana's dependencies come first");
+        let td: GrafanaTaskDefinitionSpec = find(&set, Kind::GrafanaTaskDefinition, "grafana");
+        assert_eq!(td.image, GRAFANA_IMAGE);
+        assert_eq!(td.secrets["GF_SECURITY_ADMIN_PASSWORD"], "arn:grafana-pw");
+        assert!(!td.environment.keys().any(|k| k.contains("PASSWORD")));
+        assert_eq!(
+            td.environment["GF_SERVER_ROOT_URL"],
+            "https://api.staging.edge-suite.example.com/grafana/"
+        );
+        assert_eq!(td.environment["GF_SERVER_SERVE_FROM_SUB_PATH"], "true");
+        assert_eq!(td.environment["GF_AUTH_SIGV4_AUTH_ENABLED"], "true");
+        let rule: ListenerRuleSpec = find(&set, Kind::ListenerRule, "grafana");
+        assert_eq!(
+            (
+                rule.listener_arn.as_str(),
+                rule.host.as_ref(),
+                rule.paths.clone()
+            ),
+            (
+                "arn:https",
+                None,
+                vec!["/grafana".to_string(), "/grafana/*".to_string()]
+            )
+        );
+        assert_eq!(rule.target_group_arn, "arn:tg-grafana");
+        let svc: GrafanaServiceSpec = find(&set, Kind::GrafanaService, "grafana");
+        assert_eq!((svc.name.as_str(), svc.desired_count), ("grafana", 1));
+        let tg: TargetGroupSpec = find(&set, Kind::TargetGroup, "grafana");
+        assert_eq!(
+            (tg.port, tg.health_check_path.as_str()),
+            (GRAFANA_PORT, "/grafana/api/health")
+        );
+        let role: IamRoleSpec = find(&set, Kind::IamRole, "grafana-task");
+        assert_eq!(
+            role.policy["Statement"][0]["Action"],
+            json!([
+                "aps:QueryMetrics",
+                "aps:GetSeries",
+                "aps:GetLabels",
+                "aps:GetMetricMetadata"
+            ])
+        );
+        assert_eq!(role.policy["Statement"][0]["Resource"], "arn:ws");
+        let exec: IamRoleSpec = find(&set, Kind::IamRole, "task-execution");
+        assert!(exec.policy.to_string().contains("arn:grafana-pw"));
+        let sg = |n: &str| -> SecurityGroupRulesSpec { find(&set, Kind::SecurityGroupRules, n) };
+        assert_eq!(sg("grafana").ingress, vec![rule_of(GRAFANA_PORT, PENDING)]);
+        assert!(sg("alb").egress.contains(&rule_of(GRAFANA_PORT, PENDING)));
+        // Its own host: a host-header rule and no sub path.
+        cfg.grafana_service.host = Some("grafana.example.com".into());
+        let set = build(&cfg, &ctx(), &ids);
+        let rule: ListenerRuleSpec = find(&set, Kind::ListenerRule, "grafana");
+        assert_eq!(rule.host.as_deref(), Some("grafana.example.com"));
+        let td: GrafanaTaskDefinitionSpec = find(&set, Kind::GrafanaTaskDefinition, "grafana");
+        assert_eq!(
+            td.environment["GF_SERVER_ROOT_URL"],
+            "https://grafana.example.com/"
+        );
+        assert!(!td.environment.contains_key("GF_SERVER_SERVE_FROM_SUB_PATH"));
+        // Switched off: none of it.
+        cfg.grafana_service.enabled = false;
+        let set = build(&cfg, &ctx(), &ids);
+        order(&set).expect("ordered");
+        assert!(set.iter().all(|d| !d.key.name.contains("grafana")));
+    }
+
+    fn rule_of(port: i32, peer: &str) -> SgRule {
+        rule(port, peer.to_string())
+    }
+
+    #[test]
+    fn a_hosted_zone_brings_the_alias_and_validation_records() {
+        let mut cfg = env("staging");
+        assert!(
+            build(&cfg, &ctx(), &Ids::default())
+                .iter()
+                .all(|d| !matches!(d.key.kind, Kind::DnsRecord | Kind::ValidationRecord)),
+            "no zone, no records"
+        );
+        cfg.dns.hosted_zone = Some("staging.edge-suite.example.com".into());
+        cfg.validate().expect("the zone holds the domain");
+        let mut ids = Ids::default();
+        ids.record(
+            &Actual::new(Key::new(Kind::LoadBalancer, "main"), "arn:lb", &json!({}))
+                .output(
+                    "dns_name",
+                    "Edge-Suite-Staging-ALB-1.us-east-1.elb.amazonaws.com",
+                )
+                .output("zone_id", "Z35SXDOTRQ7X7K"),
+        );
+        ids.record(
+            &Actual::new(Key::new(Kind::Certificate, "main"), "arn:cert", &json!({})).output(
+                "validation_record",
+                "_abc.api.staging.edge-suite.example.com. CNAME _def.acm-validations.aws.",
+            ),
+        );
+        let set = build(&cfg, &ctx(), &ids);
+        order(&set).expect("records after what they point at");
+        let alias: RecordSpec = find(&set, Kind::DnsRecord, "alb");
+        assert_eq!(alias.name, "api.staging.edge-suite.example.com.");
+        assert_eq!(alias.record_type, "A");
+        assert_eq!(
+            alias.value,
+            "edge-suite-staging-alb-1.us-east-1.elb.amazonaws.com."
+        );
+        assert_eq!(alias.alias_zone_id.as_deref(), Some("Z35SXDOTRQ7X7K"));
+        let v: RecordSpec = find(&set, Kind::ValidationRecord, "main");
+        assert_eq!(
+            (v.name.as_str(), v.record_type.as_str(), v.value.as_str()),
+            (
+                "_abc.api.staging.edge-suite.example.com.",
+                "CNAME",
+                "_def.acm-validations.aws."
+            )
+        );
+        // Grafana on its own host in the zone: its alias too.
+        cfg.grafana_service.host = Some("grafana.staging.edge-suite.example.com".into());
+        let g: RecordSpec = find(&build(&cfg, &ctx(), &ids), Kind::DnsRecord, "grafana");
+        assert_eq!(g.name, "grafana.staging.edge-suite.example.com.");
+        assert_eq!(g.value, alias.value);
+        // An existing certificate validates elsewhere: no validation record.
+        cfg.dns.certificate_arn = Some("arn:aws:acm:us-east-1:1:certificate/x".into());
+        assert_eq!(count(&build(&cfg, &ctx(), &ids), Kind::ValidationRecord), 0);
+        cfg.dns.hosted_zone = Some("other.example.com".into());
+        assert!(cfg.validate().is_err(), "the zone must hold the domain");
     }
 
     #[test]

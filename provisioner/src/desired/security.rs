@@ -8,7 +8,8 @@ pub(super) fn push_groups(b: &Build<'_>, out: &mut Vec<Desired>) {
     let p = &b.p;
     let vpc = b.vpc();
     let vpc_id = b.vpc_id();
-    let groups = [
+    let grafana = cfg.grafana_service.enabled;
+    let mut groups = vec![
         ("alb", "ALB: HTTPS/HTTP from the internet, to gateway tasks"),
         (
             "tasks",
@@ -17,7 +18,13 @@ pub(super) fn push_groups(b: &Build<'_>, out: &mut Vec<Desired>) {
         ("database", "RDS PostgreSQL: 5432 from gateway tasks only"),
         ("redis", "ElastiCache Redis: 6379 from gateway tasks only"),
     ];
-    for (name, description) in groups {
+    if grafana {
+        groups.push((
+            "grafana",
+            "Grafana: 3000 from the ALB, to HTTPS (AMP, image pulls)",
+        ));
+    }
+    for &(name, description) in &groups {
         out.push(Desired::new(
             k(Kind::SecurityGroup, name),
             &SecurityGroupSpec {
@@ -42,7 +49,14 @@ pub(super) fn push_groups(b: &Build<'_>, out: &mut Vec<Desired>) {
         .into_iter()
         .map(|u| rule(i32::from(u.port), u.cidr))
         .collect();
-    let sg_rules: [(&str, Vec<SgRule>, Vec<SgRule>); 4] = [
+    let mut alb_egress = vec![
+        rule(PROXY_PORT, b.sg("tasks")),
+        rule(STATUS_PORT, b.sg("tasks")),
+    ];
+    if grafana {
+        alb_egress.push(rule(GRAFANA_PORT, b.sg("grafana")));
+    }
+    let mut sg_rules: Vec<(&str, Vec<SgRule>, Vec<SgRule>)> = vec![
         (
             "alb",
             vec![
@@ -51,10 +65,7 @@ pub(super) fn push_groups(b: &Build<'_>, out: &mut Vec<Desired>) {
                 // The blue-green test listener is reachable from inside the VPC only.
                 rule(TEST_LISTENER_PORT, cfg.network.cidr.clone()),
             ],
-            vec![
-                rule(PROXY_PORT, b.sg("tasks")),
-                rule(STATUS_PORT, b.sg("tasks")),
-            ],
+            alb_egress,
         ),
         (
             "tasks",
@@ -75,6 +86,14 @@ pub(super) fn push_groups(b: &Build<'_>, out: &mut Vec<Desired>) {
         ("database", vec![rule(POSTGRES_PORT, b.sg("tasks"))], vec![]),
         ("redis", vec![rule(REDIS_PORT, b.sg("tasks"))], vec![]),
     ];
+    if grafana {
+        // Grafana queries AMP and pulls its image over HTTPS, nothing else.
+        sg_rules.push((
+            "grafana",
+            vec![rule(GRAFANA_PORT, b.sg("alb"))],
+            vec![rule(443, anywhere.clone())],
+        ));
+    }
     for (name, ingress, egress) in sg_rules {
         out.push(Desired::new(
             k(Kind::SecurityGroupRules, name),
@@ -118,6 +137,31 @@ pub(super) fn push_roles(b: &Build<'_>, out: &mut Vec<Desired>) {
         }]),
         vec![k(Kind::LogGroup, "flow-logs")],
     ));
+    let grafana = b.cfg.grafana_service.enabled;
+    let mut log_groups = vec!["gateway"];
+    let mut read_secrets = vec![
+        b.secret_arn("jwt"),
+        b.secret_arn("redis-token"),
+        ids.get(Kind::ConnectionSecret, "metrics-postgres", "arn"),
+        ids.get(Kind::ConnectionSecret, "metrics-redis", "arn"),
+    ];
+    let mut exec_deps: Vec<Key> = [
+        k(Kind::LogGroup, "gateway"),
+        k(Kind::Secret, "jwt"),
+        k(Kind::Secret, "redis-token"),
+        k(Kind::ConnectionSecret, "metrics-postgres"),
+        k(Kind::ConnectionSecret, "metrics-redis"),
+    ]
+    .into_iter()
+    .chain(TASK_IMAGES.iter().map(|r| k(Kind::EcrRepository, r)))
+    .collect();
+    if grafana {
+        // Grafana's logs and its admin password.
+        log_groups.push("grafana");
+        read_secrets.push(b.secret_arn("grafana-admin"));
+        exec_deps.push(k(Kind::LogGroup, "grafana"));
+        exec_deps.push(k(Kind::Secret, "grafana-admin"));
+    }
     out.push(role(
         b,
         "task-execution",
@@ -142,29 +186,17 @@ pub(super) fn push_roles(b: &Build<'_>, out: &mut Vec<Desired>) {
             {
                 "Effect": "Allow",
                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": join(&ids.get(Kind::LogGroup, "gateway", "arn"), ":*"),
+                "Resource": log_groups.iter()
+                    .map(|g| join(&ids.get(Kind::LogGroup, g, "arn"), ":*"))
+                    .collect::<Vec<_>>(),
             },
             {
                 "Effect": "Allow",
                 "Action": ["secretsmanager:GetSecretValue"],
-                "Resource": [
-                    b.secret_arn("jwt"),
-                    b.secret_arn("redis-token"),
-                    ids.get(Kind::ConnectionSecret, "metrics-postgres", "arn"),
-                    ids.get(Kind::ConnectionSecret, "metrics-redis", "arn"),
-                ],
+                "Resource": read_secrets,
             }
         ]),
-        [
-            k(Kind::LogGroup, "gateway"),
-            k(Kind::Secret, "jwt"),
-            k(Kind::Secret, "redis-token"),
-            k(Kind::ConnectionSecret, "metrics-postgres"),
-            k(Kind::ConnectionSecret, "metrics-redis"),
-        ]
-        .into_iter()
-        .chain(TASK_IMAGES.iter().map(|r| k(Kind::EcrRepository, r)))
-        .collect(),
+        exec_deps,
     ));
     out.push(role(
         b,
@@ -177,12 +209,30 @@ pub(super) fn push_roles(b: &Build<'_>, out: &mut Vec<Desired>) {
         }]),
         vec![k(Kind::AmpWorkspace, "main")],
     ));
+    if grafana {
+        // Grafana's AMP data source signs its queries with this role (SigV4).
+        out.push(role(
+            b,
+            "grafana-task",
+            "ecs-tasks.amazonaws.com",
+            json!([{
+                "Effect": "Allow",
+                "Action": ["aps:QueryMetrics", "aps:GetSeries", "aps:GetLabels",
+                           "aps:GetMetricMetadata"],
+                "Resource": ids.get(Kind::AmpWorkspace, "main", "arn"),
+            }]),
+            vec![k(Kind::AmpWorkspace, "main")],
+        ));
+    }
 }
 
 /// Secrets Manager secrets with generated values.
 pub(super) fn push_secrets(b: &Build<'_>, out: &mut Vec<Desired>) {
     let cfg = b.cfg;
     for (key, name, description) in SECRETS {
+        if key == "grafana-admin" && !cfg.grafana_service.enabled {
+            continue;
+        }
         out.push(Desired::new(
             k(Kind::Secret, key),
             &SecretSpec {

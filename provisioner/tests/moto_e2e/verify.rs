@@ -157,7 +157,7 @@ pub(crate) async fn verify_staging(moto: &Moto) {
             )
         })
         .collect();
-    assert_eq!(by_name.len(), 4);
+    assert_eq!(by_name.len(), 5);
     let id = |n: &str| by_name[n].group_id().expect("sg id").to_string();
     let any = "0.0.0.0/0".to_string();
     assert_eq!(
@@ -170,7 +170,19 @@ pub(crate) async fn verify_staging(moto: &Moto) {
     );
     assert_eq!(
         sg_rules(by_name["alb"].ip_permissions_egress()),
-        vec![(8000, id("tasks")), (8100, id("tasks"))]
+        vec![
+            (3000, id("grafana")),
+            (8000, id("tasks")),
+            (8100, id("tasks"))
+        ]
+    );
+    assert_eq!(
+        sg_rules(by_name["grafana"].ip_permissions()),
+        vec![(3000, id("alb"))]
+    );
+    assert_eq!(
+        sg_rules(by_name["grafana"].ip_permissions_egress()),
+        vec![(443, any.clone())]
     );
     assert_eq!(
         sg_rules(by_name["tasks"].ip_permissions()),
@@ -210,6 +222,7 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         names,
         vec![
             "edge-suite/staging/db-password",
+            "edge-suite/staging/grafana-admin-password",
             "edge-suite/staging/jwt-secret",
             "edge-suite/staging/metrics-agent-postgres-dsn",
             "edge-suite/staging/metrics-agent-redis-addr",
@@ -285,9 +298,14 @@ pub(crate) async fn verify_staging(moto: &Moto) {
     assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internet-facing"));
     assert_eq!(lb.security_groups(), [id("alb")]);
     let tgs = elb.describe_target_groups().send().await.expect("tgs");
-    assert_eq!(tgs.target_groups().len(), 2);
+    assert_eq!(tgs.target_groups().len(), 3);
     let mut tg_by_color = BTreeMap::new();
     for t in tgs.target_groups() {
+        if t.target_group_name() == Some("edge-suite-staging-grafana") {
+            assert_eq!(t.health_check_path(), Some("/grafana/api/health"));
+            assert_eq!(t.port(), Some(3000));
+            continue;
+        }
         assert_eq!(t.health_check_path(), Some("/status/ready"));
         assert_eq!(t.health_check_port(), Some("8100"));
         assert_eq!(t.port(), Some(8000));
@@ -565,6 +583,26 @@ pub(crate) async fn verify_staging(moto: &Moto) {
     let topics = sns.list_topics().send().await.expect("topics");
     assert_eq!(topics.topics().len(), 1);
     let topic = topics.topics()[0].topic_arn().expect("topic").to_string();
+    // Amazon Managed Prometheus's Alertmanager may publish (this account only).
+    let attrs = sns
+        .get_topic_attributes()
+        .topic_arn(&topic)
+        .send()
+        .await
+        .expect("topic attributes");
+    let policy: Value = serde_json::from_str(
+        attrs
+            .attributes()
+            .and_then(|a| a.get("Policy"))
+            .expect("policy"),
+    )
+    .expect("policy json");
+    let amp_statement = &policy["Statement"][1];
+    assert_eq!(amp_statement["Principal"]["Service"], "aps.amazonaws.com");
+    assert_eq!(
+        amp_statement["Condition"]["StringEquals"]["aws:SourceAccount"],
+        "123456789012"
+    );
     let cw = aws_sdk_cloudwatch::Client::new(&conf);
     let alarms = cw
         .describe_alarms()
@@ -572,7 +610,49 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         .send()
         .await
         .expect("alarms");
-    assert_eq!(alarms.metric_alarms().len(), 4);
+    // 7 for the ALB, service and database, and 2 per Redis node (2 shards x 2).
+    assert_eq!(alarms.metric_alarms().len(), 15);
+    let alarm = |n: &str| {
+        alarms
+            .metric_alarms()
+            .iter()
+            .find(|a| a.alarm_name() == Some(&format!("edge-suite-staging-{n}")))
+            .unwrap_or_else(|| panic!("alarm {n}"))
+    };
+    let p99 = alarm("alb-latency-p99");
+    assert_eq!(
+        (p99.metric_name(), p99.extended_statistic(), p99.threshold()),
+        (Some("TargetResponseTime"), Some("p99"), Some(1.0))
+    );
+    assert_eq!(
+        alarm("service-memory-high").metric_name(),
+        Some("MemoryUtilization")
+    );
+    let storage = alarm("db-free-storage-low");
+    assert_eq!(
+        (storage.metric_name(), storage.threshold()),
+        (
+            Some("FreeStorageSpace"),
+            Some(5.0 * 1024.0 * 1024.0 * 1024.0)
+        )
+    );
+    assert_eq!(
+        storage.comparison_operator().map(|c| c.as_str()),
+        Some("LessThanThreshold")
+    );
+    for node in ["0001-001", "0001-002", "0002-001", "0002-002"] {
+        for (what, metric) in [
+            ("cpu", "EngineCPUUtilization"),
+            ("memory", "DatabaseMemoryUsagePercentage"),
+        ] {
+            let a = alarm(&format!("redis-{what}-high-{node}"));
+            assert_eq!(a.metric_name(), Some(metric));
+            assert_eq!(
+                a.dimensions()[0].value(),
+                Some(format!("edge-suite-staging-redis-{node}").as_str())
+            );
+        }
+    }
     assert!(
         alarms
             .metric_alarms()
@@ -597,7 +677,7 @@ pub(crate) async fn verify_staging(moto: &Moto) {
     );
     let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
     let groups = logs.describe_log_groups().send().await.expect("log groups");
-    assert_eq!(groups.log_groups().len(), 2);
+    assert_eq!(groups.log_groups().len(), 3);
     assert!(
         groups
             .log_groups()
@@ -612,7 +692,7 @@ pub(crate) async fn verify_staging(moto: &Moto) {
             .iter()
             .filter(|r| r.role_name().starts_with("edge-suite-staging-"))
             .count(),
-        3
+        4
     );
     // Trust only for this account; ECR pulls only from the task's repositories.
     let exec = "edge-suite-staging-task-execution";
@@ -642,4 +722,204 @@ pub(crate) async fn verify_staging(moto: &Moto) {
         .map(|st| &st["Action"])
         .collect();
     assert_eq!(on_any, [&serde_json::json!(["ecr:GetAuthorizationToken"])]);
+
+    verify_web_acl(&conf).await;
+    verify_grafana(&conf).await;
+}
+
+/// Grafana: its task definition (official image, password as an ECS
+/// secret), its service behind its own target group, the listener rule,
+/// the generated secret and the task role's AMP query permissions.
+async fn verify_grafana(conf: &aws_config::SdkConfig) {
+    let ecs = aws_sdk_ecs::Client::new(conf);
+    let svc = ecs
+        .describe_services()
+        .cluster("edge-suite-staging-cluster")
+        .services("grafana")
+        .send()
+        .await
+        .expect("grafana service");
+    let svc = &svc.services()[0];
+    assert_eq!(svc.status(), Some("ACTIVE"));
+    assert_eq!(svc.desired_count(), 1);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(conf);
+    let tg = elb
+        .describe_target_groups()
+        .names("edge-suite-staging-grafana")
+        .send()
+        .await
+        .expect("grafana tg");
+    let tg_arn = tg.target_groups()[0].target_group_arn().expect("arn");
+    assert_eq!(
+        svc.load_balancers()[0].target_group_arn(),
+        Some(tg_arn),
+        "registered with its own target group"
+    );
+    assert_eq!(svc.load_balancers()[0].container_port(), Some(3000));
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(svc.task_definition().expect("td"))
+        .send()
+        .await
+        .expect("grafana td");
+    let td = td.task_definition().expect("td");
+    assert_eq!(td.family(), Some("edge-suite-staging-grafana"));
+    assert!(
+        td.task_role_arn()
+            .is_some_and(|r| r.ends_with("role/edge-suite-staging-grafana-task"))
+    );
+    let c = &td.container_definitions()[0];
+    assert_eq!(c.image(), Some(provisioner::consts::GRAFANA_IMAGE));
+    let env: BTreeMap<&str, &str> = c
+        .environment()
+        .iter()
+        .filter_map(|kv| Some((kv.name()?, kv.value()?)))
+        .collect();
+    assert_eq!(
+        env["GF_SERVER_ROOT_URL"],
+        "https://api.staging.edge-suite.example.com/grafana/"
+    );
+    assert_eq!(env["GF_SERVER_SERVE_FROM_SUB_PATH"], "true");
+    assert!(!env.contains_key("GF_SECURITY_ADMIN_PASSWORD"));
+    let sm = aws_sdk_secretsmanager::Client::new(conf);
+    let secret = sm
+        .describe_secret()
+        .secret_id("edge-suite/staging/grafana-admin-password")
+        .send()
+        .await
+        .expect("grafana secret");
+    assert_eq!(
+        c.secrets()
+            .iter()
+            .map(|s| (s.name(), s.value_from()))
+            .collect::<Vec<_>>(),
+        [("GF_SECURITY_ADMIN_PASSWORD", secret.arn().expect("arn"))]
+    );
+    // The HTTPS listener sends /grafana to Grafana, the rest to the gateway.
+    let rule = grafana_rule(conf).await;
+    assert_eq!(rule.priority(), Some("100"));
+    assert_eq!(rule.actions()[0].target_group_arn(), Some(tg_arn));
+    let cond = &rule.conditions()[0];
+    assert_eq!(cond.field(), Some("path-pattern"));
+    assert_eq!(
+        cond.path_pattern_config().map(|p| p.values()),
+        Some(&["/grafana".to_string(), "/grafana/*".to_string()][..])
+    );
+    let iam = aws_sdk_iam::Client::new(conf);
+    let role = "edge-suite-staging-grafana-task";
+    let policy = iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(format!("{role}-policy"))
+        .send()
+        .await
+        .expect("grafana task policy");
+    let policy = provisioner::aws::iam::decode_policy(policy.policy_document());
+    assert_eq!(
+        policy["Statement"][0]["Action"],
+        serde_json::json!([
+            "aps:QueryMetrics",
+            "aps:GetSeries",
+            "aps:GetLabels",
+            "aps:GetMetricMetadata"
+        ])
+    );
+}
+
+/// The WAF web ACL: managed common rules + a rate rule, on the ALB.
+async fn verify_web_acl(conf: &aws_config::SdkConfig) {
+    use aws_sdk_wafv2::types::Scope;
+    let waf = aws_sdk_wafv2::Client::new(conf);
+    let acls = waf
+        .list_web_acls()
+        .scope(Scope::Regional)
+        .send()
+        .await
+        .expect("web acls");
+    assert_eq!(acls.web_acls().len(), 1);
+    let s = &acls.web_acls()[0];
+    assert_eq!(s.name(), Some("edge-suite-staging-waf"));
+    let acl = waf
+        .get_web_acl()
+        .name("edge-suite-staging-waf")
+        .id(s.id().expect("id"))
+        .scope(Scope::Regional)
+        .send()
+        .await
+        .expect("web acl");
+    let acl = acl.web_acl().expect("acl");
+    assert!(acl.default_action().and_then(|a| a.allow()).is_some());
+    let stmts: Vec<_> = acl.rules().iter().filter_map(|r| r.statement()).collect();
+    assert_eq!(
+        stmts[0]
+            .managed_rule_group_statement()
+            .map(|m| (m.vendor_name(), m.name())),
+        Some(("AWS", "AWSManagedRulesCommonRuleSet"))
+    );
+    assert_eq!(
+        stmts[1].rate_based_statement().map(|r| r.limit()),
+        Some(2000)
+    );
+    let tags = waf
+        .list_tags_for_resource()
+        .resource_arn(acl.arn())
+        .send()
+        .await
+        .expect("tags");
+    assert!(
+        tags.tag_info_for_resource()
+            .map(|t| t.tag_list())
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key() == "env" && t.value() == "staging")
+    );
+    let lbs = aws_sdk_elasticloadbalancingv2::Client::new(conf)
+        .describe_load_balancers()
+        .names("edge-suite-staging-alb")
+        .send()
+        .await
+        .expect("lb");
+    let on_alb = waf
+        .get_web_acl_for_resource()
+        .resource_arn(lbs.load_balancers()[0].load_balancer_arn().expect("arn"))
+        .send()
+        .await
+        .expect("web acl for the ALB");
+    assert_eq!(on_alb.web_acl().map(|a| a.arn()), Some(acl.arn()));
+}
+
+/// The HTTPS listener's one non-default rule (Grafana's).
+pub(crate) async fn grafana_rule(
+    conf: &aws_config::SdkConfig,
+) -> aws_sdk_elasticloadbalancingv2::types::Rule {
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(conf);
+    let lb = elb
+        .describe_load_balancers()
+        .names("edge-suite-staging-alb")
+        .send()
+        .await
+        .expect("lb");
+    let listeners = elb
+        .describe_listeners()
+        .load_balancer_arn(lb.load_balancers()[0].load_balancer_arn().expect("arn"))
+        .send()
+        .await
+        .expect("listeners");
+    let https = listeners
+        .listeners()
+        .iter()
+        .find(|l| l.port() == Some(443))
+        .expect("https");
+    let rules = elb
+        .describe_rules()
+        .listener_arn(https.listener_arn().expect("arn"))
+        .send()
+        .await
+        .expect("rules");
+    rules
+        .rules()
+        .iter()
+        .find(|r| r.is_default() != Some(true))
+        .expect("grafana rule")
+        .clone()
 }
