@@ -180,7 +180,7 @@ mod tests {
         assert!(
             td["secretTemplates"]["METRICS_AGENT_REDIS_ADDR"]
                 .as_str()
-                .is_some_and(|t| t.starts_with("redis://:{password}@"))
+                .is_some_and(|t| t.starts_with("rediss://:{password}@"))
         );
     }
 }

@@ -13,7 +13,8 @@ alertmanager.yml through its entrypoint.sh) paging a PagerDuty Events API v2 stu
 
 Rewritten for one machine, and nothing else (docs/provisioner.md, "Production-parity test"):
 listen addresses and endpoints -> 127.0.0.1 ports; GATEWAY_TRUSTED_IPS gets the local
-load balancer's address (127.0.0.1/32) next to the VPC CIDR; REDIS_SSL=false (no TLS in
+load balancer's address (127.0.0.1/32) next to the VPC CIDR; REDIS_SSL=false, rediss:// and
+sslmode=require as redis:// and sslmode=disable (no TLS in
 the local Redis); the upstream's port in GATEWAY_CONFIG_STRING (its Cloud Map NAME is
 kept and resolved through a hosts file bind-mounted over /etc/hosts in the gateways'
 own mount namespace, which is how proof 3 changes its address); ecs.yml's fixed scrape
@@ -448,6 +449,8 @@ alerting:
         password = self.pg_password if name == "METRICS_AGENT_POSTGRES_DSN" else self.redis_password
         t = t.replace("{password}", urllib.parse.quote(password, safe=""))
         t = t.replace("(known after apply):5432", f"{HOST}:{self.pg_port}")
+        # The local PostgreSQL and Redis speak no TLS (like REDIS_SSL=false for the gateway).
+        t = t.replace("sslmode=require", "sslmode=disable").replace("rediss://", "redis://")
         return t.replace("(known after apply):6379", f"{HOST}:{self.redis_ports[0]}")
 
     def hosts_wrapper(self, pidfile):

@@ -87,14 +87,16 @@ pub(super) fn push(b: &Build<'_>, out: &mut Vec<Desired>) {
             format!(
                 "PostgreSQL DSN of gateway@{db_host}:{POSTGRES_PORT} for the metrics-agent sidecar"
             ),
-            format!("postgres://gateway:{{password}}@{db_host}:{POSTGRES_PORT}/postgres"),
+            format!(
+                "postgres://gateway:{{password}}@{db_host}:{POSTGRES_PORT}/postgres?sslmode=require"
+            ),
             "db-password",
             k(Kind::DbInstance, "main"),
         ),
         (
             "metrics-redis",
             format!("Redis address of {redis_host}:{REDIS_PORT} for the metrics-agent sidecar"),
-            format!("redis://:{{password}}@{redis_host}:{REDIS_PORT}"),
+            format!("rediss://:{{password}}@{redis_host}:{REDIS_PORT}"),
             "redis-token",
             k(Kind::ReplicationGroup, "main"),
         ),

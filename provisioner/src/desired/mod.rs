@@ -380,7 +380,7 @@ mod tests {
             .expect("pg secret");
         assert_eq!(
             pg.inputs["template"],
-            "postgres://gateway:{password}@db.example:5432/postgres"
+            "postgres://gateway:{password}@db.example:5432/postgres?sslmode=require"
         );
         assert_eq!(pg.inputs["password_secret"], "arn:dbpw");
         let shown = serde_json::to_string(&pg.props).expect("json");
@@ -394,7 +394,7 @@ mod tests {
             .expect("redis secret");
         assert_eq!(
             redis.inputs["template"],
-            "redis://:{password}@cfg.redis.example:6379"
+            "rediss://:{password}@cfg.redis.example:6379"
         );
         let role: IamRoleSpec = find(&set, Kind::IamRole, "task-execution");
         let reads = role.policy["Statement"]

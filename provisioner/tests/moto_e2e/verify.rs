@@ -249,14 +249,14 @@ pub(crate) async fn verify_staging(moto: &Moto) {
     let dsn = value("edge-suite/staging/metrics-agent-postgres-dsn").await;
     assert!(
         dsn.starts_with(&format!("postgres://gateway:{db_password}@"))
-            && dsn.ends_with(":5432/postgres"),
-        "DSN shape"
+            && dsn.ends_with(":5432/postgres?sslmode=require"),
+        "DSN shape (TLS: RDS enforces it)"
     );
     let token = value("edge-suite/staging/redis-auth-token").await;
     let addr = value("edge-suite/staging/metrics-agent-redis-addr").await;
     assert!(
-        addr.starts_with(&format!("redis://:{token}@")) && addr.ends_with(":6379"),
-        "Redis address shape"
+        addr.starts_with(&format!("rediss://:{token}@")) && addr.ends_with(":6379"),
+        "Redis address shape (TLS: in-transit encryption is on)"
     );
 
     // RDS: Multi-AZ, encrypted, 7-day backups, private, in the database SG.
