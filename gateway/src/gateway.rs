@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 
 use crate::balancer::{TargetRegistry, active};
 use crate::config::{self, ConfigErrors, Declarative, LoadOptions};
-use crate::core::runtime::Runtime;
+use crate::core::runtime::{Runtime, RuntimeError};
 use crate::metrics::Metrics;
 
 /// Defensive limits applied to every request.
@@ -55,6 +55,15 @@ pub struct Gateway {
     pub access_log: crate::access_log::Sink,
 }
 
+/// Why the gateway is not ready (`/status/ready` answers 503 with this).
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("draining")]
+    Draining,
+    #[error("upstream `{0}` has no healthy target")]
+    NoHealthyTarget(String),
+}
+
 impl Gateway {
     pub fn new(
         decl: Declarative,
@@ -63,7 +72,7 @@ impl Gateway {
         limits: Limits,
         bg: tokio::runtime::Handle,
         access_log: crate::access_log::Sink,
-    ) -> Result<Arc<Gateway>, String> {
+    ) -> Result<Arc<Gateway>, RuntimeError> {
         let registry = TargetRegistry::default();
         let rt = Runtime::build(decl, &registry, Some(&bg), &crate::plugins::REGISTRY)?;
         let gw = Arc::new(Gateway {
@@ -94,7 +103,7 @@ impl Gateway {
     }
 
     /// Swaps in a new configuration; requests in flight finish on the old one.
-    pub fn apply(&self, decl: Declarative) -> Result<String, String> {
+    pub fn apply(&self, decl: Declarative) -> Result<String, RuntimeError> {
         let hash = decl.hash.clone();
         let rt = Runtime::build(
             decl,
@@ -123,13 +132,13 @@ impl Gateway {
             });
         };
         let result = config::load_file(path, &self.load_options).and_then(|d| {
-            self.apply(d).map_err(|m| ConfigErrors {
+            self.apply(d).map_err(|e| ConfigErrors {
                 source_name: path.display().to_string(),
                 warnings: Vec::new(),
                 errors: vec![config::ConfigError {
                     path: String::new(),
                     line: None,
-                    message: m,
+                    message: e.to_string(),
                 }],
             })
         });
@@ -144,13 +153,13 @@ impl Gateway {
         let mut opts = self.load_options.clone();
         opts.refuse_env = !expand_env;
         let result = config::load_str(text, "POST /config", &opts).and_then(|d| {
-            self.apply(d).map_err(|m| ConfigErrors {
+            self.apply(d).map_err(|e| ConfigErrors {
                 source_name: "POST /config".into(),
                 warnings: Vec::new(),
                 errors: vec![config::ConfigError {
                     path: String::new(),
                     line: None,
-                    message: m,
+                    message: e.to_string(),
                 }],
             })
         });
@@ -159,14 +168,14 @@ impl Gateway {
     }
 
     /// Ready: configuration loaded, not draining, and every upstream in use has a healthy target.
-    pub fn ready(&self) -> Result<(), String> {
+    pub fn ready(&self) -> Result<(), NotReady> {
         if self.draining.load(Ordering::Relaxed) {
-            return Err("draining".into());
+            return Err(NotReady::Draining);
         }
         let rt = self.current.load();
         for b in rt.balancers_in_use() {
             if !b.has_healthy_target() {
-                return Err(format!("upstream `{}` has no healthy target", b.name));
+                return Err(NotReady::NoHealthyTarget(b.name.clone()));
             }
         }
         Ok(())

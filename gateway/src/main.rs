@@ -217,13 +217,13 @@ fn check(a: &CheckArgs) -> ExitCode {
             &gateway::plugins::REGISTRY,
         ) {
             Ok(rt) => Ok(rt.decl),
-            Err(m) => Err(config::ConfigErrors {
+            Err(e) => Err(config::ConfigErrors {
                 source_name: source_name(a),
                 warnings: Vec::new(),
                 errors: vec![config::ConfigError {
                     path: String::new(),
                     line: None,
-                    message: m,
+                    message: e.to_string(),
                 }],
             }),
         }

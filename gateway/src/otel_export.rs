@@ -53,7 +53,9 @@ impl Pipeline {
     }
 }
 
-fn build_exporter(cfg: &ExportConfig) -> Result<opentelemetry_otlp::SpanExporter, String> {
+fn build_exporter(
+    cfg: &ExportConfig,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
     let mut exporter = match cfg.protocol {
         Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
@@ -80,8 +82,7 @@ fn build_exporter(cfg: &ExportConfig) -> Result<opentelemetry_otlp::SpanExporter
                 .with_metadata(md)
                 .build()
         }
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     let mut attrs = vec![
         KeyValue::new("service.name", "gateway"),
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),

@@ -136,8 +136,17 @@ impl PrefixIndex {
     }
 }
 
+/// A route the router cannot compile: its regex path.
+#[derive(Debug, thiserror::Error)]
+#[error("route {route}: {source}")]
+pub struct RouterError {
+    pub route: String,
+    #[source]
+    pub source: regex::Error,
+}
+
 impl Router {
-    pub fn new(routes: &[RouteDef]) -> Result<Router, String> {
+    pub fn new(routes: &[RouteDef]) -> Result<Router, RouterError> {
         Router::new_filtered(routes, |_| true)
     }
 
@@ -146,7 +155,7 @@ impl Router {
     pub fn new_filtered(
         routes: &[RouteDef],
         keep: impl Fn(&RouteDef) -> bool,
-    ) -> Result<Router, String> {
+    ) -> Result<Router, RouterError> {
         let mut candidates = Vec::new();
         let mut matchers = Vec::new();
         for (ri, r) in routes.iter().enumerate() {
@@ -211,8 +220,10 @@ impl Router {
             }
             for p in &r.paths {
                 if let Some(re) = p.strip_prefix('~') {
-                    let re =
-                        compile_path_regex(re).map_err(|e| format!("route {}: {e}", r.name))?;
+                    let re = compile_path_regex(re).map_err(|source| RouterError {
+                        route: r.name.clone(),
+                        source,
+                    })?;
                     candidates.push(base(true, 0, PathMatcher::Regex(re)));
                 } else {
                     candidates.push(base(false, p.len(), PathMatcher::Prefix(p.clone())));

@@ -256,7 +256,7 @@ impl StatusApp {
             ("GET", "/status") => self.status(),
             ("GET", "/status/ready") => match self.gw.ready() {
                 Ok(()) => json(200, serde_json::json!({"message": "ready"})),
-                Err(why) => json(503, serde_json::json!({"message": why})),
+                Err(why) => json(503, serde_json::json!({"message": why.to_string()})),
             },
             ("GET", "/metrics") => self.metrics(),
             ("POST", "/config") => self.post_config(peer, req).await,

@@ -320,8 +320,8 @@ impl Builder<'_> {
             }
             match parse_service_url(url) {
                 Ok(parts) => parts,
-                Err(m) => {
-                    self.err(format!("{path}.url"), m);
+                Err(e) => {
+                    self.err(format!("{path}.url"), e.to_string());
                     return;
                 }
             }
@@ -761,16 +761,32 @@ pub fn split_host_port(s: &str) -> Option<(String, u16)> {
     Some((host, port.parse().ok()?))
 }
 
-fn parse_service_url(url: &str) -> Result<(String, String, u16, Option<String>), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("invalid url `{url}`: {e}"))?;
+/// Why a service `url` cannot be taken apart.
+#[derive(Debug, thiserror::Error)]
+enum UrlError {
+    #[error("invalid url `{url}`: {source}")]
+    Invalid {
+        url: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    #[error("url `{0}` has no scheme")]
+    NoScheme(String),
+    #[error("url `{0}` has no host")]
+    NoHost(String),
+}
+
+fn parse_service_url(url: &str) -> Result<(String, String, u16, Option<String>), UrlError> {
+    let uri: http::Uri = url.parse().map_err(|source| UrlError::Invalid {
+        url: url.to_string(),
+        source,
+    })?;
     let scheme = uri
         .scheme_str()
-        .ok_or_else(|| format!("url `{url}` has no scheme"))?;
+        .ok_or_else(|| UrlError::NoScheme(url.to_string()))?;
     let host = uri
         .host()
-        .ok_or_else(|| format!("url `{url}` has no host"))?;
+        .ok_or_else(|| UrlError::NoHost(url.to_string()))?;
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')

@@ -96,13 +96,26 @@ pub struct Runtime {
     pub loaded_at: SystemTime,
 }
 
+/// Why a configuration cannot be compiled (after it loaded).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Router(#[from] crate::router::RouterError),
+    #[error("{path}: {source}")]
+    Plugin {
+        path: String,
+        #[source]
+        source: super::plugin::BuildError,
+    },
+}
+
 impl Runtime {
     pub fn build(
         decl: Declarative,
         registry: &TargetRegistry,
         bg: Option<&tokio::runtime::Handle>,
         factory: &dyn PluginFactory,
-    ) -> Result<Runtime, String> {
+    ) -> Result<Runtime, RuntimeError> {
         let router = Router::new_filtered(&decl.routes, |r| {
             r.service
                 .is_none_or(|si| decl.services.get(si).is_none_or(|s| s.enabled))
@@ -165,7 +178,10 @@ impl Runtime {
             };
             let inst = factory
                 .build(p, &ctx)
-                .map_err(|e| format!("{}: {e}", p.path))?;
+                .map_err(|source| RuntimeError::Plugin {
+                    path: p.path.clone(),
+                    source,
+                })?;
             built.push((p.name.clone(), p.scope.clone(), inst));
         }
         // Instances by what they are attached to, so each route looks only at its own

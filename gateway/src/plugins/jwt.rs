@@ -228,7 +228,20 @@ enum Key {
 
 /// The P-521 public point of a PEM `PUBLIC KEY` (SubjectPublicKeyInfo): the curve's OID
 /// must be there and the key's BIT STRING, which ends the structure, holds the point.
-fn p521_point(pem: &str) -> Result<Vec<u8>, String> {
+/// Why a credential's public key cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum KeyError {
+    #[error("not a PEM PUBLIC KEY")]
+    NotPem,
+    #[error("not a P-521 (secp521r1) key")]
+    NotP521,
+    #[error("no uncompressed P-521 point")]
+    NoPoint,
+    #[error(transparent)]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+}
+
+fn p521_point(pem: &str) -> Result<Vec<u8>, KeyError> {
     use base64::Engine;
     const OID_P521: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23];
     const POINT: usize = 133;
@@ -241,14 +254,14 @@ fn p521_point(pem: &str) -> Result<Vec<u8>, String> {
         .collect();
     let der = base64::engine::general_purpose::STANDARD
         .decode(body.as_bytes())
-        .map_err(|_| "not a PEM PUBLIC KEY".to_string())?;
+        .map_err(|_| KeyError::NotPem)?;
     if !der.windows(OID_P521.len()).any(|w| w == OID_P521) {
-        return Err("not a P-521 (secp521r1) key".into());
+        return Err(KeyError::NotP521);
     }
     // ... 03 <len> 00 04 X Y
     let n = der.len();
     if n < POINT + 2 || der[n - POINT - 1] != 0 || der[n - POINT] != 4 {
-        return Err("no uncompressed P-521 point".into());
+        return Err(KeyError::NoPoint);
     }
     Ok(der[n - POINT..].to_vec())
 }
@@ -315,7 +328,7 @@ pub fn check_secret(v: &serde_norway::Value) -> Result<SecretDef, SpecError> {
     Ok(s)
 }
 
-fn public_key(alg: Alg, pem: &str) -> Result<Key, String> {
+fn public_key(alg: Alg, pem: &str) -> Result<Key, KeyError> {
     let a = match alg {
         Alg::Es512 => return p521_point(pem).map(Key::P521),
         Alg::Jwt(a) => a,
@@ -326,7 +339,7 @@ fn public_key(alg: Alg, pem: &str) -> Result<Key, String> {
         _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
     }
     .map(Key::Jwt)
-    .map_err(|e| e.to_string())
+    .map_err(KeyError::from)
 }
 
 struct Cred {

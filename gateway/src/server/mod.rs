@@ -408,26 +408,52 @@ async fn serve_h2<T>(
     let _ = conn.await;
 }
 
+/// Why the listener's certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error("cannot read certificate {}: {source}", path.display())]
+    Certificate {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("no certificate in {}", .0.display())]
+    NoCertificate(std::path::PathBuf),
+    #[error("cannot read private key {}: {source}", path.display())]
+    Key {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("certificate and key do not match: {0}")]
+    Mismatch(#[source] rustls::Error),
+}
+
 /// Loads a PEM certificate chain and private key into a rustls server configuration
 /// that offers HTTP/2 and HTTP/1.1 by ALPN.
 pub fn tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> Result<Arc<rustls::ServerConfig>, String> {
+) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?;
+        .map_err(|source| TlsConfigError::Certificate {
+            path: cert.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("no certificate in {}", cert.display()));
+        return Err(TlsConfigError::NoCertificate(cert.to_path_buf()));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsConfigError::Key {
+        path: key.to_path_buf(),
+        source,
+    })?;
     let mut cfg = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+        .map_err(TlsConfigError::Mismatch)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
