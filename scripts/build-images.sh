@@ -30,6 +30,8 @@ done
 
 if ! "${PODMAN[@]}" image exists "$BASE"; then
     rootfs="$(mktemp -d)"
+    # mktemp makes it 0700; as the image's / it would lock the non-root user out.
+    chmod 755 "$rootfs"
     say "making $BASE (debootstrap bookworm minbase)"
     debootstrap --variant=minbase --include=ca-certificates bookworm "$rootfs" >/dev/null
     rm -rf "$rootfs"/usr/share/{doc,man,info,locale,zoneinfo} "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/*
