@@ -383,76 +383,11 @@ async fn grpc_routes_refuse_other_requests_as_kong_does() {
     assert_eq!(r.status().as_u16(), 404);
 }
 
-#[test]
-fn grpc_config_rules_match_kong() {
-    // A gRPC service has no path; http and grpc protocols do not mix on a route.
+/// `gateway check` on `text`: whether it passed, and what it printed.
+fn check(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("kong.yml");
-    std::fs::write(
-        &f,
-        "_format_version: \"3.0\"
-services:
-- name: s
-  url: grpc://127.0.0.1:50051/v1
-  routes:
-  - name: r
-    protocols: [http, grpc]
-    paths: [/x]
-",
-    )
-    .expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["check", "--config"])
-        .arg(&f)
-        .output()
-        .expect("run check");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("services[0].path") && err.contains("value must be null"),
-        "{err}"
-    );
-
-    std::fs::write(
-        &f,
-        "_format_version: \"3.0\"
-services:
-- name: s
-  url: grpc://127.0.0.1:50051
-  routes:
-  - name: r
-    protocols: [http, grpc]
-    paths: [/x]
-",
-    )
-    .expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["check", "--config"])
-        .arg(&f)
-        .output()
-        .expect("run check");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("routes[0].protocols") && err.contains("mutually exclusive"),
-        "{err}"
-    );
-
-    // grpcs without a port: Kong's port 80, with a warning.
-    std::fs::write(
-        &f,
-        "_format_version: \"3.0\"
-services:
-- name: s
-  protocol: grpcs
-  host: greeter.internal
-  routes:
-  - name: r
-    protocols: [grpcs]
-    paths: [/x]
-",
-    )
-    .expect("write");
+    std::fs::write(&f, text).expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
         .args(["check", "--config"])
         .arg(&f)
@@ -463,7 +398,60 @@ services:
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{all}");
+    (out.status.success(), all)
+}
+
+#[test]
+fn grpc_config_rules_match_kong() {
+    // A gRPC service has no path; http and grpc protocols do not mix on a route.
+    let (ok, err) = check(
+        "_format_version: \"3.0\"
+services:
+- name: s
+  url: grpc://127.0.0.1:50051/v1
+  routes:
+  - name: r
+    protocols: [http, grpc]
+    paths: [/x]
+",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("services[0].path") && err.contains("value must be null"),
+        "{err}"
+    );
+
+    let (ok, err) = check(
+        "_format_version: \"3.0\"
+services:
+- name: s
+  url: grpc://127.0.0.1:50051
+  routes:
+  - name: r
+    protocols: [http, grpc]
+    paths: [/x]
+",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("routes[0].protocols") && err.contains("mutually exclusive"),
+        "{err}"
+    );
+
+    // grpcs without a port: Kong's port 80, with a warning.
+    let (ok, all) = check(
+        "_format_version: \"3.0\"
+services:
+- name: s
+  protocol: grpcs
+  host: greeter.internal
+  routes:
+  - name: r
+    protocols: [grpcs]
+    paths: [/x]
+",
+    );
+    assert!(ok, "{all}");
     assert!(all.contains("uses port 80"), "{all}");
 }
 
