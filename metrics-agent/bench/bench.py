@@ -16,6 +16,13 @@ Only the Python standard library is used. Everything listens on 127.0.0.x.
 
     cargo build --release -p metrics-agent
     python3 metrics-agent/bench/bench.py --agent-bin $CARGO_TARGET_DIR/release/metrics-agent
+
+With --receiver sink, phase 1 ships to a counting sink instead of a Prometheus (at 1M series
+a Prometheus on the same cores cannot keep up and measures itself). Build it first:
+
+    cargo build --release -p metrics-agent --example rw_sink
+    python3 metrics-agent/bench/bench.py --agent-bin $CARGO_TARGET_DIR/release/metrics-agent \
+        --receiver sink --series 20000 --duration 30 --skip-restart
 """
 
 import argparse
@@ -178,6 +185,37 @@ class Receiver:
         return json.loads(body)["data"]["result"]
 
 
+class Sink:
+    """The counting remote-write sink (`--example rw_sink`): counts samples per agent and
+    timestamp second without storing them, so that the receiver is not the bottleneck."""
+
+    def __init__(self, sink_bin, workdir):
+        self.port = free_port()
+        os.makedirs(workdir, exist_ok=True)
+        log = open(os.path.join(workdir, "sink.log"), "a")
+        self.proc = subprocess.Popen([sink_bin, "--listen", f"127.0.0.1:{self.port}"], stdout=subprocess.DEVNULL, stderr=log)
+        wait_http(f"http://127.0.0.1:{self.port}/-/ready")
+
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/api/v1/write"
+
+    def delivered(self, agent, t_end, window):
+        """Samples of `agent` with timestamps in the `window` seconds ending at `t_end`."""
+        last = int(t_end)
+        q = urllib.parse.urlencode({"agent": agent, "from": last - window + 1, "to": last})
+        _, body = http_get(f"http://127.0.0.1:{self.port}/count?{q}")
+        return float(json.loads(body)["samples"])
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
 def write_config(path, agent_label, targets, remote_url):
     lines = [
         "global:",
@@ -270,8 +308,11 @@ def throughput(kind, args, targets, receiver, root):
     time.sleep(args.drain)
     agent.stop()
     window = int(t1 - t0)
-    res = receiver.query(f'sum(count_over_time(bench_metric{{agent="{kind}"}}[{window}s]))', at=t1)
-    delivered = float(res[0]["value"][1]) if res else 0.0
+    if isinstance(receiver, Sink):
+        delivered = receiver.delivered(kind, t1, window)
+    else:
+        res = receiver.query(f'sum(count_over_time(bench_metric{{agent="{kind}"}}[{window}s]))', at=t1)
+        delivered = float(res[0]["value"][1]) if res else 0.0
     expected = args.targets * args.series * window / 1.0
     scraped = (s1 - s0) * args.series
     cpu = c1 - c0
@@ -284,6 +325,7 @@ def throughput(kind, args, targets, receiver, root):
         "samples_expected": int(expected),
         "delivered_ratio": round(delivered / scraped, 3) if scraped else None,
         "cpu_s_per_million": round(cpu / (scraped / 1e6), 3) if scraped else None,
+        "cpu_s_per_million_delivered": round(cpu / (delivered / 1e6), 3) if delivered else None,
         "rss_median_mib": round(statistics.median(rss) / 2**20, 1),
         "rss_max_mib": round(max(rss) / 2**20, 1),
     }
@@ -340,6 +382,14 @@ def main():
     p.add_argument("--rounds", type=int, default=1, help="repeat phase 1 and report medians")
     p.add_argument("--restart-targets", type=int, default=5)
     p.add_argument("--outage", type=int, default=20)
+    p.add_argument(
+        "--receiver",
+        choices=("prometheus", "sink"),
+        default="prometheus",
+        help="phase 1's remote-write receiver: a Prometheus, or the counting sink (needed at 1M series)",
+    )
+    p.add_argument("--sink-bin", default=None, help="rw_sink binary (default: examples/rw_sink beside --agent-bin)")
+    p.add_argument("--skip-restart", action="store_true", help="run phase 1 only")
     p.add_argument("--workdir", default=None)
     p.add_argument("--json", default=None, help="write results here too")
     args = p.parse_args()
@@ -348,16 +398,24 @@ def main():
     targets = Targets(args.targets, args.series)
     results = {"config": vars(args), "throughput": [], "restart": None}
     try:
-        receiver = Receiver(args.prometheus, os.path.join(root, "receiver"))
+        if args.receiver == "sink":
+            sink_bin = args.sink_bin or os.path.join(os.path.dirname(os.path.abspath(args.agent_bin)), "examples", "rw_sink")
+            receiver = Sink(sink_bin, os.path.join(root, "sink"))
+        else:
+            receiver = Receiver(args.prometheus, os.path.join(root, "receiver"))
         for r in range(args.rounds):
             for kind in ("metrics-agent", "prometheus-agent"):
+                rc0 = receiver.cpu_seconds() if isinstance(receiver, Sink) else None
                 res = throughput(kind, args, targets, receiver, os.path.join(root, f"round{r}"))
+                if rc0 is not None:
+                    res["sink_cpu_s"] = round(receiver.cpu_seconds() - rc0, 2)
                 res["round"] = r
                 print(json.dumps(res), flush=True)
                 results["throughput"].append(res)
         receiver.stop()
-        results["restart"] = restart_gap(args, targets, args.prometheus, root)
-        print(json.dumps({"restart": results["restart"]}), flush=True)
+        if not args.skip_restart:
+            results["restart"] = restart_gap(args, targets, args.prometheus, root)
+            print(json.dumps({"restart": results["restart"]}), flush=True)
     finally:
         targets.close()
 
@@ -366,7 +424,7 @@ def main():
         return statistics.median(vals) if vals else None
 
     summary = {}
-    for key in ("cpu_s_per_million", "rss_median_mib", "rss_max_mib"):
+    for key in ("cpu_s_per_million", "cpu_s_per_million_delivered", "rss_median_mib", "rss_max_mib"):
         a, b = med("metrics-agent", key), med("prometheus-agent", key)
         summary[key] = {"metrics-agent": a, "prometheus-agent": b, "ratio": round(a / b, 3) if a and b else None}
     results["summary"] = summary
