@@ -168,10 +168,11 @@ impl ServerCertVerifier for NameOverride {
     }
 }
 
-/// `insecure_skip_verify`: any certificate is accepted (handshake signatures are still
-/// checked, so the peer holds the key of the certificate it shows).
+/// Any certificate is accepted (`insecure_skip_verify`; the PostgreSQL collector's
+/// `sslmode=prefer`/`require`). Handshake signatures are still checked, so the peer holds
+/// the key of the certificate it shows.
 #[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
+pub(crate) struct NoVerify(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for NoVerify {
     fn verify_server_cert(
@@ -222,17 +223,9 @@ mod tests {
     use super::*;
 
     fn pki() -> (String, String, String) {
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = p.self_signed(&ca_key).expect("ca");
-        let issuer = rcgen::Issuer::new(p, ca_key);
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec!["client.test".to_string()])
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("cert");
-        (ca.pem(), cert.pem(), key.serialize_pem())
+        let ca = test_support::tls::TestCa::new();
+        let leaf = ca.sign(&["client.test"]);
+        (ca.pem(), leaf.cert_pem(), leaf.key_pem())
     }
 
     #[test]

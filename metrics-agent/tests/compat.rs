@@ -331,28 +331,13 @@ fn limits_fail_the_scrape_and_log_the_reason() {
 /// A test CA, a server certificate for `metrics.test` (no IP address) and a client
 /// certificate, as PEM files in `dir`.
 fn test_pki(dir: &Path) -> (rcgen::Certificate, rcgen::KeyPair, rcgen::Certificate) {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "metrics-agent test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let server_key = rcgen::KeyPair::generate().expect("server key");
-    let server_cert = rcgen::CertificateParams::new(vec!["metrics.test".to_string()])
-        .expect("params")
-        .signed_by(&server_key, &issuer)
-        .expect("server cert");
-    let client_key = rcgen::KeyPair::generate().expect("client key");
-    let client_cert = rcgen::CertificateParams::new(vec!["agent.test".to_string()])
-        .expect("params")
-        .signed_by(&client_key, &issuer)
-        .expect("client cert");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
-    std::fs::write(dir.join("client.pem"), client_cert.pem()).expect("write");
-    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).expect("write");
-    (server_cert, server_key, ca_cert)
+    let ca = test_support::tls::TestCa::new();
+    let server = ca.sign(&["metrics.test"]);
+    let client = ca.sign(&["agent.test"]);
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join("client.pem"), client.cert_pem()).expect("write");
+    std::fs::write(dir.join("client.key"), client.key_pem()).expect("write");
+    (server.cert, server.key, ca.cert)
 }
 
 /// An HTTPS target that requires a client certificate signed by the test CA.

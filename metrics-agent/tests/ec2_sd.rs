@@ -205,19 +205,11 @@ fn ec2_instances_are_discovered_relabeled_and_removed() {
 
 /// A test CA and a certificate for 127.0.0.1 it signed: (CA PEM, cert file, key file).
 fn test_ca(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = params.self_signed(&ca_key).expect("ca");
-    let issuer = rcgen::Issuer::new(params, ca_key);
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .expect("params")
-        .signed_by(&key, &issuer)
-        .expect("cert");
+    let ca = test_support::tls::TestCa::new();
+    let leaf = ca.sign(&["127.0.0.1"]);
     let (c, k) = (dir.join("moto.pem"), dir.join("moto.key"));
-    std::fs::write(&c, cert.pem()).expect("write");
-    std::fs::write(&k, key.serialize_pem()).expect("write");
+    std::fs::write(&c, leaf.cert_pem()).expect("write");
+    std::fs::write(&k, leaf.key_pem()).expect("write");
     std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
     (ca.pem(), c, k)
 }

@@ -9,6 +9,7 @@
 //! - [`postgres`]: a scratch PostgreSQL cluster (`initdb` + `postgres`)
 //! - [`prometheus`]: Prometheus as a remote-write receiver, with queries
 //! - [`moto`]: a moto server (AWS APIs)
+//! - [`tls`]: a test CA and certificates it signs
 //!
 //! A missing binary panics with the script that installs it (`.ci/deps/*.sh`).
 
@@ -19,6 +20,7 @@ pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod redis;
+pub mod tls;
 
 pub use ports::{free_cluster_port, free_port, wait_port, wait_until};
 pub use process::{Proc, find_on_path};

@@ -122,43 +122,6 @@ fn tls_options(dsn: &str) -> Result<(String, SslMode, Option<std::path::PathBuf>
     Ok((rest, mode.unwrap_or(SslMode::Prefer), root))
 }
 
-/// Accepts any server certificate (libpq's `prefer`/`require`: encrypted, not
-/// authenticated); signatures are still checked.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &rustls::pki_types::CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// Checks the chain against the roots but not the name (libpq's `verify-ca`).
 #[derive(Debug)]
 struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
@@ -245,7 +208,8 @@ fn tls_connector(
     } else {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            // libpq's `prefer`/`require`: encrypted, not authenticated.
+            .with_custom_certificate_verifier(Arc::new(crate::http_client::NoVerify(provider)))
             .with_no_client_auth()
     };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
@@ -733,24 +697,16 @@ mod tests {
         assert!(!up(kv("127.0.0.1", "sslmode=require")).await);
         assert!(up(kv("127.0.0.1", "")).await);
 
-        let ca_key = rcgen::KeyPair::generate().expect("ca key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
-        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("cert");
+        let ca = test_support::tls::TestCa::new();
+        let leaf = ca.sign(&["localhost"]);
         let dir = tempfile::tempdir().expect("tempdir");
         let (cp, kp, cap) = (
             dir.path().join("server.crt"),
             dir.path().join("server.key"),
             dir.path().join("ca.pem"),
         );
-        std::fs::write(&cp, cert.pem()).expect("cert");
-        std::fs::write(&kp, key.serialize_pem()).expect("key");
+        std::fs::write(&cp, leaf.cert_pem()).expect("cert");
+        std::fs::write(&kp, leaf.key_pem()).expect("key");
         std::fs::write(&cap, ca.pem()).expect("ca");
         std::fs::set_permissions(&kp, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .expect("chmod");

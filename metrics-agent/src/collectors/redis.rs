@@ -385,16 +385,8 @@ mod tests {
     #[tokio::test]
     async fn collects_over_tls_and_checks_the_certificate() {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let ca_key = rcgen::KeyPair::generate().expect("ca key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
-        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("cert");
+        let ca = test_support::tls::TestCa::new();
+        let leaf = ca.sign(&["localhost"]);
         let dir = tempfile::tempdir().expect("tempdir");
         let w = |n: &str, t: String| {
             let p = dir.path().join(n);
@@ -402,8 +394,8 @@ mod tests {
             p
         };
         let (cp, kp, cap) = (
-            w("cert.pem", cert.pem()),
-            w("key.pem", key.serialize_pem()),
+            w("cert.pem", leaf.cert_pem()),
+            w("key.pem", leaf.key_pem()),
             w("ca.pem", ca.pem()),
         );
         let port = test_support::free_port();
