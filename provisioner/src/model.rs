@@ -257,6 +257,14 @@ impl Actual {
         }
     }
 
+    /// A string property as observed (empty when absent or not a string).
+    pub fn prop_str(&self, name: &str) -> &str {
+        self.props
+            .get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+    }
+
     pub fn output(mut self, name: &str, value: impl Into<String>) -> Self {
         self.outputs.insert(name.to_string(), value.into());
         self

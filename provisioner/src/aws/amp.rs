@@ -177,12 +177,7 @@ pub async fn update_rule_groups(aws: &Aws, a: &Actual, d: &Desired) -> Result<Ac
 }
 
 pub async fn delete_rule_groups(aws: &Aws, a: &Actual) -> Result<()> {
-    let ws = a
-        .props
-        .get("workspace_id")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
+    let ws = a.prop_str("workspace_id").to_string();
     aws.amp
         .delete_rule_groups_namespace()
         .workspace_id(ws)

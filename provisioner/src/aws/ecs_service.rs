@@ -266,12 +266,7 @@ pub async fn update(aws: &Aws, _a: &Actual, d: &Desired, changed: &[String]) -> 
 }
 
 pub async fn delete(aws: &Aws, a: &Actual) -> Result<()> {
-    let cluster = a
-        .props
-        .get("cluster")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
+    let cluster = a.prop_str("cluster").to_string();
     aws.ecs
         .update_service()
         .cluster(&cluster)
