@@ -136,6 +136,22 @@ async fn client(port: u16) -> tonic::client::Grpc<tonic::transport::Channel> {
     tonic::client::Grpc::new(ch)
 }
 
+/// Calls `path` with an empty message; the call must fail: its status.
+async fn call_fails(
+    c: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    path: &'static str,
+    why: &str,
+) -> Status {
+    c.ready().await.expect("ready");
+    c.unary(
+        tonic::Request::new(Msg::default()),
+        PathAndQuery::from_static(path),
+        ProstCodec::<Msg, Msg>::default(),
+    )
+    .await
+    .expect_err(why)
+}
+
 async fn say(
     c: &mut tonic::client::Grpc<tonic::transport::Channel>,
     text: &str,
@@ -289,28 +305,12 @@ consumers:
     assert_eq!(e.message(), "API rate limit exceeded");
 
     // No route: 404, NotFound.
-    c.ready().await.expect("ready");
-    let e = c
-        .unary(
-            tonic::Request::new(Msg::default()),
-            PathAndQuery::from_static("/other.Service/Call"),
-            ProstCodec::<Msg, Msg>::default(),
-        )
-        .await
-        .expect_err("no route");
+    let e = call_fails(&mut c, "/other.Service/Call", "no route").await;
     assert_eq!(e.code(), Code::NotFound);
     assert_eq!(e.message(), "no Route matched with those values");
 
     // The upstream refuses the connection: Kong's 502, which gRPC calls Internal.
-    c.ready().await.expect("ready");
-    let e = c
-        .unary(
-            tonic::Request::new(Msg::default()),
-            PathAndQuery::from_static("/test.Down/Call"),
-            ProstCodec::<Msg, Msg>::default(),
-        )
-        .await
-        .expect_err("upstream down");
+    let e = call_fails(&mut c, "/test.Down/Call", "upstream down").await;
     assert_eq!(e.code(), Code::Internal);
     assert_eq!(
         e.message(),
@@ -362,15 +362,7 @@ async fn grpc_routes_refuse_other_requests_as_kong_does() {
 
     // A grpcs-only route reached in clear text: 200 with grpc-status 1.
     let mut c = client(gw.port).await;
-    c.ready().await.expect("ready");
-    let e = c
-        .unary(
-            tonic::Request::new(Msg::default()),
-            PathAndQuery::from_static("/test.Secure/Call"),
-            ProstCodec::<Msg, Msg>::default(),
-        )
-        .await
-        .expect_err("grpcs only");
+    let e = call_fails(&mut c, "/test.Secure/Call", "grpcs only").await;
     assert_eq!(e.code(), Code::Cancelled);
     assert_eq!(e.message(), "gRPC request matched gRPCs route");
 
