@@ -17,6 +17,23 @@ use crate::specs::EcsServiceSpec;
 
 pub const SERVICE: &str = "gateway";
 
+/// awsvpc networking in private subnets (no public IP), for the services' tasks.
+pub(super) fn private_network(
+    subnets: &[String],
+    security_groups: &[String],
+) -> Result<NetworkConfiguration> {
+    Ok(NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .set_subnets(Some(subnets.to_vec()))
+                .set_security_groups(Some(security_groups.to_vec()))
+                .assign_public_ip(AssignPublicIp::Disabled)
+                .build()
+                .map_err(|e| Error::invalid(e.to_string()))?,
+        )
+        .build())
+}
+
 pub async fn describe(aws: &Aws, cluster: &str) -> Result<Option<Service>> {
     describe_named(aws, cluster, SERVICE).await
 }
@@ -127,16 +144,7 @@ pub async fn create_task_set(
     task_definition: &str,
     target_group: &str,
 ) -> Result<String> {
-    let net = NetworkConfiguration::builder()
-        .awsvpc_configuration(
-            AwsVpcConfiguration::builder()
-                .set_subnets(Some(spec.subnets.clone()))
-                .set_security_groups(Some(spec.security_groups.clone()))
-                .assign_public_ip(AssignPublicIp::Disabled)
-                .build()
-                .map_err(|e| Error::invalid(e.to_string()))?,
-        )
-        .build();
+    let net = private_network(&spec.subnets, &spec.security_groups)?;
     let out = aws
         .ecs
         .create_task_set()

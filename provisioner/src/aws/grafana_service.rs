@@ -2,8 +2,8 @@
 //! (one task), registered with its own target group.
 
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, DeploymentController, DeploymentControllerType,
-    LaunchType, LoadBalancer, NetworkConfiguration, PropagateTags, Service,
+    DeploymentController, DeploymentControllerType, LaunchType, LoadBalancer, PropagateTags,
+    Service,
 };
 
 use super::ecs_cluster::ecs_tags;
@@ -57,19 +57,6 @@ pub async fn observe(aws: &Aws) -> Result<Vec<Actual>> {
         .unwrap_or_default())
 }
 
-fn network(spec: &GrafanaServiceSpec) -> Result<NetworkConfiguration> {
-    Ok(NetworkConfiguration::builder()
-        .awsvpc_configuration(
-            AwsVpcConfiguration::builder()
-                .set_subnets(Some(spec.subnets.clone()))
-                .set_security_groups(Some(spec.security_groups.clone()))
-                .assign_public_ip(AssignPublicIp::Disabled)
-                .build()
-                .map_err(|e| Error::invalid(e.to_string()))?,
-        )
-        .build())
-}
-
 pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
     let spec: GrafanaServiceSpec = d.spec()?;
     // The task role may still be propagating in IAM.
@@ -87,7 +74,10 @@ pub async fn create(aws: &Aws, d: &Desired) -> Result<Actual> {
                     .build()
                     .map_err(|e| Error::invalid(e.to_string()))?,
             )
-            .network_configuration(network(&spec)?)
+            .network_configuration(super::ecs_service::private_network(
+                &spec.subnets,
+                &spec.security_groups,
+            )?)
             .load_balancers(
                 LoadBalancer::builder()
                     .target_group_arn(&spec.target_group_arn)
@@ -127,7 +117,10 @@ pub async fn update(aws: &Aws, a: &Actual, d: &Desired) -> Result<Actual> {
         .service(&spec.name)
         .task_definition(&spec.task_definition)
         .desired_count(spec.desired_count)
-        .network_configuration(network(&spec)?)
+        .network_configuration(super::ecs_service::private_network(
+            &spec.subnets,
+            &spec.security_groups,
+        )?)
         .send()
         .await
         .map_err(|e| Error::aws("ecs:UpdateService", e))?;
